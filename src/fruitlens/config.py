@@ -1,0 +1,68 @@
+"""Typed configuration of every job, in one place. The CLI only fills these in."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from . import FruitlensError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+DEFAULT_BACKBONE = "mobilenet_v2"
+# Pillow's own default is ~89 Mpx; a phone photo is 12-50 Mpx. Anything larger is treated as a
+# decompression bomb and recorded as an error rather than decoded.
+DEFAULT_MAX_PIXELS = 100_000_000
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    master: str = "local[*]"
+    app_name: str = "fruitlens"
+    driver_memory: str = "2g"
+    extra_conf: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FeaturizeConfig:
+    input: str
+    output: str
+    backbone: str = DEFAULT_BACKBONE
+    model: str | None = None  # a model file or a folder holding it under its published name
+    batch_size: int = 16
+    threads: int = 1  # inference threads per Python worker (one worker per Spark task slot)
+    images_per_partition: int = 256
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    io_threads: int = 4  # concurrent reads per task (matters for object stores)
+
+    def validate(self) -> None:
+        _positive("--batch-size", self.batch_size)
+        _positive("--threads", self.threads)
+        _positive("--images-per-partition", self.images_per_partition)
+        _positive("--max-pixels", self.max_pixels)
+        _positive("--io-threads", self.io_threads)
+
+
+@dataclass(frozen=True)
+class ReduceConfig:
+    input: str
+    output: str
+    k: int | None = None
+    variance: float | None = 0.95
+
+    def validate(self) -> None:
+        if self.k is not None and self.variance is not None:
+            raise FruitlensError("give either --k or --variance, not both")
+        if self.k is None and self.variance is None:
+            raise FruitlensError("give --k or --variance")
+        if self.k is not None:
+            _positive("--k", self.k)
+        if self.variance is not None and not 0.0 < self.variance <= 1.0:
+            raise FruitlensError(f"--variance must be in (0, 1], got {self.variance}")
+
+
+def _positive(name: str, value: int) -> None:
+    if value < 1:
+        raise FruitlensError(f"{name} must be a positive integer, got {value}")
+
+
+def as_dict(cfg) -> dict:
+    return asdict(cfg)

@@ -1,0 +1,161 @@
+"""Mapper: image records -> embedding rows or error rows. Plain Python, no Spark.
+
+Each Python worker keeps one loaded backbone per (model, threads) for its whole life, so the model
+is loaded once per worker, not per batch or per partition. Reads and decodes run on a small thread
+pool ahead of inference (Pillow and LiteRT release the GIL), which overlaps I/O, decoding and the
+network's compute.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from . import backbones
+from .decode import DecodeError, decode_image
+from .storage import filesystem, is_local
+
+_WORKER_BACKBONES: dict[tuple, backbones.Backbone] = {}
+_STATS_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class MapperSettings:
+    backbone: str
+    model_path: str
+    threads: int = 1
+    batch_size: int = 16
+    max_pixels: int = 100_000_000
+    io_threads: int = 4
+
+
+@dataclass
+class MapperStats:
+    """Seconds spent per stage, summed over all tasks (thread time for read and decode)."""
+
+    read_s: float = 0.0
+    decode_s: float = 0.0
+    infer_s: float = 0.0
+    model_load_s: float = 0.0
+    model_loads: int = 0
+    images: int = 0
+    errors: int = 0
+    batches: int = 0
+
+    def merge(self, other: "MapperStats") -> "MapperStats":
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        return self
+
+
+@dataclass
+class Record:
+    path: str
+    label: str | None
+    split: str | None
+    size_bytes: int
+    embedding: np.ndarray | None = None
+    error: str | None = None
+    pixels: np.ndarray | None = field(default=None, repr=False)
+
+
+def get_backbone(settings: MapperSettings, stats: MapperStats) -> backbones.Backbone:
+    key = (settings.backbone, settings.model_path, settings.threads)
+    backbone = _WORKER_BACKBONES.get(key)
+    if backbone is None:
+        t0 = time.perf_counter()
+        backbone = backbones.load(backbones.get_spec(settings.backbone), settings.model_path, settings.threads)
+        stats.model_load_s += time.perf_counter() - t0
+        stats.model_loads += 1
+        _WORKER_BACKBONES[key] = backbone
+    return backbone
+
+
+def read_bytes(path: str) -> bytes:
+    if is_local(path):
+        with open(path, "rb") as f:
+            return f.read()
+    fs, inner = filesystem(path)
+    return fs.cat_file(inner)
+
+
+def load_record(record: Record, size: tuple[int, int], max_pixels: int, stats: MapperStats) -> Record:
+    """Read and decode one image in a pool thread; failures become the record's error."""
+    t0 = time.perf_counter()
+    try:
+        data = read_bytes(record.path)
+        record.size_bytes = len(data)
+    except FileNotFoundError:
+        record.error = "missing: the file disappeared after it was listed"
+    except IsADirectoryError:
+        record.error = "unreadable: is a directory"
+    except PermissionError:
+        record.error = "unreadable: permission denied"
+    except OSError as exc:
+        record.error = f"unreadable: {exc.strerror or type(exc).__name__}"
+    t1 = time.perf_counter()
+    if record.error is None:
+        try:
+            record.pixels = decode_image(data, size, max_pixels)
+        except DecodeError as exc:
+            record.error = str(exc)
+    t2 = time.perf_counter()
+    with _STATS_LOCK:
+        stats.read_s += t1 - t0
+        stats.decode_s += t2 - t1
+    return record
+
+
+def embed_records(
+    records: Iterable[Record],
+    settings: MapperSettings,
+    stats: MapperStats,
+    read: Callable[[Record], Record] | None = None,
+) -> Iterator[list[Record]]:
+    """Yield lists of finished records (one list per inference batch), in input order."""
+    backbone = get_backbone(settings, stats)
+    spec = backbone.spec
+    load = read or (lambda r: load_record(r, spec.input_size, settings.max_pixels, stats))
+    window = max(settings.batch_size * 2, settings.io_threads * 2)
+    with ThreadPoolExecutor(settings.io_threads, thread_name_prefix="fruitlens-io") as pool:
+        pending: list = []
+        batch: list[Record] = []
+        iterator = iter(records)
+        exhausted = False
+        while True:
+            while not exhausted and len(pending) < window:
+                try:
+                    pending.append(pool.submit(load, next(iterator)))
+                except StopIteration:
+                    exhausted = True
+            if not pending:
+                break
+            batch.append(pending.pop(0).result())
+            if len([r for r in batch if r.error is None]) >= settings.batch_size or (
+                exhausted and not pending
+            ):
+                yield _infer(batch, backbone, stats)
+                batch = []
+        if batch:
+            yield _infer(batch, backbone, stats)
+
+
+def _infer(batch: list[Record], backbone: backbones.Backbone, stats: MapperStats) -> list[Record]:
+    good = [r for r in batch if r.error is None]
+    if good:
+        t0 = time.perf_counter()
+        embeddings = backbone.embed(np.stack([r.pixels for r in good]))
+        stats.infer_s += time.perf_counter() - t0
+        stats.batches += 1
+        for r, e in zip(good, embeddings):
+            r.embedding = e
+            r.pixels = None
+    stats.images += len(good)
+    stats.errors += len(batch) - len(good)
+    return batch
+

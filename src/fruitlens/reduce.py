@@ -1,0 +1,99 @@
+"""Reduction: StandardScaler (mean and std) + PCA from Spark ML, fit/transform vocabulary.
+
+Fit on the `train` split when there is one, else on every row; k given, or the smallest k whose
+cumulative explained variance reaches the target. The fitted PipelineModel takes a vector column
+`features` (`pyspark.ml.functions.array_to_vector("embedding")`) and outputs `pca`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import FruitlensError
+from .config import ReduceConfig
+from .progress import spark_progress
+from .storage import spark_uri
+
+FEATURE_COLUMNS = ["path", "label", "split", "pca"]
+
+
+@dataclass
+class ReduceResult:
+    rows: int
+    fit_rows: int
+    fit_on: str
+    k: int
+    explained_variance: list[float]  # per component, for every component that was computed
+    timings: dict
+
+    @property
+    def cumulative(self) -> list[float]:
+        return np.cumsum(self.explained_variance).tolist()
+
+    @property
+    def explained_at_k(self) -> float:
+        return float(sum(self.explained_variance[: self.k]))
+
+
+def choose_k(explained_variance, target: float) -> int:
+    """Smallest k whose cumulative explained variance reaches `target` (all, if none does)."""
+    cumulative = np.cumsum(np.asarray(explained_variance, dtype=np.float64))
+    reached = np.nonzero(cumulative >= target - 1e-12)[0]
+    return int(reached[0] + 1) if reached.size else int(len(cumulative))
+
+
+def fit_and_transform(spark, cfg: ReduceConfig, embeddings, features_uri: str, model_uri: str) -> ReduceResult:
+    """`embeddings`: a DataFrame with path, label, split, embedding (array<float>)."""
+    from pyspark.ml import PipelineModel
+    from pyspark.ml.feature import PCA, StandardScaler
+    from pyspark.ml.functions import array_to_vector, vector_to_array
+    from pyspark.sql import functions as F
+
+    cfg.validate()
+    missing = {"path", "label", "split", "embedding"} - set(embeddings.columns)
+    if missing:
+        raise FruitlensError(f"{cfg.input} is not an embeddings dataset: missing columns {sorted(missing)}")
+    timings: dict[str, float] = {}
+    data = embeddings.select("path", "label", "split", array_to_vector("embedding").alias("features"))
+    data = data.cache()
+    t0 = time.perf_counter()
+    with spark_progress(spark, "fitting StandardScaler + PCA"):
+        counts = {r["split"]: r["count"] for r in data.groupBy("split").count().collect()}
+        rows = sum(counts.values())
+        if rows == 0:
+            raise FruitlensError(f"{cfg.input} holds no embeddings to reduce")
+        fit_on = "train" if counts.get("train") else "all"
+        fit_data = data.filter(F.col("split") == "train") if fit_on == "train" else data
+        fit_rows = counts["train"] if fit_on == "train" else rows
+        dim = len(data.first()["features"])
+        if cfg.k is not None and cfg.k > dim:
+            raise FruitlensError(f"--k {cfg.k} is larger than the embedding dimension {dim}")
+
+        scaler = StandardScaler(withMean=True, withStd=True, inputCol="features", outputCol="scaled").fit(fit_data)
+        scaled = scaler.transform(fit_data).select("scaled").cache()
+        # Spark normalises explained variance by the total over all components, so one fit with
+        # every component gives the whole spectrum; k is then chosen and PCA refit at k.
+        spectrum_k = dim
+        pca_full = PCA(k=spectrum_k, inputCol="scaled", outputCol="pca").fit(scaled)
+        explained = pca_full.explainedVariance.toArray().tolist()
+        k = cfg.k if cfg.k is not None else choose_k(explained, cfg.variance)
+        pca = pca_full if k == spectrum_k else PCA(k=k, inputCol="scaled", outputCol="pca").fit(scaled)
+        scaled.unpersist()
+        model = PipelineModel(stages=[scaler, pca])
+    timings["fit_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    with spark_progress(spark, f"projecting {rows:,} rows on {k} components"):
+        projected = model.transform(data).select(
+            "path", "label", "split", vector_to_array("pca").alias("pca")
+        )
+        projected.write.mode("overwrite").parquet(spark_uri(features_uri))
+        model.write().overwrite().save(spark_uri(model_uri))
+    timings["transform_write_s"] = time.perf_counter() - t0
+    data.unpersist()
+    return ReduceResult(
+        rows=rows, fit_rows=fit_rows, fit_on=fit_on, k=k, explained_variance=explained, timings=timings
+    )

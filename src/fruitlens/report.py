@@ -1,0 +1,159 @@
+"""Logger/report: report.json, scree.png and the short human summary printed at the end."""
+
+from __future__ import annotations
+
+import io
+import platform
+from datetime import datetime, timezone
+
+from . import __version__
+from .progress import console
+from .storage import join, write_bytes, write_json
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def library_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"fruitlens": __version__, "python": platform.python_version()}
+    for name in ("pyspark", "ai-edge-litert", "pillow", "numpy", "pyarrow"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def featurize_section(result, spec) -> dict:
+    stats = result.stats
+    wall = result.timings.get("embed_wall_s", 0.0)
+    total = sum(result.timings.values())
+    return {
+        "inputs": {
+            "images_found": result.found,
+            "other_files_skipped": dict(result.listing.skipped),
+            "unreadable_folders": len(result.listing.unreadable),
+        },
+        "ok": result.ok,
+        "errors": result.errors,
+        "errors_by_reason": result.errors_by_reason,
+        "model": {
+            "backbone": spec.name,
+            "description": spec.description,
+            "file": spec.model_file.filename,
+            "sha256": spec.model_file.sha256,
+            "source_url": spec.model_file.url,
+            "license": spec.model_file.license,
+            "embedding_dim": spec.embedding_dim,
+            "input_size": list(spec.input_size),
+            "loads": stats.model_loads,
+        },
+        "partitions": result.partitions,
+        "stages": {
+            "list": {"wall_s": round(result.timings.get("list_s", 0.0), 3)},
+            "embed": {
+                "wall_s": round(wall, 3),
+                "images_per_s": round(result.found / wall, 1) if wall else None,
+                "task_seconds": {
+                    "read": round(stats.read_s, 3),
+                    "decode_resize": round(stats.decode_s, 3),
+                    "infer": round(stats.infer_s, 3),
+                    "model_load": round(stats.model_load_s, 3),
+                },
+            },
+            "write": {"wall_s": round(result.timings.get("write_s", 0.0), 3)},
+            "total": {
+                "wall_s": round(total, 3),
+                "images_per_s": round(result.found / total, 1) if total else None,
+            },
+        },
+    }
+
+
+def reduce_section(result, variance_target) -> dict:
+    cumulative = result.cumulative
+    return {
+        "rows": result.rows,
+        "fit_rows": result.fit_rows,
+        "fit_on": result.fit_on,
+        "k": result.k,
+        "variance_target": variance_target,
+        "explained_variance_at_k": round(result.explained_at_k, 6),
+        "stages": {name.removesuffix("_s"): {"wall_s": round(v, 3)} for name, v in result.timings.items()},
+        "explained_variance": [round(v, 8) for v in result.explained_variance],
+        "cumulative_explained_variance": [round(v, 8) for v in cumulative],
+    }
+
+
+def write_explained_variance_csv(uri: str, result) -> None:
+    lines = ["component,explained_variance,cumulative"]
+    for i, (v, c) in enumerate(zip(result.explained_variance, result.cumulative), start=1):
+        lines.append(f"{i},{v:.8g},{c:.8g}")
+    write_bytes(uri, ("\n".join(lines) + "\n").encode())
+
+
+def write_scree(uri: str, result, variance_target: float | None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    cumulative = np.asarray(result.cumulative)
+    x = np.arange(1, len(cumulative) + 1)
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    ax.plot(x, cumulative, color="#2a7ab9", lw=2, label="cumulative explained variance")
+    ax.bar(x, result.explained_variance, color="#9cc3e4", width=1.0, label="per component")
+    ax.axvline(result.k, color="#d1495b", ls="--", lw=1.5, label=f"k = {result.k} ({result.explained_at_k:.1%})")
+    if variance_target is not None:
+        ax.axhline(variance_target, color="#999999", ls=":", lw=1, label=f"target {variance_target:.0%}")
+    ax.set_xscale("log")
+    ax.set_xlim(1, len(cumulative))
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("principal component (log scale)")
+    ax.set_ylabel("explained variance (share)")
+    ax.set_title(f"PCA of embeddings: fit on {result.fit_rows:,} rows ({result.fit_on})")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="center right", fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    write_bytes(uri, buf.getvalue())
+
+
+def write_report(output: str, report: dict) -> str:
+    uri = join(output, "report.json")
+    write_json(uri, report)
+    return uri
+
+
+def print_summary(report: dict, output: str) -> None:
+    lines = [f"[bold green]fruitlens {report['command']}[/] -> {output}"]
+    feat = report.get("featurize")
+    if feat:
+        stages = feat["stages"]
+        lines.append(
+            f"  images: {feat['inputs']['images_found']:,} found, {feat['ok']:,} embedded, "
+            f"{feat['errors']:,} errors"
+            + (f" ({', '.join(f'{k}: {v}' for k, v in feat['errors_by_reason'].items())})" if feat["errors"] else "")
+        )
+        skipped = sum(feat["inputs"]["other_files_skipped"].values())
+        if skipped:
+            lines.append(f"  other files skipped (not jpg/jpeg/png/webp/bmp): {skipped:,}")
+        lines.append(
+            f"  embed: {stages['embed']['images_per_s'] or 0:,.1f} images/s "
+            f"({stages['embed']['wall_s']:.1f}s; list {stages['list']['wall_s']:.1f}s, "
+            f"write {stages['write']['wall_s']:.1f}s)"
+        )
+    red = report.get("reduce")
+    if red:
+        lines.append(
+            f"  PCA: k = {red['k']} components, {red['explained_variance_at_k']:.1%} of variance, "
+            f"fit on {red['fit_rows']:,} {red['fit_on']} rows, {red['rows']:,} rows projected"
+        )
+    lines.append(f"  report: {join(output, 'report.json')}")
+    console.print("\n".join(lines))
