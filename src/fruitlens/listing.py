@@ -48,14 +48,20 @@ def label_and_split(relative_parts: tuple[str, ...], root_name: str) -> tuple[st
     return label, split
 
 
+def check_input(uri: str):
+    """(filesystem, path) of INPUT, or a clear error if it is missing or not a folder."""
+    fs, path = filesystem(uri)
+    if not fs.exists(path):
+        raise FruitlensError(f"INPUT not found: {uri}")
+    if not fs.isdir(path):
+        raise FruitlensError(f"INPUT must be a folder of images, got a file: {uri}")
+    return fs, path
+
+
 def list_images(uri: str) -> Listing:
     """Every file under `uri`; images (by extension, any case) are returned, others counted."""
     root = normalize(uri)
-    fs, root_path = filesystem(root)
-    if not fs.exists(root_path):
-        raise FruitlensError(f"INPUT not found: {uri}")
-    if not fs.isdir(root_path):
-        raise FruitlensError(f"INPUT must be a folder of images, got a file: {uri}")
+    fs, root_path = check_input(root)
     images: list[ImageRef] = []
     skipped: Counter = Counter()
     unreadable: list[tuple[str, str]] = []

@@ -7,7 +7,7 @@ import platform
 from datetime import datetime, timezone
 
 from . import __version__
-from .progress import console
+from rich.console import Console
 from .storage import join, write_bytes, write_json
 
 
@@ -156,4 +156,4 @@ def print_summary(report: dict, output: str) -> None:
             f"fit on {red['fit_rows']:,} {red['fit_on']} rows, {red['rows']:,} rows projected"
         )
     lines.append(f"  report: {join(output, 'report.json')}")
-    console.print("\n".join(lines))
+    Console(highlight=False, soft_wrap=True).print("\n".join(lines))  # stdout; progress is on stderr

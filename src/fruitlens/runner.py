@@ -8,6 +8,7 @@ from dataclasses import asdict
 from . import FruitlensError
 from .config import FeaturizeConfig, ReduceConfig, SparkConfig
 from .featurize import featurize
+from .listing import check_input
 from .reduce import fit_and_transform
 from .report import (
     featurize_section,
@@ -29,6 +30,22 @@ def layout(output: str) -> dict[str, str]:
     return {name: join(output, name) for name in names}
 
 
+def preflight_output(uri: str) -> None:
+    """Fail before any work if OUTPUT cannot be written."""
+    fs, path = filesystem(uri)
+    if fs.exists(path) and not fs.isdir(path):
+        raise FruitlensError(f"OUTPUT exists and is not a folder: {uri}")
+    probe = join(uri, ".fruitlens-write-test")
+    try:
+        fs.makedirs(path, exist_ok=True)
+        fs.pipe_file(filesystem(probe)[1], b"")
+        fs.rm_file(filesystem(probe)[1])
+    except PermissionError:
+        raise FruitlensError(f"cannot write OUTPUT {uri}: permission denied") from None
+    except OSError as exc:
+        raise FruitlensError(f"cannot write OUTPUT {uri}: {exc.strerror or exc}") from None
+
+
 def _header(command: str, spark, params: dict) -> dict:
     return {
         "command": command,
@@ -45,6 +62,8 @@ def _header(command: str, spark, params: dict) -> dict:
 
 def run_featurize(cfg: FeaturizeConfig, spark_cfg: SparkConfig, spark=None, quiet: bool = False) -> dict:
     cfg.validate()
+    check_input(cfg.input)
+    preflight_output(cfg.output)
     out = layout(cfg.output)
     spark = spark or get_session(spark_cfg)
     report = _header("featurize", spark, {"featurize": asdict(cfg)})
@@ -60,6 +79,7 @@ def run_featurize(cfg: FeaturizeConfig, spark_cfg: SparkConfig, spark=None, quie
 def run_reduce(cfg: ReduceConfig, spark_cfg: SparkConfig, spark=None, quiet: bool = False) -> dict:
     cfg.validate()
     source = embeddings_location(cfg.input)
+    preflight_output(cfg.output)
     out = layout(cfg.output)
     spark = spark or get_session(spark_cfg)
     report = _header("reduce", spark, {"reduce": {**asdict(cfg), "embeddings": source}})
@@ -74,6 +94,8 @@ def run_all(
 ) -> dict:
     feat_cfg.validate()
     red_cfg.validate()
+    check_input(feat_cfg.input)
+    preflight_output(feat_cfg.output)
     out = layout(feat_cfg.output)
     spark = spark or get_session(spark_cfg)
     report = _header("run", spark, {"featurize": asdict(feat_cfg), "reduce": asdict(red_cfg)})

@@ -1,0 +1,53 @@
+"""Shared fixtures: real Spark (local mode), real sample images and models from ../shared."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+SAMPLE = SHARED / "data" / "fruits-360-sample"
+MODELS = SHARED / "models"
+
+# Tests never download: the model comes from ../shared (the download code is tested against a
+# local HTTP server in test_model_store.py).
+os.environ["FRUITLENS_MODEL_DIR"] = str(MODELS)
+
+
+def pytest_configure(config):
+    if not (SAMPLE / "Training").is_dir() or not MODELS.is_dir():
+        raise pytest.UsageError(f"the tests read the sample and models from {SHARED}; it is missing")
+
+
+def copy_sample(dest: Path, classes: int, train: int, test: int, start: int = 0) -> Path:
+    """A few hundred real images in Fruits-360 layout: `classes` classes, evenly spread."""
+    names = sorted(p.name for p in (SAMPLE / "Training").iterdir())
+    step = max(1, len(names) // classes)
+    chosen = names[start::step][:classes]
+    for split, count in (("Training", train), ("Test", test)):
+        for name in chosen:
+            files = sorted((SAMPLE / split / name).iterdir())[:count]
+            (dest / split / name).mkdir(parents=True, exist_ok=True)
+            for f in files:
+                shutil.copy(f, dest / split / name / f.name)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from fruitlens.config import SparkConfig
+    from fruitlens.session import get_session
+
+    session = get_session(SparkConfig(master="local[2]", extra_conf={"spark.ui.enabled": "false"}))
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def sample_dir(tmp_path_factory) -> Path:
+    """10 classes x (16 Training + 6 Test) real images = 220 images."""
+    return copy_sample(tmp_path_factory.mktemp("sample"), classes=10, train=16, test=6)

@@ -1,0 +1,49 @@
+"""The LiteRT MobileNetV2 backbone, cut at the pooled tensor."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import MODELS, SAMPLE
+from fruitlens import backbones
+from fruitlens.backbones.litert import cut_at_tensor
+from fruitlens.decode import decode_image
+
+
+def sample_images(n):
+    files = sorted((SAMPLE / "Test").glob("*/*.jpg"))[:: 97][:n]
+    return np.stack([decode_image(f.read_bytes(), (224, 224), 10**8) for f in files])
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "mobilenet_v2_tf1"])
+def test_embeddings_are_1280_float32_and_batch_size_does_not_change_them(name):
+    spec = backbones.get_spec(name)
+    model = backbones.load(spec, str(MODELS / spec.model_file.filename), threads=2)
+    images = sample_images(7)
+    whole = model.embed(images)
+    assert whole.shape == (7, 1280) and whole.dtype == np.float32
+    one_by_one = np.concatenate([model.embed(images[i : i + 1]) for i in range(7)])
+    np.testing.assert_array_equal(whole, one_by_one)
+    assert (whole >= 0).all()  # pooled ReLU6 activations
+    assert np.linalg.matrix_rank(whole) == 7  # different fruits, different embeddings
+
+
+def test_graph_is_cut_so_the_classifier_never_runs():
+    raw = (MODELS / "tf2_mobilenet_v2_1.0_224_ptq.tflite").read_bytes()
+    cut, name = cut_at_tensor(raw, "MobileNetV2/top/GlobalPool/Mean")
+    assert "GlobalPool/Mean" in name
+    from ai_edge_litert.interpreter import Interpreter
+
+    full, small = Interpreter(model_content=raw), Interpreter(model_content=cut)
+    assert full.get_output_details()[0]["shape"].tolist() == [1, 1001]
+    assert small.get_output_details()[0]["shape"].tolist() == [1, 1, 1, 1280]
+    assert len(small._get_ops_details()) < len(full._get_ops_details())
+    with pytest.raises(ValueError, match="not found"):
+        cut_at_tensor(raw, "no/such/tensor")
+
+
+def test_unknown_backbone_is_a_clear_error():
+    from fruitlens import FruitlensError
+
+    with pytest.raises(FruitlensError, match="unknown backbone"):
+        backbones.get_spec("resnet9000")
