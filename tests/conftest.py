@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -16,6 +17,7 @@ MODELS = SHARED / "models"
 # Tests never download: the model comes from ../shared (the download code is tested against a
 # local HTTP server in test_model_store.py).
 os.environ["FRUITLENS_MODEL_DIR"] = str(MODELS)
+logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the S3 server's request log
 
 
 def pytest_configure(config):
@@ -37,8 +39,46 @@ def copy_sample(dest: Path, classes: int, train: int, test: int, start: int = 0)
     return dest
 
 
+SECRET = "fruitlens-test-SECRET-must-not-leak"
+
+
 @pytest.fixture(scope="session")
-def spark():
+def s3_server():
+    """A real S3 API server (moto) on loopback, reached through the standard AWS environment."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    saved = {k: os.environ.get(k) for k in AWS_ENV}
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="fruitlens-test-key", AWS_SECRET_ACCESS_KEY=SECRET,
+        AWS_DEFAULT_REGION="us-east-1", AWS_ENDPOINT_URL_S3=endpoint,
+    )
+    yield endpoint
+    server.stop()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+AWS_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL_S3")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def spark(s3_server):
+    # s3_server first: Spark's Python workers inherit the AWS environment from the JVM.
     from fruitlens.config import SparkConfig
     from fruitlens.session import get_session
 

@@ -10,6 +10,7 @@ import click
 
 from . import FruitlensError, __version__
 from .config import DEFAULT_BACKBONE, DEFAULT_MAX_PIXELS, FeaturizeConfig, ReduceConfig, SparkConfig
+from .storage import S3Options
 
 
 def spark_options(f):
@@ -19,8 +20,13 @@ def spark_options(f):
     @click.option("--conf", "conf", multiple=True, metavar="KEY=VALUE",
                   help="Extra Spark setting, repeatable (e.g. --conf spark.executor.memory=4g).")
     @click.option("--quiet", is_flag=True, help="Do not print the summary.")
+    @click.option("--s3-endpoint-url", default=None, metavar="URL",
+                  help="S3-compatible endpoint (default: $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL, else AWS).")
+    @click.option("--s3-region", default=None, help="S3 region (default: $AWS_REGION / profile).")
+    @click.option("--s3-max-attempts", type=click.IntRange(1, 50), default=10, show_default=True,
+                  help="Attempts per S3 request, with adaptive backoff on throttling and transient errors.")
     @functools.wraps(f)
-    def wrapper(*args, master, driver_memory, conf, **kwargs):
+    def wrapper(*args, master, driver_memory, conf, s3_endpoint_url, s3_region, s3_max_attempts, **kwargs):
         extra = {}
         for item in conf:
             key, sep, value = item.partition("=")
@@ -28,7 +34,8 @@ def spark_options(f):
                 raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--conf")
             extra[key.strip()] = value
         spark = SparkConfig(master=master, driver_memory=driver_memory, extra_conf=extra)
-        return f(*args, spark_cfg=spark, **kwargs)
+        s3 = S3Options(endpoint_url=s3_endpoint_url, region=s3_region, max_attempts=s3_max_attempts)
+        return f(*args, spark_cfg=spark, s3=s3, **kwargs)
 
     return wrapper
 
@@ -82,8 +89,9 @@ def _feat_cfg(input, output, kw) -> FeaturizeConfig:
 def cli():
     """fruitlens: fruit photos -> MobileNetV2 embeddings -> StandardScaler + PCA, on Spark.
 
-    INPUT is a folder (path or file:// URI) of images, one sub-folder per class, optionally under
-    Training/ and Test/. Outputs are Parquet datasets plus report.json.
+    INPUT is a folder (path, file:// or s3://bucket/prefix) of images, one sub-folder per class,
+    optionally under Training/ and Test/. OUTPUT (local or s3://) gets Parquet datasets, each with a
+    _SUCCESS manifest, plus report.json. AWS credentials come from the standard AWS chain only.
     """
 
 
@@ -93,7 +101,7 @@ def cli():
 @featurize_options
 @reduce_options
 @spark_options
-def run(input, output, spark_cfg, k, variance, quiet, **kw):
+def run(input, output, spark_cfg, s3, k, variance, quiet, **kw):
     """The whole chain in one Spark application.
 
     Writes OUTPUT/embeddings, OUTPUT/errors, OUTPUT/features, OUTPUT/model, report.json, scree.png.
@@ -101,7 +109,7 @@ def run(input, output, spark_cfg, k, variance, quiet, **kw):
     from .runner import run_all
 
     run_all(_feat_cfg(input, output, kw), ReduceConfig(input=output, output=output, k=k, variance=variance),
-            spark_cfg, quiet=quiet)
+            spark_cfg, quiet=quiet, s3=s3)
 
 
 @cli.command()
@@ -109,12 +117,12 @@ def run(input, output, spark_cfg, k, variance, quiet, **kw):
 @click.argument("output", metavar="EMBEDDINGS")
 @featurize_options
 @spark_options
-def featurize(input, output, spark_cfg, quiet, **kw):
+def featurize(input, output, spark_cfg, s3, quiet, **kw):
     """Images under INPUT -> EMBEDDINGS/embeddings (path, label, split, size_bytes, embedding),
     EMBEDDINGS/errors (path, error) and EMBEDDINGS/report.json."""
     from .runner import run_featurize
 
-    run_featurize(_feat_cfg(input, output, kw), spark_cfg, quiet=quiet)
+    run_featurize(_feat_cfg(input, output, kw), spark_cfg, quiet=quiet, s3=s3)
 
 
 @cli.command()
@@ -122,12 +130,12 @@ def featurize(input, output, spark_cfg, quiet, **kw):
 @click.argument("output")
 @reduce_options
 @spark_options
-def reduce(embeddings, output, spark_cfg, k, variance, quiet):
+def reduce(embeddings, output, spark_cfg, s3, k, variance, quiet):
     """EMBEDDINGS (featurize's folder or an embeddings Parquet dataset) -> OUTPUT/features
     (path, label, split, pca), OUTPUT/model (Spark PipelineModel), explained variance, report."""
     from .runner import run_reduce
 
-    run_reduce(ReduceConfig(input=embeddings, output=output, k=k, variance=variance), spark_cfg, quiet=quiet)
+    run_reduce(ReduceConfig(input=embeddings, output=output, k=k, variance=variance), spark_cfg, quiet=quiet, s3=s3)
 
 
 def main(argv=None) -> int:

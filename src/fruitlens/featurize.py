@@ -1,16 +1,18 @@
-"""Distributor for the embedding step: lists on the driver, embeds in Spark tasks, writes Parquet.
-
-Spark is at the edge: tasks call `mapper.embed_records`, which is plain Python.
+"""Distributor for the embedding step: lists on the driver; each Spark task reads, decodes and
+embeds its images (plain-Python mapper) and writes its own Parquet part files; the driver then
+publishes both datasets. One pass over the images, nothing collected but file names and counts.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 
 from . import FruitlensError, backbones, model_store
@@ -18,12 +20,16 @@ from .config import FeaturizeConfig
 from .listing import Listing, list_images
 from .mapper import MapperSettings, MapperStats, Record, embed_records
 from .progress import spark_progress
-from .storage import spark_uri
+from .storage import configure, s3_options, storage_errors
+from .writer import PartWriter, Target, publish
 
 INPUT_SCHEMA = "path string, label string, split string, size_bytes long"
-RESULT_SCHEMA = "path string, label string, split string, size_bytes long, embedding array<float>, error string"
-EMBEDDING_COLUMNS = ["path", "label", "split", "size_bytes", "embedding"]
-ERROR_COLUMNS = ["path", "error"]
+PARTS_SCHEMA = "dataset string, file string, rows long, reasons string"
+EMBEDDINGS_SCHEMA = pa.schema(
+    [("path", pa.string()), ("label", pa.string()), ("split", pa.string()),
+     ("size_bytes", pa.int64()), ("embedding", pa.list_(pa.float32()))]
+)
+ERRORS_SCHEMA = pa.schema([("path", pa.string()), ("error", pa.string())])
 
 
 @dataclass
@@ -37,6 +43,7 @@ class FeaturizeResult:
     timings: dict
     model_path: str
     partitions: int
+    manifests: dict
 
 
 def resolve_model(cfg: FeaturizeConfig) -> tuple[backbones.BackboneSpec, str]:
@@ -44,9 +51,8 @@ def resolve_model(cfg: FeaturizeConfig) -> tuple[backbones.BackboneSpec, str]:
     return spec, str(model_store.resolve(spec.model_file, cfg.model))
 
 
-def featurize(spark, cfg: FeaturizeConfig, embeddings_uri: str, errors_uri: str) -> FeaturizeResult:
-    from pyspark import SparkFiles, StorageLevel
-    from pyspark.sql import functions as F
+def featurize(spark, cfg: FeaturizeConfig, embeddings: Target, errors: Target, listing: Listing | None = None) -> FeaturizeResult:
+    from pyspark import SparkFiles, TaskContext
 
     cfg.validate()
     spec, model_path = resolve_model(cfg)
@@ -54,102 +60,107 @@ def featurize(spark, cfg: FeaturizeConfig, embeddings_uri: str, errors_uri: str)
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    listing = list_images(cfg.input)
+    if listing is None:
+        with storage_errors(cfg.input, "cannot list INPUT"):
+            listing = list_images(cfg.input)
     timings["list_s"] = time.perf_counter() - t0
     found = len(listing.images)
     if found == 0 and not listing.unreadable:
         others = f" ({listing.skipped_total} other files)" if listing.skipped_total else ""
-        raise FruitlensError(
-            f"no images (jpg, jpeg, png, webp, bmp) under {cfg.input}{others}"
-        )
+        raise FruitlensError(f"no images (jpg, jpeg, png, webp, bmp) under {cfg.input}{others}")
 
     # The model travels to every executor with the job (no pre-installed copy needed on workers).
     sc.addFile(model_path)
     model_name = os.path.basename(model_path)
-    settings = dict(
-        backbone=spec.name,
-        threads=cfg.threads,
-        batch_size=cfg.batch_size,
-        max_pixels=cfg.max_pixels,
-        io_threads=cfg.io_threads,
-    )
+    settings = dict(backbone=spec.name, threads=cfg.threads, batch_size=cfg.batch_size,
+                    max_pixels=cfg.max_pixels, io_threads=cfg.io_threads)
+    storage = s3_options()
     accumulator = sc.accumulator(MapperStats(), _StatsParam())
 
     def embed_partition(batches):
+        configure(storage)
+        context = TaskContext.get()
+        partition, attempt = context.partitionId(), context.attemptNumber()
         stats = MapperStats()
         mapper_settings = MapperSettings(model_path=SparkFiles.get(model_name), **settings)
+        ok_part = PartWriter(embeddings, EMBEDDINGS_SCHEMA, partition, attempt)
+        err_part = PartWriter(errors, ERRORS_SCHEMA, partition, attempt)
+        reasons: Counter = Counter()
         records = (
             Record(path=p, label=l, split=s, size_bytes=n)
             for batch in batches
             for p, l, s, n in zip(*(batch.column(i).to_pylist() for i in range(4)))
         )
-        try:
-            for finished in embed_records(records, mapper_settings, stats):
-                yield _to_arrow(finished, spec.embedding_dim)
-        finally:
-            accumulator.add(stats)
+        for finished in embed_records(records, mapper_settings, stats):
+            good = [r for r in finished if r.error is None]
+            bad = [r for r in finished if r.error is not None]
+            ok_part.write(_embeddings_batch(good))
+            err_part.write(pa.RecordBatch.from_pydict(
+                {"path": [r.path for r in bad], "error": [r.error for r in bad]}, schema=ERRORS_SCHEMA))
+            reasons.update(r.error.split(":", 1)[0] for r in bad)
+        accumulator.add(stats)
+        out = {"dataset": [], "file": [], "rows": [], "reasons": []}
+        for name, part, why in (("embeddings", ok_part, {}), ("errors", err_part, reasons)):
+            written = part.close()
+            if written:
+                for key, value in zip(out, (name, written[0], written[1], json.dumps(why))):
+                    out[key].append(value)
+        yield pa.RecordBatch.from_pydict(out)
 
     partitions = max(1, min(found, max(math.ceil(found / cfg.images_per_partition), sc.defaultParallelism)))
     rows = [(r.path, r.label, r.split, r.size_bytes) for r in listing.images]
     paths = spark.createDataFrame(sc.parallelize(rows, partitions), INPUT_SCHEMA)
-    results = paths.mapInArrow(embed_partition, RESULT_SCHEMA).persist(StorageLevel.DISK_ONLY)
+    del rows
 
-    try:
-        t0 = time.perf_counter()
-        with spark_progress(spark, f"embedding {found:,} images"):
-            results.count() if found else None
-        timings["embed_wall_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    with spark_progress(spark, f"embedding {found:,} images"):
+        parts = paths.mapInArrow(embed_partition, PARTS_SCHEMA).collect() if found else []
+    timings["embed_wall_s"] = time.perf_counter() - t0
 
-        t0 = time.perf_counter()
-        with spark_progress(spark, "writing embeddings and errors"):
-            ok_rows = results.filter(F.col("error").isNull()).select(*EMBEDDING_COLUMNS)
-            ok_rows.write.mode("overwrite").parquet(spark_uri(embeddings_uri))
-            error_rows = results.filter(F.col("error").isNotNull()).select(*ERROR_COLUMNS)
-            if listing.unreadable:
-                error_rows = error_rows.unionByName(spark.createDataFrame(listing.unreadable, "path string, error string"))
-            error_rows.coalesce(1).write.mode("overwrite").parquet(spark_uri(errors_uri))
-            reasons = Counter(
-                {r["reason"]: r["n"] for r in error_rows.groupBy(
-                    F.substring_index("error", ":", 1).alias("reason")).agg(F.count("*").alias("n")).collect()}
-            )
-            ok = ok_rows.count()
-        timings["write_s"] = time.perf_counter() - t0
-    finally:
-        results.unpersist()
+    t0 = time.perf_counter()
+    if listing.unreadable:  # folders that could not be listed are errors too
+        writer = PartWriter(errors, ERRORS_SCHEMA, partitions, 0)
+        writer.write(pa.RecordBatch.from_pydict(
+            {"path": [p for p, _ in listing.unreadable], "error": [e for _, e in listing.unreadable]},
+            schema=ERRORS_SCHEMA))
+        name, n = writer.close()
+        parts.append({"dataset": "errors", "file": name, "rows": n,
+                      "reasons": json.dumps(Counter(e.split(":", 1)[0] for _, e in listing.unreadable))})
+    reasons: Counter = Counter()
+    files: dict[str, list] = {"embeddings": [], "errors": []}
+    for part in parts:
+        files[part["dataset"]].append((part["file"], part["rows"]))
+        reasons.update(json.loads(part["reasons"]))
+    manifests = {}
+    with storage_errors(embeddings.output, "cannot write OUTPUT"):
+        manifests["embeddings"] = publish(embeddings, files["embeddings"], EMBEDDINGS_SCHEMA)
+        manifests["errors"] = publish(errors, files["errors"], ERRORS_SCHEMA)
+    timings["write_s"] = time.perf_counter() - t0
 
-    n_errors = sum(reasons.values())
+    ok = manifests["embeddings"]["rows"]
+    n_errors = manifests["errors"]["rows"]
+    if ok + n_errors != found + len(listing.unreadable):  # every input exactly once, or say so
+        raise FruitlensError(f"internal error: {found} inputs but {ok} embeddings + {n_errors} errors")
     return FeaturizeResult(
-        listing=listing,
-        found=found,
-        ok=ok,
-        errors=n_errors,
-        errors_by_reason=dict(reasons.most_common()),
-        stats=accumulator.value,
-        timings=timings,
-        model_path=model_path,
-        partitions=partitions,
+        listing=listing, found=found, ok=ok, errors=n_errors, errors_by_reason=dict(reasons.most_common()),
+        stats=accumulator.value, timings=timings, model_path=model_path, partitions=partitions, manifests=manifests,
     )
 
 
-def _to_arrow(records: list[Record], dim: int) -> pa.RecordBatch:
-    import numpy as np
-
-    values = [r.embedding if r.embedding is not None else np.zeros(0, np.float32) for r in records]
-    offsets = np.zeros(len(records) + 1, dtype=np.int32)
-    offsets[1:] = np.cumsum([len(v) for v in values])
-    flat = pa.array(np.concatenate(values) if values else np.zeros(0, np.float32), pa.float32())
-    mask = pa.array([r.embedding is None for r in records])
-    embedding = pa.ListArray.from_arrays(pa.array(offsets), flat, mask=mask)
+def _embeddings_batch(records: list[Record]) -> pa.RecordBatch:
+    n = len(records)
+    flat = np.concatenate([r.embedding for r in records]).astype(np.float32, copy=False) if n else np.zeros(0, np.float32)
+    dim = len(flat) // n if n else 0
+    offsets = pa.array(np.arange(0, n * dim + 1, dim or 1, dtype=np.int32)[: n + 1])
     return pa.RecordBatch.from_arrays(
         [
             pa.array([r.path for r in records], pa.string()),
             pa.array([r.label for r in records], pa.string()),
             pa.array([r.split for r in records], pa.string()),
             pa.array([r.size_bytes for r in records], pa.int64()),
-            embedding,
-            pa.array([r.error for r in records], pa.string()),
+            pa.ListArray.from_arrays(offsets, pa.array(flat, pa.float32())),
         ],
-        names=["path", "label", "split", "size_bytes", "embedding", "error"],
+        schema=EMBEDDINGS_SCHEMA,
     )
 
 
@@ -161,7 +172,3 @@ class _StatsParam:
 
     def addInPlace(self, a: MapperStats, b: MapperStats) -> MapperStats:
         return a.merge(b)
-
-
-def stats_dict(stats: MapperStats) -> dict:
-    return asdict(stats)

@@ -52,6 +52,11 @@ def check_input(uri: str):
     """(filesystem, path) of INPUT, or a clear error if it is missing or not a folder."""
     fs, path = filesystem(uri)
     if not fs.exists(path):
+        if not is_local(uri):
+            bucket = path.split("/", 1)[0]
+            if not fs.exists(bucket):
+                raise FruitlensError(f"bucket not found: s3://{bucket}")
+            raise FruitlensError(f"INPUT not found: no objects under {uri}")
         raise FruitlensError(f"INPUT not found: {uri}")
     if not fs.isdir(path):
         raise FruitlensError(f"INPUT must be a folder of images, got a file: {uri}")
@@ -83,20 +88,25 @@ def _walk(fs, root: str, root_path: str, unreadable: list) -> Iterator[ImageRef 
         path = where if local else fs.unstrip_protocol(where)
         unreadable.append((path, f"unreadable folder: {_reason(exc)}"))
 
-    for dirpath, _dirs, files in fs.walk(root_path, detail=True, on_error=on_error):
-        for name, info in sorted(files.items()):
-            if name.startswith("."):
-                continue  # hidden files (.DS_Store, editor swap files) are not inputs
-            full = info.get("name") or posixpath.join(dirpath, name)
-            ext = os.path.splitext(name)[1].lower()
-            if ext not in IMAGE_EXTENSIONS:
-                skipped_ext = ext or "(none)"
-                yield skipped_ext
-                continue
-            rel = os.path.relpath(full, root_path) if local else posixpath.relpath(full, root_path)
-            label, split = label_and_split(tuple(rel.split(sep)), root_name)
-            path = full if local else fs.unstrip_protocol(full)
-            yield ImageRef(path=path, label=label, split=split, size_bytes=int(info.get("size") or 0))
+    if local:
+        entries = (
+            (info.get("name") or os.path.join(dirpath, name), name, info)
+            for dirpath, _dirs, files in fs.walk(root_path, detail=True, on_error=on_error)
+            for name, info in sorted(files.items())
+        )
+    else:  # object stores: one flat listing, paginated 1,000 keys per request
+        entries = ((key, posixpath.basename(key), info) for key, info in fs.find(root_path, detail=True).items())
+    for full, name, info in entries:
+        if name.startswith("."):
+            continue  # hidden files (.DS_Store, editor swap files) are not inputs
+        ext = os.path.splitext(name)[1].lower()
+        if ext not in IMAGE_EXTENSIONS:
+            yield ext or "(none)"
+            continue
+        rel = os.path.relpath(full, root_path) if local else posixpath.relpath(full, root_path)
+        label, split = label_and_split(tuple(rel.split(sep)), root_name)
+        path = full if local else fs.unstrip_protocol(full)
+        yield ImageRef(path=path, label=label, split=split, size_bytes=int(info.get("size") or 0))
 
 
 def _reason(exc: OSError) -> str:

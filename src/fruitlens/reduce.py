@@ -7,17 +7,23 @@ cumulative explained variance reaches the target. The fitted PipelineModel takes
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 
 from . import FruitlensError
 from .config import ReduceConfig
 from .progress import spark_progress
-from .storage import spark_uri
+from .spark_io import write_dataframe
+from .writer import Target, publish_tree
 
-FEATURE_COLUMNS = ["path", "label", "split", "pca"]
+FEATURES_SCHEMA = pa.schema(
+    [("path", pa.string()), ("label", pa.string()), ("split", pa.string()), ("pca", pa.list_(pa.float64()))]
+)
 
 
 @dataclass
@@ -26,7 +32,7 @@ class ReduceResult:
     fit_rows: int
     fit_on: str
     k: int
-    explained_variance: list[float]  # per component, for every component that was computed
+    explained_variance: list[float]  # per component, for every component
     timings: dict
 
     @property
@@ -45,7 +51,7 @@ def choose_k(explained_variance, target: float) -> int:
     return int(reached[0] + 1) if reached.size else int(len(cumulative))
 
 
-def fit_and_transform(spark, cfg: ReduceConfig, embeddings, features_uri: str, model_uri: str) -> ReduceResult:
+def fit_and_transform(spark, cfg: ReduceConfig, embeddings, features: Target, model_target: Target) -> ReduceResult:
     """`embeddings`: a DataFrame with path, label, split, embedding (array<float>)."""
     from pyspark.ml import PipelineModel
     from pyspark.ml.feature import PCA, StandardScaler
@@ -57,8 +63,7 @@ def fit_and_transform(spark, cfg: ReduceConfig, embeddings, features_uri: str, m
     if missing:
         raise FruitlensError(f"{cfg.input} is not an embeddings dataset: missing columns {sorted(missing)}")
     timings: dict[str, float] = {}
-    data = embeddings.select("path", "label", "split", array_to_vector("embedding").alias("features"))
-    data = data.cache()
+    data = embeddings.select("path", "label", "split", array_to_vector("embedding").alias("features")).cache()
     t0 = time.perf_counter()
     with spark_progress(spark, "fitting StandardScaler + PCA"):
         counts = {r["split"]: r["count"] for r in data.groupBy("split").count().collect()}
@@ -76,24 +81,30 @@ def fit_and_transform(spark, cfg: ReduceConfig, embeddings, features_uri: str, m
         scaled = scaler.transform(fit_data).select("scaled").cache()
         # Spark normalises explained variance by the total over all components, so one fit with
         # every component gives the whole spectrum; k is then chosen and PCA refit at k.
-        spectrum_k = dim
-        pca_full = PCA(k=spectrum_k, inputCol="scaled", outputCol="pca").fit(scaled)
+        pca_full = PCA(k=dim, inputCol="scaled", outputCol="pca").fit(scaled)
         explained = pca_full.explainedVariance.toArray().tolist()
         k = cfg.k if cfg.k is not None else choose_k(explained, cfg.variance)
-        pca = pca_full if k == spectrum_k else PCA(k=k, inputCol="scaled", outputCol="pca").fit(scaled)
+        pca = pca_full if k == dim else PCA(k=k, inputCol="scaled", outputCol="pca").fit(scaled)
         scaled.unpersist()
         model = PipelineModel(stages=[scaler, pca])
     timings["fit_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     with spark_progress(spark, f"projecting {rows:,} rows on {k} components"):
-        projected = model.transform(data).select(
-            "path", "label", "split", vector_to_array("pca").alias("pca")
-        )
-        projected.write.mode("overwrite").parquet(spark_uri(features_uri))
-        model.write().overwrite().save(spark_uri(model_uri))
+        projected = model.transform(data).select("path", "label", "split", vector_to_array("pca").alias("pca"))
+        write_dataframe(projected, features, FEATURES_SCHEMA)
+        save_model(model, model_target)
     timings["transform_write_s"] = time.perf_counter() - t0
     data.unpersist()
-    return ReduceResult(
-        rows=rows, fit_rows=fit_rows, fit_on=fit_on, k=k, explained_variance=explained, timings=timings
-    )
+    return ReduceResult(rows=rows, fit_rows=fit_rows, fit_on=fit_on, k=k, explained_variance=explained, timings=timings)
+
+
+def save_model(model, target: Target) -> None:
+    """Spark ML writes through the JVM, which may have no S3 connector: save to a local temporary
+    folder, then publish it (rename locally, upload to S3) with its manifest."""
+    tmp = tempfile.mkdtemp(prefix="fruitlens-model-")
+    try:
+        model.write().overwrite().save("file://" + tmp + "/model")
+        publish_tree(tmp + "/model", target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

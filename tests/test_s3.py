@@ -1,0 +1,189 @@
+"""Object storage against a real S3 API server (moto) on loopback: S3->S3, mixed, pagination,
+errors a user meets, objects vanishing mid-run, reruns, and no secret in any output."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import pyarrow.dataset as ds
+import pytest
+import s3fs
+
+from conftest import MODELS, SAMPLE, SECRET, free_port
+from fruitlens import FruitlensError
+from fruitlens.config import FeaturizeConfig, ReduceConfig, SparkConfig
+from fruitlens.featurize import featurize
+from fruitlens.listing import list_images
+from fruitlens.runner import _Run, run_all, run_featurize, run_reduce
+
+SPARK = SparkConfig()
+BUCKET = "fruits-data"
+
+
+@pytest.fixture(scope="module")
+def s3(s3_server):
+    client = boto3.client("s3")
+    client.create_bucket(Bucket=BUCKET)
+    return client
+
+
+def upload_sample(client, prefix: str, classes=3, train=8, test=4) -> set[str]:
+    names = sorted(p.name for p in (SAMPLE / "Training").iterdir())[5::40][:classes]
+    keys = set()
+    for split, count in (("Training", train), ("Test", test)):
+        for name in names:
+            for f in sorted((SAMPLE / split / name).iterdir())[:count]:
+                key = f"{prefix}/{split}/{name}/{f.name}"
+                client.upload_file(str(f), BUCKET, key)
+                keys.add(key)
+    return keys
+
+
+def s3_dataset(uri: str):
+    return ds.dataset(uri.removeprefix("s3://"), format="parquet", filesystem=s3fs.S3FileSystem()).to_table().to_pandas()
+
+
+def all_objects(client, prefix: str) -> dict[str, bytes]:
+    out = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            out[obj["Key"]] = client.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read()
+    return out
+
+
+def test_s3_to_s3_run_with_manifests_and_no_secret_anywhere(s3, spark):
+    keys = upload_sample(s3, "s2s/in")
+    s3.put_object(Bucket=BUCKET, Key="s2s/in/Training/Broken/bad.jpg", Body=b"not a jpeg")
+    report = run_all(
+        FeaturizeConfig(input=f"s3://{BUCKET}/s2s/in", output=f"s3://{BUCKET}/s2s/out", images_per_partition=10),
+        ReduceConfig(input="", output=f"s3://{BUCKET}/s2s/out", k=5, variance=None), SPARK, spark=spark, quiet=True,
+    )
+    emb = s3_dataset(f"s3://{BUCKET}/s2s/out/embeddings")
+    assert set(emb.path) == {f"s3://{BUCKET}/{k}" for k in keys}
+    assert set(emb.split) == {"train", "test"} and emb.label.nunique() == 3
+    err = s3_dataset(f"s3://{BUCKET}/s2s/out/errors")
+    assert list(err.path) == [f"s3://{BUCKET}/s2s/in/Training/Broken/bad.jpg"]
+    assert err.error[0].startswith("not an image")
+    feats = s3_dataset(f"s3://{BUCKET}/s2s/out/features")
+    assert len(feats) == len(keys) and {len(v) for v in feats.pca} == {5}
+    objects = all_objects(s3, "s2s/out/")
+    for name in ("embeddings", "errors", "features", "model"):
+        manifest = json.loads(objects[f"s2s/out/{name}/_SUCCESS"])
+        listed = {f"s2s/out/{name}/{f['path']}" for f in manifest["files"]}
+        present = {k for k in objects if k.startswith(f"s2s/out/{name}/") and k != f"s2s/out/{name}/_SUCCESS"}
+        assert listed == present, name  # exactly the manifest's files, nothing staged or left over
+    assert json.loads(objects["s2s/out/embeddings/_SUCCESS"])["rows"] == len(keys)
+    assert not any("/_staging/" in k for k in objects)
+    assert "s2s/out/report.json" in objects and "s2s/out/scree.png" in objects
+    assert report["featurize"]["errors_by_reason"] == {"not an image": 1}
+    for key, body in objects.items():
+        assert SECRET.encode() not in body, key
+        assert b"fruitlens-test-key" not in body, key
+
+
+def test_local_to_s3_then_s3_to_local(s3, spark, sample_dir, tmp_path):
+    run_featurize(FeaturizeConfig(input=str(sample_dir / "Test"), output=f"s3://{BUCKET}/mixed/emb"),
+                  SPARK, spark=spark, quiet=True)
+    assert len(s3_dataset(f"s3://{BUCKET}/mixed/emb/embeddings")) == 60
+    report = run_reduce(ReduceConfig(input=f"s3://{BUCKET}/mixed/emb", output=str(tmp_path), variance=0.8),
+                        SPARK, spark=spark, quiet=True)
+    feats = ds.dataset(str(tmp_path / "features")).to_table().to_pandas()
+    assert len(feats) == 60 and {len(v) for v in feats.pca} == {report["reduce"]["k"]}
+    manifest = json.loads((tmp_path / "features" / "_SUCCESS").read_text())
+    assert manifest["rows"] == 60
+    from pyspark.ml import PipelineModel
+
+    assert len(PipelineModel.load(f"file://{tmp_path}/model").stages) == 2
+
+
+def test_listing_pages_through_more_than_1000_keys(s3, spark, tmp_path):
+    body = sorted((SAMPLE / "Test").glob("*/*.jpg"))[0].read_bytes()
+    n = 1_050
+    for i in range(n):
+        s3.put_object(Bucket=BUCKET, Key=f"many/Test/Kiwi/{i:05d}.jpg", Body=body)
+    assert len(list_images(f"s3://{BUCKET}/many").images) == n
+    report = run_featurize(FeaturizeConfig(input=f"s3://{BUCKET}/many", output=str(tmp_path), io_threads=8,
+                                           images_per_partition=300), SPARK, spark=spark, quiet=True)
+    assert report["featurize"]["ok"] == n
+    assert ds.dataset(str(tmp_path / "embeddings")).count_rows() == n
+
+
+def test_object_deleted_between_listing_and_reading_is_an_error_row(s3, spark, tmp_path):
+    upload_sample(s3, "vanish", classes=1, train=3, test=0)
+    listing = list_images(f"s3://{BUCKET}/vanish")
+    gone = listing.images[1].path
+    s3.delete_object(Bucket=BUCKET, Key=gone.removeprefix(f"s3://{BUCKET}/"))
+    cfg = FeaturizeConfig(input=f"s3://{BUCKET}/vanish", output=str(tmp_path))
+    with _Run(str(tmp_path)) as run:
+        result = featurize(spark, cfg, run.target("embeddings"), run.target("errors"), listing=listing)
+    assert result.ok == 2 and result.errors_by_reason == {"missing": 1}
+    err = ds.dataset(str(tmp_path / "errors")).to_table().to_pandas()
+    assert list(err.path) == [gone]
+
+
+def test_rerun_into_the_same_s3_output_replaces_it(s3, spark):
+    upload_sample(s3, "rerun/in", classes=2, train=4, test=2)
+    cfg = FeaturizeConfig(input=f"s3://{BUCKET}/rerun/in", output=f"s3://{BUCKET}/rerun/out", images_per_partition=3)
+    first = run_featurize(cfg, SPARK, spark=spark, quiet=True)
+    before = set(all_objects(s3, "rerun/out/embeddings/"))
+    s3.delete_object(Bucket=BUCKET, Key=sorted(k for k in all_objects(s3, "rerun/in/"))[0])
+    second = run_featurize(cfg, SPARK, spark=spark, quiet=True)
+    after = set(all_objects(s3, "rerun/out/embeddings/"))
+    assert first["featurize"]["ok"] == 12 and second["featurize"]["ok"] == 11
+    assert len(s3_dataset(f"s3://{BUCKET}/rerun/out/embeddings")) == 11  # replaced, not appended
+    assert before & after == {"rerun/out/embeddings/_SUCCESS"}
+
+
+def fruitlens_cli(*args, env=None):
+    full = {**os.environ, "FRUITLENS_MODEL_DIR": str(MODELS), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "fruitlens", *args], capture_output=True, text=True, env=full, timeout=300)
+
+
+def one_line(res, pattern):
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr
+    lines = [l for l in res.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and pattern in lines[0], res.stderr
+    assert SECRET not in res.stderr + res.stdout
+
+
+def test_missing_bucket_empty_prefix_and_unreachable_endpoint(s3, tmp_path):
+    one_line(fruitlens_cli("featurize", "s3://no-such-bucket-here/x", str(tmp_path)), "bucket not found: s3://no-such-bucket-here")
+    one_line(fruitlens_cli("featurize", f"s3://{BUCKET}/nothing/here", str(tmp_path)), "INPUT not found")
+    one_line(fruitlens_cli("featurize", f"s3://{BUCKET}/s2s/in", str(tmp_path), "--s3-endpoint-url", f"http://127.0.0.1:{free_port()}",
+                           "--s3-max-attempts", "2"), "cannot reach the S3 endpoint")
+    one_line(fruitlens_cli("featurize", str(tmp_path), f"s3://no-such-bucket-here/out"), "bucket not found")
+
+
+@pytest.fixture
+def locked_server(tmp_path):
+    """A second S3 server, in its own process, that enforces authentication."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    import urllib.request
+
+    client = boto3.client("s3", endpoint_url=endpoint)
+    for _ in range(100):
+        try:
+            client.list_buckets()
+            break
+        except Exception:  # noqa: BLE001 - not up yet
+            time.sleep(0.1)
+    client.create_bucket(Bucket="locked-bucket")
+    client.put_object(Bucket="locked-bucket", Key="in/Kiwi/a.jpg", Body=b"x")
+    urllib.request.urlopen(urllib.request.Request(  # from now on, only known access keys get in
+        f"{endpoint}/moto-api/reset-auth", data=b"0", method="POST", headers={"Content-Type": "text/plain"}))
+    yield endpoint
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_access_denied_is_one_clear_line(locked_server, tmp_path):
+    res = fruitlens_cli("featurize", "s3://locked-bucket/in", str(tmp_path), env={"AWS_ENDPOINT_URL_S3": locked_server})
+    one_line(res, "access denied to s3://locked-bucket/in")
