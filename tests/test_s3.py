@@ -187,3 +187,89 @@ def locked_server(tmp_path):
 def test_access_denied_is_one_clear_line(locked_server, tmp_path):
     res = fruitlens_cli("featurize", "s3://locked-bucket/in", str(tmp_path), env={"AWS_ENDPOINT_URL_S3": locked_server})
     one_line(res, "access denied to s3://locked-bucket/in")
+
+
+class ThrottlingProxy:
+    """An HTTP proxy in front of the S3 server answering 503 SlowDown: to the first GET of every
+    object, and to every GET of keys containing `always-throttled`."""
+
+    def __init__(self, upstream: str):
+        import http.client
+        import http.server
+        import threading
+        from urllib.parse import urlparse
+
+        up = urlparse(upstream)
+        self.throttled = 0
+        seen: set[str] = set()
+        lock = threading.Lock()
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _forward(self):
+                is_object_get = self.command == "GET" and "?" not in self.path and self.path.count("/") >= 2
+                with lock:
+                    throttle = is_object_get and ("always-throttled" in self.path or self.path not in seen)
+                    seen.add(self.path)
+                    if throttle:
+                        proxy.throttled += 1
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                if throttle:
+                    payload = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
+                               b"<Message>Please reduce your request rate.</Message></Error>")
+                    self.send_response(503)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
+                conn = http.client.HTTPConnection(up.hostname, up.port, timeout=30)
+                conn.request(self.command, self.path, body=body, headers=dict(self.headers))
+                resp = conn.getresponse()
+                data = resp.read()
+                self.send_response(resp.status)
+                for k, v in resp.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self):
+        self.server.shutdown()
+
+
+def test_throttling_is_retried_with_backoff_and_bounded(s3, s3_server, spark, tmp_path):
+    from fruitlens.storage import S3Options
+
+    keys = upload_sample(s3, "slow", classes=2, train=5, test=0)
+    s3.put_object(Bucket=BUCKET, Key="slow/Training/Kiwi/always-throttled.jpg",
+                  Body=(SAMPLE / "Test" / "Kiwi").iterdir().__next__().read_bytes())
+    proxy = ThrottlingProxy(s3_server)
+    try:
+        report = run_featurize(FeaturizeConfig(input=f"s3://{BUCKET}/slow", output=str(tmp_path)), SPARK,
+                               spark=spark, quiet=True, s3=S3Options(endpoint_url=proxy.endpoint, max_attempts=3))
+    finally:
+        proxy.close()
+    feat = report["featurize"]
+    assert feat["ok"] == len(keys)  # every throttled first read was retried and succeeded
+    err = ds.dataset(str(tmp_path / "errors")).to_table().to_pandas()
+    assert list(err.path) == [f"s3://{BUCKET}/slow/Training/Kiwi/always-throttled.jpg"]
+    assert err.error[0].startswith("unreadable:"), err.error[0]
+    assert "SlowDown" in err.error[0] or "reduce your request rate" in err.error[0], err.error[0]
+    assert proxy.throttled >= len(keys) + 3  # first GETs of every object + 3 bounded attempts
+    assert proxy.throttled <= len(keys) + 3 * 5  # bounded: botocore's attempts x s3fs's retries

@@ -96,8 +96,8 @@ def load_record(record: Record, size: tuple[int, int], max_pixels: int, stats: M
         record.error = "unreadable: is a directory"
     except PermissionError:
         record.error = "unreadable: permission denied"
-    except OSError as exc:
-        record.error = f"unreadable: {exc.strerror or type(exc).__name__}"
+    except Exception as exc:  # noqa: BLE001 - after the S3 client's bounded retries: throttling, 5xx, network
+        record.error = f"unreadable: {_read_failure(exc)}"
     t1 = time.perf_counter()
     if record.error is None:
         try:
@@ -109,6 +109,12 @@ def load_record(record: Record, size: tuple[int, int], max_pixels: int, stats: M
         stats.read_s += t1 - t0
         stats.decode_s += t2 - t1
     return record
+
+
+def _read_failure(exc: Exception) -> str:
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code") if hasattr(exc, "response") else None
+    text = (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__).splitlines()[0][:200]
+    return f"{code}: {text}" if code and code not in text else text
 
 
 def embed_records(
