@@ -191,8 +191,8 @@ def main() -> None:
     (WORK / "featurize_bench.json").write_text(json.dumps(results, indent=2))
     print()
     print(f"Model alone (baseline): {baseline:.1f} images/s")
-    print("| images | embed img/s | ratio vs model | list+embed+write img/s | ratio | list s | read | decode+resize | infer | write s | peak RSS driver / JVM / workers (MiB) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| images | embed img/s | ratio vs model | list+embed+publish img/s | ratio | list s | read | decode+resize | infer | write (tasks) | publish s | peak RSS driver / JVM / workers (MiB) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in results["runs"]:
         s = row["stages"]
         ts = s["embed"]["task_seconds"]
@@ -201,7 +201,7 @@ def main() -> None:
             f"| {row['images']:,} | {row['embed_images_per_s']:.1f} | {row['embed_ratio_vs_model_only']:.0%} | "
             f"{row['list_embed_write_images_per_s']:.1f} | {row['list_embed_write_ratio']:.0%} | "
             f"{s['list']['wall_s']:.2f} | {ts['read']:.1f} | {ts['decode_resize']:.1f} | {ts['infer']:.1f} | "
-            f"{s['write']['wall_s']:.1f} | {rss.get('driver_python', 0)} / {rss.get('jvm', 0)} / {rss.get('python_workers', 0)} |"
+            f"{ts['write']:.1f} | {s['publish']['wall_s']:.2f} | {rss.get('driver_python', 0)} / {rss.get('jvm', 0)} / {rss.get('python_workers', 0)} |"
         )
 
 

@@ -129,7 +129,7 @@ def test_report_and_scree_plot(chain):
     assert on_disk["featurize"]["model"]["sha256"].startswith("5d3137")
     stages = on_disk["featurize"]["stages"]
     assert stages["embed"]["images_per_s"] > 0
-    assert set(stages["embed"]["task_seconds"]) == {"read", "decode_resize", "infer", "model_load"}
+    assert set(stages["embed"]["task_seconds"]) == {"read", "decode_resize", "infer", "write", "model_load"}
     assert stages["embed"]["task_seconds"]["infer"] > 0
     assert on_disk["parameters"]["reduce"]["variance"] == 0.9
     img = Image.open(out / "scree.png")

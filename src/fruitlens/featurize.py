@@ -92,16 +92,21 @@ def featurize(spark, cfg: FeaturizeConfig, embeddings: Target, errors: Target, l
             for p, l, s, n in zip(*(batch.column(i).to_pylist() for i in range(4)))
         )
         for finished in embed_records(records, mapper_settings, stats):
+            t0 = time.perf_counter()
             good = [r for r in finished if r.error is None]
             bad = [r for r in finished if r.error is not None]
             ok_part.write(_embeddings_batch(good))
             err_part.write(pa.RecordBatch.from_pydict(
                 {"path": [r.path for r in bad], "error": [r.error for r in bad]}, schema=ERRORS_SCHEMA))
             reasons.update(r.error.split(":", 1)[0] for r in bad)
-        accumulator.add(stats)
+            stats.write_s += time.perf_counter() - t0
         out = {"dataset": [], "file": [], "rows": [], "reasons": []}
-        for name, part, why in (("embeddings", ok_part, {}), ("errors", err_part, reasons)):
-            written = part.close()
+        t0 = time.perf_counter()
+        closed = [(name, part.close(), why) for name, part, why in
+                  (("embeddings", ok_part, {}), ("errors", err_part, reasons))]
+        stats.write_s += time.perf_counter() - t0
+        accumulator.add(stats)
+        for name, written, why in closed:
             if written:
                 for key, value in zip(out, (name, written[0], written[1], json.dumps(why))):
                     out[key].append(value)
@@ -135,7 +140,7 @@ def featurize(spark, cfg: FeaturizeConfig, embeddings: Target, errors: Target, l
     with storage_errors(embeddings.output, "cannot write OUTPUT"):
         manifests["embeddings"] = publish(embeddings, files["embeddings"], EMBEDDINGS_SCHEMA)
         manifests["errors"] = publish(errors, files["errors"], ERRORS_SCHEMA)
-    timings["write_s"] = time.perf_counter() - t0
+    timings["publish_s"] = time.perf_counter() - t0
 
     ok = manifests["embeddings"]["rows"]
     n_errors = manifests["errors"]["rows"]

@@ -41,6 +41,7 @@ class MapperStats:
     read_s: float = 0.0
     decode_s: float = 0.0
     infer_s: float = 0.0
+    write_s: float = 0.0  # writing Parquet parts inside the tasks
     model_load_s: float = 0.0
     model_loads: int = 0
     images: int = 0
