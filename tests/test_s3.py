@@ -273,3 +273,13 @@ def test_throttling_is_retried_with_backoff_and_bounded(s3, s3_server, spark, tm
     assert "SlowDown" in err.error[0] or "reduce your request rate" in err.error[0], err.error[0]
     assert proxy.throttled >= len(keys) + 3  # first GETs of every object + 3 bounded attempts
     assert proxy.throttled <= len(keys) + 3 * 5  # bounded: botocore's attempts x s3fs's retries
+
+
+def test_no_credentials_is_one_clear_line(s3, tmp_path):
+    env = {k: "" for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE")}
+    env.update(AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"), AWS_CONFIG_FILE=str(tmp_path / "none"),
+               AWS_EC2_METADATA_DISABLED="true")  # no instance-metadata lookups from a test
+    full = {k: v for k, v in {**os.environ, "FRUITLENS_MODEL_DIR": str(MODELS), **env}.items() if v != ""}
+    res = subprocess.run([sys.executable, "-m", "fruitlens", "featurize", f"s3://{BUCKET}/s2s/in", str(tmp_path / "o")],
+                         capture_output=True, text=True, env=full, timeout=300)
+    one_line(res, "no AWS credentials found")

@@ -71,6 +71,9 @@ def get_session(cfg: SparkConfig):
     except Exception as exc:  # the JVM failed to start: say so in one line
         raise FruitlensError(f"cannot start Spark ({cfg.master}): {str(exc).splitlines()[0]}") from None
     spark.sparkContext.setLogLevel("WARN")
+    from .packaging import ship_to_executors
+
+    ship_to_executors(spark)
     return spark
 
 
