@@ -52,12 +52,13 @@ def job_env(worker_python: str) -> dict:
 
 def event_log_conf(path: Path) -> list[str]:
     path.mkdir(exist_ok=True)
-    return ["--conf", "spark.eventLog.enabled=true", "--conf", f"spark.eventLog.dir=file://{path}"]
+    return ["--conf", "spark.eventLog.enabled=true", "--conf", f"spark.eventLog.dir=file://{path}",
+            "--conf", "spark.eventLog.compress=false", "--conf", "spark.eventLog.rolling.enabled=false"]
 
 
 def executors_that_ran_tasks(event_dir: Path) -> set[str]:
     ids = set()
-    for log in event_dir.iterdir():
+    for log in (p for p in event_dir.rglob("*") if p.is_file() and not p.name.startswith(".")):
         for line in log.read_text().splitlines():
             event = json.loads(line)
             if event.get("Event") == "SparkListenerTaskEnd" and event["Task End Reason"]["Reason"] == "Success":

@@ -18,8 +18,9 @@ import pyarrow as pa
 from . import FruitlensError
 from .config import ReduceConfig
 from .progress import spark_progress
-from .spark_io import write_dataframe
-from .writer import Target, publish_tree
+from .spark_io import jvm_can_read, write_dataframe
+from .storage import is_local
+from .writer import Target, publish_staged_tree, publish_tree
 
 FEATURES_SCHEMA = pa.schema(
     [("path", pa.string()), ("label", pa.string()), ("split", pa.string()), ("pca", pa.list_(pa.float64()))]
@@ -93,15 +94,20 @@ def fit_and_transform(spark, cfg: ReduceConfig, embeddings, features: Target, mo
     with spark_progress(spark, f"projecting {rows:,} rows on {k} components"):
         projected = model.transform(data).select("path", "label", "split", vector_to_array("pca").alias("pca"))
         write_dataframe(projected, features, FEATURES_SCHEMA)
-        save_model(model, model_target)
+        save_model(spark, model, model_target)
     timings["transform_write_s"] = time.perf_counter() - t0
     data.unpersist()
     return ReduceResult(rows=rows, fit_rows=fit_rows, fit_on=fit_on, k=k, explained_variance=explained, timings=timings)
 
 
-def save_model(model, target: Target) -> None:
-    """Spark ML writes through the JVM, which may have no S3 connector: save to a local temporary
-    folder, then publish it (rename locally, upload to S3) with its manifest."""
+def save_model(spark, model, target: Target) -> None:
+    """Spark ML writes through the JVM (the executors write some of the files). Where the JVM
+    reaches the output store (EMR's EMRFS for s3://, HDFS), save into the staging area directly;
+    else (no S3 connector) save to a local temporary folder, then publish it with its manifest."""
+    if not is_local(target.final) and jvm_can_read(spark, target.final):
+        model.write().overwrite().save(target.staging)
+        publish_staged_tree(target)
+        return
     tmp = tempfile.mkdtemp(prefix="fruitlens-model-")
     try:
         model.write().overwrite().save("file://" + tmp + "/model")

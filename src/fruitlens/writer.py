@@ -122,6 +122,15 @@ def publish_tree(local_dir: str, target: Target) -> dict:
     return manifest
 
 
+def publish_staged_tree(target: Target) -> dict:
+    """Publish a folder something else (Spark's JVM) already wrote into `target.staging`."""
+    fs, staging = filesystem(target.staging)
+    files = sorted((p[len(staging) + 1 :], int(info.get("size") or 0)) for p, info in fs.find(staging, detail=True).items())
+    manifest = {"format": "tree", "run_id": target.run_id, "files": [{"path": p, "bytes": b} for p, b in files]}
+    _publish_tree(target, manifest)
+    return manifest
+
+
 def _publish_tree(target: Target, manifest: dict) -> None:
     fs, staging = filesystem(target.staging)
     _, final = filesystem(target.final)
