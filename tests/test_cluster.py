@@ -16,15 +16,15 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 
-from cluster import SPARK_HOME, StandaloneCluster
+from fruitlens.local_cluster import SPARK_HOME, StandaloneCluster
 from conftest import MODELS, REPO, copy_sample
 
 
 @pytest.fixture(scope="module")
 def worker_python(tmp_path_factory) -> str:
     """A virtual environment with fruitlens's locked dependencies, without fruitlens itself."""
-    uv = shutil.which("uv")
-    assert uv, "uv is installed by scripts/setup.sh"
+    uv = shutil.which("uv") or shutil.which("uv", path=str(Path(sys.executable).parent))
+    assert uv, "uv is a dev dependency (scripts/setup.sh)"
     venv = tmp_path_factory.mktemp("worker-env") / "venv"
     subprocess.run([uv, "venv", "--quiet", "--python", sys.executable, str(venv)], check=True)
     reqs = subprocess.run([uv, "export", "--frozen", "--no-hashes", "--no-emit-project", "--no-dev", "--quiet"],

@@ -1,5 +1,6 @@
-"""A real Spark standalone cluster on loopback: one master and N workers, each its own JVM with its
-own Python workers, started from the PyPI PySpark's `spark-class`."""
+"""A real Spark standalone cluster on this machine (loopback): one master and N workers, each its
+own JVM with its own Python workers, started from the PyPI PySpark's `spark-class` (which has no
+sbin/start-*.sh). Used by the tests and the scaling benchmark."""
 
 from __future__ import annotations
 
@@ -11,12 +12,17 @@ import time
 import urllib.request
 from pathlib import Path
 
-import psutil
 import pyspark
 
-from conftest import free_port
-
 SPARK_HOME = Path(pyspark.__file__).parent
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class StandaloneCluster:
@@ -70,8 +76,10 @@ class StandaloneCluster:
             time.sleep(0.5)
         raise RuntimeError(f"Spark {what} did not come up; see logs in {self.workdir}")
 
-    def executors(self, worker: int) -> list[psutil.Process]:
-        """Executor JVMs launched by worker `worker` (their working dir is under its work dir)."""
+    def executors(self, worker: int) -> list:
+        """Executor JVMs (psutil processes) launched by worker `worker` (working dir under its work dir)."""
+        import psutil
+
         found = []
         for p in psutil.process_iter(["cmdline"]):
             try:
@@ -81,6 +89,12 @@ class StandaloneCluster:
             except psutil.Error:
                 continue
         return found
+
+    def __enter__(self) -> "StandaloneCluster":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
     def stop(self) -> None:
         for proc in reversed(self.procs):
