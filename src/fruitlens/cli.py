@@ -138,6 +138,11 @@ def reduce(embeddings, output, spark_cfg, s3, k, variance, quiet):
     run_reduce(ReduceConfig(input=embeddings, output=output, k=k, variance=variance), spark_cfg, quiet=quiet, s3=s3)
 
 
+from .emr.cli import emr  # noqa: E402
+
+cli.add_command(emr)
+
+
 def main(argv=None) -> int:
     debug = bool(os.environ.get("FRUITLENS_DEBUG"))
     try:

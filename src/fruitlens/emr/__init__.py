@@ -1,0 +1,1 @@
+"""Deployment kit for AWS EMR: `fruitlens emr up | submit | status | logs | down | estimate`."""
