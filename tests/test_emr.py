@@ -100,6 +100,9 @@ def test_submit_status_logs_down(aws):
                          f"s3://{BUCKET}/fruits360/in", f"s3://{BUCKET}/fruits360/out", "--k", "100"]
     state = kit.status("eu-west-3", cluster_id)
     assert state["steps"][0]["id"] == step_id and state["release"] == "emr-7.8.0"
+    cost = state["cost_so_far"]  # after a run: instance-hours held so far x the price table
+    assert cost["unpriced_instance_types"] == [] and cost["hours"] >= 0
+    assert cost["instance_hours"] == pytest.approx(cost["hours"] * (1 + 3 + 4), abs=0.01)
     aws.put_object(Bucket=BUCKET, Key=f"fruits360/logs/{cluster_id}/steps/{step_id}/stderr.gz",
                    Body=gzip.compress(b"fruitlens run -> s3://fruits-emr/fruits360/out"))
     assert "fruitlens run" in kit.logs("eu-west-3", cluster_id, step_id)["stderr"]

@@ -64,3 +64,22 @@ def estimate(settings: EmrSettings, images: int | None = None, hours: float | No
     total = hourly * hours
     return Estimate(hourly_usd=hourly, images_per_hour=per_hour, worker_vcpus=vcpus, hours=hours,
                     total_usd=total, usd_per_million_images=hourly / per_hour * 1e6)
+
+
+def cost_so_far(region: str, groups: list[dict], hours: float) -> dict:
+    """Instance-hours actually held by a cluster's instance groups x the price table."""
+    prices = price_table()
+    usd = instance_hours = 0.0
+    unknown = []
+    for g in groups:
+        count = g.get("RunningInstanceCount") or g.get("RequestedInstanceCount") or 0
+        try:
+            node = prices["regions"][region][g["InstanceType"]]
+        except KeyError:
+            unknown.append(g["InstanceType"])
+            continue
+        ec2 = node["ec2"] * (1 - prices["spot_discount"] if g.get("Market") == "SPOT" else 1.0)
+        usd += count * hours * (ec2 + node["emr"])
+        instance_hours += count * hours
+    return {"hours": round(hours, 3), "instance_hours": round(instance_hours, 2), "usd": round(usd, 2),
+            "unpriced_instance_types": unknown}

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import subprocess
+from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
 from string import Template
 
 from .. import FruitlensError
 from ..packaging import package_zip
+from .costs import cost_so_far
 from .settings import VENV, EmrSettings
 
 REPO_SCRIPTS = Path(__file__).resolve().parents[3] / "scripts"
@@ -151,10 +153,16 @@ def status(region: str, cluster_id: str) -> dict:
     emr, _, _ = clients(region)
     cluster = emr.describe_cluster(ClusterId=cluster_id)["Cluster"]
     steps = emr.list_steps(ClusterId=cluster_id)["Steps"]
+    groups = emr.list_instance_groups(ClusterId=cluster_id)["InstanceGroups"]
+    timeline = cluster["Status"].get("Timeline", {})
+    start = timeline.get("CreationDateTime")
+    end = timeline.get("EndDateTime") or datetime.now(timezone.utc)
+    hours = max((end - start).total_seconds() / 3600, 0.0) if start else 0.0
     return {
         "cluster": cluster_id, "name": cluster["Name"], "state": cluster["Status"]["State"],
         "release": cluster.get("ReleaseLabel"), "log_uri": cluster.get("LogUri"),
         "steps": [{"id": s["Id"], "name": s["Name"], "state": s["Status"]["State"]} for s in steps],
+        "cost_so_far": cost_so_far(region, groups, hours),
     }
 
 
