@@ -283,3 +283,21 @@ def test_no_credentials_is_one_clear_line(s3, tmp_path):
     res = subprocess.run([sys.executable, "-m", "fruitlens", "featurize", f"s3://{BUCKET}/s2s/in", str(tmp_path / "o")],
                          capture_output=True, text=True, env=full, timeout=300)
     one_line(res, "no AWS credentials found")
+
+
+def test_keys_are_listed_inside_tasks_and_match_a_driver_listing(s3, spark, tmp_path):
+    """Files at every depth: above the per-class prefixes (driver), and below them (tasks)."""
+    body = sorted((SAMPLE / "Test").glob("*/*.jpg"))[0].read_bytes()
+    layout = ["top.jpg", "Training/loose.png", "Training/Kiwi/a.jpg", "Training/Kiwi/deep/b.jpg",
+              "Test/Kiwi/c.JPG", "Test/Banana/d.jpg", "Test/Banana/notes.txt", "README"]
+    for key in layout:
+        s3.put_object(Bucket=BUCKET, Key=f"depth/{key}", Body=body)
+    report = run_featurize(FeaturizeConfig(input=f"s3://{BUCKET}/depth", output=str(tmp_path)), SPARK,
+                           spark=spark, quiet=True)
+    inputs = report["featurize"]["inputs"]
+    assert inputs["listed"] == "in tasks, 3 prefixes"  # Training/Kiwi, Test/Kiwi, Test/Banana
+    assert inputs["images_found"] == 6 and inputs["other_files_skipped"] == {".txt": 1, "(none)": 1}
+    emb = ds.dataset(str(tmp_path / "embeddings")).to_table().to_pandas().set_index("path")
+    driver = {r.path: (r.label, r.split) for r in list_images(f"s3://{BUCKET}/depth").images}
+    assert {p: (row.label, row.split) for p, row in emb.iterrows()} == driver
+    assert driver[f"s3://{BUCKET}/depth/Training/Kiwi/deep/b.jpg"] == ("deep", "train")

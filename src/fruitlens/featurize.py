@@ -17,10 +17,10 @@ import pyarrow as pa
 
 from . import FruitlensError, backbones, model_store
 from .config import FeaturizeConfig
-from .listing import Listing, list_images
+from .listing import ImageRef, Listing, list_images, list_prefix, plan_prefixes
 from .mapper import MapperSettings, MapperStats, Record, embed_records
 from .progress import spark_progress
-from .storage import configure, s3_options, storage_errors
+from .storage import configure, is_local, normalize, s3_options, storage_errors
 from .writer import PartWriter, Target, publish
 
 INPUT_SCHEMA = "path string, label string, split string, size_bytes long"
@@ -30,6 +30,8 @@ EMBEDDINGS_SCHEMA = pa.schema(
      ("size_bytes", pa.int64()), ("embedding", pa.list_(pa.float32()))]
 )
 ERRORS_SCHEMA = pa.schema([("path", pa.string()), ("error", pa.string())])
+LISTED_SCHEMA = pa.schema([("kind", pa.string()), ("path", pa.string()), ("label", pa.string()),
+                           ("split", pa.string()), ("size_bytes", pa.int64())])
 
 
 @dataclass
@@ -44,6 +46,7 @@ class FeaturizeResult:
     model_path: str
     partitions: int
     manifests: dict
+    listing_mode: str
 
 
 def resolve_model(cfg: FeaturizeConfig) -> tuple[backbones.BackboneSpec, str]:
@@ -60,11 +63,20 @@ def featurize(spark, cfg: FeaturizeConfig, embeddings: Target, errors: Target, l
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
+    prefixes: list[str] = []
     if listing is None:
         with storage_errors(cfg.input, "cannot list INPUT"):
-            listing = list_images(cfg.input)
-    timings["list_s"] = time.perf_counter() - t0
+            if is_local(cfg.input):
+                listing = list_images(cfg.input)
+            else:
+                prefixes, listing = plan_prefixes(cfg.input)
+    remote_images = None
     found = len(listing.images)
+    if prefixes:
+        remote_images, remote_found, remote_skipped, listed = _list_in_tasks(spark, prefixes, normalize(cfg.input))
+        found += remote_found
+        listing.skipped.update(remote_skipped)
+    timings["list_s"] = time.perf_counter() - t0
     if found == 0 and not listing.unreadable:
         others = f" ({listing.skipped_total} other files)" if listing.skipped_total else ""
         raise FruitlensError(f"no images (jpg, jpeg, png, webp, bmp) under {cfg.input}{others}")
@@ -114,8 +126,11 @@ def featurize(spark, cfg: FeaturizeConfig, embeddings: Target, errors: Target, l
 
     partitions = max(1, min(found, max(math.ceil(found / cfg.images_per_partition), sc.defaultParallelism)))
     rows = [(r.path, r.label, r.split, r.size_bytes) for r in listing.images]
-    paths = spark.createDataFrame(sc.parallelize(rows, partitions), INPUT_SCHEMA)
+    paths = spark.createDataFrame(sc.parallelize(rows, max(1, min(partitions, len(rows)))), INPUT_SCHEMA)
     del rows
+    if remote_images is not None:
+        # Round-robin after a sort (Spark's default), so a retried task sees the same rows.
+        paths = paths.unionByName(remote_images).repartition(partitions)
 
     t0 = time.perf_counter()
     with spark_progress(spark, f"embedding {found:,} images"):
@@ -142,6 +157,8 @@ def featurize(spark, cfg: FeaturizeConfig, embeddings: Target, errors: Target, l
         manifests["errors"] = publish(errors, files["errors"], ERRORS_SCHEMA)
     timings["publish_s"] = time.perf_counter() - t0
 
+    if remote_images is not None:
+        listed.unpersist()
     ok = manifests["embeddings"]["rows"]
     n_errors = manifests["errors"]["rows"]
     if ok + n_errors != found + len(listing.unreadable):  # every input exactly once, or say so
@@ -149,7 +166,45 @@ def featurize(spark, cfg: FeaturizeConfig, embeddings: Target, errors: Target, l
     return FeaturizeResult(
         listing=listing, found=found, ok=ok, errors=n_errors, errors_by_reason=dict(reasons.most_common()),
         stats=accumulator.value, timings=timings, model_path=model_path, partitions=partitions, manifests=manifests,
+        listing_mode=f"in tasks, {len(prefixes)} prefixes" if prefixes else "driver",
     )
+
+
+def _list_in_tasks(spark, prefixes: list[str], root: str):
+    """List the keys under each prefix inside Spark tasks. Returns the images as a DataFrame
+    (never collected), their count, the other files by extension, and the persisted listing."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    storage = s3_options()
+
+    def list_partition(batches):
+        configure(storage)
+        for batch in batches:
+            for prefix in batch.column(0).to_pylist():
+                rows = {"kind": [], "path": [], "label": [], "split": [], "size_bytes": []}
+                for item in list_prefix(prefix, root):
+                    image = isinstance(item, ImageRef)
+                    rows["kind"].append("image" if image else "other")
+                    rows["path"].append(item.path if image else item)
+                    rows["label"].append(item.label if image else None)
+                    rows["split"].append(item.split if image else None)
+                    rows["size_bytes"].append(item.size_bytes if image else 0)
+                yield pa.RecordBatch.from_pydict(rows, schema=LISTED_SCHEMA)
+
+    sc = spark.sparkContext
+    listed = (
+        spark.createDataFrame([(p,) for p in prefixes], "prefix string")
+        .repartition(min(len(prefixes), sc.defaultParallelism * 4))
+        .mapInArrow(list_partition, "kind string, path string, label string, split string, size_bytes long")
+        .persist(StorageLevel.MEMORY_AND_DISK)
+    )
+    with spark_progress(spark, f"listing {len(prefixes):,} prefixes"):
+        counts = listed.groupBy("kind", F.when(F.col("kind") == "other", F.col("path")).alias("ext")).count().collect()
+    found = sum(r["count"] for r in counts if r["kind"] == "image")
+    skipped = Counter({r["ext"]: r["count"] for r in counts if r["kind"] == "other"})
+    images = listed.filter(F.col("kind") == "image").select("path", "label", "split", "size_bytes")
+    return images, found, skipped, listed
 
 
 def _embeddings_batch(records: list[Record]) -> pa.RecordBatch:

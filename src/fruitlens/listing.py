@@ -81,8 +81,7 @@ def list_images(uri: str) -> Listing:
 
 def _walk(fs, root: str, root_path: str, unreadable: list) -> Iterator[ImageRef | str]:
     local = is_local(root)
-    sep = os.sep if local else "/"
-    root_name = (os.path.basename if local else posixpath.basename)(root_path.rstrip(sep))
+
     def on_error(exc: OSError) -> None:
         where = getattr(exc, "filename", None) or root_path
         path = where if local else fs.unstrip_protocol(where)
@@ -90,23 +89,65 @@ def _walk(fs, root: str, root_path: str, unreadable: list) -> Iterator[ImageRef 
 
     if local:
         entries = (
-            (info.get("name") or os.path.join(dirpath, name), name, info)
+            (info.get("name") or os.path.join(dirpath, name), info)
             for dirpath, _dirs, files in fs.walk(root_path, detail=True, on_error=on_error)
             for name, info in sorted(files.items())
         )
     else:  # object stores: one flat listing, paginated 1,000 keys per request
-        entries = ((key, posixpath.basename(key), info) for key, info in fs.find(root_path, detail=True).items())
-    for full, name, info in entries:
-        if name.startswith("."):
-            continue  # hidden files (.DS_Store, editor swap files) are not inputs
-        ext = os.path.splitext(name)[1].lower()
-        if ext not in IMAGE_EXTENSIONS:
-            yield ext or "(none)"
-            continue
-        rel = os.path.relpath(full, root_path) if local else posixpath.relpath(full, root_path)
-        label, split = label_and_split(tuple(rel.split(sep)), root_name)
-        path = full if local else fs.unstrip_protocol(full)
-        yield ImageRef(path=path, label=label, split=split, size_bytes=int(info.get("size") or 0))
+        entries = fs.find(root_path, detail=True).items()
+    for full, info in entries:
+        item = classify(fs, full, info, root_path, local)
+        if item is not None:
+            yield item
+
+
+def classify(fs, full: str, info: dict, root_path: str, local: bool) -> ImageRef | str | None:
+    """An image (ImageRef), another file (its extension), or None for hidden files."""
+    sep = os.sep if local else "/"
+    name = full.rsplit(sep, 1)[-1]
+    if name.startswith("."):
+        return None  # hidden files (.DS_Store, editor swap files) are not inputs
+    ext = os.path.splitext(name)[1].lower()
+    if ext not in IMAGE_EXTENSIONS:
+        return ext or "(none)"
+    rel = os.path.relpath(full, root_path) if local else posixpath.relpath(full, root_path)
+    root_name = root_path.rstrip(sep).rsplit(sep, 1)[-1]
+    label, split = label_and_split(tuple(rel.split(sep)), root_name)
+    path = full if local else fs.unstrip_protocol(full)
+    return ImageRef(path=path, label=label, split=split, size_bytes=int(info.get("size") or 0))
+
+
+def plan_prefixes(uri: str, depth: int = 2) -> tuple[list[str], Listing]:
+    """Object stores, on the driver: the prefixes `depth` folders below INPUT (for Fruits-360,
+    one per split and class; their keys are then listed inside the Spark tasks, so the driver
+    never holds every key) and the files found above that depth."""
+    root = normalize(uri)
+    fs, root_path = check_input(root)
+    frontier, shallow = [root_path], []
+    for _ in range(depth):
+        deeper = []
+        for prefix in frontier:
+            for info in fs.ls(prefix, detail=True):  # delimiter listing, paginated
+                (deeper if info["type"] == "directory" else shallow).append(info)
+        frontier = [info["name"] for info in deeper]
+    listing = Listing(images=[], skipped=Counter(), unreadable=[])
+    for info in shallow:
+        item = classify(fs, info["name"], info, root_path, local=False)
+        if isinstance(item, ImageRef):
+            listing.images.append(item)
+        elif item is not None:
+            listing.skipped[item] += 1
+    return [fs.unstrip_protocol(p) for p in sorted(frontier)], listing
+
+
+def list_prefix(prefix: str, root: str) -> Iterator[ImageRef | str]:
+    """Object stores, inside a task: every key under one prefix (paginated), classified."""
+    fs, path = filesystem(prefix)
+    root_path = filesystem(root)[1]
+    for key, info in sorted(fs.find(path, detail=True).items()):
+        item = classify(fs, key, info, root_path, local=False)
+        if item is not None:
+            yield item
 
 
 def _reason(exc: OSError) -> str:

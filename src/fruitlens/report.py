@@ -36,6 +36,7 @@ def featurize_section(result, spec) -> dict:
             "images_found": result.found,
             "other_files_skipped": dict(result.listing.skipped),
             "unreadable_folders": len(result.listing.unreadable),
+            "listed": result.listing_mode,
         },
         "ok": result.ok,
         "errors": result.errors,
