@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from . import FruitlensError
 
@@ -63,6 +63,3 @@ def _positive(name: str, value: int) -> None:
     if value < 1:
         raise FruitlensError(f"{name} must be a positive integer, got {value}")
 
-
-def as_dict(cfg) -> dict:
-    return asdict(cfg)

@@ -1,6 +1,7 @@
-"""Distributor for the embedding step: lists on the driver; each Spark task reads, decodes and
-embeds its images (plain-Python mapper) and writes its own Parquet part files; the driver then
-publishes both datasets. One pass over the images, nothing collected but file names and counts.
+"""Distributor for the embedding step. Local folders are listed on the driver; object stores
+are listed inside Spark tasks, one per class prefix. Each embedding task reads, decodes and embeds
+its images (plain-Python mapper) and writes its own Parquet part files; the driver then publishes
+both datasets. One pass over the images, nothing collected but file names and counts.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
@@ -130,8 +131,9 @@ def embed_records(
     load = read or (lambda r: load_record(r, spec.input_size, settings.max_pixels, stats))
     window = max(settings.batch_size * 2, settings.io_threads * 2)
     with ThreadPoolExecutor(settings.io_threads, thread_name_prefix="fruitlens-io") as pool:
-        pending: list = []
+        pending: deque = deque()
         batch: list[Record] = []
+        usable = 0
         iterator = iter(records)
         exhausted = False
         while True:
@@ -142,12 +144,12 @@ def embed_records(
                     exhausted = True
             if not pending:
                 break
-            batch.append(pending.pop(0).result())
-            if len([r for r in batch if r.error is None]) >= settings.batch_size or (
-                exhausted and not pending
-            ):
+            record = pending.popleft().result()
+            batch.append(record)
+            usable += record.error is None
+            if usable >= settings.batch_size or (exhausted and not pending):
                 yield _infer(batch, backbone, stats)
-                batch = []
+                batch, usable = [], 0
         if batch:
             yield _infer(batch, backbone, stats)
 

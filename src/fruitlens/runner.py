@@ -23,7 +23,7 @@ from .report import (
 from .session import get_session, versions
 from .spark_io import dataset_files, read_parquet
 from .storage import S3Options, configure, filesystem, is_local, join, normalize, storage_errors
-from .writer import Target, cleanup, new_run_id
+from .writer import STAGING, Target, cleanup, new_run_id
 
 DATASETS = ("embeddings", "errors", "features", "model")
 FILES = ("report.json", "scree.png", "explained_variance.csv")
@@ -40,9 +40,9 @@ def preflight_output(uri: str) -> None:
     with storage_errors(uri, "cannot write OUTPUT"):
         if fs.exists(path) and fs.isfile(path):
             raise FruitlensError(f"OUTPUT exists and is not a folder: {uri}")
-        probe = filesystem(join(uri, "_staging", ".write-test"))[1]
+        probe = filesystem(join(uri, STAGING, ".write-test"))[1]
         if is_local(uri):
-            fs.makedirs(filesystem(join(uri, "_staging"))[1], exist_ok=True)
+            fs.makedirs(filesystem(join(uri, STAGING))[1], exist_ok=True)
         fs.pipe_file(probe, b"")
         fs.rm_file(probe)
 

@@ -63,14 +63,6 @@ def read_parquet(spark, uri: str):
     return listing.mapInArrow(read_files, from_arrow_schema(arrow_schema))
 
 
-def is_dataset(uri: str) -> bool:
-    fs, path = filesystem(uri)
-    if not fs.exists(path):
-        return False
-    return fs.isfile(path) or bool(dataset_files(uri))
-
-
-
 def write_dataframe(df, target: Target, arrow_schema) -> dict:
     """Write `df` (columns matching `arrow_schema`) as the dataset `target`; returns the manifest."""
     import pyarrow as pa

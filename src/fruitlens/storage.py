@@ -104,16 +104,6 @@ def join(base: str, *parts: str) -> str:
     return posixpath.join(base, *parts)
 
 
-def parent(uri: str) -> str:
-    uri = normalize(uri)
-    return os.path.dirname(uri) if is_local(uri) else posixpath.dirname(uri)
-
-
-def basename(uri: str) -> str:
-    uri = normalize(uri)
-    return os.path.basename(uri) if is_local(uri) else posixpath.basename(uri)
-
-
 def spark_uri(uri: str) -> str:
     """The URI Spark's Hadoop layer should read or write."""
     uri = normalize(uri)
@@ -134,11 +124,6 @@ def write_bytes(uri: str, data: bytes) -> None:
 
 def write_json(uri: str, obj) -> None:
     write_bytes(uri, json.dumps(obj, indent=2, default=str).encode() + b"\n")
-
-
-def read_json(uri: str):
-    fs, path = filesystem(uri)
-    return json.loads(fs.cat_file(path))
 
 
 def describe(exc: BaseException, uri: str) -> str | None:

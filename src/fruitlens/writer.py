@@ -8,7 +8,7 @@ Guarantees, for local folders and S3 alike:
 - local: the staged folder replaces the old one by rename (a reader sees the old dataset, briefly
   nothing, or the new one, never a mix); S3 has no rename: new files are copied in under new names,
   `_SUCCESS` is written last (one atomic PUT), then the old files are deleted. Readers that follow
-  `_SUCCESS` (fruitlens itself, `read_manifest`) always see one complete dataset.
+  `_SUCCESS` (fruitlens itself: `spark_io.dataset_files`) always see one complete dataset.
 """
 
 from __future__ import annotations
