@@ -19,7 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 from featurize_bench import MODELS, WORK, replicate  # noqa: E402
 
-from fruitlens.local_cluster import StandaloneCluster  # noqa: E402
+sys.path.insert(0, str(REPO / "tests"))
+from local_cluster import StandaloneCluster  # noqa: E402
 
 
 def featurize_on(workers: int, images: Path) -> dict:

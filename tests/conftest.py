@@ -68,7 +68,7 @@ def s3_server():
 AWS_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL_S3")
 
 
-from fruitlens.local_cluster import free_port  # noqa: E402
+from local_cluster import free_port  # noqa: E402
 
 
 @pytest.fixture(scope="session")

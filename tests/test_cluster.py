@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 
-from fruitlens.local_cluster import SPARK_HOME, StandaloneCluster
+from local_cluster import SPARK_HOME, StandaloneCluster
 from conftest import MODELS, REPO, copy_sample
 
 

@@ -56,6 +56,9 @@ def featurize_options(f):
                   help="Larger images are rejected as decompression bombs.")
     @click.option("--io-threads", type=int, default=4, show_default=True,
                   help="Concurrent reads and decodes per task.")
+    @click.option("--incremental/--full", default=True, show_default=True,
+                  help="--incremental: read and embed only images that are new or changed since what OUTPUT "
+                       "holds (and resume an interrupted run); --full: embed every image again.")
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
         return f(*args, **kwargs)
@@ -67,11 +70,15 @@ def reduce_options(f):
     @click.option("--k", type=int, default=None, help="Number of principal components.")
     @click.option("--variance", type=float, default=None,
                   help="Keep the smallest k reaching this share of variance (default 0.95 when --k is not given).")
+    @click.option("--reuse-model", is_flag=True,
+                  help="Project with the StandardScaler + PCA model OUTPUT already holds instead of refitting.")
     @functools.wraps(f)
-    def wrapper(*args, k, variance, **kwargs):
-        if k is None and variance is None:
+    def wrapper(*args, k, variance, reuse_model, **kwargs):
+        if reuse_model and (k is not None or variance is not None):
+            raise click.UsageError("--reuse-model keeps the model's own k: give neither --k nor --variance")
+        if k is None and variance is None and not reuse_model:
             variance = 0.95
-        return f(*args, k=k, variance=variance, **kwargs)
+        return f(*args, k=k, variance=variance, reuse_model=reuse_model, **kwargs)
 
     return wrapper
 
@@ -80,7 +87,7 @@ def _feat_cfg(input, output, kw) -> FeaturizeConfig:
     return FeaturizeConfig(
         input=input, output=output, backbone=kw["backbone"], model=kw["model"], batch_size=kw["batch_size"],
         threads=kw["threads"], images_per_partition=kw["images_per_partition"], max_pixels=kw["max_pixels"],
-        io_threads=kw["io_threads"],
+        io_threads=kw["io_threads"], incremental=kw["incremental"],
     )
 
 
@@ -101,14 +108,16 @@ def cli():
 @featurize_options
 @reduce_options
 @spark_options
-def run(input, output, spark_cfg, s3, k, variance, quiet, **kw):
+def run(input, output, spark_cfg, s3, k, variance, reuse_model, quiet, **kw):
     """The whole chain in one Spark application.
 
     Writes OUTPUT/embeddings, OUTPUT/errors, OUTPUT/features, OUTPUT/model, report.json, scree.png.
+    Rerun into the same OUTPUT, only new or changed images are embedded (see --full).
     """
-    from .runner import run_all
+    from .jobs import run_all
 
-    run_all(_feat_cfg(input, output, kw), ReduceConfig(input=output, output=output, k=k, variance=variance),
+    run_all(_feat_cfg(input, output, kw),
+            ReduceConfig(input=output, output=output, k=k, variance=variance, reuse_model=reuse_model),
             spark_cfg, quiet=quiet, s3=s3)
 
 
@@ -119,8 +128,9 @@ def run(input, output, spark_cfg, s3, k, variance, quiet, **kw):
 @spark_options
 def featurize(input, output, spark_cfg, s3, quiet, **kw):
     """Images under INPUT -> EMBEDDINGS/embeddings (path, label, split, size_bytes, embedding),
-    EMBEDDINGS/errors (path, error) and EMBEDDINGS/report.json."""
-    from .runner import run_featurize
+    EMBEDDINGS/errors (path, reason, detail, ...) and EMBEDDINGS/report.json. Rerun into the same
+    EMBEDDINGS, only new or changed images are embedded (see --full)."""
+    from .jobs import run_featurize
 
     run_featurize(_feat_cfg(input, output, kw), spark_cfg, quiet=quiet, s3=s3)
 
@@ -130,12 +140,13 @@ def featurize(input, output, spark_cfg, s3, quiet, **kw):
 @click.argument("output")
 @reduce_options
 @spark_options
-def reduce(embeddings, output, spark_cfg, s3, k, variance, quiet):
+def reduce(embeddings, output, spark_cfg, s3, k, variance, reuse_model, quiet):
     """EMBEDDINGS (featurize's folder or an embeddings Parquet dataset) -> OUTPUT/features
     (path, label, split, pca), OUTPUT/model (Spark PipelineModel), explained variance, report."""
-    from .runner import run_reduce
+    from .jobs import run_reduce
 
-    run_reduce(ReduceConfig(input=embeddings, output=output, k=k, variance=variance), spark_cfg, quiet=quiet, s3=s3)
+    run_reduce(ReduceConfig(input=embeddings, output=output, k=k, variance=variance, reuse_model=reuse_model),
+               spark_cfg, quiet=quiet, s3=s3)
 
 
 from .emr.cli import emr  # noqa: E402

@@ -32,6 +32,7 @@ class FeaturizeConfig:
     images_per_partition: int = 256
     max_pixels: int = DEFAULT_MAX_PIXELS
     io_threads: int = 4  # concurrent reads per task (matters for object stores)
+    incremental: bool = True  # reuse rows OUTPUT already holds for unchanged inputs (and resume)
 
     def validate(self) -> None:
         _positive("--batch-size", self.batch_size)
@@ -47,8 +48,13 @@ class ReduceConfig:
     output: str
     k: int | None = None
     variance: float | None = 0.95
+    reuse_model: bool = False  # project with the model OUTPUT already holds instead of refitting
 
     def validate(self) -> None:
+        if self.reuse_model:
+            if self.k is not None or self.variance is not None:
+                raise FruitlensError("--reuse-model keeps the model's own k: give neither --k nor --variance")
+            return
         if self.k is not None and self.variance is not None:
             raise FruitlensError("give either --k or --variance, not both")
         if self.k is None and self.variance is None:

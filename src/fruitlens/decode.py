@@ -11,13 +11,38 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 # Never decode partially-written files silently: a truncated file is an error, not a grey image.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
+# Every DecodeError.reason is one of these.
+DECODE_REASONS = ("empty", "not an image", "truncated", "corrupt", "decompression bomb")
+
+# Known formats by their leading bytes: (format, ((offset, bytes), ...)), every part must match.
+_SIGNATURES = (
+    ("JPEG", ((0, b"\xff\xd8\xff"),)),
+    ("PNG", ((0, b"\x89PNG\r\n\x1a\n"),)),
+    ("GIF", ((0, b"GIF87a"),)),
+    ("GIF", ((0, b"GIF89a"),)),
+    ("WEBP", ((0, b"RIFF"), (8, b"WEBP"))),
+    ("BMP", ((0, b"BM"),)),
+)
+# DIB header sizes a BMP may declare at byte 14, as the 4 bytes there (a cut field never matches).
+_BMP_HEADER_SIZES = frozenset(n.to_bytes(4, "little") for n in (12, 16, 40, 52, 56, 64, 108, 124))
+# Pillow's words for "the data stopped": trusted only where the format's own end cannot be checked.
+_TRUNCATION_WORDS = ("truncated", "premature end", "broken data stream")
+_PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # empty IEND chunk with its fixed CRC
+_END_NAMES = {"JPEG": "EOI marker", "PNG": "IEND chunk", "GIF": "trailer"}
+
 
 class DecodeError(Exception):
-    """A file that cannot be used. `reason` is a short category, the message says why."""
+    """A file that cannot be used: `reason` is one of DECODE_REASONS, `detail` one line on why."""
 
     def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
+        if reason not in DECODE_REASONS:
+            raise ValueError(f"unknown decode failure reason {reason!r}")
+        super().__init__(reason, detail)  # both in args, so the error survives pickling
         self.reason = reason
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.detail}"
 
 
 def decode_image(data: bytes, size: tuple[int, int], max_pixels: int) -> np.ndarray:
@@ -34,12 +59,8 @@ def decode_image(data: bytes, size: tuple[int, int], max_pixels: int) -> np.ndar
         Image.MAX_IMAGE_PIXELS = max_pixels
         try:
             img = Image.open(io.BytesIO(data))
-        except UnidentifiedImageError:
-            raise DecodeError("not an image", "format not recognised") from None
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise DecodeError("decompression bomb", f"more than {max_pixels:,} pixels") from None
         except Exception as exc:  # noqa: BLE001 - any decoder failure is a property of the file
-            raise DecodeError("corrupt", _describe(exc)) from None
+            raise _failure(data, exc, max_pixels) from None
         try:
             if img.width * img.height > max_pixels:
                 raise DecodeError(
@@ -56,13 +77,8 @@ def decode_image(data: bytes, size: tuple[int, int], max_pixels: int) -> np.ndar
             return np.asarray(rgb, dtype=np.uint8)
         except DecodeError:
             raise
-        except (OSError, SyntaxError, ValueError) as exc:
-            message = _describe(exc)
-            if "truncated" in message.lower() or "premature end" in message.lower():
-                raise DecodeError("truncated", message) from None
-            raise DecodeError("corrupt", message) from None
         except Exception as exc:  # noqa: BLE001
-            raise DecodeError("corrupt", _describe(exc)) from None
+            raise _failure(data, exc, max_pixels) from None
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -94,3 +110,115 @@ def to_rgb(img: Image.Image) -> Image.Image:
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0][:200]
+
+
+def _failure(data: bytes, exc: BaseException, max_pixels: int) -> DecodeError:
+    """One classification for failures at open (header) and at load (pixels).
+
+    A file with a known signature is `truncated` when it stops before its format's end (EOI,
+    IEND, trailer, declared length) and `corrupt` when that end is there; where the end cannot be
+    checked, Pillow's message decides. `not an image` is only for unknown bytes Pillow rejects.
+    """
+    if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return DecodeError("decompression bomb", f"more than {max_pixels:,} pixels")
+    fmt = _sniff(data)
+    # Pillow claims anything starting with 'BM'; without a plausible header that is not a bitmap.
+    if fmt is None and (isinstance(exc, UnidentifiedImageError) or data.startswith(b"BM")):
+        return DecodeError("not an image", "format not recognised")
+    message = "header not readable" if isinstance(exc, UnidentifiedImageError) else _describe(exc)
+    complete = _has_end(fmt, data) if fmt else None
+    if complete is False:
+        end = _END_NAMES.get(fmt, "declared length")
+        return DecodeError(
+            "truncated", f"{fmt} stops after {len(data):,} bytes, before its {end}; {message}"
+        )
+    prefix = f"{fmt}: " if fmt else ""
+    if complete is None and any(word in message.lower() for word in _TRUNCATION_WORDS):
+        return DecodeError("truncated", prefix + message)
+    return DecodeError("corrupt", prefix + message)
+
+
+def _sniff(data: bytes) -> str | None:
+    """The format whose signature `data` starts with, or would if it were not cut within it."""
+    head = data[:18]
+    for fmt, parts in _SIGNATURES:
+        have = [head[offset : offset + len(sig)] for offset, sig in parts]
+        if not all(have) or any(got != sig[: len(got)] for got, (_, sig) in zip(have, parts)):
+            continue  # a part is missing ('RIFF' alone is also WAV, AVI) or differs
+        if sum(map(len, have)) < min(3, sum(len(sig) for _, sig in parts)):
+            continue  # a cut signature counts from 3 bytes on
+        if fmt == "BMP" and head[14:18] not in _BMP_HEADER_SIZES:
+            continue  # 'BM' alone is too weak: require a DIB header size too
+        return fmt
+    return None
+
+
+def _has_end(fmt: str, data: bytes) -> bool | None:
+    """Whether `data` reaches its format's end: True, False (cut short), None (cannot tell)."""
+    if fmt == "JPEG":
+        return _jpeg_has_end(data)
+    if fmt == "PNG":
+        return _PNG_IEND in data
+    if fmt == "GIF":
+        return _gif_has_end(data)
+    if fmt == "WEBP":
+        return len(data) >= 12 and len(data) >= 8 + int.from_bytes(data[4:8], "little")
+    if fmt == "BMP":
+        declared = int.from_bytes(data[2:6], "little")  # some writers leave it 0
+        offset = int.from_bytes(data[10:14], "little")
+        if len(data) < max(offset, declared):
+            return False
+        return True if declared > offset else None
+    return None
+
+
+def _jpeg_has_end(data: bytes) -> bool | None:
+    """Walk the header segments by their lengths to the first scan, then look for EOI after it.
+
+    Entropy-coded data never holds FF D9 (FF is stuffed), so EOI after the scan start is the end;
+    EOIs of EXIF thumbnails sit inside APP segments and are skipped with them.
+    """
+    pos = 2
+    while True:
+        if pos + 4 > len(data):
+            return False  # the header itself is cut
+        if data[pos] != 0xFF:
+            return None  # not a marker where one must be: damaged header, cannot tell
+        marker = data[pos + 1]
+        if marker == 0xFF:
+            pos += 1  # fill byte
+        elif marker == 0xD9:
+            return True
+        elif marker == 0x01 or 0xD0 <= marker <= 0xD8:
+            pos += 2  # markers without a length
+        elif marker == 0xDA:
+            return data.find(b"\xff\xd9", pos + 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")) >= 0
+        else:
+            pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+
+
+def _gif_has_end(data: bytes) -> bool | None:
+    """Walk GIF blocks (sub-blocks are length-prefixed) to the 0x3B trailer."""
+    if len(data) < 13:
+        return False
+
+    def after_palette(pos: int, flags: int) -> int:
+        return pos + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+
+    pos = after_palette(13, data[10])
+    while pos < len(data):
+        block = data[pos]
+        if block == 0x3B:
+            return True
+        if block == 0x21:
+            pos += 2  # introducer and label
+        elif block == 0x2C:
+            if pos + 10 > len(data):
+                return False
+            pos = after_palette(pos + 10, data[pos + 9]) + 1  # descriptor, palette, LZW code size
+        else:
+            return None  # not a block: damaged, cannot tell
+        while pos < len(data) and data[pos]:
+            pos += data[pos] + 1
+        pos += 1  # the zero-length terminator
+    return False

@@ -1,7 +1,12 @@
-"""Distributor for the embedding step. Local folders are listed on the driver; object stores
-are listed inside Spark tasks, one per class prefix. Each embedding task reads, decodes and embeds
-its images (plain-Python mapper) and writes its own Parquet part files; the driver then publishes
-both datasets. One pass over the images, nothing collected but file names and counts.
+"""Distributor for the embedding step: the Spark wiring around `runner.run_partition`.
+
+1. List INPUT: local folders on the driver; object stores inside tasks, one per class prefix.
+2. Plan (`incremental`): which inputs need embedding, which rows OUTPUT already holds (published,
+   or left by an interrupted run) are kept.
+3. Embed the rest: each task runs one partition in plain Python and writes its own part files.
+4. Rewrite kept files that hold rows no longer wanted; publish both datasets with manifests.
+
+Nothing is collected on the driver but file names, counts, and row numbers to drop.
 """
 
 from __future__ import annotations
@@ -11,28 +16,19 @@ import math
 import os
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-import numpy as np
 import pyarrow as pa
 
-from . import FruitlensError, backbones, model_store
+from . import FruitlensError, backbones, incremental, model_store, schemas
 from .config import FeaturizeConfig
-from .listing import ImageRef, Listing, list_images, list_prefix, plan_prefixes
-from .mapper import MapperSettings, MapperStats, Record, embed_records
+from .listing import ImageRef, Listing, list_local, list_prefix, plan_prefixes
+from .mapper import MapperSettings, MapperStats
 from .progress import spark_progress
-from .storage import configure, is_local, normalize, s3_options, storage_errors
-from .writer import PartWriter, Target, publish
-
-INPUT_SCHEMA = "path string, label string, split string, size_bytes long"
-PARTS_SCHEMA = "dataset string, file string, rows long, reasons string"
-EMBEDDINGS_SCHEMA = pa.schema(
-    [("path", pa.string()), ("label", pa.string()), ("split", pa.string()),
-     ("size_bytes", pa.int64()), ("embedding", pa.list_(pa.float32()))]
-)
-ERRORS_SCHEMA = pa.schema([("path", pa.string()), ("error", pa.string())])
-LISTED_SCHEMA = pa.schema([("kind", pa.string()), ("path", pa.string()), ("label", pa.string()),
-                           ("split", pa.string()), ("size_bytes", pa.int64())])
+from .publish import Part, publish
+from .runner import EmbedTask, rewrite_part, run_partition, write_problems
+from .storage import Location, storage_errors
+from .writer import Target
 
 
 @dataclass
@@ -48,6 +44,8 @@ class FeaturizeResult:
     partitions: int
     manifests: dict
     listing_mode: str
+    changes: dict
+    notes: list
 
 
 def resolve_model(cfg: FeaturizeConfig) -> tuple[backbones.BackboneSpec, str]:
@@ -55,174 +53,208 @@ def resolve_model(cfg: FeaturizeConfig) -> tuple[backbones.BackboneSpec, str]:
     return spec, str(model_store.resolve(spec.model_file, cfg.model))
 
 
-def featurize(spark, cfg: FeaturizeConfig, embeddings: Target, errors: Target, listing: Listing | None = None) -> FeaturizeResult:
+def embedding_params(spec: backbones.BackboneSpec, cfg: FeaturizeConfig) -> dict:
+    """What an embedding row depends on besides the image: rows made with other params are not
+    reused by an incremental run."""
+    return {"backbone": spec.name, "model_sha256": spec.model_file.sha256,
+            "input_size": list(spec.input_size), "max_pixels": cfg.max_pixels}
+
+
+def featurize(spark, cfg: FeaturizeConfig, source: Location, embeddings: Target, errors: Target) -> FeaturizeResult:
     from pyspark import SparkFiles, TaskContext
 
     cfg.validate()
     spec, model_path = resolve_model(cfg)
     sc = spark.sparkContext
     timings: dict[str, float] = {}
+    params = embedding_params(spec, cfg)
+    output = embeddings.output
+    (embeddings.staging_root / incremental.RUN_INFO).write_json(
+        {"run_id": embeddings.run_id, "command": "featurize", "input": source.uri, "params": params})
 
     t0 = time.perf_counter()
-    prefixes: list[str] = []
-    if listing is None:
-        with storage_errors(cfg.input, "cannot list INPUT"):
-            if is_local(cfg.input):
-                listing = list_images(cfg.input)
-            else:
-                prefixes, listing = plan_prefixes(cfg.input)
-    remote_images = None
-    found = len(listing.images)
-    if prefixes:
-        remote_images, remote_found, remote_skipped, listed = _list_in_tasks(spark, prefixes, normalize(cfg.input))
-        found += remote_found
-        listing.skipped.update(remote_skipped)
+    current, found, listing, mode, listed = _list(spark, source)
     timings["list_s"] = time.perf_counter() - t0
-    if found == 0 and not listing.unreadable:
+    if found == 0 and not listing.problems:
         others = f" ({listing.skipped_total} other files)" if listing.skipped_total else ""
-        raise FruitlensError(f"no images (jpg, jpeg, png, webp, bmp) under {cfg.input}{others}")
+        raise FruitlensError(f"no images (jpg, jpeg, png, webp, bmp) under {source.uri}{others}")
+
+    t0 = time.perf_counter()
+    sources, notes = incremental.find_sources(output, params, embeddings.run_id) if cfg.incremental else ([], [])
+    if not cfg.incremental:
+        notes.append("--full: every image embedded again")
+    with spark_progress(spark, "comparing with what OUTPUT holds") if sources else _nothing():
+        plan = incremental.plan(spark, current, found, sources)
+    timings["plan_s"] = time.perf_counter() - t0
 
     # The model travels to every executor with the job (no pre-installed copy needed on workers).
     sc.addFile(model_path)
     model_name = os.path.basename(model_path)
-    settings = dict(backbone=spec.name, threads=cfg.threads, batch_size=cfg.batch_size,
-                    max_pixels=cfg.max_pixels, io_threads=cfg.io_threads)
-    storage = s3_options()
+    task = EmbedTask(input=source, embeddings=embeddings, errors=errors, settings=MapperSettings(
+        backbone=spec.name, model_path="", threads=cfg.threads, batch_size=cfg.batch_size,
+        max_pixels=cfg.max_pixels, io_threads=cfg.io_threads))
     accumulator = sc.accumulator(MapperStats(), _StatsParam())
 
     def embed_partition(batches):
-        configure(storage)
         context = TaskContext.get()
-        partition, attempt = context.partitionId(), context.attemptNumber()
-        stats = MapperStats()
-        mapper_settings = MapperSettings(model_path=SparkFiles.get(model_name), **settings)
-        ok_part = PartWriter(embeddings, EMBEDDINGS_SCHEMA, partition, attempt)
-        err_part = PartWriter(errors, ERRORS_SCHEMA, partition, attempt)
-        reasons: Counter = Counter()
-        records = (
-            Record(path=p, label=l, split=s, size_bytes=n)
-            for batch in batches
-            for p, l, s, n in zip(*(batch.column(i).to_pylist() for i in range(4)))
-        )
-        for finished in embed_records(records, mapper_settings, stats):
-            t0 = time.perf_counter()
-            good = [r for r in finished if r.error is None]
-            bad = [r for r in finished if r.error is not None]
-            ok_part.write(_embeddings_batch(good))
-            err_part.write(pa.RecordBatch.from_pydict(
-                {"path": [r.path for r in bad], "error": [r.error for r in bad]}, schema=ERRORS_SCHEMA))
-            reasons.update(r.error.split(":", 1)[0] for r in bad)
-            stats.write_s += time.perf_counter() - t0
-        out = {"dataset": [], "file": [], "rows": [], "reasons": []}
-        t0 = time.perf_counter()
-        closed = [(name, part.close(), why) for name, part, why in
-                  (("embeddings", ok_part, {}), ("errors", err_part, reasons))]
-        stats.write_s += time.perf_counter() - t0
-        accumulator.add(stats)
-        for name, written, why in closed:
-            if written:
-                for key, value in zip(out, (name, written[0], written[1], json.dumps(why))):
-                    out[key].append(value)
-        yield pa.RecordBatch.from_pydict(out)
+        local_task = replace(task, settings=replace(task.settings, model_path=SparkFiles.get(model_name)))
+        rows = (row for batch in batches for row in batch.to_pylist())
+        result = run_partition(local_task, rows, context.partitionId(), context.attemptNumber())
+        accumulator.add(result.stats)
+        yield _parts_batch([(d, f, n, result.reasons if d == "errors" else {}) for d, f, n in result.parts])
 
-    partitions = max(1, min(found, max(math.ceil(found / cfg.images_per_partition), sc.defaultParallelism)))
-    rows = [(r.path, r.label, r.split, r.size_bytes) for r in listing.images]
-    paths = spark.createDataFrame(sc.parallelize(rows, max(1, min(partitions, len(rows)))), INPUT_SCHEMA)
-    del rows
-    if remote_images is not None:
-        # Round-robin after a sort (Spark's default), so a retried task sees the same rows.
-        paths = paths.unionByName(remote_images).repartition(partitions)
-
+    partitions = max(1, min(plan.n_embed, max(math.ceil(plan.n_embed / cfg.images_per_partition),
+                                              sc.defaultParallelism)))
     t0 = time.perf_counter()
-    with spark_progress(spark, f"embedding {found:,} images"):
-        parts = paths.mapInArrow(embed_partition, PARTS_SCHEMA).collect() if found else []
+    parts: list[dict] = []
+    if plan.n_embed:
+        to_embed = plan.to_embed.select(*schemas.INPUT.names).repartition(partitions)
+        with spark_progress(spark, f"embedding {plan.n_embed:,} images"):
+            parts = [r.asDict() for r in to_embed.mapInArrow(embed_partition, schemas.spark_type(schemas.PARTS)).collect()]
     timings["embed_wall_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    if listing.unreadable:  # folders that could not be listed are errors too
-        writer = PartWriter(errors, ERRORS_SCHEMA, partitions, 0)
-        writer.write(pa.RecordBatch.from_pydict(
-            {"path": [p for p, _ in listing.unreadable], "error": [e for _, e in listing.unreadable]},
-            schema=ERRORS_SCHEMA))
-        name, n = writer.close()
-        parts.append({"dataset": "errors", "file": name, "rows": n,
-                      "reasons": json.dumps(Counter(e.split(":", 1)[0] for _, e in listing.unreadable))})
-    reasons: Counter = Counter()
-    files: dict[str, list] = {"embeddings": [], "errors": []}
-    for part in parts:
-        files[part["dataset"]].append((part["file"], part["rows"]))
-        reasons.update(json.loads(part["reasons"]))
-    manifests = {}
-    with storage_errors(embeddings.output, "cannot write OUTPUT"):
-        manifests["embeddings"] = publish(embeddings, files["embeddings"], EMBEDDINGS_SCHEMA)
-        manifests["errors"] = publish(errors, files["errors"], ERRORS_SCHEMA)
-    timings["publish_s"] = time.perf_counter() - t0
+    if plan.rewrite:
+        parts += _rewrite(spark, plan.rewrite, {"embeddings": embeddings, "errors": errors}, partitions)
+    if listing.problems:  # what the listing could not read is an error row too
+        written = write_problems(errors, listing.problems, partitions + len(plan.rewrite) + 1)
+        if written:
+            parts.append({"dataset": "errors", "file": written[0], "rows": written[1],
+                          "reasons": json.dumps(Counter(p.reason for p in listing.problems))})
+    timings["rewrite_s"] = time.perf_counter() - t0
 
-    if remote_images is not None:
+    t0 = time.perf_counter()
+    targets = {"embeddings": embeddings, "errors": errors}
+    files: dict[str, list[Part]] = {"embeddings": [], "errors": []}
+    for part in parts:
+        files[part["dataset"]].append(Part(part["file"], part["rows"], targets[part["dataset"]].staging / part["file"]))
+    for src, rows in plan.keep:
+        files[src.dataset].append(Part(src.name, rows, src.location))
+    manifests = {}
+    with storage_errors(output, "cannot write OUTPUT"):
+        for name, schema in (("embeddings", schemas.EMBEDDINGS), ("errors", schemas.ERRORS)):
+            manifests[name] = publish(targets[name], files[name], schema, params).to_json()
+    timings["publish_s"] = time.perf_counter() - t0
+    plan.release()
+    if listed is not None:
         listed.unpersist()
+
     ok = manifests["embeddings"]["rows"]
     n_errors = manifests["errors"]["rows"]
-    if ok + n_errors != found + len(listing.unreadable):  # every input exactly once, or say so
-        raise FruitlensError(f"internal error: {found} inputs but {ok} embeddings + {n_errors} errors")
+    if ok + n_errors != found + len(listing.problems):  # every input exactly once, or say so
+        raise FruitlensError(f"internal error: {found + len(listing.problems)} inputs but {ok} embeddings + "
+                             f"{n_errors} errors")
     return FeaturizeResult(
-        listing=listing, found=found, ok=ok, errors=n_errors, errors_by_reason=dict(reasons.most_common()),
-        stats=accumulator.value, timings=timings, model_path=model_path, partitions=partitions, manifests=manifests,
-        listing_mode=f"in tasks, {len(prefixes)} prefixes" if prefixes else "driver",
+        listing=listing, found=found, ok=ok, errors=n_errors,
+        errors_by_reason=_reasons(errors.final) if n_errors else {},
+        stats=accumulator.value, timings=timings, model_path=model_path, partitions=partitions if plan.n_embed else 0,
+        manifests=manifests, listing_mode=mode, changes={**plan.counts, "embedded": plan.n_embed},
+        notes=notes,
     )
 
 
-def _list_in_tasks(spark, prefixes: list[str], root: str):
+def _list(spark, source: Location):
+    """(DataFrame of INPUT rows, how many, the Listing of what the driver saw, mode, persisted)."""
+    with storage_errors(source, "cannot list INPUT"):
+        if source.is_local:
+            listing = list_local(source)
+            prefixes = []
+        else:
+            prefixes, listing = plan_prefixes(source)
+    names = schemas.INPUT.names
+    rows = [tuple(r.row()[n] for n in names) for r in listing.images]
+    found = len(rows)
+    df = spark.createDataFrame(spark.sparkContext.parallelize(rows, max(1, min(found // 2048, 64))) if rows else [],
+                               schemas.spark_type(schemas.INPUT))
+    del rows
+    if not prefixes:
+        return df, found, listing, "driver", None
+    images, remote_found, remote_skipped, listed = _list_in_tasks(spark, prefixes, source)
+    listing.skipped.update(remote_skipped)
+    return df.unionByName(images), found + remote_found, listing, f"in tasks, {len(prefixes)} prefixes", listed
+
+
+def _list_in_tasks(spark, prefixes: list[Location], root: Location):
     """List the keys under each prefix inside Spark tasks. Returns the images as a DataFrame
     (never collected), their count, the other files by extension, and the persisted listing."""
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    storage = s3_options()
-
     def list_partition(batches):
-        configure(storage)
         for batch in batches:
-            for prefix in batch.column(0).to_pylist():
-                rows = {"kind": [], "path": [], "label": [], "split": [], "size_bytes": []}
-                for item in list_prefix(prefix, root):
-                    image = isinstance(item, ImageRef)
-                    rows["kind"].append("image" if image else "other")
-                    rows["path"].append(item.path if image else item)
-                    rows["label"].append(item.label if image else None)
-                    rows["split"].append(item.split if image else None)
-                    rows["size_bytes"].append(item.size_bytes if image else 0)
-                yield pa.RecordBatch.from_pydict(rows, schema=LISTED_SCHEMA)
+            for i in batch.column(0).to_pylist():
+                rows = []
+                for item in list_prefix(prefixes[i], root):
+                    if isinstance(item, ImageRef):
+                        rows.append({"kind": "image", **item.row()})
+                    else:
+                        rows.append({"kind": "other", "path": item})
+                yield pa.RecordBatch.from_pylist(rows, schema=schemas.LISTED)
 
     sc = spark.sparkContext
     listed = (
-        spark.createDataFrame([(p,) for p in prefixes], "prefix string")
+        spark.createDataFrame([(i,) for i in range(len(prefixes))], "prefix int")
         .repartition(min(len(prefixes), sc.defaultParallelism * 4))
-        .mapInArrow(list_partition, "kind string, path string, label string, split string, size_bytes long")
+        .mapInArrow(list_partition, schemas.spark_type(schemas.LISTED))
         .persist(StorageLevel.MEMORY_AND_DISK)
     )
     with spark_progress(spark, f"listing {len(prefixes):,} prefixes"):
         counts = listed.groupBy("kind", F.when(F.col("kind") == "other", F.col("path")).alias("ext")).count().collect()
     found = sum(r["count"] for r in counts if r["kind"] == "image")
     skipped = Counter({r["ext"]: r["count"] for r in counts if r["kind"] == "other"})
-    images = listed.filter(F.col("kind") == "image").select("path", "label", "split", "size_bytes")
+    images = listed.filter(F.col("kind") == "image").select(*schemas.INPUT.names)
     return images, found, skipped, listed
 
 
-def _embeddings_batch(records: list[Record]) -> pa.RecordBatch:
-    n = len(records)
-    flat = np.concatenate([r.embedding for r in records]).astype(np.float32, copy=False) if n else np.zeros(0, np.float32)
-    dim = len(flat) // n if n else 0
-    offsets = pa.array(np.arange(0, n * dim + 1, dim or 1, dtype=np.int32)[: n + 1])
-    return pa.RecordBatch.from_arrays(
-        [
-            pa.array([r.path for r in records], pa.string()),
-            pa.array([r.label for r in records], pa.string()),
-            pa.array([r.split for r in records], pa.string()),
-            pa.array([r.size_bytes for r in records], pa.int64()),
-            pa.ListArray.from_arrays(offsets, pa.array(flat, pa.float32())),
-        ],
-        schema=EMBEDDINGS_SCHEMA,
-    )
+def _rewrite(spark, rewrites, targets: dict, first_partition: int) -> list[dict]:
+    """Copy-on-write of kept part files holding rows no longer wanted, inside tasks."""
+    from pyspark import TaskContext
+
+    schema_of = {"embeddings": schemas.EMBEDDINGS, "errors": schemas.ERRORS}
+
+    def rewrite_partition(batches):
+        attempt = TaskContext.get().attemptNumber()
+        out = []
+        for batch in batches:
+            for i in batch.column(0).to_pylist():
+                src, drop = rewrites[i]
+                written = rewrite_part(src.location, targets[src.dataset], schema_of[src.dataset], drop,
+                                       first_partition + i, attempt)
+                if written:
+                    out.append((src.dataset, written[0], written[1], {}))
+        yield _parts_batch(out)
+
+    index = spark.createDataFrame([(i,) for i in range(len(rewrites))], "i int")
+    index = index.repartition(max(1, min(len(rewrites), spark.sparkContext.defaultParallelism * 2)))
+    with spark_progress(spark, f"rewriting {len(rewrites):,} part files without removed rows"):
+        return [r.asDict() for r in index.mapInArrow(rewrite_partition, schemas.spark_type(schemas.PARTS)).collect()]
+
+
+def _reasons(errors: Location) -> dict:
+    """Error rows by reason, read from the published errors dataset (small)."""
+    import pyarrow.parquet as pq
+
+    from .manifest import dataset_files
+
+    counts: Counter = Counter()
+    for f in dataset_files(errors):
+        with f.open("rb") as fh:
+            counts.update(pq.read_table(fh, columns=["reason"]).column("reason").to_pylist())
+    return dict(counts.most_common())
+
+
+def _parts_batch(parts) -> pa.RecordBatch:
+    return pa.RecordBatch.from_pydict(
+        {"dataset": [p[0] for p in parts], "file": [p[1] for p in parts], "rows": [p[2] for p in parts],
+         "reasons": [json.dumps(dict(p[3])) for p in parts]}, schema=schemas.PARTS)
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
 
 
 class _StatsParam:

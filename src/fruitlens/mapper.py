@@ -13,13 +13,13 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
 from . import backbones
 from .decode import DecodeError, decode_image
-from .storage import filesystem, is_local
+from .schemas import real_path
 
 _WORKER_BACKBONES: dict[tuple, backbones.Backbone] = {}
 _STATS_LOCK = threading.Lock()
@@ -57,13 +57,27 @@ class MapperStats:
 
 @dataclass
 class Record:
+    """One input on its way through a task: identity, label, split, then pixels and an
+    embedding, or an error (`reason` from schemas.REASONS, and a one-line `detail`)."""
+
     path: str
     label: str | None
     split: str | None
     size_bytes: int
+    modified_ns: int | None = None
+    etag: str | None = None
+    path_bytes: bytes | None = None
     embedding: np.ndarray | None = None
-    error: str | None = None
+    reason: str | None = None
+    detail: str | None = None
     pixels: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def error(self) -> str | None:
+        return f"{self.reason}: {self.detail}" if self.reason else None
+
+    def fail(self, reason: str, detail: str) -> None:
+        self.reason, self.detail = reason, detail
 
 
 def get_backbone(settings: MapperSettings, stats: MapperStats) -> backbones.Backbone:
@@ -78,34 +92,36 @@ def get_backbone(settings: MapperSettings, stats: MapperStats) -> backbones.Back
     return backbone
 
 
-def read_bytes(path: str) -> bytes:
-    if is_local(path):
-        with open(path, "rb") as f:
+def read_bytes(record: Record, fs=None) -> bytes:
+    """The record's bytes: local files by their exact name, objects through `fs` (the INPUT
+    location's filesystem, which carries its S3 options)."""
+    if fs is None:
+        with open(real_path(record.path, record.path_bytes), "rb") as f:
             return f.read()
-    fs, inner = filesystem(path)
-    return fs.cat_file(inner)
+    return fs.cat_file(record.path)
 
 
-def load_record(record: Record, size: tuple[int, int], max_pixels: int, stats: MapperStats) -> Record:
+def load_record(record: Record, size: tuple[int, int], max_pixels: int, stats: MapperStats, fs=None) -> Record:
     """Read and decode one image in a pool thread; failures become the record's error."""
     t0 = time.perf_counter()
+    data = b""
     try:
-        data = read_bytes(record.path)
+        data = read_bytes(record, fs)
         record.size_bytes = len(data)
     except FileNotFoundError:
-        record.error = "missing: the file disappeared after it was listed"
+        record.fail("missing", "the file disappeared after it was listed")
     except IsADirectoryError:
-        record.error = "unreadable: is a directory"
+        record.fail("unreadable", "is a directory")
     except PermissionError:
-        record.error = "unreadable: permission denied"
+        record.fail("unreadable", "permission denied")
     except Exception as exc:  # noqa: BLE001 - after the S3 client's bounded retries: throttling, 5xx, network
-        record.error = f"unreadable: {_read_failure(exc)}"
+        record.fail("unreadable", _read_failure(exc))
     t1 = time.perf_counter()
-    if record.error is None:
+    if record.reason is None:
         try:
             record.pixels = decode_image(data, size, max_pixels)
         except DecodeError as exc:
-            record.error = str(exc)
+            record.fail(exc.reason, getattr(exc, "detail", str(exc)))
     t2 = time.perf_counter()
     with _STATS_LOCK:
         stats.read_s += t1 - t0
@@ -123,12 +139,15 @@ def embed_records(
     records: Iterable[Record],
     settings: MapperSettings,
     stats: MapperStats,
-    read: Callable[[Record], Record] | None = None,
+    fs=None,
+    backbone: backbones.Backbone | None = None,
 ) -> Iterator[list[Record]]:
-    """Yield lists of finished records (one list per inference batch), in input order."""
-    backbone = get_backbone(settings, stats)
+    """Yield lists of finished records (one list per inference batch), in input order.
+    `fs`: the filesystem of remote inputs (None: local files); `backbone`: an already loaded
+    one (default: this worker's cached backbone for `settings`)."""
+    backbone = backbone or get_backbone(settings, stats)
     spec = backbone.spec
-    load = read or (lambda r: load_record(r, spec.input_size, settings.max_pixels, stats))
+    load = lambda r: load_record(r, spec.input_size, settings.max_pixels, stats, fs)  # noqa: E731
     window = max(settings.batch_size * 2, settings.io_threads * 2)
     with ThreadPoolExecutor(settings.io_threads, thread_name_prefix="fruitlens-io") as pool:
         pending: deque = deque()
@@ -146,7 +165,7 @@ def embed_records(
                 break
             record = pending.popleft().result()
             batch.append(record)
-            usable += record.error is None
+            usable += record.reason is None
             if usable >= settings.batch_size or (exhausted and not pending):
                 yield _infer(batch, backbone, stats)
                 batch, usable = [], 0
@@ -155,7 +174,7 @@ def embed_records(
 
 
 def _infer(batch: list[Record], backbone: backbones.Backbone, stats: MapperStats) -> list[Record]:
-    good = [r for r in batch if r.error is None]
+    good = [r for r in batch if r.reason is None]
     if good:
         t0 = time.perf_counter()
         embeddings = backbone.embed(np.stack([r.pixels for r in good]))

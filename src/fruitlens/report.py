@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 from . import __version__
 from rich.console import Console
-from .storage import join, write_bytes, write_json
+from .storage import Location
 
 
 def now() -> str:
@@ -35,9 +35,10 @@ def featurize_section(result, spec) -> dict:
         "inputs": {
             "images_found": result.found,
             "other_files_skipped": dict(result.listing.skipped),
-            "unreadable_folders": len(result.listing.unreadable),
+            "unreadable_in_listing": len(result.listing.problems),
             "listed": result.listing_mode,
         },
+        "incremental": {**result.changes, "notes": result.notes},
         "ok": result.ok,
         "errors": result.errors,
         "errors_by_reason": result.errors_by_reason,
@@ -55,9 +56,11 @@ def featurize_section(result, spec) -> dict:
         "partitions": result.partitions,
         "stages": {
             "list": {"wall_s": round(result.timings.get("list_s", 0.0), 3)},
+            "plan": {"wall_s": round(result.timings.get("plan_s", 0.0), 3)},
             "embed": {
                 "wall_s": round(wall, 3),
-                "images_per_s": round(result.found / wall, 1) if wall else None,
+                "images": result.changes.get("embedded", result.found),
+                "images_per_s": round(result.changes.get("embedded", result.found) / wall, 1) if wall else None,
                 "task_seconds": {
                     "read": round(stats.read_s, 3),
                     "decode_resize": round(stats.decode_s, 3),
@@ -66,6 +69,7 @@ def featurize_section(result, spec) -> dict:
                     "model_load": round(stats.model_load_s, 3),
                 },
             },
+            "rewrite": {"wall_s": round(result.timings.get("rewrite_s", 0.0), 3)},
             "publish": {"wall_s": round(result.timings.get("publish_s", 0.0), 3)},
             "total": {
                 "wall_s": round(total, 3),
@@ -90,14 +94,14 @@ def reduce_section(result, variance_target) -> dict:
     }
 
 
-def write_explained_variance_csv(uri: str, result) -> None:
+def write_explained_variance_csv(where: Location, result) -> None:
     lines = ["component,explained_variance,cumulative"]
     for i, (v, c) in enumerate(zip(result.explained_variance, result.cumulative), start=1):
         lines.append(f"{i},{v:.8g},{c:.8g}")
-    write_bytes(uri, ("\n".join(lines) + "\n").encode())
+    where.write_bytes(("\n".join(lines) + "\n").encode())
 
 
-def write_scree(uri: str, result, variance_target: float | None) -> None:
+def write_scree(where: Location, result, variance_target: float | None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -117,32 +121,44 @@ def write_scree(uri: str, result, variance_target: float | None) -> None:
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("principal component (log scale)")
     ax.set_ylabel("explained variance (share)")
-    ax.set_title(f"PCA of embeddings: fit on {result.fit_rows:,} rows ({result.fit_on})")
+    ax.set_title(f"PCA of embeddings: fit on {result.fit_rows:,} rows ({result.fit_on})" if result.fit_rows
+                 else "PCA of embeddings: the model reused (--reuse-model)")
     ax.grid(alpha=0.3)
     ax.legend(loc="center right", fontsize=8)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     plt.close(fig)
-    write_bytes(uri, buf.getvalue())
+    where.write_bytes(buf.getvalue())
 
 
-def write_report(output: str, report: dict) -> str:
-    uri = join(output, "report.json")
-    write_json(uri, report)
-    return uri
+def write_report(output: Location, report: dict) -> Location:
+    where = output / "report.json"
+    where.write_json(report)
+    return where
 
 
-def print_summary(report: dict, output: str) -> None:
+def print_summary(report: dict, output: Location) -> None:
     lines = [f"[bold green]fruitlens {report['command']}[/] -> {output}"]
     feat = report.get("featurize")
     if feat:
         stages = feat["stages"]
         lines.append(
-            f"  images: {feat['inputs']['images_found']:,} found, {feat['ok']:,} embedded, "
+            f"  images: {feat['inputs']['images_found']:,} found, {feat['ok']:,} with embeddings, "
             f"{feat['errors']:,} errors"
             + (f" ({', '.join(f'{k}: {v}' for k, v in feat['errors_by_reason'].items())})" if feat["errors"] else "")
         )
+        inc = feat["incremental"]
+        lines.append(
+            f"  this run: {inc['new']:,} new, {inc['changed']:,} changed, {inc['removed']:,} removed, "
+            f"{inc['unchanged']:,} unchanged (kept)"
+            + (f", {inc['retried']:,} retried" if inc["retried"] else "")
+            + (f"; resumed {inc['resumed_rows']:,} rows from {inc['resumed_files']} part files of an interrupted run"
+               if inc["resumed_rows"] else "")
+            + f"; {inc['embedded']:,} read and embedded"
+        )
+        for note in inc["notes"]:
+            lines.append(f"  note: {note}")
         skipped = sum(feat["inputs"]["other_files_skipped"].values())
         if skipped:
             lines.append(f"  other files skipped (not jpg/jpeg/png/webp/bmp): {skipped:,}")
@@ -153,9 +169,11 @@ def print_summary(report: dict, output: str) -> None:
         )
     red = report.get("reduce")
     if red:
+        fitted = (f"fit on {red['fit_rows']:,} {red['fit_on']} rows" if red["fit_rows"]
+                  else "the model OUTPUT already held (--reuse-model)")
         lines.append(
             f"  PCA: k = {red['k']} components, {red['explained_variance_at_k']:.1%} of variance, "
-            f"fit on {red['fit_rows']:,} {red['fit_on']} rows, {red['rows']:,} rows projected"
+            f"{fitted}, {red['rows']:,} rows projected"
         )
-    lines.append(f"  report: {join(output, 'report.json')}")
+    lines.append(f"  report: {(output / 'report.json').uri}")
     Console(highlight=False, soft_wrap=True).print("\n".join(lines))  # stdout; progress is on stderr

@@ -1,170 +1,117 @@
-"""Runner: composes listing -> embedding -> reduction -> report for each command."""
+"""Runner: one partition's work in plain Python, no Spark — read, decode, embed the partition's
+images, write its Parquet part files into the run's staging area, and say what it wrote.
+
+`featurize` wires this into Spark (one call per task); tests call it directly with a fake
+backbone and a temporary folder.
+"""
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterable
 
-from . import FruitlensError, backbones
-from .config import FeaturizeConfig, ReduceConfig, SparkConfig
-from .featurize import featurize
-from .listing import check_input
-from .reduce import fit_and_transform
-from .report import (
-    featurize_section,
-    library_versions,
-    now,
-    print_summary,
-    reduce_section,
-    write_explained_variance_csv,
-    write_report,
-    write_scree,
-)
-from .session import get_session, versions
-from .spark_io import dataset_files, read_parquet
-from .storage import S3Options, configure, filesystem, is_local, join, normalize, storage_errors
-from .writer import STAGING, Target, cleanup, new_run_id
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-DATASETS = ("embeddings", "errors", "features", "model")
-FILES = ("report.json", "scree.png", "explained_variance.csv")
+from . import schemas
+from .backbones import Backbone
+from .mapper import MapperSettings, MapperStats, Record, embed_records
+from .storage import Location
+from .writer import PartWriter, Target
 
 
-def layout(output: str) -> dict[str, str]:
-    """Where each command writes under OUTPUT."""
-    return {name: join(output, name) for name in DATASETS + FILES}
+@dataclass(frozen=True)
+class EmbedTask:
+    """Everything an embedding task needs; picklable, so it travels into Spark tasks as it is."""
+
+    input: Location  # INPUT, whose filesystem (and S3 options) reads remote images
+    embeddings: Target
+    errors: Target
+    settings: MapperSettings
 
 
-def preflight_output(uri: str) -> None:
-    """Fail before any work if OUTPUT cannot be written."""
-    fs, path = filesystem(uri)
-    with storage_errors(uri, "cannot write OUTPUT"):
-        if fs.exists(path) and fs.isfile(path):
-            raise FruitlensError(f"OUTPUT exists and is not a folder: {uri}")
-        probe = filesystem(join(uri, STAGING, ".write-test"))[1]
-        if is_local(uri):
-            fs.makedirs(filesystem(join(uri, STAGING))[1], exist_ok=True)
-        fs.pipe_file(probe, b"")
-        fs.rm_file(probe)
+@dataclass
+class PartitionResult:
+    parts: list[tuple[str, str, int]] = field(default_factory=list)  # (dataset, file name, rows)
+    reasons: Counter = field(default_factory=Counter)  # error rows written, by reason
+    stats: MapperStats = field(default_factory=MapperStats)
 
 
-def _checked_input(uri: str) -> None:
-    with storage_errors(uri, "cannot read INPUT"):
-        check_input(uri)
+def records_from_rows(rows: Iterable[dict]) -> Iterable[Record]:
+    """INPUT-schema rows (dicts) -> Records."""
+    for r in rows:
+        yield Record(path=r["path"], label=r["label"], split=r["split"], size_bytes=r["size_bytes"] or 0,
+                     modified_ns=r["modified_ns"], etag=r["etag"], path_bytes=r["path_bytes"])
 
 
-def _header(command: str, spark, params: dict) -> dict:
-    return {
-        "command": command,
-        "started_at": now(),
-        "parameters": params,
-        "versions": {**library_versions(), **versions(spark)},
-        "spark": {
-            "master": spark.sparkContext.master,
-            "default_parallelism": spark.sparkContext.defaultParallelism,
-            "application_id": spark.sparkContext.applicationId,
-        },
+def run_partition(task: EmbedTask, rows: Iterable[dict], partition: int, attempt: int,
+                  backbone: Backbone | None = None) -> PartitionResult:
+    """Embed one partition's images; good ones go to an embeddings part, failures (with a reason)
+    to an errors part. Every row handed in ends in exactly one of the two."""
+    result = PartitionResult()
+    stats = result.stats
+    ok_part = PartWriter(task.embeddings, schemas.EMBEDDINGS, partition, attempt)
+    err_part = PartWriter(task.errors, schemas.ERRORS, partition, attempt)
+    fs = None if task.input.is_local else task.input.fs
+    for finished in embed_records(records_from_rows(rows), task.settings, stats, fs=fs, backbone=backbone):
+        t0 = time.perf_counter()
+        good = [r for r in finished if r.reason is None]
+        bad = [r for r in finished if r.reason is not None]
+        ok_part.write(embeddings_batch(good))
+        err_part.write(errors_batch(bad))
+        result.reasons.update(r.reason for r in bad)
+        stats.write_s += time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for name, part in (("embeddings", ok_part), ("errors", err_part)):
+        written = part.close()
+        if written:
+            result.parts.append((name, *written))
+    stats.write_s += time.perf_counter() - t0
+    return result
+
+
+def embeddings_batch(records: list[Record]) -> pa.RecordBatch:
+    n = len(records)
+    dim = len(records[0].embedding) if n else 0
+    flat = np.concatenate([r.embedding for r in records]).astype(np.float32, copy=False) if n else np.zeros(0, np.float32)
+    offsets = pa.array(np.arange(0, n * dim + 1, dim or 1, dtype=np.int32)[: n + 1])
+    columns = {
+        "path": pa.array([r.path for r in records], pa.string()),
+        "label": pa.array([r.label for r in records], pa.string()),
+        "split": pa.array([r.split for r in records], pa.string()),
+        "size_bytes": pa.array([r.size_bytes for r in records], pa.int64()),
+        "embedding": pa.ListArray.from_arrays(offsets, pa.array(flat, pa.float32())),
+        "path_bytes": pa.array([r.path_bytes for r in records], pa.binary()),
+        "modified_ns": pa.array([r.modified_ns for r in records], pa.int64()),
+        "etag": pa.array([r.etag for r in records], pa.string()),
     }
+    return pa.RecordBatch.from_arrays([columns[f.name] for f in schemas.EMBEDDINGS], schema=schemas.EMBEDDINGS)
 
 
-class _Run:
-    """One command's run: its id, its staging targets, and cleanup of what it staged."""
-
-    def __init__(self, output: str):
-        self.output = normalize(output)
-        self.id = new_run_id()
-        self.paths = layout(self.output)
-
-    def target(self, name: str) -> Target:
-        return Target(final=self.paths[name], output=self.output, run_id=self.id)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        cleanup(self.output, self.id)
+def errors_batch(records) -> pa.RecordBatch:
+    """Error rows from Records or listing Problems (anything with path, reason, detail, ...)."""
+    get = lambda name: [getattr(r, name, None) for r in records]  # noqa: E731
+    return pa.RecordBatch.from_pydict({f.name: get(f.name) for f in schemas.ERRORS}, schema=schemas.ERRORS)
 
 
-def run_featurize(cfg: FeaturizeConfig, spark_cfg: SparkConfig, spark=None, quiet: bool = False,
-                  s3: S3Options | None = None) -> dict:
-    cfg.validate()
-    configure(s3 or S3Options())
-    _checked_input(cfg.input)
-    preflight_output(cfg.output)
-    spark = spark or get_session(spark_cfg)
-    report = _header("featurize", spark, {"featurize": asdict(cfg)})
-    t0 = time.perf_counter()
-    with _Run(cfg.output) as run:
-        result = featurize(spark, cfg, run.target("embeddings"), run.target("errors"))
-    report["featurize"] = featurize_section(result, backbones.get_spec(cfg.backbone))
-    report["outputs"] = {k: run.paths[k] for k in ("embeddings", "errors", "report.json")}
-    return _finish(report, cfg.output, t0, quiet)
+def write_problems(target: Target, problems: list, partition: int) -> tuple[str, int] | None:
+    """Error rows for what the listing found unreadable (driver side, one part file)."""
+    part = PartWriter(target, schemas.ERRORS, partition, 0)
+    part.write(errors_batch(problems))
+    return part.close()
 
 
-def run_reduce(cfg: ReduceConfig, spark_cfg: SparkConfig, spark=None, quiet: bool = False,
-               s3: S3Options | None = None) -> dict:
-    cfg.validate()
-    configure(s3 or S3Options())
-    source = embeddings_location(cfg.input)
-    preflight_output(cfg.output)
-    spark = spark or get_session(spark_cfg)
-    report = _header("reduce", spark, {"reduce": {**asdict(cfg), "embeddings": source}})
-    t0 = time.perf_counter()
-    with _Run(cfg.output) as run:
-        with storage_errors(source, "cannot read EMBEDDINGS"):
-            embeddings = read_parquet(spark, source)
-        _reduce_into(spark, cfg, embeddings, run, report)
-    report["outputs"] = {k: run.paths[k] for k in ("features", "model", "explained_variance.csv", "scree.png", "report.json")}
-    return _finish(report, cfg.output, t0, quiet)
-
-
-def run_all(feat_cfg: FeaturizeConfig, red_cfg: ReduceConfig, spark_cfg: SparkConfig, spark=None,
-            quiet: bool = False, s3: S3Options | None = None) -> dict:
-    feat_cfg.validate()
-    red_cfg.validate()
-    configure(s3 or S3Options())
-    _checked_input(feat_cfg.input)
-    preflight_output(feat_cfg.output)
-    spark = spark or get_session(spark_cfg)
-    report = _header("run", spark, {"featurize": asdict(feat_cfg), "reduce": asdict(red_cfg)})
-    t0 = time.perf_counter()
-    with _Run(feat_cfg.output) as run:
-        result = featurize(spark, feat_cfg, run.target("embeddings"), run.target("errors"))
-        report["featurize"] = featurize_section(result, backbones.get_spec(feat_cfg.backbone))
-        if result.ok == 0:
-            raise FruitlensError(f"none of the {result.found:,} images could be used; see {run.paths['errors']}")
-        _reduce_into(spark, red_cfg, read_parquet(spark, run.paths["embeddings"]), run, report)
-    report["outputs"] = dict(run.paths)
-    return _finish(report, feat_cfg.output, t0, quiet)
-
-
-def _reduce_into(spark, cfg: ReduceConfig, embeddings, run: _Run, report: dict) -> None:
-    with storage_errors(run.output, "cannot write OUTPUT"):
-        result = fit_and_transform(spark, cfg, embeddings, run.target("features"), run.target("model"))
-        report["reduce"] = reduce_section(result, cfg.variance)
-        write_explained_variance_csv(run.paths["explained_variance.csv"], result)
-        write_scree(run.paths["scree.png"], result, cfg.variance)
-
-
-def _finish(report: dict, output: str, t0: float, quiet: bool) -> dict:
-    report["finished_at"] = now()
-    report["wall_s"] = round(time.perf_counter() - t0, 3)
-    with storage_errors(output, "cannot write OUTPUT"):
-        write_report(output, report)
-    if not quiet:
-        print_summary(report, output)
-    return report
-
-
-def embeddings_location(uri: str) -> str:
-    """reduce accepts the folder `featurize`/`run` wrote, or an embeddings Parquet dataset itself."""
-    uri = normalize(uri)
-    with storage_errors(uri, "cannot read EMBEDDINGS"):
-        fs, path = filesystem(uri)
-        if not fs.exists(path):
-            raise FruitlensError(f"EMBEDDINGS not found: {uri}")
-        nested = join(uri, "embeddings")
-        if fs.exists(filesystem(nested)[1]):
-            return nested
-        if dataset_files(uri):
-            return uri
-    raise FruitlensError(f"EMBEDDINGS has no Parquet data: {uri} (give the folder featurize wrote)")
+def rewrite_part(source: Location, target: Target, schema: pa.Schema, drop_rows: list[int], partition: int,
+                 attempt: int) -> tuple[str, int] | None:
+    """Copy-on-write of a kept part file that holds rows no longer wanted (inputs removed or
+    changed since): the other rows, as they are, into a new part. No image is read again."""
+    with source.open("rb") as f:
+        table = pq.read_table(f)
+    mask = np.ones(table.num_rows, dtype=bool)
+    mask[np.asarray(drop_rows, dtype=np.int64)] = False
+    part = PartWriter(target, schema, partition, attempt)
+    part.write(table.filter(pa.array(mask)).cast(schema))
+    return part.close()

@@ -1,0 +1,170 @@
+"""Jobs: compose listing -> embedding -> reduction -> report for each command. Every location is
+resolved once here into a `Location` (with the S3 options) and passed down as it is."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+
+from . import FruitlensError, backbones
+from .config import FeaturizeConfig, ReduceConfig, SparkConfig
+from .featurize import embedding_params, featurize
+from .listing import check_input
+from .manifest import dataset_files, read_manifest
+from .publish import cleanup
+from .reduce import fit_and_transform
+from .report import (
+    featurize_section,
+    library_versions,
+    now,
+    print_summary,
+    reduce_section,
+    write_explained_variance_csv,
+    write_report,
+    write_scree,
+)
+from .session import get_session, versions
+from .spark_io import read_parquet
+from .storage import Location, S3Options, storage_errors
+from .writer import STAGING, Target, new_run_id
+
+DATASETS = ("embeddings", "errors", "features", "model")
+FILES = ("report.json", "scree.png", "explained_variance.csv")
+
+
+def preflight_output(out: Location) -> None:
+    """Fail before any work if OUTPUT cannot be written."""
+    with storage_errors(out, "cannot write OUTPUT"):
+        if out.fs.exists(out.path) and out.fs.isfile(out.path):
+            raise FruitlensError(f"OUTPUT exists and is not a folder: {out.uri}")
+        probe = out / STAGING / ".write-test"
+        probe.write_bytes(b"")
+        probe.rm()
+
+
+def _checked_input(source: Location) -> None:
+    with storage_errors(source, "cannot read INPUT"):
+        check_input(source)
+
+
+def _header(command: str, spark, params: dict) -> dict:
+    return {
+        "command": command,
+        "started_at": now(),
+        "parameters": params,
+        "versions": {**library_versions(), **versions(spark)},
+        "spark": {
+            "master": spark.sparkContext.master,
+            "default_parallelism": spark.sparkContext.defaultParallelism,
+            "application_id": spark.sparkContext.applicationId,
+        },
+    }
+
+
+class _Run:
+    """One command's run: its id and its staging targets. The staging area is removed when the
+    run succeeds; after a failure it stays, so the next run into OUTPUT can resume from it."""
+
+    def __init__(self, output: Location):
+        self.output = output
+        self.id = new_run_id()
+
+    def path(self, name: str) -> Location:
+        return self.output / name
+
+    def target(self, name: str) -> Target:
+        return Target(final=self.output / name, output=self.output, run_id=self.id)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *exc):
+        if exc_type is None:
+            cleanup(self.output)  # this run's staging, and what it resumed from interrupted ones
+
+
+def run_featurize(cfg: FeaturizeConfig, spark_cfg: SparkConfig, spark=None, quiet: bool = False,
+                  s3: S3Options | None = None) -> dict:
+    cfg.validate()
+    source, out = Location.of(cfg.input, s3), Location.of(cfg.output, s3)
+    _checked_input(source)
+    preflight_output(out)
+    spark = spark or get_session(spark_cfg)
+    report = _header("featurize", spark, {"featurize": asdict(cfg)})
+    t0 = time.perf_counter()
+    with _Run(out) as run:
+        result = featurize(spark, cfg, source, run.target("embeddings"), run.target("errors"))
+    report["featurize"] = featurize_section(result, backbones.get_spec(cfg.backbone))
+    report["outputs"] = {k: run.path(k).uri for k in ("embeddings", "errors", "report.json")}
+    return _finish(report, out, t0, quiet)
+
+
+def run_reduce(cfg: ReduceConfig, spark_cfg: SparkConfig, spark=None, quiet: bool = False,
+               s3: S3Options | None = None) -> dict:
+    cfg.validate()
+    source = embeddings_location(Location.of(cfg.input, s3))
+    out = Location.of(cfg.output, s3)
+    preflight_output(out)
+    spark = spark or get_session(spark_cfg)
+    report = _header("reduce", spark, {"reduce": {**asdict(cfg), "embeddings": source.uri}})
+    t0 = time.perf_counter()
+    with _Run(out) as run:
+        with storage_errors(source, "cannot read EMBEDDINGS"):
+            embeddings = read_parquet(spark, source)
+        manifest = read_manifest(source)
+        _reduce_into(spark, cfg, embeddings, run, report, manifest.params if manifest else None)
+    report["outputs"] = {k: run.path(k).uri for k in ("features", "model", "explained_variance.csv", "scree.png",
+                                                      "report.json")}
+    return _finish(report, out, t0, quiet)
+
+
+def run_all(feat_cfg: FeaturizeConfig, red_cfg: ReduceConfig, spark_cfg: SparkConfig, spark=None,
+            quiet: bool = False, s3: S3Options | None = None) -> dict:
+    feat_cfg.validate()
+    red_cfg.validate()
+    source, out = Location.of(feat_cfg.input, s3), Location.of(feat_cfg.output, s3)
+    _checked_input(source)
+    preflight_output(out)
+    spark = spark or get_session(spark_cfg)
+    report = _header("run", spark, {"featurize": asdict(feat_cfg), "reduce": asdict(red_cfg)})
+    t0 = time.perf_counter()
+    with _Run(out) as run:
+        result = featurize(spark, feat_cfg, source, run.target("embeddings"), run.target("errors"))
+        report["featurize"] = featurize_section(result, backbones.get_spec(feat_cfg.backbone))
+        if result.ok == 0:
+            raise FruitlensError(f"none of the {result.found:,} images could be used; see {run.path('errors').uri}")
+        params = embedding_params(backbones.get_spec(feat_cfg.backbone), feat_cfg)
+        _reduce_into(spark, red_cfg, read_parquet(spark, run.path("embeddings")), run, report, params)
+    report["outputs"] = {name: run.path(name).uri for name in DATASETS + FILES}
+    return _finish(report, out, t0, quiet)
+
+
+def _reduce_into(spark, cfg: ReduceConfig, embeddings, run: _Run, report: dict, params: dict | None) -> None:
+    with storage_errors(run.output, "cannot write OUTPUT"):
+        result = fit_and_transform(spark, cfg, embeddings, run.target("features"), run.target("model"), params)
+        report["reduce"] = reduce_section(result, cfg.variance)
+        write_explained_variance_csv(run.path("explained_variance.csv"), result)
+        write_scree(run.path("scree.png"), result, None if cfg.reuse_model else cfg.variance)
+
+
+def _finish(report: dict, out: Location, t0: float, quiet: bool) -> dict:
+    report["finished_at"] = now()
+    report["wall_s"] = round(time.perf_counter() - t0, 3)
+    with storage_errors(out, "cannot write OUTPUT"):
+        write_report(out, report)
+    if not quiet:
+        print_summary(report, out)
+    return report
+
+
+def embeddings_location(where: Location) -> Location:
+    """reduce accepts the folder `featurize`/`run` wrote, or an embeddings Parquet dataset itself."""
+    with storage_errors(where, "cannot read EMBEDDINGS"):
+        if not where.exists():
+            raise FruitlensError(f"EMBEDDINGS not found: {where.uri}")
+        nested = where / "embeddings"
+        if nested.exists():
+            return nested
+        if dataset_files(where):
+            return where
+    raise FruitlensError(f"EMBEDDINGS has no Parquet data: {where.uri} (give the folder featurize wrote)")

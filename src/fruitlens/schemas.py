@@ -1,0 +1,86 @@
+"""Every row schema fruitlens writes or passes between stages, and the error reasons, in one place.
+
+Input identity (what makes an image "the same" across runs): `path` (+ `path_bytes`),
+`size_bytes`, `modified_ns` and `etag`. Locally `modified_ns` is the file's mtime in nanoseconds
+and `etag` is null; on S3 `modified_ns` is the object's LastModified and `etag` its ETag.
+
+File names that are not valid UTF-8 (possible on Linux file systems): `path` shows each
+undecodable byte as `\\xNN` (Python's "backslashreplace", readable and valid UTF-8 for Parquet,
+Spark and pandas), and `path_bytes` holds the exact name as bytes (`os.fsencode` of the path),
+so it can be opened again; `path_bytes` is null for every ordinary name.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pyarrow as pa
+
+IDENTITY_FIELDS = [
+    pa.field("path", pa.string()),
+    pa.field("path_bytes", pa.binary()),
+    pa.field("size_bytes", pa.int64()),
+    pa.field("modified_ns", pa.int64()),
+    pa.field("etag", pa.string()),
+]
+IDENTITY = [f.name for f in IDENTITY_FIELDS]
+
+# What the listing hands to the embedding tasks (one row per input image).
+INPUT = pa.schema([*IDENTITY_FIELDS, pa.field("label", pa.string()), pa.field("split", pa.string())])
+
+EMBEDDINGS = pa.schema([
+    pa.field("path", pa.string()), pa.field("label", pa.string()), pa.field("split", pa.string()),
+    pa.field("size_bytes", pa.int64()), pa.field("embedding", pa.list_(pa.float32())),
+    pa.field("path_bytes", pa.binary()), pa.field("modified_ns", pa.int64()), pa.field("etag", pa.string()),
+])
+
+ERRORS = pa.schema([
+    pa.field("path", pa.string()), pa.field("reason", pa.string()), pa.field("detail", pa.string()),
+    pa.field("label", pa.string()), pa.field("split", pa.string()), pa.field("size_bytes", pa.int64()),
+    pa.field("path_bytes", pa.binary()), pa.field("modified_ns", pa.int64()), pa.field("etag", pa.string()),
+])
+
+FEATURES = pa.schema([
+    pa.field("path", pa.string()), pa.field("label", pa.string()), pa.field("split", pa.string()),
+    pa.field("pca", pa.list_(pa.float64())),
+])
+
+# What each embedding task reports to the driver: one row per part file it wrote.
+PARTS = pa.schema([
+    pa.field("dataset", pa.string()), pa.field("file", pa.string()), pa.field("rows", pa.int64()),
+    pa.field("reasons", pa.string()),
+])
+
+# Object-store listing inside tasks: images and other files (counted by extension).
+LISTED = pa.schema([pa.field("kind", pa.string()), *INPUT])
+
+
+def spark_type(schema: pa.Schema):
+    """The Spark StructType of an Arrow schema (for mapInArrow and createDataFrame)."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    return from_arrow_schema(schema)
+
+
+# Error reasons: a stable category each (the `reason` column); `detail` says the rest.
+# Content reasons depend only on the file's bytes (and --max-pixels), so an unchanged file keeps
+# its error row in an incremental run; the others are tried again every run.
+CONTENT_REASONS = ("empty", "not an image", "truncated", "corrupt", "decompression bomb")
+ACCESS_REASONS = ("missing", "broken link", "symlink loop", "unreadable", "unreadable folder")
+REASONS = CONTENT_REASONS + ACCESS_REASONS
+
+
+def display_path(path: str) -> tuple[str, bytes | None]:
+    """(valid-UTF-8 display form, exact bytes or None) of a local path from os.* functions,
+    which carry undecodable bytes as lone surrogates (PEP 383)."""
+    try:
+        path.encode("utf-8")
+        return path, None
+    except UnicodeEncodeError:
+        raw = os.fsencode(path)
+        return raw.decode("utf-8", "backslashreplace"), raw
+
+
+def real_path(path: str, path_bytes: bytes | None) -> str:
+    """The path to open: the exact name when the display form is not the real one."""
+    return os.fsdecode(path_bytes) if path_bytes is not None else path
