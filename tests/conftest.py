@@ -1,4 +1,8 @@
-"""Shared fixtures: real Spark (local mode), real sample images and models from ../shared."""
+"""Shared fixtures: real Spark (local mode), real sample images and models from ../shared.
+
+Tests of code that needs no real images or model (decoding, listing, publishing, the partition
+runner) run without ../shared; the others are skipped when it is missing (set FRUITLENS_SHARED
+to point elsewhere, e.g. FRUITLENS_SHARED=/nonexistent to check which tests need it)."""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+SHARED = Path(os.environ.get("FRUITLENS_SHARED") or REPO.parent / "shared")
 SAMPLE = SHARED / "data" / "fruits-360-sample"
 MODELS = SHARED / "models"
 
@@ -18,15 +22,21 @@ MODELS = SHARED / "models"
 # local HTTP server in test_model_store.py).
 os.environ["FRUITLENS_MODEL_DIR"] = str(MODELS)
 logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the S3 server's request log
+HAVE_SHARED = (SAMPLE / "Training").is_dir() and MODELS.is_dir()
 
 
-def pytest_configure(config):
-    if not (SAMPLE / "Training").is_dir() or not MODELS.is_dir():
-        raise pytest.UsageError(f"the tests read the sample and models from {SHARED}; it is missing")
+# Modules that read the sample or the models: `pytestmark = shared` at their top.
+shared = pytest.mark.skipif(not HAVE_SHARED, reason=f"needs the sample images and models in {SHARED}")
+
+
+def needs_shared() -> None:
+    if not HAVE_SHARED:
+        pytest.skip(f"needs the sample images and models in {SHARED}")
 
 
 def copy_sample(dest: Path, classes: int, train: int, test: int, start: int = 0) -> Path:
     """A few hundred real images in Fruits-360 layout: `classes` classes, evenly spread."""
+    needs_shared()
     names = sorted(p.name for p in (SAMPLE / "Training").iterdir())
     step = max(1, len(names) // classes)
     chosen = names[start::step][:classes]
@@ -74,6 +84,7 @@ from local_cluster import free_port  # noqa: E402
 @pytest.fixture(scope="session")
 def spark(s3_server):
     # s3_server first: Spark's Python workers inherit the AWS environment from the JVM.
+    needs_shared()
     from fruitlens.config import SparkConfig
     from fruitlens.session import get_session
 

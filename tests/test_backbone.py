@@ -4,10 +4,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import MODELS, SAMPLE
+from conftest import MODELS, SAMPLE, shared
 from fruitlens import backbones
 from fruitlens.backbones.litert import cut_at_tensor
 from fruitlens.decode import decode_image
+
+pytestmark = shared
 
 
 def sample_images(n):

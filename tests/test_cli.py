@@ -9,7 +9,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import MODELS, copy_sample
+from conftest import MODELS, copy_sample, shared
+
+pytestmark = shared
 
 FRUITLENS = [sys.executable, "-m", "fruitlens"]
 
@@ -89,7 +91,7 @@ def test_featurize_then_reduce_then_run_from_the_command_line(tmp_path):
     emb = tmp_path / "emb"
     res = fruitlens("featurize", f"file://{data}", emb, "--batch-size", "8")
     assert res.returncode == 0, res.stderr
-    assert "60 embedded" in res.stdout
+    assert "60 with embeddings" in res.stdout and "60 new" in res.stdout
     assert pq.read_table(emb / "embeddings").num_rows == 60
 
     res = fruitlens("reduce", emb, tmp_path / "red", "--k", "7")

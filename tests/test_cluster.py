@@ -17,7 +17,9 @@ import pyarrow.dataset as ds
 import pytest
 
 from local_cluster import SPARK_HOME, StandaloneCluster
-from conftest import MODELS, REPO, copy_sample
+from conftest import MODELS, REPO, copy_sample, shared
+
+pytestmark = shared
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,11 @@ import threading
 
 import pytest
 
-from conftest import MODELS
+from conftest import MODELS, shared
 from fruitlens import FruitlensError, model_store
 from fruitlens.backbones import get_spec
+
+pytestmark = shared
 
 SPEC = get_spec("mobilenet_v2").model_file
 

@@ -12,9 +12,11 @@ import pyarrow.dataset as ds
 import pytest
 from PIL import Image
 
-from conftest import SAMPLE, copy_sample
+from conftest import SAMPLE, copy_sample, shared
 from fruitlens.config import FeaturizeConfig, ReduceConfig, SparkConfig
-from fruitlens.runner import run_all, run_featurize, run_reduce
+from fruitlens.jobs import run_all, run_featurize, run_reduce
+
+pytestmark = shared
 
 SPARK = SparkConfig()
 
@@ -37,7 +39,7 @@ def chain(spark, sample_dir, tmp_path_factory):
 def test_every_image_embedded_with_label_and_split(chain, sample_dir):
     out, report = chain
     emb = read(out / "embeddings")
-    assert list(emb.columns) == ["path", "label", "split", "size_bytes", "embedding"]
+    assert list(emb.columns) == ["path", "label", "split", "size_bytes", "embedding", "path_bytes", "modified_ns", "etag"]
     expected = {str(p) for p in sample_dir.rglob("*.jpg")}
     assert len(emb) == len(expected) == 220
     assert set(emb.path) == expected
@@ -46,6 +48,7 @@ def test_every_image_embedded_with_label_and_split(chain, sample_dir):
         assert row.label == p.parent.name
         assert row.split == {"Training": "train", "Test": "test"}[p.parent.parent.name]
         assert row.size_bytes == p.stat().st_size
+        assert row.modified_ns == p.stat().st_mtime_ns and row.etag is None and row.path_bytes is None
         assert len(row.embedding) == 1280
     assert emb.split.value_counts().to_dict() == {"train": 160, "test": 60}
     assert emb.label.nunique() == 10
@@ -180,7 +183,7 @@ def _broken_and_odd_files(root: Path) -> dict[str, str | None]:
     expected = {f.name: None for f in good}
     expected.update({n: None for n in ("cmyk.jpg", "grey16.png", "palette.png", "alpha.webp", "grey.bmp", "UPPER.JPEG")})
     expected.update({"empty.jpg": "empty", "text.jpg": "not an image", "truncated.jpg": "truncated",
-                     "bomb.png": "decompression bomb", "dangling.jpg": "missing"})
+                     "bomb.png": "decompression bomb", "dangling.jpg": "broken link"})
     return expected
 
 
@@ -189,19 +192,21 @@ def test_broken_files_land_in_errors_with_reasons_and_good_ones_are_embedded(spa
     out = tmp_path / "out"
     report = run_featurize(FeaturizeConfig(input=str(tmp_path / "in"), output=str(out)), SPARK, spark=spark, quiet=True)
     emb, err = read(out / "embeddings"), read(out / "errors")
-    assert list(err.columns) == ["path", "error"]
+    assert list(err.columns[:3]) == ["path", "reason", "detail"]
     names_ok = {Path(p).name for p in emb.path}
-    names_err = {Path(p).name: e for p, e in zip(err.path, err.error)}
+    names_err = {Path(p).name: r for p, r in zip(err.path, err.reason)}
     assert names_ok == {n for n, r in expected.items() if r is None}
     assert set(names_err) == {n for n, r in expected.items() if r is not None}
     assert not names_ok & set(names_err)  # every input exactly once across the two outputs
-    for name, error in names_err.items():
-        assert error.startswith(expected[name] + ":"), (name, error)
+    for name, reason in names_err.items():
+        assert reason == expected[name], name
+    assert all(d and "\n" not in d and not d.startswith(r) for d, r in zip(err.detail, err.reason))
+    assert (err[err.reason == "broken link"].detail.str.contains("does-not-exist.jpg, which does not exist")).all()
     feat = report["featurize"]
-    assert feat["inputs"]["images_found"] == len(expected)
+    assert feat["inputs"]["images_found"] + feat["inputs"]["unreadable_in_listing"] == len(expected)
     assert feat["inputs"]["other_files_skipped"] == {".txt": 1}
     assert feat["errors_by_reason"] == {"empty": 1, "not an image": 1, "truncated": 1,
-                                        "decompression bomb": 1, "missing": 1}
+                                        "decompression bomb": 1, "broken link": 1}
 
 
 def test_reduce_with_fixed_k_on_an_embeddings_dataset_without_train_split(chain, spark, tmp_path):
@@ -216,6 +221,9 @@ def test_reduce_with_fixed_k_on_an_embeddings_dataset_without_train_split(chain,
 
 
 def test_rerun_into_the_same_output_replaces_it(chain, spark, sample_dir, tmp_path):
-    for _ in range(2):
-        run_featurize(FeaturizeConfig(input=str(sample_dir / "Test"), output=str(tmp_path)), SPARK, spark=spark, quiet=True)
+    for incremental in (True, False):
+        report = run_featurize(FeaturizeConfig(input=str(sample_dir / "Test"), output=str(tmp_path),
+                                               incremental=incremental), SPARK, spark=spark, quiet=True)
     assert len(read(tmp_path / "embeddings")) == 60
+    assert report["featurize"]["incremental"]["embedded"] == 60  # --full embeds everything again
+    assert not (tmp_path / "_staging").exists()

@@ -9,16 +9,24 @@ import time
 from pathlib import Path
 
 import boto3
+import numpy as np
 import pyarrow.dataset as ds
 import pytest
 import s3fs
 
-from conftest import MODELS, SAMPLE, SECRET, free_port
+from conftest import MODELS, SAMPLE, SECRET, free_port, shared
 from fruitlens import FruitlensError
 from fruitlens.config import FeaturizeConfig, ReduceConfig, SparkConfig
 from fruitlens.featurize import featurize
-from fruitlens.listing import list_images
-from fruitlens.runner import _Run, run_all, run_featurize, run_reduce
+from fruitlens.jobs import _Run, run_all, run_featurize, run_reduce
+from fruitlens.listing import list_images as _list_images
+from fruitlens.storage import Location
+
+
+def list_images(uri: str):
+    return _list_images(Location.of(uri))
+
+pytestmark = shared
 
 SPARK = SparkConfig()
 BUCKET = "fruits-data"
@@ -44,7 +52,7 @@ def upload_sample(client, prefix: str, classes=3, train=8, test=4) -> set[str]:
 
 
 def s3_dataset(uri: str):
-    return ds.dataset(uri.removeprefix("s3://"), format="parquet", filesystem=s3fs.S3FileSystem()).to_table().to_pandas()
+    return ds.dataset(uri.removeprefix("s3://"), format="parquet", filesystem=s3fs.S3FileSystem(use_listings_cache=False)).to_table().to_pandas()
 
 
 def all_objects(client, prefix: str) -> dict[str, bytes]:
@@ -67,7 +75,7 @@ def test_s3_to_s3_run_with_manifests_and_no_secret_anywhere(s3, spark):
     assert set(emb.split) == {"train", "test"} and emb.label.nunique() == 3
     err = s3_dataset(f"s3://{BUCKET}/s2s/out/errors")
     assert list(err.path) == [f"s3://{BUCKET}/s2s/in/Training/Broken/bad.jpg"]
-    assert err.error[0].startswith("not an image")
+    assert err.reason[0] == "not an image"
     feats = s3_dataset(f"s3://{BUCKET}/s2s/out/features")
     assert len(feats) == len(keys) and {len(v) for v in feats.pca} == {5}
     objects = all_objects(s3, "s2s/out/")
@@ -118,24 +126,41 @@ def test_object_deleted_between_listing_and_reading_is_an_error_row(s3, spark, t
     gone = listing.images[1].path
     s3.delete_object(Bucket=BUCKET, Key=gone.removeprefix(f"s3://{BUCKET}/"))
     cfg = FeaturizeConfig(input=f"s3://{BUCKET}/vanish", output=str(tmp_path))
-    with _Run(str(tmp_path)) as run:
-        result = featurize(spark, cfg, run.target("embeddings"), run.target("errors"), listing=listing)
+    with _Run(Location.of(str(tmp_path))) as run:
+        result = featurize(spark, cfg, Location.of(cfg.input), run.target("embeddings"), run.target("errors"),
+                           listing=listing)
     assert result.ok == 2 and result.errors_by_reason == {"missing": 1}
     err = ds.dataset(str(tmp_path / "errors")).to_table().to_pandas()
     assert list(err.path) == [gone]
 
 
-def test_rerun_into_the_same_s3_output_replaces_it(s3, spark):
+def test_incremental_rerun_on_s3_keeps_unchanged_files_and_matches_a_full_run(s3, spark):
     upload_sample(s3, "rerun/in", classes=2, train=4, test=2)
     cfg = FeaturizeConfig(input=f"s3://{BUCKET}/rerun/in", output=f"s3://{BUCKET}/rerun/out", images_per_partition=3)
     first = run_featurize(cfg, SPARK, spark=spark, quiet=True)
-    before = set(all_objects(s3, "rerun/out/embeddings/"))
-    s3.delete_object(Bucket=BUCKET, Key=sorted(k for k in all_objects(s3, "rerun/in/"))[0])
+    before = {k: v for k, v in all_objects(s3, "rerun/out/embeddings/").items() if not k.endswith("_SUCCESS")}
+    inputs = sorted(all_objects(s3, "rerun/in/"))
+    s3.delete_object(Bucket=BUCKET, Key=inputs[0])  # removed
+    body = s3.get_object(Bucket=BUCKET, Key=inputs[1])["Body"].read()
+    s3.put_object(Bucket=BUCKET, Key=inputs[1].replace(".jpg", "-new.jpg"), Body=body)  # new
     second = run_featurize(cfg, SPARK, spark=spark, quiet=True)
-    after = set(all_objects(s3, "rerun/out/embeddings/"))
-    assert first["featurize"]["ok"] == 12 and second["featurize"]["ok"] == 11
-    assert len(s3_dataset(f"s3://{BUCKET}/rerun/out/embeddings")) == 11  # replaced, not appended
-    assert before & after == {"rerun/out/embeddings/_SUCCESS"}
+    after = all_objects(s3, "rerun/out/embeddings/")
+    inc = second["featurize"]["incremental"]
+    assert first["featurize"]["ok"] == 12 and second["featurize"]["ok"] == 12
+    assert (inc["new"], inc["removed"], inc["changed"], inc["unchanged"], inc["embedded"]) == (1, 1, 0, 11, 1)
+    kept = set(before) & set(after)
+    assert kept and all(before[k] == after[k] for k in kept)  # kept files are the same objects, not rewritten
+    manifest = json.loads(after["rerun/out/embeddings/_SUCCESS"])
+    assert {f"rerun/out/embeddings/{f['path']}" for f in manifest["files"]} == set(after) - {"rerun/out/embeddings/_SUCCESS"}
+    incremental = s3_dataset(f"s3://{BUCKET}/rerun/out/embeddings").set_index("path").sort_index()
+    run_featurize(FeaturizeConfig(input=cfg.input, output=f"s3://{BUCKET}/rerun/full", incremental=False),
+                  SPARK, spark=spark, quiet=True)
+    full = s3_dataset(f"s3://{BUCKET}/rerun/full/embeddings").set_index("path").sort_index()
+    assert list(incremental.index) == list(full.index) and len(full) == 12
+    for path in full.index:
+        np.testing.assert_array_equal(incremental.loc[path, "embedding"], full.loc[path, "embedding"])
+        assert incremental.loc[path, "etag"] == full.loc[path, "etag"] is not None
+    assert not any("/_staging/" in k for k in all_objects(s3, "rerun/out/"))
 
 
 def fruitlens_cli(*args, env=None):
@@ -269,8 +294,8 @@ def test_throttling_is_retried_with_backoff_and_bounded(s3, s3_server, spark, tm
     assert feat["ok"] == len(keys)  # every throttled first read was retried and succeeded
     err = ds.dataset(str(tmp_path / "errors")).to_table().to_pandas()
     assert list(err.path) == [f"s3://{BUCKET}/slow/Training/Kiwi/always-throttled.jpg"]
-    assert err.error[0].startswith("unreadable:"), err.error[0]
-    assert "SlowDown" in err.error[0] or "reduce your request rate" in err.error[0], err.error[0]
+    assert err.reason[0] == "unreadable", err.detail[0]
+    assert "SlowDown" in err.detail[0] or "reduce your request rate" in err.detail[0], err.detail[0]
     assert proxy.throttled >= len(keys) + 3  # first GETs of every object + 3 bounded attempts
     # Bounded: botocore's 3 attempts x s3fs's 5 retries = 15 requests for the always-throttled key
     # (s3fs may add a request or two around a failing read), not an endless loop.

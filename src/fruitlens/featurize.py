@@ -60,7 +60,9 @@ def embedding_params(spec: backbones.BackboneSpec, cfg: FeaturizeConfig) -> dict
             "input_size": list(spec.input_size), "max_pixels": cfg.max_pixels}
 
 
-def featurize(spark, cfg: FeaturizeConfig, source: Location, embeddings: Target, errors: Target) -> FeaturizeResult:
+def featurize(spark, cfg: FeaturizeConfig, source: Location, embeddings: Target, errors: Target,
+              listing: Listing | None = None) -> FeaturizeResult:
+    """`listing`: what to embed, when already listed (default: list `source` now)."""
     from pyspark import SparkFiles, TaskContext
 
     cfg.validate()
@@ -73,7 +75,7 @@ def featurize(spark, cfg: FeaturizeConfig, source: Location, embeddings: Target,
         {"run_id": embeddings.run_id, "command": "featurize", "input": source.uri, "params": params})
 
     t0 = time.perf_counter()
-    current, found, listing, mode, listed = _list(spark, source)
+    current, found, listing, mode, listed = _list(spark, source, listing)
     timings["list_s"] = time.perf_counter() - t0
     if found == 0 and not listing.problems:
         others = f" ({listing.skipped_total} other files)" if listing.skipped_total else ""
@@ -153,10 +155,12 @@ def featurize(spark, cfg: FeaturizeConfig, source: Location, embeddings: Target,
     )
 
 
-def _list(spark, source: Location):
+def _list(spark, source: Location, listing: Listing | None = None):
     """(DataFrame of INPUT rows, how many, the Listing of what the driver saw, mode, persisted)."""
     with storage_errors(source, "cannot list INPUT"):
-        if source.is_local:
+        if listing is not None:
+            prefixes = []
+        elif source.is_local:
             listing = list_local(source)
             prefixes = []
         else:

@@ -228,6 +228,18 @@ def classify_key(root: Location, key: str, info: dict) -> ImageRef | str | None:
     )
 
 
+def list_images(root: Location) -> Listing:
+    """Every image under INPUT, listed here (the driver): local folders walked, object stores
+    listed key by key. `featurize` lists object stores inside tasks instead (`plan_prefixes`)."""
+    if root.is_local:
+        return list_local(root)
+    check_input(root)
+    listing = Listing()
+    for key, info in sorted(root.fs.find(root.path, detail=True).items()):
+        listing.add(classify_key(root, key, info))
+    return listing
+
+
 def plan_prefixes(root: Location, depth: int = 2) -> tuple[list[Location], Listing]:
     """Object stores, on the driver: the prefixes `depth` folders below INPUT (for Fruits-360,
     one per split and class; their keys are then listed inside the Spark tasks, so the driver

@@ -61,7 +61,7 @@ def read_manifest(dataset: Location) -> Manifest | None:
     """The dataset's manifest, or None when there is none (or it is not one of ours)."""
     try:
         return Manifest.from_json(json.loads(manifest_location(dataset).read_bytes()))
-    except (FileNotFoundError, KeyError, ValueError, TypeError):
+    except (FileNotFoundError, NotADirectoryError, KeyError, ValueError, TypeError):
         return None
 
 

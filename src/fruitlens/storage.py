@@ -45,6 +45,7 @@ class S3Options:
         if self.region:
             client["region_name"] = self.region
         return {
+            "use_listings_cache": False,  # a long-lived process must see objects written since
             "client_kwargs": client,
             "config_kwargs": {
                 "retries": {"max_attempts": self.max_attempts, "mode": "adaptive"},
