@@ -101,7 +101,7 @@ def test_spark_submit(cluster, worker_python, tmp_path):
          str(REPO / "scripts" / "fruitlens_submit.py"), "featurize", str(data), str(out)],
         env={**job_env(worker_python), "SPARK_HOME": str(SPARK_HOME)}, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert "27 embedded" in res.stdout
+    assert "27 with embeddings" in res.stdout
     assert json.loads((out / "report.json").read_text())["spark"]["master"] == cluster.url
     assert_exactly_once(out, {str(p) for p in data.rglob("*.jpg")})
 

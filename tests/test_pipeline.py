@@ -70,7 +70,8 @@ def test_model_loaded_once_per_python_worker_not_per_partition(chain):
     _, report = chain
     feat = report["featurize"]
     assert feat["partitions"] >= 5  # 220 images / 40 per partition
-    assert 1 <= feat["model"]["loads"] <= 2  # local[2]: at most two Python workers
+    # local[2]: at most two Python workers, each loading once (none if earlier tests warmed them)
+    assert feat["model"]["loads"] <= 2 < feat["partitions"]
 
 
 def test_pca_k_reaches_variance_target_fit_on_train(chain):

@@ -9,7 +9,16 @@ import sys
 import click
 
 from . import FruitlensError, __version__
-from .config import DEFAULT_BACKBONE, DEFAULT_MAX_PIXELS, FeaturizeConfig, ReduceConfig, SparkConfig
+from .config import (
+    DEFAULT_BACKBONE,
+    DEFAULT_MAX_PIXELS,
+    MODELS,
+    ClassifyConfig,
+    FeaturizeConfig,
+    ReduceConfig,
+    SparkConfig,
+    TrainConfig,
+)
 from .storage import S3Options
 
 
@@ -147,6 +156,104 @@ def reduce(embeddings, output, spark_cfg, s3, k, variance, reuse_model, quiet):
 
     run_reduce(ReduceConfig(input=embeddings, output=output, k=k, variance=variance, reuse_model=reuse_model),
                spark_cfg, quiet=quiet, s3=s3)
+
+
+@cli.command()
+@click.argument("embeddings")
+@click.argument("output", metavar="MODEL")
+@click.option("--models", default=",".join(MODELS), show_default=True,
+              help="Classifiers to compare, comma-separated: lr_pca (PCA + logistic regression), lr_full "
+                   "(logistic regression on all standardized dimensions), mlp (PCA + multilayer perceptron).")
+@click.option("--default", "default_model", default=None,
+              help="Export this model whatever the validation says (default: the best on validation).")
+@click.option("--validation", type=float, default=0.2, show_default=True,
+              help="Share of each class's train images (the last ones in path order) held out to choose.")
+@click.option("--pca-variance", type=float, default=0.95, show_default=True,
+              help="PCA size for lr_pca and mlp: the smallest k reaching this share of variance.")
+@click.option("--target-precision", type=float, default=0.995, show_default=True,
+              help="'Not sure' threshold: answered validation predictions at least this precise.")
+@click.option("--max-iter", type=click.IntRange(1, 10_000), default=200, show_default=True)
+@spark_options
+def train(embeddings, output, spark_cfg, s3, quiet, models, default_model, validation, pca_variance,
+          target_precision, max_iter):
+    """EMBEDDINGS (the folder run/featurize wrote) -> MODEL, a classifier folder: the Spark ML
+    PipelineModel, a portable NumPy export for predict/classify/serve, report.json, confusion.png.
+
+    Fits on the train split, chooses on a validation split carved from it, evaluates on test.
+    """
+    from .jobs import run_train
+
+    names = tuple(m.strip() for m in models.split(",") if m.strip())
+    run_train(TrainConfig(input=embeddings, output=output, models=names, default=default_model,
+                          validation=validation, pca_variance=pca_variance, target_precision=target_precision,
+                          max_iter=max_iter), spark_cfg, quiet=quiet, s3=s3)
+
+
+@cli.command()
+@click.option("--model", "model_dir", required=True, help="Model folder `fruitlens train` wrote (local or s3://).")
+@click.argument("photos", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="JSON on stdout instead of a table.")
+@click.option("--backbone-model", type=click.Path(), default=None,
+              help="Local backbone model file or folder (default: $FRUITLENS_MODEL_DIR, else the cache/download).")
+@click.option("--s3-endpoint-url", default=None, metavar="URL", help="S3-compatible endpoint.")
+@click.option("--s3-region", default=None, help="S3 region.")
+def predict(model_dir, photos, as_json, backbone_model, s3_endpoint_url, s3_region):
+    """PHOTOS (files or s3:// objects) -> top-5 species each, without Spark. "not sure" when the
+    winning probability is low or the photo is unlike every training image. Exit 1 if any failed."""
+    import json as json_
+
+    from .predict import Identifier
+
+    s3 = S3Options(endpoint_url=s3_endpoint_url, region=s3_region)
+    answers = Identifier.load(model_dir, s3, backbone_model).answer_paths(list(photos), s3)
+    if as_json:
+        click.echo(json_.dumps([a.to_json() for a in answers], indent=2))
+    else:
+        _print_answers(answers)
+    failed = [a for a in answers if a.prediction is None]
+    for a in failed:
+        click.echo(f"fruitlens: {a.path}: {a.reason}: {a.detail}", err=True)
+    if failed:
+        raise SystemExit(1)
+
+
+def _print_answers(answers) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False, soft_wrap=True)
+    for a in answers:
+        if a.prediction is None:
+            continue
+        p = a.prediction
+        verdict = (f"[yellow]not sure[/] ({p.why}); best guess {p.predicted}" if p.not_sure
+                   else f"[bold green]{p.predicted}[/]")
+        table = Table(title=f"{a.path}: {verdict}", title_justify="left", show_edge=False)
+        table.add_column("#", justify="right")
+        table.add_column("species")
+        table.add_column("probability", justify="right")
+        for i, (c, q) in enumerate(p.top, 1):
+            table.add_row(str(i), c, f"{q:.1%}")
+        console.print(table)
+
+
+@cli.command()
+@click.option("--model", "model_dir", required=True, help="Model folder `fruitlens train` wrote (local or s3://).")
+@click.argument("input")
+@click.argument("output")
+@click.option("--batch-size", type=int, default=16, show_default=True, help="Images per inference call.")
+@click.option("--threads", type=int, default=1, show_default=True, help="Inference threads per Python worker.")
+@click.option("--images-per-partition", type=int, default=256, show_default=True, help="Images per Spark task.")
+@click.option("--io-threads", type=int, default=4, show_default=True, help="Concurrent reads and decodes per task.")
+@click.option("--incremental/--full", default=True, show_default=True,
+              help="Embed only images new or changed since what OUTPUT holds, or every image again.")
+@spark_options
+def classify(model_dir, input, output, spark_cfg, s3, quiet, **kw):
+    """Every image under INPUT -> OUTPUT/predictions (path, label, predicted, probability, not_sure,
+    top5, ...), with OUTPUT/embeddings, OUTPUT/errors and report.json (accuracy when labels are known)."""
+    from .jobs import run_classify
+
+    run_classify(ClassifyConfig(model=model_dir, input=input, output=output, **kw), spark_cfg, quiet=quiet, s3=s3)
 
 
 from .emr.cli import emr  # noqa: E402

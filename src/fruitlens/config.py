@@ -65,6 +65,54 @@ class ReduceConfig:
             raise FruitlensError(f"--variance must be in (0, 1], got {self.variance}")
 
 
+MODELS = ("lr_pca", "lr_full", "mlp")  # the classifiers `train` compares
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    input: str
+    output: str
+    models: tuple[str, ...] = MODELS
+    default: str | None = None  # force this model as the exported one (default: best on validation)
+    validation: float = 0.2
+    pca_variance: float = 0.95
+    target_precision: float = 0.995
+    refs_per_class: int = 50
+    max_iter: int = 200
+    seed: int = 7
+
+    def validate(self) -> None:
+        unknown = set(self.models) - set(MODELS)
+        if unknown or not self.models:
+            raise FruitlensError(f"--models: choose among {', '.join(MODELS)}, got {', '.join(self.models) or 'none'}")
+        if self.default is not None and self.default not in self.models:
+            raise FruitlensError(f"--default {self.default} is not among --models {','.join(self.models)}")
+        if not 0.05 <= self.validation <= 0.5:
+            raise FruitlensError(f"--validation must be in [0.05, 0.5], got {self.validation}")
+        if not 0.0 < self.pca_variance <= 1.0:
+            raise FruitlensError(f"--pca-variance must be in (0, 1], got {self.pca_variance}")
+        if not 0.5 <= self.target_precision < 1.0:
+            raise FruitlensError(f"--target-precision must be in [0.5, 1), got {self.target_precision}")
+
+
+@dataclass(frozen=True)
+class ClassifyConfig:
+    model: str  # a model folder `train` wrote (local or s3://)
+    input: str
+    output: str
+    batch_size: int = 16
+    threads: int = 1
+    images_per_partition: int = 256
+    io_threads: int = 4
+    incremental: bool = True
+
+    def validate(self) -> None:
+        _positive("--batch-size", self.batch_size)
+        _positive("--threads", self.threads)
+        _positive("--images-per-partition", self.images_per_partition)
+        _positive("--io-threads", self.io_threads)
+
+
 def _positive(name: str, value: int) -> None:
     if value < 1:
         raise FruitlensError(f"{name} must be a positive integer, got {value}")

@@ -7,7 +7,7 @@ import time
 from dataclasses import asdict
 
 from . import FruitlensError, backbones
-from .config import FeaturizeConfig, ReduceConfig, SparkConfig
+from .config import ClassifyConfig, FeaturizeConfig, ReduceConfig, SparkConfig, TrainConfig
 from .featurize import embedding_params, featurize
 from .listing import check_input
 from .manifest import dataset_files, read_manifest
@@ -155,6 +155,71 @@ def _finish(report: dict, out: Location, t0: float, quiet: bool) -> dict:
     if not quiet:
         print_summary(report, out)
     return report
+
+
+def run_train(cfg: TrainConfig, spark_cfg: SparkConfig, spark=None, quiet: bool = False,
+              s3: S3Options | None = None) -> dict:
+    """Embeddings (the folder `run`/`featurize` wrote) -> a model folder at OUTPUT."""
+    from .train import train
+
+    cfg.validate()
+    source = embeddings_location(Location.of(cfg.input, s3))
+    out = Location.of(cfg.output, s3)
+    # The model folder is OUTPUT itself: it is staged beside it, then swapped in whole.
+    target = Target(final=out, output=out.parent, run_id=new_run_id())
+    preflight_output(out)
+    preflight_output(target.output)
+    manifest = read_manifest(source)
+    spark = spark or get_session(spark_cfg)
+    t0 = time.perf_counter()
+    try:
+        with storage_errors(source, "cannot read EMBEDDINGS"):
+            embeddings = read_parquet(spark, source)
+        with storage_errors(out, "cannot write the model"):
+            report = train(spark, cfg, embeddings, manifest.params if manifest else None, target)
+    finally:
+        cleanup(target.output, target.run_id)
+    report["wall_s"] = round(time.perf_counter() - t0, 3)
+    if not quiet:
+        from .report import print_train_summary
+
+        print_train_summary(report, out)
+    return report
+
+
+def run_classify(cfg: ClassifyConfig, spark_cfg: SparkConfig, spark=None, quiet: bool = False,
+                 s3: S3Options | None = None) -> dict:
+    """Every image under INPUT -> OUTPUT/predictions (+ embeddings, errors, report.json)."""
+    from .classify import predictions
+    from .engine import PortableModel
+
+    cfg.validate()
+    model = PortableModel.load(Location.of(cfg.model, s3))
+    params = model.embedding_params
+    feat_cfg = FeaturizeConfig(input=cfg.input, output=cfg.output, backbone=params.get("backbone", "mobilenet_v2"),
+                               batch_size=cfg.batch_size, threads=cfg.threads,
+                               images_per_partition=cfg.images_per_partition,
+                               max_pixels=int(params.get("max_pixels") or 100_000_000), io_threads=cfg.io_threads,
+                               incremental=cfg.incremental)
+    model.check_embeddings(embedding_params(backbones.get_spec(feat_cfg.backbone), feat_cfg), "INPUT's embeddings")
+    source, out = Location.of(cfg.input, s3), Location.of(cfg.output, s3)
+    _checked_input(source)
+    preflight_output(out)
+    spark = spark or get_session(spark_cfg)
+    report = _header("classify", spark, {"classify": asdict(cfg)})
+    t0 = time.perf_counter()
+    with _Run(out) as run:
+        result = featurize(spark, feat_cfg, source, run.target("embeddings"), run.target("errors"))
+        report["featurize"] = featurize_section(result, backbones.get_spec(feat_cfg.backbone))
+        t1 = time.perf_counter()
+        with storage_errors(out, "cannot write OUTPUT"):
+            report["classify"] = predictions(spark, read_parquet(spark, run.path("embeddings")), model,
+                                             run.target("predictions"))
+        report["classify"]["wall_s"] = round(time.perf_counter() - t1, 3)
+        report["classify"]["model"] = {"folder": Location.of(cfg.model, s3).uri, "kind": model.meta.get("kind"),
+                                       "classes": len(model.classes)}
+    report["outputs"] = {name: run.path(name).uri for name in ("predictions", "embeddings", "errors", "report.json")}
+    return _finish(report, out, t0, quiet)
 
 
 def embeddings_location(where: Location) -> Location:

@@ -177,3 +177,66 @@ def print_summary(report: dict, output: Location) -> None:
         )
     lines.append(f"  report: {(output / 'report.json').uri}")
     Console(highlight=False, soft_wrap=True).print("\n".join(lines))  # stdout; progress is on stderr
+
+
+def write_confusion_png(path: str, confusion, classes: list[str], title: str) -> None:
+    """A confusion picture a person can read with 100+ classes: only the classes involved in a
+    mistake (rows: true, columns: predicted, share of the true class), plus the total count."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    off = confusion.copy()
+    np.fill_diagonal(off, 0)
+    involved = sorted(set(np.nonzero(off.sum(axis=1))[0]) | set(np.nonzero(off.sum(axis=0))[0]))
+    if not involved:
+        fig, ax = plt.subplots(figsize=(6, 2), dpi=120)
+        ax.axis("off")
+        ax.text(0.5, 0.5, f"{title}\nno mistakes on {int(confusion.sum()):,} images", ha="center", va="center")
+    else:
+        sub = confusion[np.ix_(involved, involved)].astype(float)
+        rows = confusion[involved].sum(axis=1, keepdims=True).astype(float)
+        share = np.divide(sub, rows, out=np.zeros_like(sub), where=rows > 0)
+        n = len(involved)
+        size = max(5.0, 0.28 * n + 3)
+        fig, ax = plt.subplots(figsize=(size, size * 0.9), dpi=110)
+        im = ax.imshow(share, cmap="magma_r", vmin=0, vmax=1)
+        names = [classes[i] for i in involved]
+        ax.set_xticks(range(n), names, rotation=90, fontsize=7)
+        ax.set_yticks(range(n), names, fontsize=7)
+        for i in range(n):
+            for j in range(n):
+                if sub[i, j] and i != j:
+                    ax.text(j, i, int(sub[i, j]), ha="center", va="center", fontsize=6, color="#1f77b4")
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(f"{title}\n{n} of {len(classes)} classes involved in a mistake (numbers: images)", fontsize=9)
+        fig.colorbar(im, ax=ax, fraction=0.03, label="share of the true class")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def print_train_summary(report: dict, output) -> None:
+    chosen = report["chosen"]
+    test = chosen["test"]
+    ns = chosen["not_sure"]
+    lines = [f"[bold green]fruitlens train[/] -> {output}",
+             f"  {report['rows']['train']:,} train rows ({report['rows']['validation']:,} held out for validation), "
+             f"{report['rows']['test']:,} test rows, {report['classes']} classes"]
+    for c in report["comparison"]:
+        mark = "*" if c["model"] == chosen["model"] else " "
+        test_acc = f"{c['test_accuracy']:.2%}" if c["test_accuracy"] is not None else "n/a"
+        lines.append(f"  {mark} {c['model']:<8} {c['params']}: validation {c['validation_accuracy']:.2%}, "
+                     f"test {test_acc}, train {c['train_s']:.0f}s")
+    if test["accuracy"] is not None:
+        lines.append(f"  chosen {chosen['model']} (on validation): test accuracy {test['accuracy']:.2%}, "
+                     f"top-5 {test['top5_accuracy']:.2%}, macro-F1 {test['macro_f1']:.3f}")
+        both = ns["test_with_novelty"]
+        lines.append(f"  not sure below p={ns['threshold']:.3f} or novelty>{ns['novelty_threshold']:.3f}: "
+                     f"answers {both['coverage']:.1%} of test, {both['precision']:.2%} of them right"
+                     if both["precision"] is not None else "  not sure: every test image")
+    lines.append(f"  report: {(output / 'report.json').uri}, confusion.png, per_class.csv")
+    Console(highlight=False, soft_wrap=True).print("\n".join(lines))

@@ -45,6 +45,14 @@ FEATURES = pa.schema([
     pa.field("pca", pa.list_(pa.float64())),
 ])
 
+PREDICTIONS = pa.schema([
+    pa.field("path", pa.string()), pa.field("label", pa.string()), pa.field("predicted", pa.string()),
+    pa.field("probability", pa.float64()), pa.field("not_sure", pa.bool_()), pa.field("why_not_sure", pa.string()),
+    pa.field("novelty", pa.float64()),
+    pa.field("top5", pa.list_(pa.struct([pa.field("label", pa.string()), pa.field("probability", pa.float64())]))),
+    pa.field("split", pa.string()), pa.field("path_bytes", pa.binary()),
+])
+
 # What each embedding task reports to the driver: one row per part file it wrote.
 PARTS = pa.schema([
     pa.field("dataset", pa.string()), pa.field("file", pa.string()), pa.field("rows", pa.int64()),

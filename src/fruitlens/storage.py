@@ -102,6 +102,13 @@ class Location:
         return self.uri.rstrip("/").rsplit("/", 1)[-1]
 
     @property
+    def parent(self) -> "Location":
+        if self.is_local:
+            return Location(os.path.dirname(self.uri.rstrip(os.sep)) or os.sep, self.scheme, self.s3)
+        head = self.uri.rsplit("/", 1)[0]
+        return Location(head if "://" in head and head.split("://", 1)[1] else self.uri, self.scheme, self.s3)
+
+    @property
     def spark_uri(self) -> str:
         """The URI Spark's Hadoop layer should read or write."""
         return "file://" + self.uri if self.is_local else self.uri
