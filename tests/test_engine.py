@@ -54,7 +54,7 @@ def test_train_compares_models_chosen_on_validation_and_reports_what_a_person_re
     model, report = trained
     assert report["rows"] == {"fit": 192, "validation": 48, "train": 240, "test": 96, "test_unknown_label": 0}
     assert {c["model"] for c in report["comparison"]} == {"lr_pca", "lr_full"}
-    assert len(report["candidates"]) == 4  # two regularisation strengths each, scored on validation
+    assert len(report["candidates"]) == 6  # three regularisation strengths each, scored on validation
     chosen = report["chosen"]
     best_val = max(report["candidates"], key=lambda c: (c["validation_accuracy"], c["validation_macro_f1"]))
     assert chosen["model"] == best_val["model"] and chosen["params"] == best_val["params"]

@@ -32,8 +32,8 @@ from .reduce import choose_k
 from .writer import Target
 
 GRIDS = {  # small on purpose: each point is one Spark ML fit
-    "lr_pca": [{"regParam": r} for r in (1e-3, 1e-2)],
-    "lr_full": [{"regParam": r} for r in (1e-3, 1e-2)],
+    "lr_pca": [{"regParam": r} for r in (1e-4, 1e-3, 1e-2)],
+    "lr_full": [{"regParam": r} for r in (1e-4, 1e-3, 1e-2)],
     "mlp": [{"hidden": h} for h in (128,)],
 }
 
