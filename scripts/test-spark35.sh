@@ -10,4 +10,4 @@ uv export --frozen --no-hashes --no-emit-project --quiet | grep -v -E '^(pyspark
 VIRTUAL_ENV="$VENV" uv pip install --quiet -r "$VENV/requirements.txt" "pyspark>=3.5,<3.6"
 VIRTUAL_ENV="$VENV" uv pip install --quiet --no-deps -e .
 "$VENV/bin/python" -c 'import pyspark; assert pyspark.__version__.startswith("3.5"), pyspark.__version__; print("PySpark", pyspark.__version__)'
-exec "$VENV/bin/python" -m pytest -q tests/test_pipeline.py "$@"
+exec "$VENV/bin/python" -m pytest -q tests/test_pipeline.py tests/test_incremental.py tests/test_engine.py "$@"

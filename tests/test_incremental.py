@@ -180,3 +180,42 @@ def test_driver_killed_mid_run_then_rerun_resumes_finished_partitions(tmp_path):
     assert len(emb) == 360 and emb.path.is_unique  # every input exactly once
     assert set(emb.path) == {str(p) for p in data.rglob("*.jpg")}
     assert not (out / "_staging").exists()
+
+
+def test_cut_part_files_and_stray_files_in_staging_do_not_break_a_rerun(spark, tmp_path):
+    data = copy_sample(tmp_path / "in", classes=2, train=3, test=2)
+    out = tmp_path / "out"
+    cfg = FeaturizeConfig(input=str(data), output=str(out))
+    run_featurize(cfg, SPARK, spark=spark, quiet=True)
+    params = json.loads((out / "embeddings" / "_SUCCESS").read_text())["params"]
+    # An interrupted run: a part file cut mid-write, its run info; another run made with other settings.
+    whole = next((out / "embeddings").glob("*.parquet")).read_bytes()
+    dead = out / "_staging" / "deadrun0000" / "embeddings"
+    dead.mkdir(parents=True)
+    (dead / "part-00000-deadrun0000-0-abcdef.parquet").write_bytes(whole[: len(whole) // 2])
+    (out / "_staging" / "deadrun0000" / "_run.json").write_text(json.dumps({"params": params}))
+    other = out / "_staging" / "otherrun000"
+    other.mkdir()
+    (other / "_run.json").write_text(json.dumps({"params": {**params, "max_pixels": 1}}))
+    (out / "_staging" / ".DS_Store").write_bytes(b"\0")
+    inc = run_featurize(cfg, SPARK, spark=spark, quiet=True)["featurize"]["incremental"]
+    assert inc["incomplete_files"] == 1 and inc["embedded"] == 0 and inc["unchanged"] == 10
+    assert any("otherrun000" in n for n in inc["notes"])
+    assert not (out / "_staging" / "deadrun0000").exists()  # taken over, then removed
+    assert other.exists()  # another run's work is not deleted
+
+
+def test_train_refuses_to_replace_what_is_not_a_model(spark, tmp_path):
+    data = copy_sample(tmp_path / "in", classes=2, train=3, test=1)
+    out = tmp_path / "out"
+    run_featurize(FeaturizeConfig(input=str(data), output=str(out)), SPARK, spark=spark, quiet=True)
+    from fruitlens.config import TrainConfig
+    from fruitlens.jobs import run_train
+
+    with pytest.raises(FruitlensError, match="would replace the embeddings"):
+        run_train(TrainConfig(input=str(out), output=str(out)), SPARK, spark=spark, quiet=True)
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "keep.txt").write_text("precious")
+    with pytest.raises(FruitlensError, match="not a fruitlens model folder"):
+        run_train(TrainConfig(input=str(out), output=str(tmp_path / "notes")), SPARK, spark=spark, quiet=True)
+    assert (tmp_path / "notes" / "keep.txt").read_text() == "precious"

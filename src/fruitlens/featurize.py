@@ -46,6 +46,7 @@ class FeaturizeResult:
     listing_mode: str
     changes: dict
     notes: list
+    resumed_runs: set
 
 
 def resolve_model(cfg: FeaturizeConfig) -> tuple[backbones.BackboneSpec, str]:
@@ -132,6 +133,10 @@ def featurize(spark, cfg: FeaturizeConfig, source: Location, embeddings: Target,
         files[part["dataset"]].append(Part(part["file"], part["rows"], targets[part["dataset"]].staging / part["file"]))
     for src, rows in plan.keep:
         files[src.dataset].append(Part(src.name, rows, src.location))
+    expected = found + len(listing.problems)
+    publishing = sum(p.rows for parts_ in files.values() for p in parts_)
+    if publishing != expected:  # every input exactly once, checked before anything is published
+        raise FruitlensError(f"internal error: {expected} inputs but {publishing} rows to publish; nothing was published")
     manifests = {}
     with storage_errors(output, "cannot write OUTPUT"):
         for name, schema in (("embeddings", schemas.EMBEDDINGS), ("errors", schemas.ERRORS)):
@@ -151,7 +156,7 @@ def featurize(spark, cfg: FeaturizeConfig, source: Location, embeddings: Target,
         errors_by_reason=_reasons(errors.final) if n_errors else {},
         stats=accumulator.value, timings=timings, model_path=model_path, partitions=partitions if plan.n_embed else 0,
         manifests=manifests, listing_mode=mode, changes={**plan.counts, "embedded": plan.n_embed},
-        notes=notes,
+        notes=notes, resumed_runs={s.run_id for s in sources if s.origin == "resumed"},
     )
 
 

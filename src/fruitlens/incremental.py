@@ -78,13 +78,13 @@ def find_sources(output: Location, params: dict, current_run: str) -> tuple[list
     if not staging.exists():
         return sources, notes
     fs = staging.fs
-    for run_path in sorted(fs.ls(staging.path, detail=False)):
-        run = staging.child(run_path)
-        if run.name == current_run:
+    for info in sorted(fs.ls(staging.path, detail=True), key=lambda i: i["name"]):
+        run = staging.child(info["name"])
+        if info.get("type") != "directory" or run.name == current_run:
             continue
         try:
             info = json.loads((run / RUN_INFO).read_bytes())
-        except (FileNotFoundError, ValueError):
+        except (OSError, ValueError):  # no run info (not a featurize run), or unreadable
             continue
         if info.get("params") != params:
             notes.append(f"interrupted run {run.name} not resumed: made with other settings")
@@ -119,7 +119,8 @@ def read_identities(sources: list[SourceFile], indices):
             with src.location.open("rb") as f:
                 table = pq.ParquetFile(f).read(columns=columns)
         except Exception:  # noqa: BLE001 - incomplete or unreadable: not a source
-            yield pa.RecordBatch.from_pydict({"src": [i], "row": [-1]}, schema=IDENTITY_ROWS)
+            yield pa.RecordBatch.from_pydict({**{f.name: [None] for f in IDENTITY_ROWS}, "src": [i], "row": [-1]},
+                                             schema=IDENTITY_ROWS)
             continue
         n = table.num_rows
         if src.dataset == "errors":

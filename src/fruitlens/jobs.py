@@ -68,6 +68,7 @@ class _Run:
     def __init__(self, output: Location):
         self.output = output
         self.id = new_run_id()
+        self.resumed: set[str] = set()  # interrupted runs whose staged parts this run took over
 
     def path(self, name: str) -> Location:
         return self.output / name
@@ -80,7 +81,7 @@ class _Run:
 
     def __exit__(self, exc_type, *exc):
         if exc_type is None:
-            cleanup(self.output)  # this run's staging, and what it resumed from interrupted ones
+            cleanup(self.output, self.id, *sorted(self.resumed))  # this run's staging, and what it resumed
 
 
 def run_featurize(cfg: FeaturizeConfig, spark_cfg: SparkConfig, spark=None, quiet: bool = False,
@@ -94,6 +95,7 @@ def run_featurize(cfg: FeaturizeConfig, spark_cfg: SparkConfig, spark=None, quie
     t0 = time.perf_counter()
     with _Run(out) as run:
         result = featurize(spark, cfg, source, run.target("embeddings"), run.target("errors"))
+        run.resumed = result.resumed_runs
     report["featurize"] = featurize_section(result, backbones.get_spec(cfg.backbone))
     report["outputs"] = {k: run.path(k).uri for k in ("embeddings", "errors", "report.json")}
     return _finish(report, out, t0, quiet)
@@ -125,11 +127,16 @@ def run_all(feat_cfg: FeaturizeConfig, red_cfg: ReduceConfig, spark_cfg: SparkCo
     source, out = Location.of(feat_cfg.input, s3), Location.of(feat_cfg.output, s3)
     _checked_input(source)
     preflight_output(out)
+    if red_cfg.reuse_model:  # before any work: the model must be there, and fit on these embeddings
+        previous = read_manifest(out / "model")
+        if previous is None or previous.format != "tree":
+            raise FruitlensError(f"--reuse-model: no fitted model at {(out / 'model').uri} (run once without --reuse-model)")
     spark = spark or get_session(spark_cfg)
     report = _header("run", spark, {"featurize": asdict(feat_cfg), "reduce": asdict(red_cfg)})
     t0 = time.perf_counter()
     with _Run(out) as run:
         result = featurize(spark, feat_cfg, source, run.target("embeddings"), run.target("errors"))
+        run.resumed = result.resumed_runs
         report["featurize"] = featurize_section(result, backbones.get_spec(feat_cfg.backbone))
         if result.ok == 0:
             raise FruitlensError(f"none of the {result.found:,} images could be used; see {run.path('errors').uri}")
@@ -165,6 +172,7 @@ def run_train(cfg: TrainConfig, spark_cfg: SparkConfig, spark=None, quiet: bool 
     cfg.validate()
     source = embeddings_location(Location.of(cfg.input, s3))
     out = Location.of(cfg.output, s3)
+    _check_model_output(out, source)
     # The model folder is OUTPUT itself: it is staged beside it, then swapped in whole.
     target = Target(final=out, output=out.parent, run_id=new_run_id())
     preflight_output(out)
@@ -185,6 +193,20 @@ def run_train(cfg: TrainConfig, spark_cfg: SparkConfig, spark=None, quiet: bool 
 
         print_train_summary(report, out)
     return report
+
+
+def _check_model_output(out: Location, source: Location) -> None:
+    """MODEL is replaced whole: refuse a place that holds something else."""
+    with storage_errors(out, "cannot write MODEL"):
+        if not out.is_local and out.parent == out:
+            raise FruitlensError(f"MODEL must be a folder inside the bucket, not the bucket itself: {out.uri}")
+        if source.uri == out.uri or source.uri.startswith(out.uri.rstrip("/") + "/"):
+            raise FruitlensError(f"MODEL {out.uri} would replace the embeddings it is trained on: choose another folder")
+        if out.exists() and (out.fs.isfile(out.path) or out.fs.ls(out.path)):
+            manifest = read_manifest(out)
+            if manifest is None or manifest.format != "tree" or not (out / "model.json").exists():
+                raise FruitlensError(f"MODEL {out.uri} exists and is not a fruitlens model folder: "
+                                     "choose a new folder (train replaces MODEL whole)")
 
 
 def run_classify(cfg: ClassifyConfig, spark_cfg: SparkConfig, spark=None, quiet: bool = False,
@@ -210,6 +232,7 @@ def run_classify(cfg: ClassifyConfig, spark_cfg: SparkConfig, spark=None, quiet:
     t0 = time.perf_counter()
     with _Run(out) as run:
         result = featurize(spark, feat_cfg, source, run.target("embeddings"), run.target("errors"))
+        run.resumed = result.resumed_runs
         report["featurize"] = featurize_section(result, backbones.get_spec(feat_cfg.backbone))
         t1 = time.perf_counter()
         with storage_errors(out, "cannot write OUTPUT"):

@@ -49,6 +49,8 @@ class LocalPublisher:
             dest = os.path.join(staging, part.name)
             if part.source.path != dest:
                 _link_or_copy(part.source.path, dest)
+            elif not os.path.exists(dest):
+                raise FileNotFoundError(f"part file {dest} disappeared before publishing (another run into this OUTPUT?)")
         write_manifest(target.staging, manifest)
         final = target.final.path
         old = None
@@ -75,10 +77,9 @@ class LocalPublisher:
 
 class ObjectStorePublisher:
     def publish(self, target: Target, parts: list[Part], manifest: Manifest) -> None:
+        # Part files always have new names, so the old manifest stays valid (and readers keep
+        # reading the old version) until the new one replaces it.
         fs, final = target.final.fs, target.final.path
-        manifest_path = f"{final}/{MANIFEST}"
-        if fs.exists(manifest_path):
-            fs.rm_file(manifest_path)
         for part in parts:
             dest = f"{final}/{part.name}"
             if part.source.path != dest:
@@ -161,16 +162,16 @@ def _link_or_copy(src: str, dest: str) -> None:
         shutil.copy2(src, dest)
 
 
-def cleanup(output: Location, run_id: str | None = None) -> None:
-    """Remove a run's staging area (every run's when run_id is None), and the staging folder
-    itself when it is left empty."""
+def cleanup(output: Location, *run_ids: str) -> None:
+    """Remove these runs' staging areas, and the staging folder itself when it is left empty."""
     from .writer import STAGING
 
     root = output / STAGING
     try:
-        where = root / run_id if run_id else root
-        if where.exists():
-            where.rm(recursive=True)
+        for run_id in run_ids:
+            where = root / run_id
+            if where.exists():
+                where.rm(recursive=True)
         if output.is_local and os.path.isdir(root.path) and not os.listdir(root.path):
             os.rmdir(root.path)
     except OSError:

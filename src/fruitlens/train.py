@@ -242,6 +242,8 @@ def train(spark, cfg: TrainConfig, embeddings, params: dict | None, target: Targ
         "model": best["name"], "params": final["params"], "chosen_on": "validation accuracy (then macro-F1)",
         "test": {k2: v for k2, v in m.items() if not k2.startswith("_")},
         "not_sure": {
+            "thresholds_from": "the chosen model fit on the fit split (train minus validation), scored on validation; "
+                               "applied unchanged to the model refit on all of train",
             "target_precision": cfg.target_precision,
             "threshold": threshold, "validation_precision": val_precision, "validation_coverage": val_coverage,
             "test_confidence_only": answered(final["y"], final["probs"], threshold),
@@ -313,8 +315,10 @@ def _publish(spark, model, portable: PortableModel, report: dict, confusion, cla
             f.write("class,precision,recall,support\n")
             for c, v in report["chosen"]["test"]["per_class"].items():
                 f.write(f"\"{c}\",{v['precision']},{v['recall']},{v['support']}\n")
+        accuracy = report["chosen"]["test"]["accuracy"]
         write_confusion_png(os.path.join(folder, "confusion.png"), confusion, classes,
-                            f"{report['chosen']['model']}: test accuracy {report['chosen']['test']['accuracy']:.2%}")
+                            f"{report['chosen']['model']}: test accuracy "
+                            + (f"{accuracy:.2%}" if accuracy is not None else "n/a (no test rows)"))
         with open(os.path.join(folder, "report.json"), "w") as f:
             json.dump(report, f, indent=2, default=float)
         shutil.rmtree(os.path.join(folder, "spark", "_temporary"), ignore_errors=True)
