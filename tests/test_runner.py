@@ -142,7 +142,7 @@ def test_publish_keeps_only_named_parts_and_links_kept_files(tmp_path):
     assert os.stat(os.path.join(second.final.path, a[0])).st_ino == inode  # a hard link, not a copy
     assert read_manifest(out / "embeddings").rows == 3
     assert [f.name for f in dataset_files(out / "embeddings")] == sorted([a[0], c[0]])
-    cleanup(out)
+    cleanup(out, "r1", "r2")
     assert not os.path.exists(os.path.join(out.path, STAGING))
 
 
