@@ -51,18 +51,10 @@ class LocalPublisher:
                 _link_or_copy(part.source.path, dest)
             elif not os.path.exists(dest):
                 raise FileNotFoundError(f"part file {dest} disappeared before publishing (another run into this OUTPUT?)")
-        write_manifest(target.staging, manifest)
-        final = target.final.path
-        old = None
-        if os.path.lexists(final):
-            old = f"{staging}.old"
-            os.rename(final, old)
-        os.makedirs(os.path.dirname(final), exist_ok=True)
-        os.rename(staging, final)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
+        self.publish_tree(target, manifest)
 
     def publish_tree(self, target: Target, manifest: Manifest) -> None:
+        """The staged folder, manifest written, replaces the final one by rename."""
         write_manifest(target.staging, manifest)
         final, staging = target.final.path, target.staging.path
         old = None
