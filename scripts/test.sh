@@ -3,4 +3,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+
+# The page's browser test (tests/test_serve.py) drives Debian's chromium with Playwright (never
+# `playwright install`: it downloads its own browser build).
+if [ ! -x /usr/bin/chromium ]; then
+  as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else return 1; fi; }
+  printf '[test] installing chromium (apt) for the browser test\n' >&2
+  as_root apt-get update -qq && DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends chromium >/dev/null \
+    || printf '[test] could not install chromium: the browser test will fail\n' >&2
+fi
+
 exec .venv/bin/python -m pytest "$@"

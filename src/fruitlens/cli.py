@@ -256,6 +256,40 @@ def classify(model_dir, input, output, spark_cfg, s3, quiet, **kw):
     run_classify(ClassifyConfig(model=model_dir, input=input, output=output, **kw), spark_cfg, quiet=quiet, s3=s3)
 
 
+@cli.command()
+@click.option("--model", "model_dir", required=True, help="Model folder `fruitlens train` wrote (local or s3://).")
+@click.option("--index", required=True,
+              help="Output folder `fruitlens run`/`featurize` wrote (its embeddings/), local or s3://: the similar images.")
+@click.option("--info", required=True,
+              help="The Fruits-360 metadata folder (dictionary.txt, Meta/<class>/info.txt), local or s3://.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--ann", is_flag=True, help="Approximate neighbour search (usearch HNSW) instead of exact.")
+@click.option("--interpreters", type=click.IntRange(1, 16), default=1, show_default=True,
+              help="Backbone interpreters shared by concurrent requests (each call takes one).")
+@click.option("--threads", type=click.IntRange(1, 256), default=None,
+              help="Inference threads per interpreter (default: cores / interpreters).")
+@click.option("--max-upload-mb", type=click.FloatRange(0.01, 1024), default=10, show_default=True,
+              help="Largest photo accepted.")
+@click.option("--max-pixels", type=click.IntRange(1), default=50_000_000, show_default=True,
+              help="Photos with more pixels are refused as decompression bombs.")
+@click.option("--backbone-model", type=click.Path(), default=None,
+              help="Local backbone model file or folder (default: $FRUITLENS_MODEL_DIR, else the cache/download).")
+@click.option("--s3-endpoint-url", default=None, metavar="URL", help="S3-compatible endpoint.")
+@click.option("--s3-region", default=None, help="S3 region.")
+def serve(model_dir, index, info, host, port, ann, interpreters, threads, max_upload_mb, max_pixels, backbone_model,
+          s3_endpoint_url, s3_region):
+    """HTTP identification service and web page: open http://HOST:PORT/ (API under /api/v1/,
+    schema at /api/v1/openapi.json). Upload a photo: top-5 species, "not sure", the species'
+    information (Fruits-360 metadata) and the most similar images of --index."""
+    from .serve import ServeConfig, run as run_server
+
+    run_server(ServeConfig(model=model_dir, index=index, info=info, host=host, port=port, ann=ann,
+                           interpreters=interpreters, threads=threads, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+                           max_pixels=max_pixels, backbone_model=backbone_model,
+                           s3=S3Options(endpoint_url=s3_endpoint_url, region=s3_region)))
+
+
 from .emr.cli import emr  # noqa: E402
 
 cli.add_command(emr)

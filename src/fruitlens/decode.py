@@ -138,6 +138,11 @@ def _failure(data: bytes, exc: BaseException, max_pixels: int) -> DecodeError:
     return DecodeError("corrupt", prefix + message)
 
 
+def image_format(data: bytes) -> str | None:
+    """JPEG, PNG, GIF, WEBP or BMP by the leading bytes (also when cut short), else None."""
+    return _sniff(data)
+
+
 def _sniff(data: bytes) -> str | None:
     """The format whose signature `data` starts with, or would if it were not cut within it."""
     head = data[:18]

@@ -1,0 +1,188 @@
+"""Benchmark of `fruitlens serve`: identify requests/s and p50/p99 latency under a bounded concurrent
+load on loopback, against predict's single-image time (Identifier.identify) measured in the same
+run; then the neighbour search: one exact query on the index, its extrapolation to 1M images,
+and the approximate (usearch HNSW) index.
+
+    flock /tmp/fruitlens-spark.lock .venv/bin/python bench/serve_bench.py \\
+        --model out/model --index out/demo --info ../shared/data/fruits-360-meta
+
+Writes bench/_work/serve_bench.json and prints a Markdown summary (docs/benchmarks.md has one).
+Run it alone on the machine: the client shares the cores with the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+from local_cluster import free_port  # noqa: E402
+
+from fruitlens.engine import PortableModel  # noqa: E402
+from fruitlens.predict import Identifier  # noqa: E402
+from fruitlens.serve.index import NeighbourIndex  # noqa: E402
+from fruitlens.storage import Location  # noqa: E402
+
+
+def pct(values, q):
+    return float(np.percentile(np.asarray(values), q))
+
+
+def photos(sample: Path, n: int) -> list[bytes]:
+    files = sorted((sample / "Test").rglob("*.jpg"))
+    step = max(1, len(files) // n)
+    return [p.read_bytes() for p in files[::step][:n]]
+
+
+def bench_predict(model: str, data: list[bytes]) -> dict:
+    ident = Identifier.load(model)
+    for d in data[:3]:
+        ident.identify(d)
+    times = []
+    for d in data:
+        t = time.perf_counter()
+        ident.identify(d)
+        times.append((time.perf_counter() - t) * 1e3)
+    return {"images": len(times), "p50_ms": round(pct(times, 50), 1), "p99_ms": round(pct(times, 99), 1),
+            "mean_ms": round(statistics.mean(times), 1), "per_s_one_at_a_time": round(1e3 / statistics.mean(times), 1)}
+
+
+def start_server(args, interpreters: int, extra=()) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    cmd = [sys.executable, "-m", "fruitlens", "serve", "--model", args.model, "--index", args.index, "--info", args.info,
+           "--port", str(port), "--interpreters", str(interpreters), *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"serve exited {proc.returncode}: {' '.join(cmd)}")
+        try:
+            if httpx.get(url + "/api/v1/health", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    raise SystemExit("serve did not start")
+
+
+def load(url: str, data: list[bytes], clients: int, per_client: int) -> dict:
+    def worker(c):
+        lat = []
+        with httpx.Client(base_url=url, timeout=120) as http:
+            for i in range(per_client):
+                d = data[(c * per_client + i) % len(data)]
+                t = time.perf_counter()
+                r = http.post("/api/v1/identify", files={"photo": ("p.jpg", d, "image/jpeg")})
+                lat.append((time.perf_counter() - t) * 1e3)
+                assert r.status_code == 200, r.text
+        return lat
+
+    t0 = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        lat = [x for part in pool.map(worker, range(clients)) for x in part]
+    wall = time.perf_counter() - t0
+    return {"clients": clients, "requests": len(lat), "req_per_s": round(len(lat) / wall, 1),
+            "p50_ms": round(pct(lat, 50), 1), "p99_ms": round(pct(lat, 99), 1)}
+
+
+def bench_neighbours(args) -> dict:
+    model = PortableModel.load_folder(args.model)
+    t = time.perf_counter()
+    exact = NeighbourIndex.load(Location.of(args.index), model)
+    load_s = time.perf_counter() - t
+    n, d = exact.vectors.shape
+    rng = np.random.default_rng(0)
+    queries = exact.vectors[rng.choice(n, 50, replace=False)] + rng.normal(0, 0.01, (50, d)).astype(np.float32)
+    times = []
+    for q in queries:
+        t = time.perf_counter()
+        exact.search(q, 8)
+        times.append((time.perf_counter() - t) * 1e3)
+    exact_ms = pct(times, 50)
+    # the same product on a synthetic 200k x d matrix checks that the time grows linearly
+    big = rng.standard_normal((200_000, d), dtype=np.float32)
+    from fruitlens.engine import _blas
+
+    bt = []
+    for q in queries[:10]:
+        t = time.perf_counter()
+        with _blas().limit(limits=1, user_api="blas"):
+            s = big @ q
+        np.argpartition(-s, 7)[:8]
+        bt.append((time.perf_counter() - t) * 1e3)
+    del big
+    t = time.perf_counter()
+    approx = NeighbourIndex.load(Location.of(args.index), model, ann=True)
+    ann_load_s = time.perf_counter() - t
+    at, hits = [], 0
+    for q in queries:
+        t = time.perf_counter()
+        a = approx.search(q, 8)
+        at.append((time.perf_counter() - t) * 1e3)
+        hits += len({x.entry.id for x in a} & {x.entry.id for x in exact.search(q, 8)})
+    return {"images": n, "dims": d, "index_load_s": round(load_s, 2),
+            "exact_query_ms": round(exact_ms, 2), "exact_query_ms_200k_synthetic": round(pct(bt, 50), 2),
+            "exact_query_ms_1m_extrapolated": round(exact_ms * 1e6 / n, 1),
+            "exact_matrix_gb_1m": round(1e6 * d * 4 / 1e9, 2),
+            "ann_build_s": round(ann_load_s - load_s, 2), "ann_query_ms": round(pct(at, 50), 3),
+            "ann_recall_at_8": round(hits / (8 * len(queries)), 3)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="out/model")
+    ap.add_argument("--index", default="out/demo")
+    ap.add_argument("--info", default=str(REPO.parent / "shared" / "data" / "fruits-360-meta"))
+    ap.add_argument("--sample", default=str(REPO.parent / "shared" / "data" / "fruits-360-sample"))
+    ap.add_argument("--clients", default="1,2,4")
+    ap.add_argument("--requests", type=int, default=40, help="requests per client")
+    ap.add_argument("--interpreters", default="1,2")
+    ap.add_argument("--out", default=str(REPO / "bench" / "_work" / "serve_bench.json"))
+    args = ap.parse_args()
+    os.environ.setdefault("FRUITLENS_MODEL_DIR", str(REPO.parent / "shared" / "models"))
+
+    data = photos(Path(args.sample), 60)
+    result = {"machine": {"cpus": os.cpu_count()}, "predict": bench_predict(args.model, data), "serve": []}
+    print("predict (Identifier.identify, in process):", result["predict"], flush=True)
+    for interpreters in [int(x) for x in args.interpreters.split(",")]:
+        proc, url = start_server(args, interpreters)
+        try:
+            load(url, data[:8], 1, 8)  # warm-up
+            for c in [int(x) for x in args.clients.split(",")]:
+                row = {"interpreters": interpreters, **load(url, data, c, args.requests),
+                       "server_rss_mb": round(psutil.Process(proc.pid).memory_info().rss / 2**20)}
+                result["serve"].append(row)
+                print("serve:", row, flush=True)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    result["neighbours"] = bench_neighbours(args)
+    print("neighbours:", result["neighbours"], flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+
+    p = result["predict"]
+    print(f"\npredict, one image at a time: p50 {p['p50_ms']} ms, p99 {p['p99_ms']} ms ({p['per_s_one_at_a_time']}/s)\n")
+    print("| interpreters | concurrent clients | requests | requests/s | p50 ms | p99 ms | server RSS MB |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for r in result["serve"]:
+        print(f"| {r['interpreters']} | {r['clients']} | {r['requests']} | {r['req_per_s']} | {r['p50_ms']} | "
+              f"{r['p99_ms']} | {r['server_rss_mb']} |")
+    nb = result["neighbours"]
+    print(f"\nneighbours: {nb}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""`fruitlens serve`: the identification service (HTTP API + web page).
+
+One role per module: `metadata.py` (species information and class-name mapping), `index.py` (the
+neighbour index), `service.py` (everything loaded once, shared by requests), `app.py` (the FastAPI
+app built from a loaded service), `static/` (the page: plain HTML/CSS/JS).
+"""
+
+from __future__ import annotations
+
+from .service import ServeConfig, Service, load_service
+
+
+def run(cfg: ServeConfig) -> None:
+    """Load, then serve until interrupted (uvicorn on cfg.host:cfg.port)."""
+    import uvicorn
+
+    from .app import create_app
+
+    service = load_service(cfg, say=lambda line: print(line, flush=True))
+    app = create_app(service)
+    print(f"[serve] page http://{cfg.host}:{cfg.port}/  API http://{cfg.host}:{cfg.port}/api/v1/  "
+          f"schema http://{cfg.host}:{cfg.port}/api/v1/openapi.json", flush=True)
+    config = uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False,
+                            limit_concurrency=cfg.max_connections, timeout_keep_alive=5, server_header=False)
+    uvicorn.Server(config).run()
+
+
+__all__ = ["ServeConfig", "Service", "load_service", "run"]

@@ -1,0 +1,158 @@
+"""The neighbour index: the images of a fruitlens output folder, projected into the classifier's
+own feature space, for "the most similar images" to a photo.
+
+`--index` is a folder `fruitlens run`/`featurize` wrote (its `embeddings/` dataset: `path, label,
+split, embedding, ...`), or that embeddings dataset itself, local or s3://. It is read with pyarrow
+(no Spark), each embedding projected with `PortableModel.features` (the model's StandardScaler
+[+ PCA]) and L2-normalised, so similarity is the cosine in the space the classifier sees.
+
+Search is exact by default: one matrix product (n x k float32) per query. `ann=True` builds a
+usearch HNSW graph (inner product on the normalised vectors = cosine) instead: approximate,
+sub-linear, what a collection of millions of images would need (see docs/benchmarks.md).
+
+Images are addressed by a stable id only: the first 16 hex digits of the sha256 of the indexed
+path, looked up in a dict. No client-sent string ever becomes a path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .. import FruitlensError
+from ..decode import image_format
+from ..engine import PortableModel, _blas
+from ..manifest import dataset_files, read_manifest
+from ..storage import Location, S3Options
+
+ID_PATTERN = re.compile(r"^[0-9a-f]{16}$")
+MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp", "BMP": "image/bmp"}
+
+
+def image_id(path: str) -> str:
+    return hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: str
+    path: str  # as indexed (for display: never sent to clients)
+    source: str  # what to open: the path, or the exact bytes' name for non-UTF-8 names
+    label: str | None
+    split: str | None
+
+
+@dataclass
+class Neighbour:
+    entry: Entry
+    similarity: float
+
+
+class NeighbourIndex:
+    def __init__(self, entries: list[Entry], vectors: np.ndarray, ann: bool = False, s3: S3Options | None = None):
+        if len(entries) != len(vectors):
+            raise ValueError("one vector per entry")
+        self.entries = entries
+        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.by_id = {e.id: i for i, e in enumerate(entries)}
+        if len(self.by_id) != len(entries):
+            raise FruitlensError("the index holds the same image path twice")
+        self.s3 = s3 or S3Options()
+        self.ann = None
+        if ann and len(entries):
+            from usearch.index import Index
+
+            self.ann = Index(ndim=self.vectors.shape[1], metric="ip", dtype="f32", connectivity=16,
+                             expansion_add=128, expansion_search=64)
+            self.ann.add(np.arange(len(entries), dtype=np.uint64), self.vectors, threads=os.cpu_count() or 1)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    @property
+    def kind(self) -> str:
+        return "approximate (usearch HNSW)" if self.ann is not None else "exact"
+
+    # -- queries ---------------------------------------------------------------------------------
+    def search(self, features: np.ndarray, k: int = 8) -> list[Neighbour]:
+        """The k indexed images nearest to one feature vector (the model's feature space)."""
+        k = min(k, len(self.entries))
+        if k <= 0:
+            return []
+        q = np.asarray(features, np.float32).ravel()
+        q = q / max(float(np.linalg.norm(q)), 1e-12)
+        if self.ann is not None:
+            found = self.ann.search(q, k)
+            keys = [int(x) for x in np.atleast_1d(found.keys)[:k]]
+            # score with the stored vectors: the same similarity figures as the exact search
+            return [Neighbour(self.entries[i], float(self.vectors[i] @ q)) for i in keys]
+        with _blas().limit(limits=1, user_api="blas"):
+            sims = self.vectors @ q
+        top = np.argpartition(-sims, k - 1)[:k] if k < len(sims) else np.arange(len(sims))
+        top = top[np.argsort(-sims[top], kind="stable")]
+        return [Neighbour(self.entries[i], float(sims[i])) for i in top]
+
+    def entry(self, id_: str) -> Entry | None:
+        if not isinstance(id_, str) or not ID_PATTERN.match(id_):
+            return None
+        i = self.by_id.get(id_)
+        return None if i is None else self.entries[i]
+
+    def read_image(self, entry: Entry) -> tuple[bytes, str]:
+        """The image's bytes and media type. Raises FileNotFoundError when it is gone."""
+        data = Location.of(entry.source, self.s3).read_bytes()
+        return data, MEDIA_TYPES.get(image_format(data) or "", "application/octet-stream")
+
+    # -- loading ---------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, where: Location, model: PortableModel, ann: bool = False) -> "NeighbourIndex":
+        dataset = where / "embeddings"
+        if read_manifest(dataset) is None and not _has_parquet(dataset):
+            dataset = where  # the embeddings dataset itself
+        manifest = read_manifest(dataset)
+        if manifest is None and not _has_parquet(dataset):
+            raise FruitlensError(f"--index: no embeddings dataset at {where.uri} (give a folder `fruitlens run` "
+                                 "or `featurize` wrote)")
+        if manifest is not None:
+            model.check_embeddings(manifest.params, "--index: the index's embeddings")
+        entries: list[Entry] = []
+        chunks: list[np.ndarray] = []
+        dim = len(model.mean)
+        for f in dataset_files(dataset):
+            with f.open("rb") as fh:
+                pf = pq.ParquetFile(fh)
+                names = pf.schema_arrow.names
+                table = pf.read(columns=[c for c in ("path", "label", "split", "embedding", "path_bytes") if c in names])
+            if "embedding" not in table.column_names or "path" not in table.column_names:
+                raise FruitlensError(f"--index: {f.uri} has no path/embedding columns")
+            if not len(table):
+                continue
+            emb = table.column("embedding").combine_chunks()
+            flat = np.asarray(pc.list_flatten(emb).to_numpy(zero_copy_only=False), np.float32)
+            if len(flat) != len(table) * dim:
+                raise FruitlensError(f"--index: embeddings of {len(flat) // max(len(table), 1)} values in {f.uri}, "
+                                     f"but the model takes {dim}: not made with the model's backbone")
+            feats = model.features(flat.reshape(len(table), dim)).astype(np.float32)
+            feats /= np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+            chunks.append(feats)
+            paths = table.column("path").to_pylist()
+            labels = table.column("label").to_pylist() if "label" in table.column_names else [None] * len(paths)
+            splits = table.column("split").to_pylist() if "split" in table.column_names else [None] * len(paths)
+            raw = table.column("path_bytes").to_pylist() if "path_bytes" in table.column_names else [None] * len(paths)
+            for p, lab, sp, b in zip(paths, labels, splits, raw):
+                entries.append(Entry(image_id(p), p, os.fsdecode(b) if b is not None else p, lab, sp))
+        vectors = np.concatenate(chunks) if chunks else np.zeros((0, 1), np.float32)
+        return cls(entries, vectors, ann=ann, s3=where.s3)
+
+
+def _has_parquet(dataset: Location) -> bool:
+    try:
+        return any(p.endswith(".parquet") for p in dataset.fs.find(dataset.path))
+    except (FileNotFoundError, NotADirectoryError):
+        return False
