@@ -3,17 +3,32 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
 from .settings import DEFAULT_RELEASE, EmrSettings
 
+REGION = click.option("--region", default="us-east-1", show_default=True,
+                      help="AWS region (e.g. eu-west-3 to keep data in the EU).")
+
+
+def location_options(f):
+    options = [
+        click.option("--bucket", required=True, help="Data bucket (artifacts, logs, inputs and outputs live under it)."),
+        click.option("--prefix", default="fruitlens", show_default=True,
+                     help="Prefix in the bucket: PREFIX/artifacts (read-only for the nodes), PREFIX/logs (write-only)."),
+        REGION,
+        click.option("--data-prefix", "data_prefixes", multiple=True, metavar="KEY_PREFIX",
+                     help="Where the nodes may read and write data (repeatable). Default: PREFIX/data."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
 
 def cluster_options(f):
     options = [
-        click.option("--bucket", required=True, help="Data bucket (artifacts, logs, inputs and outputs live under it)."),
-        click.option("--prefix", default="fruitlens", show_default=True, help="Prefix in the bucket the roles may touch."),
-        click.option("--region", default="us-east-1", show_default=True, help="AWS region (e.g. eu-west-3 to keep data in the EU)."),
         click.option("--name", default="fruitlens", show_default=True, help="Cluster name."),
         click.option("--release-label", default=DEFAULT_RELEASE, show_default=True, help="EMR 7.x release (Spark 3.5)."),
         click.option("--primary-type", default="m5.xlarge", show_default=True),
@@ -25,7 +40,23 @@ def cluster_options(f):
         click.option("--idle-timeout", "idle_timeout_s", type=int, default=3600, show_default=True,
                      help="Terminate after this many idle seconds."),
         click.option("--log-uri", default=None, help="Default: s3://BUCKET/PREFIX/logs/."),
-        click.option("--subnet-id", default=None, help="EC2 subnet (default VPC if not given)."),
+        click.option("--subnet-id", default=None,
+                     help="EC2 subnet; it and its VPC must carry the tag for-use-with-amazon-emr-managed-policies=true "
+                          "(--tag-network adds it). Default: the default VPC's first default subnet."),
+        click.option("--offline-nodes", is_flag=True,
+                     help="Nodes need no internet: wheels and model files are staged in ARTIFACTS and installed from there."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return location_options(f)
+
+
+def cost_options(f):
+    options = [
+        click.option("--spot-discount", type=float, default=None,
+                     help="Assumed spot discount on task nodes' EC2 price (default 0.6, from prices.json)."),
+        click.option("--prices", "prices_path", type=click.Path(dir_okay=False), default=None,
+                     help="Your own price table (the layout of fruitlens/emr/prices.json)."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -33,6 +64,7 @@ def cluster_options(f):
 
 
 def _settings(kw) -> EmrSettings:
+    kw["data_prefixes"] = tuple(kw.get("data_prefixes") or ())
     settings = EmrSettings(**kw)
     settings.validate()
     return settings
@@ -40,71 +72,86 @@ def _settings(kw) -> EmrSettings:
 
 @click.group()
 def emr():
-    """Deploy on AWS EMR (credentials from the standard AWS chain)."""
+    """Deploy on AWS EMR (pip install "fruitlens[emr]"; credentials from the standard AWS chain)."""
 
 
 @emr.command()
 @cluster_options
+@cost_options
 @click.option("--images", type=int, default=None, help="Planned number of images (for the time and cost estimate).")
 @click.option("--hours", type=float, default=None, help="Planned hours (instead of --images).")
-def estimate(images, hours, **kw):
+@click.option("--images-per-s-per-vcpu", type=float, default=None,
+              help="Throughput per worker vCPU (default: half the 75 images/s per core measured in docs/benchmarks.md).")
+def estimate(images, hours, images_per_s_per_vcpu, spot_discount, prices_path, **kw):
     """Cost and throughput estimate for a cluster shape, from the price table."""
+    from .costs import DEFAULT_IMAGES_PER_S_PER_VCPU
     from .costs import estimate as compute
 
-    for line in compute(_settings(kw), images=images, hours=hours).lines():
+    est = compute(_settings(kw), images=images, hours=hours, spot_discount=spot_discount, prices_path=prices_path,
+                  images_per_s_per_vcpu=images_per_s_per_vcpu or DEFAULT_IMAGES_PER_S_PER_VCPU)
+    for line in est.lines():
         click.echo(line)
 
 
 @emr.command()
 @cluster_options
-@click.option("--create-roles", is_flag=True, help="Create/update the two IAM roles with the least-privilege policies.")
+@cost_options
+@click.option("--create-roles", is_flag=True,
+              help="Create/update the two IAM roles (service role: AmazonEMRServicePolicy_v2 + PassRole; nodes: S3 only).")
+@click.option("--tag-network", is_flag=True,
+              help="Tag the subnet and its VPC for-use-with-amazon-emr-managed-policies=true if they lack it.")
+@click.option("--wheels", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              help="With --offline-nodes: a folder of already-downloaded wheels of the pinned set (default: pip download).")
 @click.option("--images", type=int, default=None, help="Planned number of images (for the cost estimate).")
 @click.option("--dry-run", is_flag=True, help="Print the RunJobFlow request, create nothing.")
-def up(create_roles, images, dry_run, **kw):
-    """Create a cluster: uploads the bootstrap script, locked requirements and the package, then RunJobFlow."""
+def up(create_roles, tag_network, wheels, images, dry_run, spot_discount, prices_path, **kw):
+    """Create a cluster: uploads the bootstrap, the pinned requirements and the package, then RunJobFlow."""
     from . import kit
     from .costs import estimate as compute
 
     settings = _settings(kw)
-    for line in compute(settings, images=images).lines():
-        click.echo(f"estimate: {line}")
+    for line in compute(settings, images=images, spot_discount=spot_discount, prices_path=prices_path).lines():
+        click.echo(f"estimate: {line}", err=True)
     if dry_run:
         click.echo(json.dumps(kit.run_job_flow_request(settings), indent=2))
         return
-    click.echo(kit.up(settings, create_iam_roles=create_roles))
+    click.echo(kit.up(settings, create_iam_roles=create_roles, tag_network=tag_network, wheels=wheels))
+
+
+@emr.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@location_options
+@click.argument("cluster_id")
+@click.argument("command")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def submit(cluster_id, command, args, **kw):
+    """Add `fruitlens COMMAND ARGS…` as a step: COMMAND is run, featurize, reduce, train or classify;
+    ARGS go to it unchanged (locations s3:// under a data prefix), e.g.
+
+    fruitlens emr submit --bucket B --prefix P j-XXXX run s3://B/P/data/in s3://B/P/data/out --k 100
+    """
+    from . import kit
+
+    args = list(args)
+    if "--" in args:  # `… -- --k 100`: the separator is for this command line, not for the job's
+        args.remove("--")
+    click.echo(kit.submit(_settings(kw), cluster_id, command, args))
 
 
 @emr.command()
 @click.argument("cluster_id")
-@click.argument("input")
-@click.argument("output")
-@click.option("--bucket", required=True, help="The bucket given to `up`.")
-@click.option("--prefix", default="fruitlens", show_default=True)
-@click.option("--region", default="us-east-1", show_default=True)
-@click.option("--command", type=click.Choice(["run", "featurize", "reduce"]), default="run", show_default=True)
-@click.argument("extra", nargs=-1, type=click.UNPROCESSED)
-def submit(cluster_id, input, output, bucket, prefix, region, command, extra):
-    """Add `fruitlens COMMAND INPUT OUTPUT [EXTRA…]` as a step (s3:// INPUT and OUTPUT)."""
+@REGION
+@click.option("--spot-discount", type=float, default=None, help="Assumed spot discount (default from prices.json).")
+def status(cluster_id, region, spot_discount):
+    """Cluster state, its steps, and the cost so far (instance-hours held x the price table)."""
     from . import kit
 
-    settings = EmrSettings(bucket=bucket, prefix=prefix, region=region)
-    click.echo(kit.submit(settings, cluster_id, command, input, output, list(extra)))
-
-
-@emr.command()
-@click.argument("cluster_id")
-@click.option("--region", default="us-east-1", show_default=True)
-def status(cluster_id, region):
-    """Cluster state and its steps."""
-    from . import kit
-
-    click.echo(json.dumps(kit.status(region, cluster_id), indent=2))
+    click.echo(json.dumps(kit.status(region, cluster_id, spot_discount=spot_discount), indent=2))
 
 
 @emr.command()
 @click.argument("cluster_id")
 @click.argument("step_id")
-@click.option("--region", default="us-east-1", show_default=True)
+@REGION
 def logs(cluster_id, step_id, region):
     """A step's stdout and stderr, from the cluster's log URI."""
     from . import kit
@@ -118,10 +165,27 @@ def logs(cluster_id, step_id, region):
 
 @emr.command()
 @click.argument("cluster_id")
-@click.option("--region", default="us-east-1", show_default=True)
+@REGION
 def down(cluster_id, region):
     """Terminate the cluster."""
     from . import kit
 
     kit.down(region, cluster_id)
     click.echo(f"terminating {cluster_id}")
+
+
+POLICIES = {"user": "user-policy", "instance-role": "ec2-instance-role", "service-role": "service-role",
+            "instance-trust": "ec2-trust", "service-trust": "service-trust"}
+
+
+@emr.command()
+@click.argument("which", type=click.Choice(list(POLICIES)))
+@location_options
+@click.option("--log-uri", default=None, help="As given to `up` (default s3://BUCKET/PREFIX/logs/).")
+def policy(which, **kw):
+    """Print a policy document for this bucket and prefix. `user`: what the person running
+    `fruitlens emr` needs; `service-role`: the inline part (the role also gets
+    AmazonEMRServicePolicy_v2); `instance-role`: what the nodes may do."""
+    from . import kit
+
+    click.echo(json.dumps(kit.policy(POLICIES[which], _settings(kw)), indent=2))

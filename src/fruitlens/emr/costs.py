@@ -1,5 +1,5 @@
-"""Cost estimates: instance-hours x the price table in prices.json, and images/hour from a
-measured throughput per vCPU."""
+"""Cost estimates: instance-hours x the price table (prices.json: per region, with its date and
+source), and images/hour derived from the throughput per core measured in docs/benchmarks.md."""
 
 from __future__ import annotations
 
@@ -7,18 +7,44 @@ import json
 import math
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 
 from .. import FruitlensError
 from .settings import EmrSettings
 
-# Measured on the 2-core development machine (docs/benchmarks.md): the pipeline embeds about
-# 75 images/s per core (Spark standalone, 1 worker x 1 core). A planning figure: EC2 vCPUs are
-# hyperthreads, so it is counted per 2 vCPUs; override with --images-per-s-per-vcpu.
-DEFAULT_IMAGES_PER_S_PER_VCPU = 37.5
+# Measured, not on EMR: one 1-core Spark executor embedded about 75 images/s on the 2-core
+# development machine (docs/benchmarks.md, "Scaling"). EC2 vCPUs are hyperthreads, so the estimate
+# counts half of that per vCPU. Override with --images-per-s-per-vcpu after measuring on EMR.
+MEASURED_IMAGES_PER_S_PER_CORE = 75.0
+DEFAULT_IMAGES_PER_S_PER_VCPU = MEASURED_IMAGES_PER_S_PER_CORE / 2
 
 
-def price_table() -> dict:
+def price_table(path: str | Path | None = None) -> dict:
+    if path:
+        try:
+            return json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise FruitlensError(f"--prices {path}: {exc}") from None
     return json.loads(resources.files("fruitlens.emr").joinpath("prices.json").read_text())
+
+
+def default_spot_discount(prices: dict | None = None) -> float:
+    return float((prices or price_table())["spot_discount_default"])
+
+
+def _region(prices: dict, region: str) -> dict:
+    try:
+        return prices["regions"][region]
+    except KeyError:
+        raise FruitlensError(f"no prices for region {region} (known: {', '.join(prices['regions'])}); "
+                             "pass --prices FILE with that region") from None
+
+
+def _node(prices: dict, region: str, instance: str) -> dict:
+    try:
+        return _region(prices, region)["instances"][instance]
+    except KeyError:
+        raise FruitlensError(f"no price for {instance} in {region}; pass --prices FILE with it") from None
 
 
 @dataclass
@@ -29,30 +55,41 @@ class Estimate:
     hours: float
     total_usd: float
     usd_per_million_images: float
+    region: str
+    as_of: str
+    source: str
+    checked: str
+    spot_discount: float | None
+    images_per_s_per_vcpu: float
 
     def lines(self) -> list[str]:
+        spot = f", spot task nodes at {self.spot_discount:.0%} below on demand (assumed)" if self.spot_discount else ""
         return [
-            f"cluster: {self.hourly_usd:.2f} USD/hour, {self.worker_vcpus} worker vCPUs, "
-            f"about {self.images_per_hour:,.0f} images/hour",
+            f"cluster: {self.hourly_usd:.2f} USD/hour in {self.region}{spot}",
+            f"prices: as of {self.as_of}, {self.source}; {self.checked}",
+            f"throughput (derived, not measured on EMR): {self.worker_vcpus} worker vCPUs x "
+            f"{self.images_per_s_per_vcpu:g} images/s = about {self.images_per_hour:,.0f} images/hour "
+            f"(from {MEASURED_IMAGES_PER_S_PER_CORE:g} images/s per core measured in docs/benchmarks.md)",
             f"{self.hours:.2f} h: about {self.total_usd:.2f} USD; "
             f"about {self.usd_per_million_images:.2f} USD per million images",
         ]
 
 
-def _node(prices: dict, region: str, instance: str) -> dict:
-    try:
-        return prices["regions"][region][instance]
-    except KeyError:
-        raise FruitlensError(f"no price for {instance} in {region} in fruitlens/emr/prices.json") from None
-
-
 def estimate(settings: EmrSettings, images: int | None = None, hours: float | None = None,
-             images_per_s_per_vcpu: float = DEFAULT_IMAGES_PER_S_PER_VCPU) -> Estimate:
-    prices = price_table()
+             images_per_s_per_vcpu: float = DEFAULT_IMAGES_PER_S_PER_VCPU, spot_discount: float | None = None,
+             prices_path: str | Path | None = None) -> Estimate:
+    prices = price_table(prices_path)
+    region = _region(prices, settings.region)
+    if spot_discount is None:
+        spot_discount = default_spot_discount(prices)
+    if not 0 <= spot_discount < 1:
+        raise FruitlensError(f"--spot-discount must be in [0, 1), got {spot_discount}")
+    if images_per_s_per_vcpu <= 0:
+        raise FruitlensError("--images-per-s-per-vcpu must be > 0")
     primary = _node(prices, settings.region, settings.primary_type)
     core = _node(prices, settings.region, settings.core_type)
     task = _node(prices, settings.region, settings.task_type) if settings.task_count else None
-    spot = 1 - prices["spot_discount"] if settings.task_spot else 1.0
+    spot = 1 - spot_discount if settings.task_spot else 1.0
     hourly = primary["ec2"] + primary["emr"] + settings.core_count * (core["ec2"] + core["emr"])
     if task:
         hourly += settings.task_count * (task["ec2"] * spot + task["emr"])
@@ -63,23 +100,28 @@ def estimate(settings: EmrSettings, images: int | None = None, hours: float | No
         hours = math.ceil(hours * 4) / 4  # quarter hours, plus start-up
     total = hourly * hours
     return Estimate(hourly_usd=hourly, images_per_hour=per_hour, worker_vcpus=vcpus, hours=hours,
-                    total_usd=total, usd_per_million_images=hourly / per_hour * 1e6)
+                    total_usd=total, usd_per_million_images=hourly / per_hour * 1e6, region=settings.region,
+                    as_of=region["as_of"], source=region["source"], checked=region["checked"],
+                    spot_discount=spot_discount if task and settings.task_spot else None,
+                    images_per_s_per_vcpu=images_per_s_per_vcpu)
 
 
-def cost_so_far(region: str, groups: list[dict], hours: float) -> dict:
+def cost_so_far(region: str, groups: list[dict], hours: float, spot_discount: float | None = None) -> dict:
     """Instance-hours actually held by a cluster's instance groups x the price table."""
     prices = price_table()
+    if spot_discount is None:
+        spot_discount = default_spot_discount(prices)
+    table = prices["regions"].get(region, {}).get("instances", {})
     usd = instance_hours = 0.0
     unknown = []
     for g in groups:
         count = g.get("RunningInstanceCount") or g.get("RequestedInstanceCount") or 0
-        try:
-            node = prices["regions"][region][g["InstanceType"]]
-        except KeyError:
+        node = table.get(g["InstanceType"])
+        if node is None:
             unknown.append(g["InstanceType"])
             continue
-        ec2 = node["ec2"] * (1 - prices["spot_discount"] if g.get("Market") == "SPOT" else 1.0)
+        ec2 = node["ec2"] * (1 - spot_discount if g.get("Market") == "SPOT" else 1.0)
         usd += count * hours * (ec2 + node["emr"])
         instance_hours += count * hours
     return {"hours": round(hours, 3), "instance_hours": round(instance_hours, 2), "usd": round(usd, 2),
-            "unpriced_instance_types": unknown}
+            "spot_discount_assumed": spot_discount, "unpriced_instance_types": unknown}

@@ -1,9 +1,16 @@
-"""EMR deployment with boto3: request builders (pure, testable) and the commands."""
+"""EMR deployment with boto3: request builders (pure, validated against botocore's service models
+in the tests) and the commands. Everything uploaded to the cluster ships inside the package."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
+import shutil
 import subprocess
+import sys
+import tempfile
+import time
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
@@ -12,21 +19,75 @@ from string import Template
 from .. import FruitlensError
 from ..packaging import package_zip
 from .costs import cost_so_far
-from .settings import VENV, EmrSettings
+from .settings import MANAGED_TAG, MODELS_DIR, VENV, EmrSettings
 
-REPO_SCRIPTS = Path(__file__).resolve().parents[3] / "scripts"
+JOB_COMMANDS = ("run", "featurize", "reduce", "train", "classify")
+MANAGED_SERVICE_POLICY = "iam::aws:policy/service-role/AmazonEMRServicePolicy_v2"
+REQUIREMENTS = "requirements-emr7.txt"  # pinned for EMR 7.x: Python 3.11, Spark 3.5, NumPy < 2
+# Wheel tags of EMR 7.x nodes: Amazon Linux 2023 (glibc 2.34), x86_64, CPython 3.11.
+WHEEL_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
+                   "manylinux_2_5_x86_64", "manylinux1_x86_64")
+
+_package = resources.files("fruitlens.emr")
+
+
+def _data(name: str) -> str:
+    return _package.joinpath(name).read_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# Policies
+# ---------------------------------------------------------------------------------------------
+
+def _render(name: str, settings: EmrSettings) -> dict:
+    log_bucket, log_prefix = settings.log_location
+    text = _data(f"policies/{name}.json")
+    return json.loads(Template(text).substitute(
+        PARTITION=settings.partition, BUCKET=settings.bucket, PREFIX=settings.key_prefix,
+        LOG_BUCKET=log_bucket, LOG_PREFIX=log_prefix,
+        SERVICE_ROLE=settings.service_role, INSTANCE_ROLE=settings.instance_profile))
+
+
+def instance_role_policy(settings: EmrSettings) -> dict:
+    """What the cluster's nodes may do: read artifacts/, write (only put) logs/, read and write the
+    data prefixes; nothing else in the bucket, nothing in any other bucket."""
+    arn = f"arn:{settings.partition}:s3:::"
+    bucket, prefix = settings.bucket, settings.key_prefix
+    log_bucket, log_prefix = settings.log_location
+    listable = [f"{prefix}/artifacts/*"]
+    for key in settings.data_keys:
+        listable += [key, f"{key}/*"]
+    statements = [
+        {"Sid": "BucketLocation", "Effect": "Allow", "Action": "s3:GetBucketLocation",
+         "Resource": sorted({f"{arn}{bucket}", f"{arn}{log_bucket}"})},
+        {"Sid": "ListOnlyDataAndArtifacts", "Effect": "Allow", "Action": "s3:ListBucket",
+         "Resource": f"{arn}{bucket}", "Condition": {"StringLike": {"s3:prefix": listable}}},
+        {"Sid": "ReadArtifactsNeverWrite", "Effect": "Allow", "Action": "s3:GetObject",
+         "Resource": f"{arn}{bucket}/{prefix}/artifacts/*"},
+        {"Sid": "WriteLogsOnly", "Effect": "Allow", "Action": "s3:PutObject",
+         "Resource": f"{arn}{log_bucket}/{log_prefix}*"},
+        {"Sid": "ReadWriteData", "Effect": "Allow",
+         "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
+         "Resource": [f"{arn}{bucket}/{key}/*" for key in settings.data_keys]},
+    ]
+    return {"Version": "2012-10-17", "Statement": statements}
 
 
 def policy(name: str, settings: EmrSettings) -> dict:
-    """A least-privilege policy document from policies/NAME.json for this bucket and prefix."""
-    text = resources.files("fruitlens.emr").joinpath("policies", f"{name}.json").read_text()
-    return json.loads(Template(text).substitute(
-        BUCKET=settings.bucket, PREFIX=settings.prefix.strip("/"), INSTANCE_ROLE=settings.instance_profile))
+    """A policy document for this deployment: ec2-instance-role, service-role (the inline part; the
+    role also gets AmazonEMRServicePolicy_v2), ec2-trust, service-trust, user-policy."""
+    if name == "ec2-instance-role":
+        return instance_role_policy(settings)
+    return _render(name, settings)
 
 
-def bootstrap_script() -> str:
-    return resources.files("fruitlens.emr").joinpath("bootstrap.sh").read_text()
+def managed_service_policy_arn(settings: EmrSettings) -> str:
+    return f"arn:{settings.partition}:{MANAGED_SERVICE_POLICY}"
 
+
+# ---------------------------------------------------------------------------------------------
+# Requests (pure)
+# ---------------------------------------------------------------------------------------------
 
 def run_job_flow_request(settings: EmrSettings) -> dict:
     groups = [
@@ -41,6 +102,10 @@ def run_job_flow_request(settings: EmrSettings) -> dict:
     instances = {"InstanceGroups": groups, "KeepJobFlowAliveWhenNoSteps": True, "TerminationProtected": False}
     if settings.subnet_id:
         instances["Ec2SubnetId"] = settings.subnet_id
+    env = {"PYSPARK_PYTHON": f"{VENV}/bin/python"}
+    if settings.offline_nodes:
+        env["FRUITLENS_MODEL_DIR"] = MODELS_DIR  # the bootstrap copied the model files there from S3
+    args = [settings.artifacts] + (["--offline"] if settings.offline_nodes else [])
     return {
         "Name": settings.name,
         "ReleaseLabel": settings.release_label,
@@ -48,112 +113,332 @@ def run_job_flow_request(settings: EmrSettings) -> dict:
         "Applications": [{"Name": "Spark"}],
         "Instances": instances,
         "BootstrapActions": [{
-            "Name": "install fruitlens dependencies (uv.lock versions)",
-            "ScriptBootstrapAction": {"Path": f"{settings.artifacts}/bootstrap.sh", "Args": [settings.artifacts]},
+            "Name": "fruitlens dependencies (pinned for EMR 7)" + (", offline" if settings.offline_nodes else ""),
+            "ScriptBootstrapAction": {"Path": f"{settings.artifacts}/bootstrap.sh", "Args": args},
         }],
         "Configurations": [{
             "Classification": "spark-env",
-            "Configurations": [{"Classification": "export", "Properties": {"PYSPARK_PYTHON": f"{VENV}/bin/python"}}],
+            "Configurations": [{"Classification": "export", "Properties": env}],
         }],
         "AutoTerminationPolicy": {"IdleTimeout": settings.idle_timeout_s},
         "ServiceRole": settings.service_role,
         "JobFlowRole": settings.instance_profile,
         "VisibleToAllUsers": True,
-        "Tags": [{"Key": "app", "Value": "fruitlens"}],
+        # AmazonEMRServicePolicy_v2 acts only on resources carrying this tag; EMR propagates it.
+        "Tags": [{"Key": "app", "Value": "fruitlens"}, dict(MANAGED_TAG)],
     }
 
 
-def step_request(settings: EmrSettings, command: str, input_uri: str, output_uri: str, extra: list[str]) -> dict:
-    args = [
+def check_job_args(settings: EmrSettings, command: str, args: list[str]) -> None:
+    """Refuse what cannot work on the cluster, before a step is added: an unknown command, a local
+    path, an s3:// location outside the data prefixes the nodes may use."""
+    if command not in JOB_COMMANDS:
+        raise FruitlensError(f"submit: COMMAND must be one of {', '.join(JOB_COMMANDS)}, got {command!r}")
+    uris = [a for a in args if a.startswith(("s3://", "s3a://", "s3n://"))]
+    if not uris:
+        raise FruitlensError(f"submit {command}: give its s3:// locations, e.g. "
+                             f"submit CLUSTER {command} {settings.data_uris[0]}in {settings.data_uris[0]}out")
+    for a in args:
+        if a.startswith(("/", "./", "../", "~", "file:")):
+            raise FruitlensError(f"submit: {a!r} is a local path; on EMR every location is s3://")
+    for uri in uris:
+        bucket, _, key = uri.split("://", 1)[1].partition("/")
+        key = key.strip("/")
+        if bucket != settings.bucket or not any(key == d or key.startswith(d + "/") for d in settings.data_keys):
+            raise FruitlensError(f"submit: {uri} is outside the data prefixes the cluster's role may use "
+                                 f"({', '.join(settings.data_uris)}); see --data-prefix")
+
+
+def step_request(settings: EmrSettings, command: str, args: list[str]) -> dict:
+    spark = [
         "spark-submit", "--deploy-mode", "client", "--master", "yarn",
         "--conf", f"spark.pyspark.python={VENV}/bin/python",
         "--conf", f"spark.pyspark.driver.python={VENV}/bin/python",
         "--py-files", f"{settings.artifacts}/fruitlens.zip",
-        f"{settings.artifacts}/fruitlens_submit.py", command, input_uri, output_uri, *extra,
+        f"{settings.artifacts}/fruitlens_submit.py", command, *args,
     ]
-    return {"Name": f"fruitlens {command} {input_uri} -> {output_uri}", "ActionOnFailure": "CONTINUE",
-            "HadoopJarStep": {"Jar": "command-runner.jar", "Args": args}}
+    name = " ".join(["fruitlens", command, *args])
+    return {"Name": name[:256], "ActionOnFailure": "CONTINUE",
+            "HadoopJarStep": {"Jar": "command-runner.jar", "Args": spark}}
 
 
-def locked_requirements() -> str:
-    """uv.lock's versions of the dependencies, without PySpark (EMR brings Spark 3.5)."""
-    import shutil
-    import sys
+def iam_requests(settings: EmrSettings) -> list[tuple[str, dict]]:
+    """Every IAM request `--create-roles` makes, in order (operation name, parameters)."""
+    tags = [{"Key": "app", "Value": "fruitlens"}]
+    service, instance = settings.service_role, settings.instance_profile
+    return [
+        ("CreateRole", {"RoleName": service, "AssumeRolePolicyDocument": json.dumps(policy("service-trust", settings)),
+                        "Description": "fruitlens: EMR service role (AmazonEMRServicePolicy_v2)", "Tags": tags}),
+        ("AttachRolePolicy", {"RoleName": service, "PolicyArn": managed_service_policy_arn(settings)}),
+        ("PutRolePolicy", {"RoleName": service, "PolicyName": "fruitlens-pass-instance-role",
+                           "PolicyDocument": json.dumps(policy("service-role", settings))}),
+        ("CreateRole", {"RoleName": instance, "AssumeRolePolicyDocument": json.dumps(policy("ec2-trust", settings)),
+                        "Description": "fruitlens: EMR nodes (read artifacts, write logs, data prefixes)", "Tags": tags}),
+        ("PutRolePolicy", {"RoleName": instance, "PolicyName": "fruitlens-s3",
+                           "PolicyDocument": json.dumps(policy("ec2-instance-role", settings))}),
+        ("CreateInstanceProfile", {"InstanceProfileName": instance, "Tags": tags}),
+        ("AddRoleToInstanceProfile", {"InstanceProfileName": instance, "RoleName": instance}),
+    ]
 
-    uv = shutil.which("uv") or shutil.which("uv", path=str(Path(sys.executable).parent))
-    if not uv or not (REPO_SCRIPTS.parent / "uv.lock").exists():
-        raise FruitlensError("`fruitlens emr up` runs from a fruitlens checkout with uv (it ships uv.lock's versions)")
-    out = subprocess.run([uv, "export", "--frozen", "--no-hashes", "--no-dev", "--no-emit-project", "--quiet"],
-                         cwd=REPO_SCRIPTS.parent, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise FruitlensError(f"cannot export the locked requirements (uv export): {out.stderr.strip()[:200]}")
-    keep = [l for l in out.stdout.splitlines() if l and not l.startswith(("pyspark==", "py4j==", "#", " "))]
-    return "\n".join(keep) + "\n"
+
+# ---------------------------------------------------------------------------------------------
+# Artifacts
+# ---------------------------------------------------------------------------------------------
+
+def bootstrap_script() -> str:
+    return _data("bootstrap.sh")
 
 
-def upload_artifacts(settings: EmrSettings, s3) -> list[str]:
-    files = {
+def pinned_requirements() -> str:
+    """The pinned dependency set for EMR 7.x nodes (package data, made with `uv pip compile`)."""
+    return _data(REQUIREMENTS)
+
+
+def artifact_files() -> dict[str, bytes]:
+    """What every cluster needs under ARTIFACTS, all from the installed package."""
+    return {
         "bootstrap.sh": bootstrap_script().encode(),
-        "requirements.txt": locked_requirements().encode(),
+        "requirements.txt": pinned_requirements().encode(),
         "fruitlens.zip": Path(package_zip()).read_bytes(),
-        "fruitlens_submit.py": (REPO_SCRIPTS / "fruitlens_submit.py").read_bytes(),
+        "fruitlens_submit.py": _package.joinpath("fruitlens_submit.py").read_bytes(),
     }
-    prefix = f"{settings.prefix.strip('/')}/artifacts"
+
+
+def model_files() -> list[Path]:
+    """Verified local copies of every backbone's model file (cache, $FRUITLENS_MODEL_DIR or download)."""
+    from ..backbones import SPECS
+    from ..model_store import resolve
+
+    return [resolve(spec.model_file) for spec in SPECS.values()]
+
+
+def pip_download_command(requirements: Path, dest: Path) -> list[str]:
+    """`pip download` of the pinned set as EMR 7.x nodes install it (manylinux x86_64, CPython 3.11)."""
+    import importlib.util
+
+    if importlib.util.find_spec("pip"):
+        pip = [sys.executable, "-m", "pip"]
+    else:
+        uv = shutil.which("uv") or shutil.which("uv", path=str(Path(sys.executable).parent))
+        if not uv:
+            raise FruitlensError("--offline-nodes downloads wheels with pip: install pip or uv, or pass --wheels DIR")
+        pip = [uv, "tool", "run", "--from", "pip", "pip"]
+    platforms = [x for p in WHEEL_PLATFORMS for x in ("--platform", p)]
+    return [*pip, "download", "--quiet", "--disable-pip-version-check", "--no-deps", "--only-binary=:all:",
+            *platforms, "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311",
+            "-r", str(requirements), "-d", str(dest)]
+
+
+def download_wheels(dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    reqs = dest / "requirements.txt"
+    reqs.write_text(pinned_requirements())
+    out = subprocess.run(pip_download_command(reqs, dest), capture_output=True, text=True)
+    reqs.unlink()
+    if out.returncode != 0:
+        raise FruitlensError(f"pip download of the pinned wheels failed: {_last_line(out.stderr)}")
+    return dest
+
+
+def check_wheels(wheels: Path) -> None:
+    """Every pinned name==version has a wheel in the folder (what `pip --no-index` will need)."""
+    have = {_canonical(w.name.split("-")[0]) + "==" + w.name.split("-")[1] for w in wheels.glob("*.whl")}
+    missing = [f"{n}=={v}" for n, v in re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", pinned_requirements(), re.M)
+               if f"{_canonical(n)}=={v}" not in have]
+    if missing:
+        raise FruitlensError(f"--wheels {wheels}: no wheel for {', '.join(missing[:5])}"
+                             + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "no output"
+
+
+def upload_artifacts(settings: EmrSettings, s3, wheels: Path | None = None) -> list[str]:
+    """bootstrap.sh, the pinned requirements, fruitlens itself and the step entry point; with
+    --offline-nodes also every wheel of the pinned set and the model files."""
+    files: dict[str, bytes | Path] = dict(artifact_files())
+    if settings.offline_nodes:
+        with contextlib.ExitStack() as stack:
+            if wheels is None:
+                wheels = download_wheels(Path(stack.enter_context(tempfile.TemporaryDirectory())))
+            check_wheels(wheels)
+            files.update({f"wheels/{w.name}": w for w in sorted(wheels.glob("*.whl"))})
+            files.update({f"models/{m.name}": m for m in model_files()})
+            return _put_all(settings, s3, files)
+    return _put_all(settings, s3, files)
+
+
+def _put_all(settings: EmrSettings, s3, files: dict[str, bytes | Path]) -> list[str]:
+    prefix = f"{settings.key_prefix}/artifacts"
     for name, body in files.items():
-        s3.put_object(Bucket=settings.bucket, Key=f"{prefix}/{name}", Body=body)
+        if isinstance(body, Path):
+            s3.upload_file(str(body), settings.bucket, f"{prefix}/{name}")
+        else:
+            s3.put_object(Bucket=settings.bucket, Key=f"{prefix}/{name}", Body=body)
     return [f"{settings.artifacts}/{name}" for name in files]
 
 
-def create_roles(settings: EmrSettings, iam) -> None:
-    """The two EMR roles with the repo's least-privilege policies (idempotent)."""
-    roles = (
-        (settings.service_role, "service-trust", "service-role"),
-        (settings.instance_profile, "ec2-trust", "ec2-instance-role"),
-    )
-    for role, trust, permissions in roles:
-        try:
-            iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps(policy(trust, settings)))
-        except iam.exceptions.EntityAlreadyExistsException:
-            pass
-        iam.put_role_policy(RoleName=role, PolicyName=f"{role}-policy",
-                            PolicyDocument=json.dumps(policy(permissions, settings)))
+# ---------------------------------------------------------------------------------------------
+# AWS calls
+# ---------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def aws_errors(what: str):
+    """botocore's errors as one line (FruitlensError), never a traceback."""
+    from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
+
     try:
-        iam.create_instance_profile(InstanceProfileName=settings.instance_profile)
-        iam.add_role_to_instance_profile(InstanceProfileName=settings.instance_profile, RoleName=settings.instance_profile)
-    except iam.exceptions.EntityAlreadyExistsException:
-        pass
+        yield
+    except ClientError as exc:
+        err = exc.response.get("Error", {})
+        raise FruitlensError(f"{what}: {err.get('Code', 'error')}: {err.get('Message', '')}".rstrip(": ")) from None
+    except NoCredentialsError:
+        raise FruitlensError(f"{what}: no AWS credentials found (environment, ~/.aws profile or role)") from None
+    except EndpointConnectionError as exc:
+        raise FruitlensError(f"{what}: cannot reach {exc.kwargs.get('endpoint_url', 'the AWS endpoint')}") from None
+    except BotoCoreError as exc:
+        raise FruitlensError(f"{what}: {exc}") from None
 
 
 def clients(region: str):
-    import boto3
-
+    try:
+        import boto3
+    except ImportError:
+        raise FruitlensError('`fruitlens emr` needs boto3: pip install "fruitlens[emr]"') from None
     session = boto3.session.Session(region_name=region)
-    return session.client("emr"), session.client("s3"), session.client("iam")
+    return {name: session.client(name) for name in ("emr", "s3", "iam", "ec2")}
 
 
-def up(settings: EmrSettings, create_iam_roles: bool = False) -> str:
+def _code(exc) -> str:
+    return getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+
+
+def create_roles(settings: EmrSettings, iam, sleep=time.sleep) -> None:
+    """The two roles and the instance profile (idempotent), waiting for IAM to show each one:
+    IAM is eventually consistent, and EMR refuses a profile it cannot see yet."""
+    existing_profile_roles, created = None, False
+    for op, params in iam_requests(settings):
+        if op == "CreateRole":
+            try:
+                iam.get_role(RoleName=params["RoleName"])
+                continue  # keep the role; its policies are (re)written below
+            except iam.exceptions.NoSuchEntityException:
+                iam.create_role(**params)
+                created = True
+            iam.get_waiter("role_exists").wait(RoleName=params["RoleName"], WaiterConfig={"Delay": 2, "MaxAttempts": 30})
+        elif op == "CreateInstanceProfile":
+            try:
+                profile = iam.get_instance_profile(InstanceProfileName=params["InstanceProfileName"])
+            except iam.exceptions.NoSuchEntityException:
+                iam.create_instance_profile(**params)
+                created = True
+                iam.get_waiter("instance_profile_exists").wait(
+                    InstanceProfileName=params["InstanceProfileName"], WaiterConfig={"Delay": 2, "MaxAttempts": 30})
+                profile = iam.get_instance_profile(InstanceProfileName=params["InstanceProfileName"])
+            existing_profile_roles = [r["RoleName"] for r in profile["InstanceProfile"]["Roles"]]
+        elif op == "AddRoleToInstanceProfile":
+            if params["RoleName"] in existing_profile_roles:
+                continue
+            if existing_profile_roles:
+                raise FruitlensError(f"instance profile {params['InstanceProfileName']} holds the role "
+                                     f"{existing_profile_roles[0]}, not {params['RoleName']}: remove it or "
+                                     "choose another profile name")
+            iam.add_role_to_instance_profile(**params)
+            created = True
+        else:
+            getattr(iam, _snake(op))(**params)
+    if created:
+        sleep(10)  # a new role or profile reaches EC2 and EMR seconds after IAM shows it
+
+
+def _snake(op: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", op).lower()
+
+
+PROPAGATION = re.compile(r"instance ?profile|role|not authorized to perform|cannot be assumed", re.I)
+
+
+def retry_propagation(call, sleep=time.sleep, attempts: int = 8, first_delay: float = 5.0):
+    """`call()`, again after a pause while EMR answers with an IAM propagation error (a role or
+    instance profile created seconds ago): bounded, 5 s then 10, 15, ... 20 s, about 2 minutes."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except Exception as exc:  # botocore ClientError
+            code, message = _code(exc), str(exc)
+            if attempt == attempts or code not in ("ValidationException", "AccessDeniedException") \
+                    or not PROPAGATION.search(message):
+                raise
+            sleep(min(first_delay * attempt, 20.0))
+
+
+def network(settings: EmrSettings, ec2, tag: bool = False) -> str:
+    """The subnet to use, checked (or, with tag=True, made) to carry the managed-policy tag on it
+    and on its VPC, as AmazonEMRServicePolicy_v2 requires. Without --subnet-id: the default VPC's
+    first default subnet."""
+    key, value = MANAGED_TAG["Key"], MANAGED_TAG["Value"]
+    if settings.subnet_id:
+        subnets = ec2.describe_subnets(SubnetIds=[settings.subnet_id])["Subnets"]
+    else:
+        vpcs = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"]
+        if not vpcs:
+            raise FruitlensError("no default VPC in this region: pass --subnet-id")
+        subnets = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpcs[0]["VpcId"]]},
+                                                {"Name": "default-for-az", "Values": ["true"]}])["Subnets"]
+        if not subnets:
+            raise FruitlensError("the default VPC has no default subnet: pass --subnet-id")
+        subnets = sorted(subnets, key=lambda s: s["AvailabilityZone"])[:1]
+    subnet = subnets[0]
+    vpc = ec2.describe_vpcs(VpcIds=[subnet["VpcId"]])["Vpcs"][0]
+    untagged = [r[f"{kind}Id"] for r, kind in ((subnet, "Subnet"), (vpc, "Vpc"))
+                if {"Key": key, "Value": value} not in r.get("Tags", [])]
+    if untagged and tag:
+        ec2.create_tags(Resources=untagged, Tags=[dict(MANAGED_TAG)])
+    elif untagged:
+        raise FruitlensError(
+            f"{' and '.join(untagged)} lack the tag {key}={value} that AmazonEMRServicePolicy_v2 requires "
+            f"(EMR could not launch nodes there): pass --tag-network, or run "
+            f"aws ec2 create-tags --resources {' '.join(untagged)} --tags Key={key},Value={value}")
+    return subnet["SubnetId"]
+
+
+def up(settings: EmrSettings, create_iam_roles: bool = False, tag_network: bool = False,
+       wheels: Path | None = None, sleep=time.sleep) -> str:
+    from dataclasses import replace
+
     settings.validate()
-    emr, s3, iam = clients(settings.region)
-    upload_artifacts(settings, s3)
+    aws = clients(settings.region)
+    with aws_errors("network"):
+        settings = replace(settings, subnet_id=network(settings, aws["ec2"], tag=tag_network))
+    with aws_errors("upload artifacts"):
+        upload_artifacts(settings, aws["s3"], wheels)
     if create_iam_roles:
-        create_roles(settings, iam)
-    return emr.run_job_flow(**run_job_flow_request(settings))["JobFlowId"]
+        with aws_errors("create roles"):
+            create_roles(settings, aws["iam"], sleep=sleep)
+    with aws_errors("RunJobFlow"):
+        request = run_job_flow_request(settings)
+        return retry_propagation(lambda: aws["emr"].run_job_flow(**request), sleep=sleep)["JobFlowId"]
 
 
-def submit(settings: EmrSettings, cluster_id: str, command: str, input_uri: str, output_uri: str, extra: list[str]) -> str:
-    for uri, what in ((input_uri, "INPUT"), (output_uri, "OUTPUT")):
-        if not uri.startswith("s3://"):
-            raise FruitlensError(f"{what} must be an s3:// URI on EMR, got {uri!r}")
-    emr, _, _ = clients(settings.region)
-    step = step_request(settings, command, input_uri, output_uri, extra)
-    return emr.add_job_flow_steps(JobFlowId=cluster_id, Steps=[step])["StepIds"][0]
+def submit(settings: EmrSettings, cluster_id: str, command: str, args: list[str]) -> str:
+    check_job_args(settings, command, args)
+    emr = clients(settings.region)["emr"]
+    with aws_errors("AddJobFlowSteps"):
+        return emr.add_job_flow_steps(JobFlowId=cluster_id, Steps=[step_request(settings, command, args)])["StepIds"][0]
 
 
-def status(region: str, cluster_id: str) -> dict:
-    emr, _, _ = clients(region)
-    cluster = emr.describe_cluster(ClusterId=cluster_id)["Cluster"]
-    steps = emr.list_steps(ClusterId=cluster_id)["Steps"]
-    groups = emr.list_instance_groups(ClusterId=cluster_id)["InstanceGroups"]
+def status(region: str, cluster_id: str, spot_discount: float | None = None) -> dict:
+    emr = clients(region)["emr"]
+    with aws_errors("status"):
+        cluster = emr.describe_cluster(ClusterId=cluster_id)["Cluster"]
+        steps = emr.list_steps(ClusterId=cluster_id)["Steps"]
+        groups = emr.list_instance_groups(ClusterId=cluster_id)["InstanceGroups"]
     timeline = cluster["Status"].get("Timeline", {})
     start = timeline.get("CreationDateTime")
     end = timeline.get("EndDateTime") or datetime.now(timezone.utc)
@@ -162,28 +447,43 @@ def status(region: str, cluster_id: str) -> dict:
         "cluster": cluster_id, "name": cluster["Name"], "state": cluster["Status"]["State"],
         "release": cluster.get("ReleaseLabel"), "log_uri": cluster.get("LogUri"),
         "steps": [{"id": s["Id"], "name": s["Name"], "state": s["Status"]["State"]} for s in steps],
-        "cost_so_far": cost_so_far(region, groups, hours),
+        "cost_so_far": cost_so_far(region, groups, hours, spot_discount=spot_discount),
     }
 
 
 def logs(region: str, cluster_id: str, step_id: str) -> dict[str, str]:
-    """The step's stdout/stderr from the cluster's log URI (EMR copies them there every few minutes)."""
+    """The step's stdout/stderr from the cluster's log URI (EMR copies them there every few
+    minutes). Files not there yet are skipped; any other S3 error is one line."""
     import gzip
 
-    emr, s3, _ = clients(region)
-    log_uri = emr.describe_cluster(ClusterId=cluster_id)["Cluster"].get("LogUri") or ""
-    bucket, _, prefix = log_uri.removeprefix("s3://").removeprefix("s3n://").partition("/")
+    aws = clients(region)
+    with aws_errors(f"logs of {cluster_id}"):
+        log_uri = aws["emr"].describe_cluster(ClusterId=cluster_id)["Cluster"].get("LogUri") or ""
+    if not log_uri:
+        raise FruitlensError(f"cluster {cluster_id} has no log URI")
+    bucket, _, prefix = log_uri.split("://", 1)[-1].partition("/")
     out = {}
     for name in ("stdout.gz", "stderr.gz", "controller.gz"):
         key = f"{prefix.rstrip('/')}/{cluster_id}/steps/{step_id}/{name}".lstrip("/")
         try:
-            body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            with aws_errors(f"s3://{bucket}/{key}"):
+                try:
+                    body = aws["s3"].get_object(Bucket=bucket, Key=key)["Body"].read()
+                except aws["s3"].exceptions.NoSuchKey:
+                    continue
+        except FruitlensError as exc:
+            if "AccessDenied" in str(exc):
+                raise FruitlensError(f"{exc} (reading logs needs s3:GetObject and s3:ListBucket on the log URI; "
+                                     "see `fruitlens emr policy user`)") from None
+            raise
+        try:
             out[name.removesuffix(".gz")] = gzip.decompress(body).decode(errors="replace")
-        except s3.exceptions.NoSuchKey:
-            continue
+        except OSError:
+            out[name.removesuffix(".gz")] = body.decode(errors="replace")
     return out
 
 
 def down(region: str, cluster_id: str) -> None:
-    emr, _, _ = clients(region)
-    emr.terminate_job_flows(JobFlowIds=[cluster_id])
+    emr = clients(region)["emr"]
+    with aws_errors("TerminateJobFlows"):
+        emr.terminate_job_flows(JobFlowIds=[cluster_id])

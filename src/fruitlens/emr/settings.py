@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .. import FruitlensError
 
-DEFAULT_RELEASE = "emr-7.8.0"  # EMR 7.x: Spark 3.5, Amazon Linux 2023
-VENV = "/opt/fruitlens/venv"  # where the bootstrap action installs the locked dependencies
+# The newest EMR 7.x release confirmed in AWS's release notes (ReleaseGuide/emr-7130-release,
+# Spark-release-history): emr-7.13.0, released 2026-04-21, Spark 3.5.6-amzn-2, Python 3.9 and 3.11.
+DEFAULT_RELEASE = "emr-7.13.0"
+EMR_SPARK_VERSION = "3.5.6"  # the Apache Spark release EMR's 3.5.6-amzn-2 is built from (CI tests PySpark 3.5.6)
+VENV = "/opt/fruitlens/venv"  # where the bootstrap action installs the pinned dependencies
+MODELS_DIR = "/opt/fruitlens/models"  # where --offline-nodes puts the model files (FRUITLENS_MODEL_DIR)
+MANAGED_TAG = {"Key": "for-use-with-amazon-emr-managed-policies", "Value": "true"}  # AmazonEMRServicePolicy_v2
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,8 @@ class EmrSettings:
     service_role: str = "fruitlens-emr-service-role"
     instance_profile: str = "fruitlens-emr-ec2-profile"
     subnet_id: str | None = None
+    data_prefixes: tuple[str, ...] = field(default_factory=tuple)  # default: (PREFIX/data,)
+    offline_nodes: bool = False
 
     def validate(self) -> None:
         if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", self.bucket):
@@ -39,10 +46,47 @@ class EmrSettings:
             raise FruitlensError("--core-count must be >= 1 and --task-count >= 0")
         if not 60 <= self.idle_timeout_s <= 604_800:
             raise FruitlensError("--idle-timeout must be between 60 s and 7 days")
+        if not self.key_prefix:
+            raise FruitlensError("--prefix must not be empty (the roles are scoped to it)")
+        if self.subnet_id and not re.fullmatch(r"subnet-[0-9a-f]{8,17}", self.subnet_id):
+            raise FruitlensError(f"--subnet-id: not a subnet id: {self.subnet_id!r}")
+        if not self.logs.startswith("s3://"):
+            raise FruitlensError(f"--log-uri must be an s3:// URI, got {self.logs!r}")
+        log_bucket, log_key = self.log_location
+        protected = [(self.bucket, f"{self.key_prefix}/artifacts"), (log_bucket, log_key.rstrip("/"))]
+        for data in self.data_keys:
+            if not data:
+                raise FruitlensError("--data-prefix must not be empty or the bucket root")
+            for bucket, other in protected:
+                if bucket == self.bucket and (not other or data == other or data.startswith(other + "/")
+                                              or other.startswith(data + "/")):
+                    raise FruitlensError(f"--data-prefix {data!r} overlaps s3://{bucket}/{other}: the nodes may "
+                                         "only read artifacts and only write logs, so data must live elsewhere")
+
+    @property
+    def key_prefix(self) -> str:
+        return self.prefix.strip("/")
+
+    @property
+    def data_keys(self) -> tuple[str, ...]:
+        """Key prefixes (no bucket, no slashes at the ends) the nodes may read and write."""
+        return tuple(p.strip("/") for p in self.data_prefixes) or (f"{self.key_prefix}/data",)
+
+    @property
+    def data_uris(self) -> list[str]:
+        return [f"s3://{self.bucket}/{k}/" for k in self.data_keys]
+
+    @property
+    def partition(self) -> str:
+        if self.region.startswith("cn-"):
+            return "aws-cn"
+        if self.region.startswith("us-gov-"):
+            return "aws-us-gov"
+        return "aws"
 
     @property
     def base(self) -> str:
-        return f"s3://{self.bucket}/{self.prefix.strip('/')}"
+        return f"s3://{self.bucket}/{self.key_prefix}"
 
     @property
     def artifacts(self) -> str:
@@ -51,3 +95,10 @@ class EmrSettings:
     @property
     def logs(self) -> str:
         return self.log_uri or f"{self.base}/logs/"
+
+    @property
+    def log_location(self) -> tuple[str, str]:
+        """(bucket, key prefix ending in '/') of the log URI."""
+        bucket, _, key = self.logs.removeprefix("s3://").partition("/")
+        key = key.strip("/")
+        return bucket, f"{key}/" if key else ""
