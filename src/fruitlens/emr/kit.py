@@ -297,7 +297,12 @@ def aws_errors(what: str):
         yield
     except ClientError as exc:
         err = exc.response.get("Error", {})
-        raise FruitlensError(f"{what}: {err.get('Code', 'error')}: {err.get('Message', '')}".rstrip(": ")) from None
+        code, message = str(err.get("Code", "error")), str(err.get("Message", ""))
+        if "<Message>" in message:  # an XML error body botocore could not parse (e.g. from a proxy)
+            found = dict(re.findall(r"<(Code|Message)>([^<]*)</", message))
+            code, message = found.get("Code", code), found.get("Message", "")
+        message = " ".join(message.split())[:300]
+        raise FruitlensError(f"{what}: {code}: {message}".rstrip(": ")) from None
     except NoCredentialsError:
         raise FruitlensError(f"{what}: no AWS credentials found (environment, ~/.aws profile or role)") from None
     except EndpointConnectionError as exc:
