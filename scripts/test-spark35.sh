@@ -1,13 +1,31 @@
 #!/usr/bin/env bash
-# Runs the Spark tests again on PySpark 3.5 (what EMR 7 ships), with every other dependency at its
-# locked version. The main environment (.venv, uv.lock) stays on PySpark 4.x.
+# Runs the Spark tests again in EMR 7's Python environment: the pinned set the EMR bootstrap
+# installs (src/fruitlens/emr/requirements-emr7.txt: NumPy < 2 ...) plus PySpark at the Spark
+# version of the default EMR release, so the versions CI tests are the ones the cluster runs.
+# The main environment (.venv, uv.lock) stays on PySpark 4.x and NumPy 2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 VENV=.venv-spark35
-[ -x "$VENV/bin/python" ] || uv venv --quiet --python "$(.venv/bin/python -c 'import sys; print(sys.executable)')" "$VENV"
-uv export --frozen --no-hashes --no-emit-project --quiet | grep -v -E '^(pyspark|py4j)==' > "$VENV/requirements.txt"
-VIRTUAL_ENV="$VENV" uv pip install --quiet -r "$VENV/requirements.txt" "pyspark>=3.5,<3.6"
+PINS=src/fruitlens/emr/requirements-emr7.txt
+SPARK=$(.venv/bin/python -c 'from fruitlens.emr.settings import EMR_SPARK_VERSION; print(EMR_SPARK_VERSION)')
+STAMP="$(sha256sum "$PINS" | cut -c1-16)-pyspark-$SPARK"
+if [ "$(cat "$VENV/.emr-pins" 2>/dev/null)" != "$STAMP" ]; then  # pins changed: start clean, no leftovers
+    rm -rf "$VENV"
+    uv venv --quiet --python "$(.venv/bin/python -c 'import sys; print(sys.executable)')" "$VENV"
+    VIRTUAL_ENV="$VENV" uv pip install --quiet -r "$PINS" "pyspark==$SPARK"
+    # test tools only, never moving a pinned version
+    VIRTUAL_ENV="$VENV" uv pip install --quiet -c "$PINS" pytest psutil "moto[server]" boto3 scikit-image
+    echo "$STAMP" > "$VENV/.emr-pins"
+fi
 VIRTUAL_ENV="$VENV" uv pip install --quiet --no-deps -e .
-"$VENV/bin/python" -c 'import pyspark; assert pyspark.__version__.startswith("3.5"), pyspark.__version__; print("PySpark", pyspark.__version__)'
+"$VENV/bin/python" - "$PINS" "$SPARK" <<'PY'
+import re, sys
+from importlib.metadata import version
+pins, spark = open(sys.argv[1]).read(), sys.argv[2]
+for name, pinned in re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", pins, re.M):
+    assert version(name) == pinned, f"{name} {version(name)} != pinned {pinned}"
+assert version("pyspark") == spark, version("pyspark")
+print(f"EMR 7 environment: PySpark {version('pyspark')}, NumPy {version('numpy')}, pandas {version('pandas')}, pyarrow {version('pyarrow')}")
+PY
 exec "$VENV/bin/python" -m pytest -q tests/test_pipeline.py tests/test_incremental.py tests/test_engine.py "$@"
