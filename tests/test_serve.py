@@ -86,10 +86,10 @@ def built(spark, tmp_path_factory):
     """6 classes x (16 train + 4 test) real images, featurized and trained once (lr_pca)."""
     needs_shared()
     root = tmp_path_factory.mktemp("serve")
-    for split, count in (("Training", 16), ("Test", 4)):
+    for split, step, count in (("Training", 5, 16), ("Test", 7, 4)):
         for name in CLASSES:
             (root / "images" / split / name).mkdir(parents=True)
-            for f in sorted((SAMPLE / split / name).iterdir())[::7][:count]:
+            for f in sorted((SAMPLE / split / name).iterdir())[::step][:count]:
                 shutil.copy(f, root / "images" / split / name / f.name)
     run_featurize(FeaturizeConfig(input=str(root / "images"), output=str(root / "index")), SPARK, spark=spark, quiet=True)
     run_train(TrainConfig(input=str(root / "index"), output=str(root / "model"), models=("lr_pca",), max_iter=100),
@@ -150,8 +150,9 @@ def client(server):
 
 
 def photo_of(name: str, i: int = 0) -> Path:
-    """A Test photo of a class that is not among the copies indexed."""
-    return sorted((SAMPLE / "Test" / name).iterdir())[::7][4 + i]
+    """A Test photo of a class that is not among the copies indexed (those are 0, 7, 14, 21)."""
+    assert 0 <= i <= 2
+    return sorted((SAMPLE / "Test" / name).iterdir())[1 + 2 * i]
 
 
 def post_photo(client, data: bytes, filename="photo.jpg", ctype="image/jpeg", **kw):
@@ -358,32 +359,48 @@ def test_cli_mistakes_are_one_line_exit_2(built, flag, value, message, tmp_path)
 
 
 # -- property-based: the OpenAPI schema against the running service --------------------------------
-@pytest.fixture(scope="module")
-def api_schema(server):
+def test_api_conforms_to_its_openapi_schema(server, built):
+    """schemathesis draws requests from the service's own schema (positive, and negative where a
+    parameter can be made invalid), a bounded number each; every answer must be declared and match."""
     import schemathesis
-
-    return schemathesis.openapi.from_url(server.url + "/api/v1/openapi.json")
-
-
-def _schemathesis_test():
-    import schemathesis
-    from hypothesis import HealthCheck, settings
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis.errors import Unsatisfiable
+    from schemathesis import GenerationMode
     from schemathesis.checks import not_a_server_error
     from schemathesis.specs.openapi.checks import (content_type_conformance, response_schema_conformance,
                                                    status_code_conformance)
 
-    schema = schemathesis.pytest.from_fixture("api_schema")
+    checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+    schema = schemathesis.openapi.from_url(server.url + "/api/v1/openapi.json")
+    seen: dict[str, set] = {}
+    for result in schema.get_all_operations():
+        op = result.ok()
+        name = f"{op.method.upper()} {op.path}"
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
 
-    @schema.parametrize()
-    @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
-    def test_api_conforms_to_its_openapi_schema(case):
-        case.call_and_validate(checks=[not_a_server_error, status_code_conformance, content_type_conformance,
-                                       response_schema_conformance], timeout=60)
+            @given(case=op.as_strategy(mode))
+            @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), database=None,
+                      derandomize=True)
+            def run(case):
+                seen.setdefault(name, set()).add(case.call_and_validate(checks=checks, timeout=60).status_code)
 
-    return test_api_conforms_to_its_openapi_schema
-
-
-test_api_conforms_to_its_openapi_schema = _schemathesis_test()
+            try:
+                run()
+            except Unsatisfiable:
+                assert mode is GenerationMode.NEGATIVE  # nothing to make invalid (no parameters, any string)
+    # ... and the success answers, from real values
+    jpeg = photo_of("Kiwi").read_bytes()
+    ident = schema["/api/v1/identify"]["POST"].Case(body={"photo": jpeg}, media_type="multipart/form-data",
+                                                     query={"k": 3}).call_and_validate(checks=checks)
+    assert ident.status_code == 200 and len(ident.json()["similar"]) == 3
+    image = ident.json()["similar"][0]["id"]
+    assert schema["/api/v1/images/{image_id}"]["GET"].Case(path_parameters={"image_id": image}) \
+        .call_and_validate(checks=checks).status_code == 200
+    assert schema["/api/v1/species/{name}"]["GET"].Case(path_parameters={"name": "Apple Braeburn"}) \
+        .call_and_validate(checks=checks).status_code == 200
+    assert set(seen) == {"POST /api/v1/identify", "GET /api/v1/species", "GET /api/v1/species/{name}",
+                         "GET /api/v1/images/{image_id}", "GET /api/v1/health"}
+    assert server.proc.poll() is None
 
 
 # -- the page in a real browser ----------------------------------------------------------------------
