@@ -24,9 +24,10 @@ from .settings import MANAGED_TAG, MODELS_DIR, VENV, EmrSettings
 JOB_COMMANDS = ("run", "featurize", "reduce", "train", "classify")
 MANAGED_SERVICE_POLICY = "iam::aws:policy/service-role/AmazonEMRServicePolicy_v2"
 REQUIREMENTS = "requirements-emr7.txt"  # pinned for EMR 7.x: Python 3.11, Spark 3.5, NumPy < 2
-# Wheel tags of EMR 7.x nodes: Amazon Linux 2023 (glibc 2.34), x86_64, CPython 3.11.
-WHEEL_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
-                   "manylinux_2_5_x86_64", "manylinux1_x86_64")
+# Wheel tags of EMR 7.x nodes: Amazon Linux 2023 (glibc 2.34), x86_64, CPython 3.11. pip does not
+# expand an explicit --platform to older glibc versions, so every one is listed.
+WHEEL_PLATFORMS = tuple(f"manylinux_2_{minor}_x86_64" for minor in range(34, 4, -1)) + (
+    "manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64")
 
 _package = resources.files("fruitlens.emr")
 
