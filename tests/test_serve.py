@@ -99,18 +99,19 @@ def built(spark, tmp_path_factory):
     return root
 
 
-def serve_cmd(root: Path, port: int, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "fruitlens", "serve", "--model", str(root / "model"), "--index", str(root / "index"),
-            "--info", str(root / "meta"), "--host", "127.0.0.1", "--port", str(port), *extra]
+def serve_cmd(root: Path, port: int, *extra: str, model=None, index=None, info=None) -> list[str]:
+    return [sys.executable, "-m", "fruitlens", "serve", "--model", model or str(root / "model"),
+            "--index", index or str(root / "index"), "--info", info or str(root / "meta"),
+            "--host", "127.0.0.1", "--port", str(port), *extra]
 
 
 class Server:
-    def __init__(self, root: Path, log: Path, *extra: str):
+    def __init__(self, root: Path, log: Path, *extra: str, **where):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         env = {**os.environ, "FRUITLENS_MODEL_DIR": str(MODELS)}
-        self.proc = subprocess.Popen(serve_cmd(root, self.port, *extra), stdout=open(log, "w"), stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen(serve_cmd(root, self.port, *extra, **where), stdout=open(log, "w"), stderr=subprocess.STDOUT,
                                      env=env)
         deadline = time.time() + 120
         while True:
@@ -342,6 +343,38 @@ def test_index_made_with_other_embeddings_is_refused(built, tmp_path):
         NeighbourIndex.load(Location.of(str(tmp_path / "idx")), model)
     with pytest.raises(FruitlensError, match="no embeddings dataset"):
         NeighbourIndex.load(Location.of(str(tmp_path / "nothing")), model)
+
+
+def test_model_index_and_info_from_s3(s3_server, built, tmp_path):
+    """--model, --index and --info as s3:// (a real S3 API server on loopback, the standard AWS
+    environment); the indexed images here are local files, served as they are."""
+    import boto3
+
+    client = boto3.client("s3")
+    client.create_bucket(Bucket="serve-test")
+    files = [built / "model" / n for n in ("model.json", "portable.npz")]
+    files += [f for f in (built / "index" / "embeddings").iterdir() if f.is_file()]
+    files += [built / "meta" / "dictionary.txt", *(built / "meta" / "Meta").glob("*/info.txt")]
+    for f in files:
+        client.upload_file(str(f), "serve-test", f"app/{f.relative_to(built).as_posix()}")
+    s = Server(built, tmp_path / "s3.log", model="s3://serve-test/app/model", index="s3://serve-test/app/index",
+               info="s3://serve-test/app/meta")
+    try:
+        assert "5 of 6 classes" in s.log.read_text() and "index: 120 images" in s.log.read_text()
+        with httpx.Client(base_url=s.url, timeout=60) as c:
+            a = post_photo(c, photo_of("Tomato 1").read_bytes()).json()
+            assert a["ok"] and a["species"]["metadata_class"] == "Tomato 1" and len(a["similar"]) == 8
+            assert c.get(a["similar"][0]["url"]).status_code == 200
+    finally:
+        s.stop()
+
+
+def test_a_taken_port_is_one_line_exit_2(built, server):
+    cmd = serve_cmd(built, server.port)
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "FRUITLENS_MODEL_DIR": str(MODELS)})
+    assert res.returncode == 2 and f"cannot listen on 127.0.0.1:{server.port}" in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("flag, value, message", [

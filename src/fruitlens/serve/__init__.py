@@ -16,6 +16,7 @@ def run(cfg: ServeConfig) -> None:
 
     from .app import create_app
 
+    _check_port(cfg.host, cfg.port)  # before loading: a taken port is a one-line error, at once
     service = load_service(cfg, say=lambda line: print(line, flush=True))
     app = create_app(service)
     print(f"[serve] page http://{cfg.host}:{cfg.port}/  API http://{cfg.host}:{cfg.port}/api/v1/  "
@@ -23,6 +24,24 @@ def run(cfg: ServeConfig) -> None:
     config = uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False,
                             limit_concurrency=cfg.max_connections, timeout_keep_alive=5, server_header=False)
     uvicorn.Server(config).run()
+
+
+def _check_port(host: str, port: int) -> None:
+    import socket
+
+    from .. import FruitlensError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise FruitlensError(f"--host {host}: {exc.strerror}") from None
+    family, _, _, _, addr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(addr)
+        except OSError as exc:
+            raise FruitlensError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
 __all__ = ["ServeConfig", "Service", "load_service", "run"]
