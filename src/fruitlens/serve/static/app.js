@@ -1,7 +1,7 @@
 // fruitlens page: send the photo to /api/v1/identify and show the answer. No build step, no libraries.
 "use strict";
 const $ = (id) => document.getElementById(id);
-const pct = (p) => (p * 100).toFixed(p >= 0.995 || p < 0.01 ? 1 : 0) + "%";
+const pct = (p) => p >= 0.9995 ? ">99.9%" : p < 0.0005 ? "<0.1%" : (p * 100).toFixed(p >= 0.1 ? 0 : 1) + "%";
 const words = (s) => s.charAt(0) + s.slice(1).toLowerCase();
 
 function el(tag, props = {}, children = []) {
