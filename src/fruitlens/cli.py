@@ -265,7 +265,7 @@ def classify(model_dir, input, output, spark_cfg, s3, quiet, **kw):
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @click.option("--ann", is_flag=True, help="Approximate neighbour search (usearch HNSW) instead of exact.")
-@click.option("--interpreters", type=click.IntRange(1, 16), default=1, show_default=True,
+@click.option("--interpreters", type=click.IntRange(1, 16), default=2, show_default=True,
               help="Backbone interpreters shared by concurrent requests (each call takes one).")
 @click.option("--threads", type=click.IntRange(1, 256), default=None,
               help="Inference threads per interpreter (default: cores / interpreters).")

@@ -2,8 +2,9 @@
 neighbour index, shared by every request. Plain Python, no HTTP: app.py puts it on the web.
 
 The LiteRT backbone is stateful (one input tensor, one invoke at a time), so concurrent requests
-take an interpreter from a small pool (`interpreters`, default 1: one interpreter using every
-core, calls serialised; docs/benchmarks.md compares 1 with 2). Decoding a photo and the
+take an interpreter from a small pool (`interpreters`, default 2, each with cores / 2 threads;
+on 2 cores, 2 interpreters x 1 thread answered 5-15% more requests/s than 1 x 2 threads, see
+docs/benchmarks.md). Decoding a photo and the
 classifier's and the index's small matrix products run outside that pool, in the request's
 worker thread.
 """
@@ -37,7 +38,7 @@ class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     ann: bool = False
-    interpreters: int = 1
+    interpreters: int = 2
     threads: int | None = None  # per interpreter; default: cores / interpreters
     neighbours: int = 8
     max_upload_bytes: int = 10 * 1024 * 1024
