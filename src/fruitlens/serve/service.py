@@ -3,7 +3,7 @@ neighbour index, shared by every request. Plain Python, no HTTP: app.py puts it 
 
 The LiteRT backbone is stateful (one input tensor, one invoke at a time), so concurrent requests
 take an interpreter from a small pool (`interpreters`, default 2, each with cores / 2 threads;
-on 2 cores, 2 interpreters x 1 thread answered 5-15% more requests/s than 1 x 2 threads, see
+on 2 cores, 2 interpreters x 1 thread answered more requests/s than 1 x 2 threads in 7 of 9 runs, see
 docs/benchmarks.md). Decoding a photo and the
 classifier's and the index's small matrix products run outside that pool, in the request's
 worker thread.
