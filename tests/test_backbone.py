@@ -17,17 +17,45 @@ def sample_images(n):
     return np.stack([decode_image(f.read_bytes(), (224, 224), 10**8) for f in files])
 
 
-@pytest.mark.parametrize("name", ["mobilenet_v2", "mobilenet_v2_tf1"])
-def test_embeddings_are_1280_float32_and_batch_size_does_not_change_them(name):
+@pytest.mark.parametrize("name,dim", [("mobilenet_v2_multiscale", 1992), ("mobilenet_v2", 1280), ("mobilenet_v2_tf1", 1280)])
+def test_embeddings_are_float32_of_the_backbones_size_and_batch_size_does_not_change_them(name, dim):
     spec = backbones.get_spec(name)
     model = backbones.load(spec, str(MODELS / spec.model_file.filename), threads=2)
     images = sample_images(7)
     whole = model.embed(images)
-    assert whole.shape == (7, 1280) and whole.dtype == np.float32
+    assert whole.shape == (7, dim) == (7, spec.embedding_dim) and whole.dtype == np.float32
     one_by_one = np.concatenate([model.embed(images[i : i + 1]) for i in range(7)])
     np.testing.assert_array_equal(whole, one_by_one)
-    assert (whole >= 0).all()  # pooled ReLU6 activations
+    assert (whole[:, :1280] >= 0).all()  # pooled ReLU6 activations
     assert np.linalg.matrix_rank(whole) == 7  # different fruits, different embeddings
+
+
+def test_multiscale_embedding_is_the_pooled_one_then_each_stages_spatial_average():
+    from ai_edge_litert.interpreter import Interpreter
+
+    multi = backbones.get_spec("mobilenet_v2_multiscale")
+    path = str(MODELS / multi.model_file.filename)
+    images = sample_images(3)
+    got = backbones.load(multi, path, threads=2).embed(images)
+    plain = backbones.load(backbones.get_spec("mobilenet_v2"), path, threads=2).embed(images)
+    np.testing.assert_array_equal(got[:, :1280], plain)  # the same pooled values, one pass
+    # Each stage's part = the stage's activation (read from the full, uncut graph), dequantized and
+    # averaged over its positions: computed here the slow, obvious way.
+    full = Interpreter(model_path=path, experimental_preserve_all_tensors=True)
+    full.allocate_tensors()
+    by_name = {t["name"]: t for t in full.get_tensor_details()}
+    stages = multi.option("stage_tensors").split("|")
+    for i, image in enumerate(images):
+        full.set_tensor(full.get_input_details()[0]["index"], image[None])
+        full.invoke()
+        offset = 1280
+        for stage in stages:
+            detail = next(t for n, t in by_name.items() if stage in n.split(";") and len(t["shape"]) == 4)
+            scale, zero = detail["quantization"]
+            expected = ((full.get_tensor(detail["index"]).astype(np.float64) - zero) * scale).mean(axis=(0, 1, 2))
+            np.testing.assert_allclose(got[i, offset:offset + len(expected)], expected, rtol=1e-5, atol=1e-5)
+            offset += len(expected)
+        assert offset == multi.embedding_dim
 
 
 def test_graph_is_cut_so_the_classifier_never_runs():

@@ -20,7 +20,7 @@ from PIL import Image
 
 from conftest import MODELS, SAMPLE, copy_sample, shared
 from fruitlens import FruitlensError
-from fruitlens.config import ClassifyConfig, FeaturizeConfig, SparkConfig, TrainConfig
+from fruitlens.config import DEFAULT_BACKBONE, ClassifyConfig, FeaturizeConfig, SparkConfig, TrainConfig
 from fruitlens.engine import PortableModel
 from fruitlens.jobs import run_classify, run_featurize, run_train
 from fruitlens.predict import Identifier
@@ -69,7 +69,7 @@ def test_train_compares_models_chosen_on_validation_and_reports_what_a_person_re
     assert {"spark", "portable.npz", "model.json", "report.json", "confusion.png", "per_class.csv", "_SUCCESS"} <= files
     assert (model / "confusion.png").stat().st_size > 2000
     meta = json.loads((model / "model.json").read_text())
-    assert meta["embedding_params"]["backbone"] == "mobilenet_v2" and len(meta["classes"]) == 12
+    assert meta["embedding_params"]["backbone"] == DEFAULT_BACKBONE and len(meta["classes"]) == 12
 
 
 @pytest.mark.parametrize("kind", ["lr_full", "mlp"])

@@ -20,7 +20,7 @@ import pytest
 
 from conftest import MODELS, SAMPLE, copy_sample, shared
 from fruitlens import FruitlensError
-from fruitlens.config import FeaturizeConfig, ReduceConfig, SparkConfig
+from fruitlens.config import DEFAULT_BACKBONE, FeaturizeConfig, ReduceConfig, SparkConfig
 from fruitlens.jobs import run_all, run_featurize
 
 pytestmark = shared
@@ -101,7 +101,7 @@ def test_run_refits_by_default_and_reuses_the_model_when_asked(spark, tmp_path):
     first = run_all(FeaturizeConfig(input=str(data), output=str(out)),
                     ReduceConfig(input=str(out), output=str(out), k=6, variance=None), SPARK, spark=spark, quiet=True)
     model_manifest = (out / "model" / "_SUCCESS").read_text()
-    assert json.loads(model_manifest)["params"]["backbone"] == "mobilenet_v2"
+    assert json.loads(model_manifest)["params"]["backbone"] == DEFAULT_BACKBONE
     extra = sorted((SAMPLE / "Test" / "Kiwi").glob("*.jpg"))[:2]
     (data / "Test" / "Kiwi").mkdir()
     for f in extra:

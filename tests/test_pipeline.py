@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 from conftest import SAMPLE, copy_sample, shared
-from fruitlens.config import FeaturizeConfig, ReduceConfig, SparkConfig
+from fruitlens.config import DEFAULT_BACKBONE, FeaturizeConfig, ReduceConfig, SparkConfig
+from fruitlens.backbones import get_spec
 from fruitlens.jobs import run_all, run_featurize, run_reduce
 
 pytestmark = shared
@@ -49,7 +50,7 @@ def test_every_image_embedded_with_label_and_split(chain, sample_dir):
         assert row.split == {"Training": "train", "Test": "test"}[p.parent.parent.name]
         assert row.size_bytes == p.stat().st_size
         assert row.modified_ns == p.stat().st_mtime_ns and row.etag is None and row.path_bytes is None
-        assert len(row.embedding) == 1280
+        assert len(row.embedding) == get_spec(DEFAULT_BACKBONE).embedding_dim == 1992
     assert emb.split.value_counts().to_dict() == {"train": 160, "test": 60}
     assert emb.label.nunique() == 10
     assert len(read(out / "errors")) == 0

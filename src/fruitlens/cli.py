@@ -51,8 +51,10 @@ def spark_options(f):
 
 def featurize_options(f):
     @click.option("--backbone", default=DEFAULT_BACKBONE, show_default=True,
-                  type=click.Choice(["mobilenet_v2", "mobilenet_v2_tf1"]),
-                  help="Pretrained network giving the 1280-d pooled embedding.")
+                  type=click.Choice(["mobilenet_v2_multiscale", "mobilenet_v2", "mobilenet_v2_tf1"]),
+                  help="Pretrained network and the embedding taken from it: mobilenet_v2_multiscale = "
+                       "MobileNetV2's pooled 1280 values + 712 averages of its earlier stages (1992); "
+                       "mobilenet_v2 / mobilenet_v2_tf1 = the pooled 1280 only.")
     @click.option("--model", type=click.Path(), default=None,
                   help="Local model file, or a folder holding it under its published name "
                        "(default: $FRUITLENS_MODEL_DIR, else download once, sha256-checked, to the user cache).")

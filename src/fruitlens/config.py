@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from . import FruitlensError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
-DEFAULT_BACKBONE = "mobilenet_v2"
+# The TF2 MobileNetV2's pooled output plus its earlier stages' averages, one pass: chosen on the
+# validation split over the plain pooled output (docs/benchmarks.md, "The identification engine").
+DEFAULT_BACKBONE = "mobilenet_v2_multiscale"
 # Pillow's own default is ~89 Mpx; a phone photo is 12-50 Mpx. Anything larger is treated as a
 # decompression bomb and recorded as an error rather than decoded.
 DEFAULT_MAX_PIXELS = 100_000_000

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from .base import Backbone, BackboneSpec
-from .litert import LiteRTBackbone, MOBILENET_V2, MOBILENET_V2_TF1
+from .litert import LiteRTBackbone, MOBILENET_V2, MOBILENET_V2_MULTISCALE, MOBILENET_V2_TF1
 
-SPECS: dict[str, BackboneSpec] = {spec.name: spec for spec in (MOBILENET_V2, MOBILENET_V2_TF1)}
+SPECS: dict[str, BackboneSpec] = {
+    spec.name: spec for spec in (MOBILENET_V2_MULTISCALE, MOBILENET_V2, MOBILENET_V2_TF1)
+}
 
 
 def get_spec(name: str) -> BackboneSpec:

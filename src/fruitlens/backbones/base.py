@@ -29,3 +29,7 @@ class BackboneSpec:
 
     def option(self, key: str) -> str:
         return dict(self.options)[key]
+
+    @property
+    def options_dict(self) -> dict[str, str]:
+        return dict(self.options)
