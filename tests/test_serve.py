@@ -345,26 +345,50 @@ def test_index_made_with_other_embeddings_is_refused(built, tmp_path):
         NeighbourIndex.load(Location.of(str(tmp_path / "nothing")), model)
 
 
-def test_model_index_and_info_from_s3(s3_server, built, tmp_path):
+def test_model_index_info_and_images_on_s3_with_the_approximate_index(s3_server, built, tmp_path):
     """--model, --index and --info as s3:// (a real S3 API server on loopback, the standard AWS
-    environment); the indexed images here are local files, served as they are."""
+    environment), the indexed images on S3 too (proxied by the service), and --ann."""
     import boto3
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     client = boto3.client("s3")
     client.create_bucket(Bucket="serve-test")
     files = [built / "model" / n for n in ("model.json", "portable.npz")]
-    files += [f for f in (built / "index" / "embeddings").iterdir() if f.is_file()]
     files += [built / "meta" / "dictionary.txt", *(built / "meta" / "Meta").glob("*/info.txt")]
     for f in files:
         client.upload_file(str(f), "serve-test", f"app/{f.relative_to(built).as_posix()}")
-    s = Server(built, tmp_path / "s3.log", model="s3://serve-test/app/model", index="s3://serve-test/app/index",
-               info="s3://serve-test/app/meta")
+    local_of = {}
+    for f in (built / "index" / "embeddings").iterdir():  # the same index, its images on S3
+        key = f"app/index/embeddings/{f.name}"
+        if f.suffix != ".parquet":
+            client.upload_file(str(f), "serve-test", key)
+            continue
+        table = pq.read_table(f)
+        uris = []
+        for p in table.column("path").to_pylist():
+            rel = Path(p).relative_to(built / "images").as_posix()
+            client.upload_file(p, "serve-test", f"app/images/{rel}")
+            uris.append(f"s3://serve-test/app/images/{rel}")
+            local_of[image_id(uris[-1])] = Path(p)
+        table = table.set_column(table.schema.get_field_index("path"), "path", pa.array(uris, pa.string()))
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        client.put_object(Bucket="serve-test", Key=key, Body=sink.getvalue().to_pybytes())
+    s = Server(built, tmp_path / "s3.log", "--ann", model="s3://serve-test/app/model",
+               index="s3://serve-test/app/index", info="s3://serve-test/app/meta")
     try:
-        assert "5 of 6 classes" in s.log.read_text() and "index: 120 images" in s.log.read_text()
+        log = s.log.read_text()
+        assert "5 of 6 classes" in log and "index: 120 images" in log and "approximate (usearch HNSW) search" in log
         with httpx.Client(base_url=s.url, timeout=60) as c:
             a = post_photo(c, photo_of("Tomato 1").read_bytes()).json()
             assert a["ok"] and a["species"]["metadata_class"] == "Tomato 1" and len(a["similar"]) == 8
-            assert c.get(a["similar"][0]["url"]).status_code == 200
+            assert a["search"].startswith("approximate") and a["similar"][0]["label"] == "Tomato 1"
+            for n in a["similar"][:2]:
+                img = c.get(n["url"])
+                assert img.status_code == 200 and img.content == local_of[n["id"]].read_bytes()
+                assert img.headers["content-type"] == "image/jpeg"
+            assert c.get("/api/v1/images/" + image_id("s3://serve-test/app/model/model.json")).status_code == 404
     finally:
         s.stop()
 
