@@ -50,11 +50,12 @@ def replicate(n: int) -> Path:
     return dest
 
 
-def _model_only_worker(threads: int, batch: int, seconds: float, queue) -> None:
+def _model_only_worker(threads: int, batch: int, seconds: float, queue, size=None) -> None:
     from fruitlens import backbones
+    from fruitlens.config import DEFAULT_BACKBONE
     from fruitlens.decode import decode_image
 
-    spec = backbones.get_spec("mobilenet_v2")
+    spec = backbones.at_size(backbones.get_spec(DEFAULT_BACKBONE), size)  # what featurize runs by default
     model = backbones.load(spec, str(MODELS / spec.model_file.filename), threads)
     files = sorted(SAMPLE.rglob("*.jpg"))[::50][:batch * 4]
     images = np.stack([decode_image(f.read_bytes(), spec.input_size, 10**8) for f in files])
@@ -67,10 +68,10 @@ def _model_only_worker(threads: int, batch: int, seconds: float, queue) -> None:
     queue.put(n / (time.perf_counter() - t0))
 
 
-def model_only(processes: int, threads: int, batch: int, seconds: float) -> float:
+def model_only(processes: int, threads: int, batch: int, seconds: float, size=None) -> float:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    procs = [ctx.Process(target=_model_only_worker, args=(threads, batch, seconds, queue)) for _ in range(processes)]
+    procs = [ctx.Process(target=_model_only_worker, args=(threads, batch, seconds, queue, size)) for _ in range(processes)]
     for p in procs:
         p.start()
     rates = [queue.get() for _ in procs]
@@ -147,15 +148,18 @@ def main() -> None:
     ap.add_argument("--images", type=int, nargs="+", default=[10_000, 40_000])
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--seconds", type=float, default=20.0, help="duration of each model-only measurement")
+    ap.add_argument("--image-size", type=int, default=None, help="featurize --image-size (default: the backbone's)")
+    ap.add_argument("--extra", default="", help="more featurize options, space-separated")
     args = ap.parse_args()
     cores = os.cpu_count() or 1
     WORK.mkdir(parents=True, exist_ok=True)
-    results = {"cores": cores, "batch_size": args.batch_size, "runs": []}
+    results = {"cores": cores, "batch_size": args.batch_size, "image_size": args.image_size, "extra": args.extra,
+               "runs": []}
 
     # Same model, same total threads, same batch: one process with all threads, and one process
     # per core with one thread each (the pipeline's shape). The better one is the baseline.
-    one_proc = model_only(1, cores, args.batch_size, args.seconds)
-    per_core = model_only(cores, 1, args.batch_size, args.seconds)
+    one_proc = model_only(1, cores, args.batch_size, args.seconds, args.image_size)
+    per_core = model_only(cores, 1, args.batch_size, args.seconds, args.image_size)
     baseline = max(one_proc, per_core)
     results["model_only_images_per_s"] = {
         f"1 process x {cores} threads": round(one_proc, 1),
@@ -167,7 +171,10 @@ def main() -> None:
     for n in args.images:
         images = replicate(n)
         out = WORK / f"out-{n}"
-        r = run_pipeline(images, out, ["--batch-size", str(args.batch_size)])
+        extra = ["--batch-size", str(args.batch_size), *args.extra.split()]
+        if args.image_size:
+            extra += ["--image-size", str(args.image_size)]
+        r = run_pipeline(images, out, extra)
         stages = r["report"]["stages"]
         embed_rate = stages["embed"]["images_per_s"]
         total = stages["total"]
@@ -178,6 +185,9 @@ def main() -> None:
             "list_embed_write_images_per_s": total["images_per_s"],
             "list_embed_write_ratio": round(total["images_per_s"] / baseline, 3),
             "process_wall_s": r["process_wall_s"],
+            # wall-clock of the whole `fruitlens featurize` process: Spark start-up included
+            "process_images_per_s": round(n / r["process_wall_s"], 1),
+            "process_ratio": round(n / r["process_wall_s"] / baseline, 3),
             "stages": stages,
             "model_loads": r["report"]["model"]["loads"],
             "partitions": r["report"]["partitions"],
@@ -188,7 +198,7 @@ def main() -> None:
         print(json.dumps(row), flush=True)
         shutil.rmtree(out, ignore_errors=True)
 
-    (WORK / "featurize_bench.json").write_text(json.dumps(results, indent=2))
+    (WORK / f"featurize_bench-{'-'.join(map(str, args.images))}-{args.image_size or 224}.json").write_text(json.dumps(results, indent=2))
     print()
     print(f"Model alone (baseline): {baseline:.1f} images/s")
     print("| images | embed img/s | ratio vs model | list+embed+publish img/s | ratio | list s | read | decode+resize | infer | write (tasks) | publish s | peak RSS driver / JVM / workers (MiB) |")

@@ -1,6 +1,6 @@
 """Quality: a logistic regression (Spark ML) on the PCA features, fit on Training, scored on Test.
 
-    .venv/bin/python bench/quality_bench.py [INPUT] [--variance 0.95]
+    .venv/bin/python bench/quality_bench.py [INPUT] [--variance 0.95] [--image-size 160]
 
 Runs `fruitlens run` on INPUT (default: the Fruits-360 sample in ../shared), then fits a
 multinomial LogisticRegression on the `train` rows of OUTPUT/features and reports accuracy on
@@ -26,11 +26,13 @@ def main() -> None:
     ap.add_argument("input", nargs="?", default=str(SHARED / "data" / "fruits-360-sample"))
     ap.add_argument("--variance", type=float, default=0.95)
     ap.add_argument("--reg", type=float, default=0.01, help="L2 regularization of the logistic regression")
+    ap.add_argument("--image-size", type=int, default=None, help="fruitlens run --image-size (default: the backbone's)")
     args = ap.parse_args()
-    out = WORK / "quality"
+    out = WORK / ("quality" if args.image_size is None else f"quality-{args.image_size}")
+    sized = [] if args.image_size is None else ["--image-size", str(args.image_size)]
     env = {**os.environ, "FRUITLENS_MODEL_DIR": str(SHARED / "models")}
     t0 = time.perf_counter()
-    subprocess.run([str(REPO / ".venv/bin/fruitlens"), "run", args.input, str(out), "--variance", str(args.variance)],
+    subprocess.run([str(REPO / ".venv/bin/fruitlens"), "run", args.input, str(out), "--variance", str(args.variance), *sized],
                    check=True, env=env)
     chain_s = time.perf_counter() - t0
     report = json.loads((out / "report.json").read_text())
@@ -53,6 +55,7 @@ def main() -> None:
     evaluator = MulticlassClassificationEvaluator(labelCol="y", predictionCol="prediction", metricName="accuracy")
     result = {
         "input": args.input,
+        "image_size": report["featurize"]["model"]["input_size"],
         "classes": df.select("label").distinct().count(),
         "train_rows": train.count(),
         "test_rows": test.count(),
@@ -67,7 +70,7 @@ def main() -> None:
     }
     spark.stop()
     WORK.mkdir(parents=True, exist_ok=True)
-    (WORK / "quality_bench.json").write_text(json.dumps(result, indent=2))
+    (WORK / f"{out.name}_bench.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
 
 

@@ -77,3 +77,36 @@ def test_unknown_backbone_is_a_clear_error():
 
     with pytest.raises(FruitlensError, match="unknown backbone"):
         backbones.get_spec("resnet9000")
+
+
+def test_image_size_runs_the_backbone_at_that_size_with_the_same_embedding_length():
+    from fruitlens import FruitlensError
+
+    spec = backbones.get_spec("mobilenet_v2_multiscale")
+    assert backbones.at_size(spec, None) is spec and backbones.at_size(spec, 224) is spec
+    small = backbones.at_size(spec, 160)
+    assert small.input_size == (160, 160) and small.embedding_dim == spec.embedding_dim
+    model = backbones.load(small, str(MODELS / spec.model_file.filename), threads=2)
+    files = sorted((SAMPLE / "Test").glob("*/*.jpg"))[:: 97][:3]
+    at_160 = model.embed(np.stack([decode_image(f.read_bytes(), (160, 160), 10**8) for f in files]))
+    at_224 = model.embed(sample_images(3))  # the same interpreter takes another size too
+    assert at_160.shape == at_224.shape == (3, 1992) and not np.allclose(at_160, at_224)
+    np.testing.assert_array_equal(at_160, model.embed(np.stack([decode_image(f.read_bytes(), (160, 160), 10**8)
+                                                                  for f in files])))
+    with pytest.raises(FruitlensError, match="at least 32"):
+        backbones.at_size(spec, 16)
+
+
+def test_stage_averages_are_computed_in_the_graph():
+    from ai_edge_litert.interpreter import Interpreter
+
+    from fruitlens.backbones.litert import cut_at_tensors
+
+    spec = backbones.get_spec("mobilenet_v2_multiscale")
+    stages = spec.option("stage_tensors").split("|")
+    raw = (MODELS / spec.model_file.filename).read_bytes()
+    content, _ = cut_at_tensors(raw, [spec.option("pooled_tensor"), *stages], len(stages))
+    outputs = Interpreter(model_content=content).get_output_details()
+    # the pooled int8 tensor, then one float32 (1, channels) average per stage: no activation leaves the graph
+    assert [o["shape"].tolist() for o in outputs] == [[1, 1, 1, 1280], *[[1, c] for c in (320, 160, 96, 64, 32, 24, 16)]]
+    assert [o["dtype"] for o in outputs[1:]] == [np.float32] * 7

@@ -67,6 +67,10 @@ def featurize_options(f):
                   help="Larger images are rejected as decompression bombs.")
     @click.option("--io-threads", type=int, default=4, show_default=True,
                   help="Concurrent reads and decodes per task.")
+    @click.option("--image-size", type=click.IntRange(min=32), default=None,
+                  help="Side in pixels of the square the backbone runs at (default: its own, 224). Smaller is "
+                       "faster and less accurate: see docs/benchmarks.md. Recorded with the embeddings; "
+                       "classify/predict/serve use the size the model was trained with.")
     @click.option("--incremental/--full", default=True, show_default=True,
                   help="--incremental: read and embed only images that are new or changed since what OUTPUT "
                        "holds (and resume an interrupted run); --full: embed every image again.")
@@ -98,7 +102,7 @@ def _feat_cfg(input, output, kw) -> FeaturizeConfig:
     return FeaturizeConfig(
         input=input, output=output, backbone=kw["backbone"], model=kw["model"], batch_size=kw["batch_size"],
         threads=kw["threads"], images_per_partition=kw["images_per_partition"], max_pixels=kw["max_pixels"],
-        io_threads=kw["io_threads"], incremental=kw["incremental"],
+        io_threads=kw["io_threads"], incremental=kw["incremental"], image_size=kw["image_size"],
     )
 
 

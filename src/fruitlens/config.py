@@ -35,6 +35,7 @@ class FeaturizeConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     io_threads: int = 4  # concurrent reads per task (matters for object stores)
     incremental: bool = True  # reuse rows OUTPUT already holds for unchanged inputs (and resume)
+    image_size: int | None = None  # square side the backbone runs at (None: its own, 224)
 
     def validate(self) -> None:
         _positive("--batch-size", self.batch_size)
@@ -42,6 +43,8 @@ class FeaturizeConfig:
         _positive("--images-per-partition", self.images_per_partition)
         _positive("--max-pixels", self.max_pixels)
         _positive("--io-threads", self.io_threads)
+        if self.image_size is not None and self.image_size < 32:
+            raise FruitlensError(f"--image-size must be at least 32, got {self.image_size}")
 
 
 @dataclass(frozen=True)

@@ -70,7 +70,7 @@ def decode_image(data: bytes, size: tuple[int, int], max_pixels: int) -> np.ndar
                 # Let libjpeg scale down by 1/2..1/8 while decoding large photos: much faster.
                 img.draft("RGB", (width, height))
             img.load()
-            img = ImageOps.exif_transpose(img)
+            ImageOps.exif_transpose(img, in_place=True)  # no copy when there is nothing to turn
             rgb = to_rgb(img)
             if rgb.size != (width, height):
                 rgb = rgb.resize((width, height), Image.Resampling.BILINEAR)

@@ -184,3 +184,8 @@ class PortableModel:
                     f"{what} were made with {params.get('backbone')} ({str(params.get('model_sha256'))[:12]}), "
                     f"but the model was trained on {mine.get('backbone')} ({str(mine.get('model_sha256'))[:12]}) "
                     "embeddings: featurize them with the same backbone, or train a model on these")
+        if params.get("input_size") and mine.get("input_size") and list(params["input_size"]) != list(mine["input_size"]):
+            raise FruitlensError(
+                f"{what} were made at image size {params['input_size'][0]}, but the model was trained on embeddings "
+                f"made at {mine['input_size'][0]}: featurize them with --image-size {mine['input_size'][0]}, "
+                "or train a model on these")

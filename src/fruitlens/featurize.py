@@ -49,8 +49,13 @@ class FeaturizeResult:
     resumed_runs: set
 
 
+def featurize_spec(cfg: FeaturizeConfig) -> backbones.BackboneSpec:
+    """The backbone at the size it runs at (--image-size, else its own)."""
+    return backbones.at_size(backbones.get_spec(cfg.backbone), cfg.image_size)
+
+
 def resolve_model(cfg: FeaturizeConfig) -> tuple[backbones.BackboneSpec, str]:
-    spec = backbones.get_spec(cfg.backbone)
+    spec = featurize_spec(cfg)
     return spec, str(model_store.resolve(spec.model_file, cfg.model))
 
 
@@ -95,7 +100,7 @@ def featurize(spark, cfg: FeaturizeConfig, source: Location, embeddings: Target,
     model_name = os.path.basename(model_path)
     task = EmbedTask(input=source, embeddings=embeddings, errors=errors, settings=MapperSettings(
         backbone=spec.name, model_path="", threads=cfg.threads, batch_size=cfg.batch_size,
-        max_pixels=cfg.max_pixels, io_threads=cfg.io_threads))
+        max_pixels=cfg.max_pixels, io_threads=cfg.io_threads, input_size=spec.input_size))
     accumulator = sc.accumulator(MapperStats(), _StatsParam())
 
     def embed_partition(batches):

@@ -6,9 +6,9 @@ from __future__ import annotations
 import time
 from dataclasses import asdict
 
-from . import FruitlensError, backbones
+from . import FruitlensError
 from .config import ClassifyConfig, FeaturizeConfig, ReduceConfig, SparkConfig, TrainConfig
-from .featurize import embedding_params, featurize
+from .featurize import embedding_params, featurize, featurize_spec
 from .listing import check_input
 from .manifest import dataset_files, read_manifest
 from .publish import cleanup
@@ -96,7 +96,7 @@ def run_featurize(cfg: FeaturizeConfig, spark_cfg: SparkConfig, spark=None, quie
     with _Run(out) as run:
         result = featurize(spark, cfg, source, run.target("embeddings"), run.target("errors"))
         run.resumed = result.resumed_runs
-    report["featurize"] = featurize_section(result, backbones.get_spec(cfg.backbone))
+    report["featurize"] = featurize_section(result, featurize_spec(cfg))
     report["outputs"] = {k: run.path(k).uri for k in ("embeddings", "errors", "report.json")}
     return _finish(report, out, t0, quiet)
 
@@ -137,10 +137,10 @@ def run_all(feat_cfg: FeaturizeConfig, red_cfg: ReduceConfig, spark_cfg: SparkCo
     with _Run(out) as run:
         result = featurize(spark, feat_cfg, source, run.target("embeddings"), run.target("errors"))
         run.resumed = result.resumed_runs
-        report["featurize"] = featurize_section(result, backbones.get_spec(feat_cfg.backbone))
+        report["featurize"] = featurize_section(result, featurize_spec(feat_cfg))
         if result.ok == 0:
             raise FruitlensError(f"none of the {result.found:,} images could be used; see {run.path('errors').uri}")
-        params = embedding_params(backbones.get_spec(feat_cfg.backbone), feat_cfg)
+        params = embedding_params(featurize_spec(feat_cfg), feat_cfg)
         _reduce_into(spark, red_cfg, read_parquet(spark, run.path("embeddings")), run, report, params)
     report["outputs"] = {name: run.path(name).uri for name in DATASETS + FILES}
     return _finish(report, out, t0, quiet)
@@ -209,6 +209,16 @@ def _check_model_output(out: Location, source: Location) -> None:
                                      "choose a new folder (train replaces MODEL whole)")
 
 
+def _trained_size(params: dict) -> int | None:
+    """The square image size a model's embeddings were made at (None: the backbone's own)."""
+    size = params.get("input_size")
+    if not size:
+        return None
+    if len(set(size)) != 1:
+        raise FruitlensError(f"the model's embeddings were made at {size[0]}x{size[1]}: only square sizes are supported")
+    return int(size[0])
+
+
 def run_classify(cfg: ClassifyConfig, spark_cfg: SparkConfig, spark=None, quiet: bool = False,
                  s3: S3Options | None = None) -> dict:
     """Every image under INPUT -> OUTPUT/predictions (+ embeddings, errors, report.json)."""
@@ -222,8 +232,9 @@ def run_classify(cfg: ClassifyConfig, spark_cfg: SparkConfig, spark=None, quiet:
                                batch_size=cfg.batch_size, threads=cfg.threads,
                                images_per_partition=cfg.images_per_partition,
                                max_pixels=int(params.get("max_pixels") or 100_000_000), io_threads=cfg.io_threads,
-                               incremental=cfg.incremental)
-    model.check_embeddings(embedding_params(backbones.get_spec(feat_cfg.backbone), feat_cfg), "INPUT's embeddings")
+                               incremental=cfg.incremental,
+                               image_size=_trained_size(params))
+    model.check_embeddings(embedding_params(featurize_spec(feat_cfg), feat_cfg), "INPUT's embeddings")
     source, out = Location.of(cfg.input, s3), Location.of(cfg.output, s3)
     _checked_input(source)
     preflight_output(out)
@@ -233,7 +244,7 @@ def run_classify(cfg: ClassifyConfig, spark_cfg: SparkConfig, spark=None, quiet:
     with _Run(out) as run:
         result = featurize(spark, feat_cfg, source, run.target("embeddings"), run.target("errors"))
         run.resumed = result.resumed_runs
-        report["featurize"] = featurize_section(result, backbones.get_spec(feat_cfg.backbone))
+        report["featurize"] = featurize_section(result, featurize_spec(feat_cfg))
         t1 = time.perf_counter()
         with storage_errors(out, "cannot write OUTPUT"):
             report["classify"] = predictions(spark, read_parquet(spark, run.path("embeddings")), model,

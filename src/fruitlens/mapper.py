@@ -33,6 +33,7 @@ class MapperSettings:
     batch_size: int = 16
     max_pixels: int = 100_000_000
     io_threads: int = 4
+    input_size: tuple[int, int] | None = None  # (width, height) the backbone runs at; None: its own
 
 
 @dataclass
@@ -81,11 +82,12 @@ class Record:
 
 
 def get_backbone(settings: MapperSettings, stats: MapperStats) -> backbones.Backbone:
-    key = (settings.backbone, settings.model_path, settings.threads)
+    key = (settings.backbone, settings.model_path, settings.threads, settings.input_size)
     backbone = _WORKER_BACKBONES.get(key)
     if backbone is None:
         t0 = time.perf_counter()
-        backbone = backbones.load(backbones.get_spec(settings.backbone), settings.model_path, settings.threads)
+        spec = backbones.at_size(backbones.get_spec(settings.backbone), settings.input_size)
+        backbone = backbones.load(spec, settings.model_path, settings.threads)
         stats.model_load_s += time.perf_counter() - t0
         stats.model_loads += 1
         _WORKER_BACKBONES[key] = backbone

@@ -36,7 +36,8 @@ class Identifier:
         params = model.embedding_params
         if not params.get("backbone"):
             raise FruitlensError("the model folder does not say which backbone made its embeddings")
-        spec = backbones.get_spec(params["backbone"])
+        # The size the classifier's embeddings were made at (--image-size; older models: 224).
+        spec = backbones.at_size(backbones.get_spec(params["backbone"]), params.get("input_size"))
         if params.get("model_sha256") and params["model_sha256"] != spec.model_file.sha256:
             raise FruitlensError(f"the model was trained on embeddings of another {spec.name} model file "
                                  f"(sha256 {params['model_sha256'][:12]}…) than this fruitlens uses")

@@ -19,8 +19,24 @@ def get_spec(name: str) -> BackboneSpec:
         raise FruitlensError(f"unknown backbone {name!r}; choose one of {', '.join(SPECS)}") from None
 
 
+def at_size(spec: BackboneSpec, size) -> BackboneSpec:
+    """The spec running at another input size: an int (square) or (width, height); None keeps the
+    backbone's own. The MobileNetV2s are convolutional up to their global pooling, so the
+    interpreter's input is resized and the embedding keeps its length."""
+    from dataclasses import replace
+
+    from .. import FruitlensError
+
+    if size is None:
+        return spec
+    width, height = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    if min(width, height) < 32:
+        raise FruitlensError(f"image size {width}x{height}: at least 32 pixels a side")
+    return spec if (width, height) == tuple(spec.input_size) else replace(spec, input_size=(width, height))
+
+
 def load(spec: BackboneSpec, model_path: str, threads: int) -> Backbone:
     return spec.factory(spec, model_path, threads)
 
 
-__all__ = ["Backbone", "BackboneSpec", "SPECS", "get_spec", "load", "LiteRTBackbone"]
+__all__ = ["Backbone", "BackboneSpec", "SPECS", "at_size", "get_spec", "load", "LiteRTBackbone"]
