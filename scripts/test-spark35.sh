@@ -9,23 +9,26 @@ bash scripts/setup.sh
 VENV=.venv-spark35
 PINS=src/fruitlens/emr/requirements-emr7.txt
 SPARK=$(.venv/bin/python -c 'from fruitlens.emr.settings import EMR_SPARK_VERSION; print(EMR_SPARK_VERSION)')
-STAMP="$(sha256sum "$PINS" | cut -c1-16)-pyspark-$SPARK"
+PY4J=0.10.9.7  # what PyPI's pyspark 3.5.6 requires (Requires-Dist: py4j==0.10.9.7)
+STAMP="$(sha256sum "$PINS" | cut -c1-16)-pyspark-$SPARK-py4j-$PY4J-no-deps"
 if [ "$(cat "$VENV/.emr-pins" 2>/dev/null)" != "$STAMP" ]; then  # pins changed: start clean, no leftovers
     rm -rf "$VENV"
     uv venv --quiet --python "$(.venv/bin/python -c 'import sys; print(sys.executable)')" "$VENV"
-    VIRTUAL_ENV="$VENV" uv pip install --quiet -r "$PINS" "pyspark==$SPARK"
-    # test tools only, never moving a pinned version
+    # exactly the pinned set (no resolution: nothing the nodes would not have) plus PySpark and its py4j
+    VIRTUAL_ENV="$VENV" uv pip install --quiet --no-deps -r "$PINS" "pyspark==$SPARK" "py4j==$PY4J"
+    # then the test tools, never moving a pinned version
     VIRTUAL_ENV="$VENV" uv pip install --quiet -c "$PINS" pytest psutil "moto[server]" boto3 scikit-image
     echo "$STAMP" > "$VENV/.emr-pins"
 fi
 VIRTUAL_ENV="$VENV" uv pip install --quiet --no-deps -e .
-"$VENV/bin/python" - "$PINS" "$SPARK" <<'PY'
+"$VENV/bin/python" - "$PINS" "$SPARK" "$PY4J" <<'PY'
 import re, sys
 from importlib.metadata import version
 pins, spark = open(sys.argv[1]).read(), sys.argv[2]
 for name, pinned in re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", pins, re.M):
     assert version(name) == pinned, f"{name} {version(name)} != pinned {pinned}"
 assert version("pyspark") == spark, version("pyspark")
+assert version("py4j") == sys.argv[3], version("py4j")
 print(f"EMR 7 environment: PySpark {version('pyspark')}, NumPy {version('numpy')}, pandas {version('pandas')}, pyarrow {version('pyarrow')}")
 PY
 exec "$VENV/bin/python" -m pytest -q tests/test_pipeline.py tests/test_incremental.py tests/test_engine.py "$@"

@@ -29,6 +29,7 @@ BUCKET = "fruits-emr"
 REGION = "eu-west-3"
 SETTINGS = EmrSettings(bucket=BUCKET, prefix="fruits360", region=REGION, core_count=3, task_count=4)
 MANAGED_ARN = "arn:aws:iam::aws:policy/service-role/AmazonEMRServicePolicy_v2"
+ACCOUNT = "123456789012"  # moto's default account
 
 
 @pytest.fixture
@@ -61,11 +62,14 @@ def test_every_request_the_kit_builds_is_valid_for_botocores_service_models():
         valid("emr", "RunJobFlow", kit.run_job_flow_request(settings))
         valid("emr", "AddJobFlowSteps", {"JobFlowId": "j-1", "Steps": [
             kit.step_request(settings, "run", [f"s3://{BUCKET}/fruitlens/data/in", "--k", "100"])]})
-        for op, params in kit.iam_requests(settings):
+        for op, params in kit.iam_requests(settings, ACCOUNT):
             valid("iam", op, params)
-    ops = [op for op, _ in kit.iam_requests(SETTINGS)]
+    ops = [op for op, _ in kit.iam_requests(SETTINGS, ACCOUNT)]
     assert ops == ["CreateRole", "AttachRolePolicy", "PutRolePolicy", "CreateRole", "PutRolePolicy",
-                   "CreateInstanceProfile", "AddRoleToInstanceProfile"]
+                   "CreateInstanceProfile", "AddRoleToInstanceProfile", "CreateServiceLinkedRole"]
+    assert dict(kit.iam_requests(SETTINGS, ACCOUNT))["CreateServiceLinkedRole"] == {"AWSServiceName": "spot.amazonaws.com"}
+    for no_spot in (EmrSettings(bucket=BUCKET, task_count=2, task_spot=False), EmrSettings(bucket=BUCKET)):
+        assert "CreateServiceLinkedRole" not in dict(kit.iam_requests(no_spot, ACCOUNT))
 
 
 def test_request_has_the_managed_policy_tag_auto_termination_spot_tasks_and_the_bootstrap():
@@ -86,10 +90,15 @@ def test_service_role_gets_the_managed_policy_and_only_passes_the_instance_role(
     service = kit.policy("service-role", SETTINGS)
     assert [s["Action"] for s in service["Statement"]] == ["iam:PassRole"]
     assert service["Statement"][0]["Resource"] == f"arn:aws:iam::*:role/{SETTINGS.instance_profile}"
-    attach = dict(kit.iam_requests(SETTINGS))["AttachRolePolicy"]
+    attach = dict(kit.iam_requests(SETTINGS, ACCOUNT))["AttachRolePolicy"]
     assert attach == {"RoleName": SETTINGS.service_role, "PolicyArn": MANAGED_ARN}
     cn = EmrSettings(bucket=BUCKET, region="cn-north-1")
-    assert dict(kit.iam_requests(cn))["AttachRolePolicy"]["PolicyArn"].startswith("arn:aws-cn:iam::aws:policy/")
+    assert dict(kit.iam_requests(cn, ACCOUNT))["AttachRolePolicy"]["PolicyArn"].startswith("arn:aws-cn:iam::aws:policy/")
+    # confused-deputy guard: EMR may assume the service role only on behalf of this account
+    trust = kit.policy("service-trust", SETTINGS, ACCOUNT)["Statement"][0]
+    assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": ACCOUNT}}
+    with pytest.raises(FruitlensError, match="account id"):
+        kit.policy("service-trust", SETTINGS)
 
 
 def test_instance_role_reads_artifacts_writes_only_logs_and_data_prefixes():
@@ -120,10 +129,31 @@ def test_user_policy_names_only_the_kits_roles_bucket_and_managed_policy():
             assert r.rsplit("/", 1)[1] in (SETTINGS.service_role, SETTINGS.instance_profile)
         if r.startswith("arn:aws:s3:::"):
             assert r.split(":::")[1].startswith(BUCKET)
+    assert {"elasticmapreduce:PutAutoTerminationPolicy", "iam:TagRole", "iam:TagInstanceProfile",
+            "iam:CreateServiceLinkedRole"} <= actions  # RunJobFlow's AutoTerminationPolicy, Tags on create
     attach = next(s for s in doc["Statement"] if s["Action"] == "iam:AttachRolePolicy")
     assert attach["Condition"] == {"ArnEquals": {"iam:PolicyARN": MANAGED_ARN}}
+    spot = next(s for s in doc["Statement"] if "spot.amazonaws.com" in json.dumps(s))
+    assert spot["Action"] == "iam:CreateServiceLinkedRole"
+    assert spot["Condition"] == {"StringEquals": {"iam:AWSServiceName": "spot.amazonaws.com"}}
+    # AddRoleToInstanceProfile checks iam:PassRole without an iam:PassedToService key
+    instance_arn = f"arn:aws:iam::*:role/{SETTINGS.instance_profile}"
+    assert any(s["Action"] == "iam:PassRole" and s["Resource"] == instance_arn and "Condition" not in s
+               for s in doc["Statement"])
+    tag_role = next(s for s in doc["Statement"] if "iam:TagRole" in s["Action"])
+    assert "*" not in tag_role["Resource"][0].rsplit("/", 1)[1]
     res = fruitlens("emr", "policy", "user", "--bucket", BUCKET, "--prefix", "fruits360")
     assert res.returncode == 0 and json.loads(res.stdout) == doc
+
+
+def test_user_policy_fits_a_managed_policy():
+    """IAM counts a policy's characters without whitespace: a user's inline policies may total
+    2,048, a managed policy 6,144 (the README attaches it as a managed policy)."""
+    longest = EmrSettings(bucket="b" * 63, prefix="p" * 100, service_role="s" * 64, instance_profile="i" * 64,
+                          log_uri=f"s3://{'l' * 63}/{'k' * 100}/")
+    for settings in (SETTINGS, longest):
+        size = len(json.dumps(kit.policy("user-policy", settings), separators=(",", ":")))
+        assert 2048 < size < 6144, size
 
 
 def test_up_from_scratch_tags_the_network_creates_roles_and_the_cluster(aws):
@@ -149,14 +179,22 @@ def test_up_from_scratch_tags_the_network_creates_roles_and_the_cluster(aws):
     assert [p["PolicyArn"] for p in attached] == [MANAGED_ARN]
     profile = iam.get_instance_profile(InstanceProfileName=SETTINGS.instance_profile)["InstanceProfile"]
     assert [r["RoleName"] for r in profile["Roles"]] == [SETTINGS.instance_profile]
+    trust = iam.get_role(RoleName=SETTINGS.service_role)["Role"]["AssumeRolePolicyDocument"]
+    trust = json.loads(trust) if isinstance(trust, str) else trust
+    assert trust["Statement"][0]["Condition"] == {"StringEquals": {"aws:SourceAccount": ACCOUNT}}
+    # spot task nodes: EC2's spot service-linked role, made once (a second `up` finds it taken)
+    spot_roles = iam.list_roles(PathPrefix="/aws-service-role/spot.amazonaws.com/")["Roles"]
+    assert len(spot_roles) == 1
+    kit.create_roles(SETTINGS, iam, ACCOUNT, sleep=no_sleep)
+    assert len(iam.list_roles(PathPrefix="/aws-service-role/spot.amazonaws.com/")["Roles"]) == 1
 
 
 def test_create_roles_is_idempotent_and_fills_an_empty_instance_profile(aws):
     settings = EmrSettings(bucket=BUCKET, region=REGION, service_role="fl-svc-2", instance_profile="fl-ec2-2")
     iam = boto3.client("iam")
     iam.create_instance_profile(InstanceProfileName="fl-ec2-2")  # left empty by an earlier, interrupted run
-    kit.create_roles(settings, iam, sleep=no_sleep)
-    kit.create_roles(settings, iam, sleep=no_sleep)
+    kit.create_roles(settings, iam, ACCOUNT, sleep=no_sleep)
+    kit.create_roles(settings, iam, ACCOUNT, sleep=no_sleep)
     profile = iam.get_instance_profile(InstanceProfileName="fl-ec2-2")["InstanceProfile"]
     assert [r["RoleName"] for r in profile["Roles"]] == ["fl-ec2-2"]
     assert iam.list_role_policies(RoleName="fl-ec2-2")["PolicyNames"] == ["fruitlens-s3"]
@@ -219,6 +257,10 @@ def test_submit_passes_every_job_option_through_and_refuses_what_cannot_work(aws
         (["run", f"s3://{BUCKET}/elsewhere/in", f"{data}/out"], "outside the data prefixes"),
         (["run", f"{data}/in", f"s3://{BUCKET}/fruits360/artifacts/x"], "outside the data prefixes"),
         (["predict", f"{data}/in"], "COMMAND must be one of"),
+        (["classify", "--model=s3://other-bucket/model", f"{data}/new", f"{data}/out"], "outside the data prefixes"),
+        (["classify", f"--model=s3://{BUCKET}/fruits360/artifacts/m", f"{data}/new", f"{data}/out"],
+         "outside the data prefixes"),
+        (["train", f"{data}/out", "--output=/home/me/model"], "local path"),
     ):
         res = fruitlens(*base, *bad)
         assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr, (bad, res.stderr)
@@ -283,9 +325,62 @@ def test_emr_cli_estimate_and_bad_options():
     assert res.returncode == 0 and json.loads(res.stdout)["Instances"]["InstanceGroups"][2]["Market"] == "SPOT"
     res = fruitlens("emr", "estimate", "--bucket", BUCKET, "--region", "ap-south-2")
     assert res.returncode == 2 and "--prices" in res.stderr
+    # `up`: the estimate is advisory, a region missing from the price table does not block the cluster
+    res = fruitlens("emr", "up", "--bucket", BUCKET, "--region", "us-west-2", "--dry-run")
+    assert res.returncode == 0 and json.loads(res.stdout)["Name"] == "fruitlens", res.stderr
+    assert "estimate: unavailable (no prices for region us-west-2" in res.stderr
 
 
-def test_bootstrap_script_is_valid_bash_and_ships_in_the_package():
+def test_price_table_layout_and_planned_amounts_are_checked(tmp_path):
+    table = price_table()
+    broken = json.loads(json.dumps(table))
+    del broken["regions"][REGION]["instances"]["m5.xlarge"]["emr"]
+    no_regions = {"spot_discount_default": 0.6}
+    for bad, message in ((broken, f"{REGION} m5.xlarge: needs numbers"), (no_regions, 'no "regions" object'),
+                         ([], 'no "regions" object')):
+        path = tmp_path / "prices.json"
+        path.write_text(json.dumps(bad))
+        res = fruitlens("emr", "estimate", "--bucket", BUCKET, "--region", REGION, "--prices", str(path))
+        assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr, res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1
+    for option, value, message in (("--hours", "-1", "--hours must be > 0"), ("--images", "-5", "--images must be >= 0")):
+        res = fruitlens("emr", "estimate", "--bucket", BUCKET, option, value)
+        assert res.returncode == 2 and message in res.stderr, res.stderr
+
+
+def test_log_uri_may_not_reach_the_artifacts_and_keys_may_not_hold_iam_wildcards():
+    for log_uri in (f"s3://{BUCKET}/p/artifacts/", f"s3://{BUCKET}/p/", f"s3://{BUCKET}/", f"s3://{BUCKET}/p/artifacts/logs/",
+                    f"s3://{BUCKET}/p/artifacts"):
+        with pytest.raises(FruitlensError, match="overlaps .*artifacts.*bootstrap.sh as root"):
+            EmrSettings(bucket=BUCKET, prefix="p", log_uri=log_uri).validate()
+    EmrSettings(bucket=BUCKET, prefix="p", log_uri=f"s3://{BUCKET}/p/logs-2/").validate()  # beside: fine
+    EmrSettings(bucket=BUCKET, prefix="p", log_uri="s3://another-bucket/p/artifacts/").validate()  # other bucket
+    for kw, option in (({"data_prefixes": ("fruitlens/a*",)}, "--data-prefix"), ({"prefix": "p?"}, "--prefix"),
+                       ({"prefix": 'p"x'}, "--prefix"), ({"data_prefixes": ("d/${aws:username}",)}, "--data-prefix"),
+                       ({"log_uri": f"s3://{BUCKET}/l*/"}, "--log-uri"), ({"prefix": "a b"}, "--prefix")):
+        with pytest.raises(FruitlensError, match=f"^{option} .*only letters, digits") as err:
+            EmrSettings(bucket=BUCKET, **kw).validate()
+        assert "\n" not in str(err.value)
+    EmrSettings(bucket=BUCKET, prefix="team-1/fruits_360.v2", data_prefixes=("in(1)/x!'y",)).validate()
+    res = fruitlens("emr", "policy", "user", "--bucket", BUCKET, "--data-prefix", 'x"y')
+    assert res.returncode == 2 and "only letters" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_aws_configuration_and_upload_failures_are_one_line_exit_2(aws, tmp_path):
+    env = {**os.environ, "AWS_PROFILE": "nope-no-such-profile"}
+    for args in (["status", "j-1"], ["up", "--bucket", BUCKET, "--region", REGION], ["down", "j-1"]):
+        res = fruitlens("emr", *args, env=env)
+        assert res.returncode == 2 and "nope-no-such-profile" in res.stderr, res.stderr
+        errors = [line for line in res.stderr.strip().splitlines() if not line.startswith("estimate: ")]
+        assert "Traceback" not in res.stderr and len(errors) == 1, res.stderr
+    wheel = tmp_path / "x.whl"
+    wheel.write_bytes(b"x")
+    with pytest.raises(FruitlensError, match="^upload artifacts: Failed to upload") as err:
+        with kit.aws_errors("upload artifacts"):  # what `up` wraps the upload in
+            kit._put_all(EmrSettings(bucket="no-such-bucket-here", region=REGION), aws, {"wheels/x.whl": wheel})
+    assert "\n" not in str(err.value)
+
+def test_bootstrap_script_is_valid_bash():
+    # that the built wheel ships this same file: test_emr_wheel.py
     path = REPO / "src" / "fruitlens" / "emr" / "bootstrap.sh"
     assert subprocess.run(["bash", "-n", str(path)]).returncode == 0
-    assert kit.artifact_files()["bootstrap.sh"] == path.read_bytes()

@@ -76,3 +76,19 @@ def test_missing_wheels_are_refused_before_anything_is_uploaded(s3_server, tmp_p
     (tmp_path / "numpy-1.26.4-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl").write_bytes(b"")
     with pytest.raises(FruitlensError, match="no wheel for"):
         kit.upload_artifacts(SETTINGS, boto3.client("s3"), tmp_path)
+
+
+def test_wheels_for_another_platform_are_refused_in_one_line(s3_server, tmp_path):
+    for name in ("numpy-1.26.4-cp311-cp311-macosx_11_0_arm64.whl", "pyarrow-25.0.0-cp312-cp312-manylinux_2_28_x86_64.whl",
+                 "x-1.0-cp311-cp311-manylinux_2_39_x86_64.whl", "y-1.0-cp311-cp311-manylinux_2_28_aarch64.whl",
+                 "z-1.0-cp313-abi3-manylinux_2_17_x86_64.whl", "w-1.0-py2-none-any.whl"):
+        assert not kit.wheel_fits_emr7(name), name
+    for name in ("numpy-1.26.4-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl", "six-1.17.0-py2.py3-none-any.whl",
+                 "cryptography-46.0.1-cp37-abi3-manylinux_2_34_x86_64.whl", "a-1.0-1build-py3-none-any.whl"):
+        assert kit.wheel_fits_emr7(name), name
+    (tmp_path / "numpy-1.26.4-cp311-cp311-macosx_11_0_arm64.whl").write_bytes(b"")
+    res = subprocess.run([sys.executable, "-m", "fruitlens", "emr", "up", "--bucket", BUCKET, "--offline-nodes",
+                          "--wheels", str(tmp_path)], capture_output=True, text=True)
+    errors = [line for line in res.stderr.strip().splitlines() if not line.startswith("estimate: ")]
+    assert res.returncode == 2 and len(errors) == 1 and "Traceback" not in res.stderr, res.stderr
+    assert "not for EMR 7's nodes" in errors[0] and "macosx_11_0_arm64" in errors[0]  # refused before any AWS call

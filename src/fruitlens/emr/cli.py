@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from .. import FruitlensError
 from .settings import DEFAULT_RELEASE, EmrSettings
 
 REGION = click.option("--region", default="us-east-1", show_default=True,
@@ -72,7 +73,7 @@ def _settings(kw) -> EmrSettings:
 
 @click.group()
 def emr():
-    """Deploy on AWS EMR (pip install "fruitlens[emr]"; credentials from the standard AWS chain)."""
+    """Deploy on AWS EMR (needs the emr extra, i.e. boto3; credentials from the standard AWS chain)."""
 
 
 @emr.command()
@@ -110,7 +111,11 @@ def up(create_roles, tag_network, wheels, images, dry_run, spot_discount, prices
     from .costs import estimate as compute
 
     settings = _settings(kw)
-    for line in compute(settings, images=images, spot_discount=spot_discount, prices_path=prices_path).lines():
+    try:  # advisory: a region or instance type missing from the price table never blocks the cluster
+        lines = compute(settings, images=images, spot_discount=spot_discount, prices_path=prices_path).lines()
+    except FruitlensError as exc:
+        lines = [f"unavailable ({exc})"]
+    for line in lines:
         click.echo(f"estimate: {line}", err=True)
     if dry_run:
         click.echo(json.dumps(kit.run_job_flow_request(settings), indent=2))
@@ -182,10 +187,15 @@ POLICIES = {"user": "user-policy", "instance-role": "ec2-instance-role", "servic
 @click.argument("which", type=click.Choice(list(POLICIES)))
 @location_options
 @click.option("--log-uri", default=None, help="As given to `up` (default s3://BUCKET/PREFIX/logs/).")
-def policy(which, **kw):
+@click.option("--account", default=None, metavar="ACCOUNT_ID",
+              help="service-trust: the account EMR acts for (default: sts:GetCallerIdentity of your credentials).")
+def policy(which, account, **kw):
     """Print a policy document for this bucket and prefix. `user`: what the person running
     `fruitlens emr` needs; `service-role`: the inline part (the role also gets
     AmazonEMRServicePolicy_v2); `instance-role`: what the nodes may do."""
     from . import kit
 
-    click.echo(json.dumps(kit.policy(POLICIES[which], _settings(kw)), indent=2))
+    settings = _settings(kw)
+    if which == "service-trust" and account is None:
+        account = kit.account_id(kit.clients(settings.region)["sts"])
+    click.echo(json.dumps(kit.policy(POLICIES[which], settings, account), indent=2))

@@ -22,10 +22,36 @@ DEFAULT_IMAGES_PER_S_PER_VCPU = MEASURED_IMAGES_PER_S_PER_CORE / 2
 def price_table(path: str | Path | None = None) -> dict:
     if path:
         try:
-            return json.loads(Path(path).read_text())
+            prices = json.loads(Path(path).read_text())
         except (OSError, ValueError) as exc:
             raise FruitlensError(f"--prices {path}: {exc}") from None
+        problem = layout_problem(prices)
+        if problem:
+            raise FruitlensError(f"--prices {path}: {problem} (the layout of fruitlens/emr/prices.json)")
+        return prices
     return json.loads(resources.files("fruitlens.emr").joinpath("prices.json").read_text())
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+
+
+def layout_problem(prices) -> str | None:
+    """What a price table lacks (None if its layout is prices.json's)."""
+    if not isinstance(prices, dict) or not isinstance(prices.get("regions"), dict) or not prices["regions"]:
+        return 'no "regions" object'
+    if not _number(prices.get("spot_discount_default")) or not prices["spot_discount_default"] < 1:
+        return '"spot_discount_default" must be a number in [0, 1)'
+    for name, region in prices["regions"].items():
+        if not isinstance(region, dict) or not isinstance(region.get("instances"), dict):
+            return f'region {name}: no "instances" object'
+        for key in ("as_of", "source", "checked"):
+            if not isinstance(region.get(key), str):
+                return f'region {name}: no "{key}" text'
+        for instance, node in region["instances"].items():
+            if not isinstance(node, dict) or not all(_number(node.get(k)) for k in ("ec2", "emr", "vcpu")):
+                return f'{name} {instance}: needs numbers "ec2", "emr" (USD/hour) and "vcpu"'
+    return None
 
 
 def default_spot_discount(prices: dict | None = None) -> float:
@@ -78,6 +104,10 @@ class Estimate:
 def estimate(settings: EmrSettings, images: int | None = None, hours: float | None = None,
              images_per_s_per_vcpu: float = DEFAULT_IMAGES_PER_S_PER_VCPU, spot_discount: float | None = None,
              prices_path: str | Path | None = None) -> Estimate:
+    if images is not None and images < 0:
+        raise FruitlensError(f"--images must be >= 0, got {images}")
+    if hours is not None and hours <= 0:
+        raise FruitlensError(f"--hours must be > 0, got {hours}")
     prices = price_table(prices_path)
     region = _region(prices, settings.region)
     if spot_discount is None:

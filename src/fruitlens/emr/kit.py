@@ -40,12 +40,14 @@ def _data(name: str) -> str:
 # Policies
 # ---------------------------------------------------------------------------------------------
 
-def _render(name: str, settings: EmrSettings) -> dict:
+def _render(name: str, settings: EmrSettings, account: str | None = None) -> dict:
     log_bucket, log_prefix = settings.log_location
     text = _data(f"policies/{name}.json")
+    if "${ACCOUNT}" in text and not re.fullmatch(r"\d{12}", account or ""):
+        raise FruitlensError(f"the {name} policy needs the 12-digit AWS account id, got {account!r}")
     return json.loads(Template(text).substitute(
         PARTITION=settings.partition, BUCKET=settings.bucket, PREFIX=settings.key_prefix,
-        LOG_BUCKET=log_bucket, LOG_PREFIX=log_prefix,
+        LOG_BUCKET=log_bucket, LOG_PREFIX=log_prefix, ACCOUNT=account or "",
         SERVICE_ROLE=settings.service_role, INSTANCE_ROLE=settings.instance_profile))
 
 
@@ -74,12 +76,13 @@ def instance_role_policy(settings: EmrSettings) -> dict:
     return {"Version": "2012-10-17", "Statement": statements}
 
 
-def policy(name: str, settings: EmrSettings) -> dict:
+def policy(name: str, settings: EmrSettings, account: str | None = None) -> dict:
     """A policy document for this deployment: ec2-instance-role, service-role (the inline part; the
-    role also gets AmazonEMRServicePolicy_v2), ec2-trust, service-trust, user-policy."""
+    role also gets AmazonEMRServicePolicy_v2), ec2-trust, service-trust (needs `account`: EMR may
+    assume the role only on behalf of this account, the confused-deputy guard), user-policy."""
     if name == "ec2-instance-role":
         return instance_role_policy(settings)
-    return _render(name, settings)
+    return _render(name, settings, account)
 
 
 def managed_service_policy_arn(settings: EmrSettings) -> str:
@@ -135,11 +138,13 @@ def check_job_args(settings: EmrSettings, command: str, args: list[str]) -> None
     path, an s3:// location outside the data prefixes the nodes may use."""
     if command not in JOB_COMMANDS:
         raise FruitlensError(f"submit: COMMAND must be one of {', '.join(JOB_COMMANDS)}, got {command!r}")
-    uris = [a for a in args if a.startswith(("s3://", "s3a://", "s3n://"))]
+    # `--model=s3://…` is `--model s3://…`: check the value after the `=` too
+    values = [a.split("=", 1)[1] if a.startswith("-") and "=" in a else a for a in args]
+    uris = [a for a in values if a.startswith(("s3://", "s3a://", "s3n://"))]
     if not uris:
         raise FruitlensError(f"submit {command}: give its s3:// locations, e.g. "
                              f"submit CLUSTER {command} {settings.data_uris[0]}in {settings.data_uris[0]}out")
-    for a in args:
+    for a in values:
         if a.startswith(("/", "./", "../", "~", "file:")):
             raise FruitlensError(f"submit: {a!r} is a local path; on EMR every location is s3://")
     for uri in uris:
@@ -163,12 +168,18 @@ def step_request(settings: EmrSettings, command: str, args: list[str]) -> dict:
             "HadoopJarStep": {"Jar": "command-runner.jar", "Args": spark}}
 
 
-def iam_requests(settings: EmrSettings) -> list[tuple[str, dict]]:
-    """Every IAM request `--create-roles` makes, in order (operation name, parameters)."""
+def iam_requests(settings: EmrSettings, account: str) -> list[tuple[str, dict]]:
+    """Every IAM request `--create-roles` makes, in order (operation name, parameters). `account`:
+    the caller's account id (sts:GetCallerIdentity), for the service role's trust policy."""
     tags = [{"Key": "app", "Value": "fruitlens"}]
     service, instance = settings.service_role, settings.instance_profile
+    trust = json.dumps(policy("service-trust", settings, account))
+    # EC2 launches spot instances only with its service-linked role, which a fresh account lacks and
+    # AmazonEMRServicePolicy_v2 does not create
+    spot = [("CreateServiceLinkedRole", {"AWSServiceName": "spot.amazonaws.com"})] \
+        if settings.task_count and settings.task_spot else []
     return [
-        ("CreateRole", {"RoleName": service, "AssumeRolePolicyDocument": json.dumps(policy("service-trust", settings)),
+        ("CreateRole", {"RoleName": service, "AssumeRolePolicyDocument": trust,
                         "Description": "fruitlens: EMR service role (AmazonEMRServicePolicy_v2)", "Tags": tags}),
         ("AttachRolePolicy", {"RoleName": service, "PolicyArn": managed_service_policy_arn(settings)}),
         ("PutRolePolicy", {"RoleName": service, "PolicyName": "fruitlens-pass-instance-role",
@@ -179,6 +190,7 @@ def iam_requests(settings: EmrSettings) -> list[tuple[str, dict]]:
                            "PolicyDocument": json.dumps(policy("ec2-instance-role", settings))}),
         ("CreateInstanceProfile", {"InstanceProfileName": instance, "Tags": tags}),
         ("AddRoleToInstanceProfile", {"InstanceProfileName": instance, "RoleName": instance}),
+        *spot,
     ]
 
 
@@ -241,8 +253,28 @@ def download_wheels(dest: Path) -> Path:
     return dest
 
 
+def wheel_fits_emr7(filename: str) -> bool:
+    """Whether a wheel installs on EMR 7.x nodes (CPython 3.11, manylinux x86_64 with glibc <= 2.34),
+    from its file name's tags (name-version[-build]-python-abi-platform.whl, each tag set '.'-joined)."""
+    parts = filename.removesuffix(".whl").split("-")
+    if not filename.endswith(".whl") or len(parts) not in (5, 6):
+        return False
+    pythons, abis, platforms = (set(t.split(".")) for t in parts[-3:])
+    linux = any(p == "any" or p in WHEEL_PLATFORMS for p in platforms)
+    if "cp311" in abis:
+        return linux and "cp311" in pythons
+    if "abi3" in abis:
+        return linux and any(re.fullmatch(r"cp3(\d+)", p) and int(p[3:]) <= 11 for p in pythons)
+    return linux and "none" in abis and bool(pythons & {"py3", "py311", "cp311"})
+
+
 def check_wheels(wheels: Path) -> None:
-    """Every pinned name==version has a wheel in the folder (what `pip --no-index` will need)."""
+    """Every wheel in the folder fits EMR 7's nodes, and every pinned name==version has one (what
+    `pip --no-index` will need)."""
+    wrong = sorted(w.name for w in wheels.glob("*.whl") if not wheel_fits_emr7(w.name))
+    if wrong:
+        raise FruitlensError(f"--wheels {wheels}: not for EMR 7's nodes (CPython 3.11, manylinux x86_64): "
+                             f"{', '.join(wrong[:3])}" + (f" and {len(wrong) - 3} more" if len(wrong) > 3 else ""))
     have = {_canonical(w.name.split("-")[0]) + "==" + w.name.split("-")[1] for w in wheels.glob("*.whl")}
     missing = [f"{n}=={v}" for n, v in re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", pinned_requirements(), re.M)
                if f"{_canonical(n)}=={v}" not in have]
@@ -291,7 +323,9 @@ def _put_all(settings: EmrSettings, s3, files: dict[str, bytes | Path]) -> list[
 
 @contextlib.contextmanager
 def aws_errors(what: str):
-    """botocore's errors as one line (FruitlensError), never a traceback."""
+    """botocore's and boto3's errors (a failed upload, an unknown profile) as one line
+    (FruitlensError), never a traceback."""
+    from boto3.exceptions import Boto3Error
     from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
 
     try:
@@ -308,29 +342,46 @@ def aws_errors(what: str):
         raise FruitlensError(f"{what}: no AWS credentials found (environment, ~/.aws profile or role)") from None
     except EndpointConnectionError as exc:
         raise FruitlensError(f"{what}: cannot reach {exc.kwargs.get('endpoint_url', 'the AWS endpoint')}") from None
-    except BotoCoreError as exc:
-        raise FruitlensError(f"{what}: {exc}") from None
+    except (BotoCoreError, Boto3Error) as exc:
+        message = " ".join(str(exc).split())[:300]
+        raise FruitlensError(f"{what}: {message}") from None
 
 
 def clients(region: str):
     try:
         import boto3
     except ImportError:
-        raise FruitlensError('`fruitlens emr` needs boto3: pip install "fruitlens[emr]"') from None
-    session = boto3.session.Session(region_name=region)
-    return {name: session.client(name) for name in ("emr", "s3", "iam", "ec2")}
+        raise FruitlensError("`fruitlens emr` needs boto3: pip install boto3 (or fruitlens with its [emr] extra)") from None
+    with aws_errors("AWS configuration"):  # e.g. AWS_PROFILE naming no profile
+        session = boto3.session.Session(region_name=region)
+        return {name: session.client(name) for name in ("emr", "s3", "iam", "ec2", "sts")}
+
+
+def account_id(sts) -> str:
+    with aws_errors("sts:GetCallerIdentity"):
+        return sts.get_caller_identity()["Account"]
 
 
 def _code(exc) -> str:
     return getattr(exc, "response", {}).get("Error", {}).get("Code", "")
 
 
-def create_roles(settings: EmrSettings, iam, sleep=time.sleep) -> None:
+def create_roles(settings: EmrSettings, iam, account: str, sleep=time.sleep) -> None:
     """The two roles and the instance profile (idempotent), waiting for IAM to show each one:
-    IAM is eventually consistent, and EMR refuses a profile it cannot see yet."""
+    IAM is eventually consistent, and EMR refuses a profile it cannot see yet. With spot task
+    nodes, also EC2's spot service-linked role if the account lacks it."""
     existing_profile_roles, created = None, False
-    for op, params in iam_requests(settings):
-        if op == "CreateRole":
+    for op, params in iam_requests(settings, account):
+        if op == "CreateServiceLinkedRole":
+            try:
+                iam.create_service_linked_role(**params)
+                created = True
+            except Exception as exc:  # botocore ClientError: the role exists already ("has been taken")
+                message = str(exc).lower()
+                if _code(exc) not in ("InvalidInput", "EntityAlreadyExists") or \
+                        not ("has been taken" in message or "already exists" in message):
+                    raise
+        elif op == "CreateRole":
             try:
                 iam.get_role(RoleName=params["RoleName"])
                 continue  # keep the role; its policies are (re)written below
@@ -420,13 +471,16 @@ def up(settings: EmrSettings, create_iam_roles: bool = False, tag_network: bool 
 
     settings.validate()
     aws = clients(settings.region)
+    if settings.offline_nodes and wheels is not None:
+        check_wheels(wheels)  # before anything is tagged or uploaded
     with aws_errors("network"):
         settings = replace(settings, subnet_id=network(settings, aws["ec2"], tag=tag_network))
     with aws_errors("upload artifacts"):
         upload_artifacts(settings, aws["s3"], wheels)
     if create_iam_roles:
+        account = account_id(aws["sts"])
         with aws_errors("create roles"):
-            create_roles(settings, aws["iam"], sleep=sleep)
+            create_roles(settings, aws["iam"], account, sleep=sleep)
     with aws_errors("RunJobFlow"):
         request = run_job_flow_request(settings)
         return retry_propagation(lambda: aws["emr"].run_job_flow(**request), sleep=sleep)["JobFlowId"]

@@ -13,6 +13,7 @@ DEFAULT_RELEASE = "emr-7.13.0"
 EMR_SPARK_VERSION = "3.5.6"  # the Apache Spark release EMR's 3.5.6-amzn-2 is built from (CI tests PySpark 3.5.6)
 VENV = "/opt/fruitlens/venv"  # where the bootstrap action installs the pinned dependencies
 MODELS_DIR = "/opt/fruitlens/models"  # where --offline-nodes puts the model files (FRUITLENS_MODEL_DIR)
+SAFE_KEY = re.compile(r"[A-Za-z0-9!_.'()/-]*")  # S3's safe key characters, none special in IAM policies
 MANAGED_TAG = {"Key": "for-use-with-amazon-emr-managed-policies", "Value": "true"}  # AmazonEMRServicePolicy_v2
 
 
@@ -53,7 +54,20 @@ class EmrSettings:
         if not self.logs.startswith("s3://"):
             raise FruitlensError(f"--log-uri must be an s3:// URI, got {self.logs!r}")
         log_bucket, log_key = self.log_location
-        protected = [(self.bucket, f"{self.key_prefix}/artifacts"), (log_bucket, log_key.rstrip("/"))]
+        # keys end up in IAM policies: no wildcards (* ?), policy variables (${…}), quotes or spaces
+        for option, key in [("--prefix", self.prefix), ("--log-uri", log_key)] + [
+                ("--data-prefix", d) for d in self.data_prefixes]:
+            if not SAFE_KEY.fullmatch(key):
+                raise FruitlensError(f"{option} {key!r}: only letters, digits and !_.'()/- are allowed in S3 keys "
+                                     "here (they go into IAM policies, where * ? $ are wildcards or variables)")
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", log_bucket):
+            raise FruitlensError(f"--log-uri: not a valid S3 bucket name: {log_bucket!r}")
+        artifacts, logs = f"{self.key_prefix}/artifacts", log_key.rstrip("/")
+        if log_bucket == self.bucket and (not logs or logs == artifacts or logs.startswith(artifacts + "/")
+                                          or artifacts.startswith(logs + "/")):
+            raise FruitlensError(f"--log-uri {self.logs} overlaps s3://{self.bucket}/{artifacts}/: the nodes may write "
+                                 "logs, and must never write the artifacts (the next cluster runs bootstrap.sh as root)")
+        protected = [(self.bucket, artifacts), (log_bucket, logs)]
         for data in self.data_keys:
             if not data:
                 raise FruitlensError("--data-prefix must not be empty or the bucket root")
