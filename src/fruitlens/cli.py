@@ -326,6 +326,17 @@ def main(argv=None) -> int:
 
 
 def _first_line(exc: BaseException) -> str:
+    java = getattr(exc, "java_exception", None)  # Py4JJavaError: the JVM's own exception says what failed
+    if java is not None:
+        try:
+            cause = java
+            while cause.getCause() is not None and cause.getCause() != cause:
+                cause = cause.getCause()
+            own = str(java.toString()).splitlines()[0][:200]
+            root = str(cause.toString()).splitlines()[0][:200]
+            return own if root == own else f"{own}; caused by {root}"
+        except Exception:  # noqa: BLE001 - the JVM may be gone: fall back to the Python text
+            pass
     text = str(exc).strip()
     for line in text.splitlines():
         line = line.strip()
