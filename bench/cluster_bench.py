@@ -1,5 +1,7 @@
 """Scaling on a real Spark standalone cluster: `fruitlens featurize` with one worker vs two
-workers of one core each, on this machine, in one run.
+workers of one core each, on this machine, in one run, against the model alone on one core
+(1 process x 1 thread, measured in the same run): the per-core figure `fruitlens emr estimate`
+prices clusters with.
 
     .venv/bin/python bench/cluster_bench.py --images 4000
 """
@@ -17,7 +19,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
-from featurize_bench import MODELS, WORK, replicate  # noqa: E402
+from featurize_bench import MODELS, WORK, model_only, replicate  # noqa: E402
 
 sys.path.insert(0, str(REPO / "tests"))
 from local_cluster import StandaloneCluster  # noqa: E402
@@ -39,11 +41,15 @@ def featurize_on(workers: int, images: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=4000)
+    ap.add_argument("--seconds", type=float, default=10.0, help="duration of the model-only measurement")
     args = ap.parse_args()
     images = replicate(args.images)
+    alone = model_only(1, 1, 16, args.seconds)
     one = featurize_on(1, images)
     two = featurize_on(2, images)
-    result = {"images": args.images, "one_worker": one, "two_workers": two,
+    result = {"images": args.images, "model_alone_one_core_images_per_s": round(alone, 1),
+              "one_worker": one, "two_workers": two,
+              "one_worker_embed_vs_model_alone_one_core": round(one["embed_images_per_s"] / alone, 2),
               "speedup_embed": round(two["embed_images_per_s"] / one["embed_images_per_s"], 2),
               "speedup_total": round(two["total_images_per_s"] / one["total_images_per_s"], 2)}
     WORK.mkdir(parents=True, exist_ok=True)

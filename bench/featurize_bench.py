@@ -6,7 +6,11 @@ For each size: replicates the Fruits-360 sample in ../shared (copies under new n
 where possible) to N images, runs `fruitlens featurize` (Spark local mode, the defaults) while
 sampling the peak RSS of the driver, the JVM and the Python workers, and compares its images/s with
 the model alone (same model, same total threads, same batch) on already-decoded images in memory.
-Prints a Markdown table and writes bench/_work/featurize_bench.json.
+The model alone is measured again before each size (runs of 360,000 images take long enough for
+the machine's speed to drift), and each run's ratio uses the measurement taken just before it.
+Spark's event log (the data behind the Spark UI) gives the embed stage's task times: min, median,
+95th percentile, max, and max/median as the skew. CPU seconds by process role say who used the
+cores. Prints a Markdown table and writes bench/_work/featurize_bench-*.json.
 """
 
 from __future__ import annotations
@@ -56,7 +60,8 @@ def _model_only_worker(threads: int, batch: int, seconds: float, queue, size=Non
     from fruitlens.decode import decode_image
 
     spec = backbones.at_size(backbones.get_spec(DEFAULT_BACKBONE), size)  # what featurize runs by default
-    model = backbones.load(spec, str(MODELS / spec.model_file.filename), threads)
+    # The published network alone, at its input size (no in-graph resize: featurize pays for that).
+    model = backbones.load(spec, str(MODELS / spec.model_file.filename), threads, resize_in_graph=False)
     files = sorted(SAMPLE.rglob("*.jpg"))[::50][:batch * 4]
     images = np.stack([decode_image(f.read_bytes(), spec.input_size, 10**8) for f in files])
     batches = [images[i : i + batch] for i in range(0, len(images), batch)]
@@ -95,11 +100,35 @@ def role(proc: psutil.Process, root_pid: int) -> str:
     return "other"
 
 
+def task_times(event_dir: Path) -> dict:
+    """The embed stage's task durations from Spark's event log (the stage with the most tasks)."""
+    logs = sorted(p for p in event_dir.iterdir() if p.is_file())
+    tasks: dict[int, list[float]] = {}
+    for line in logs[-1].open():
+        event = json.loads(line)
+        if event["Event"] == "SparkListenerTaskEnd":
+            info = event["Task Info"]
+            tasks.setdefault(event["Stage ID"], []).append((info["Finish Time"] - info["Launch Time"]) / 1000)
+    durations = sorted(max(tasks.values(), key=len))
+    pick = lambda q: durations[min(len(durations) - 1, int(q * len(durations)))]  # noqa: E731
+    return {"tasks": len(durations), "min_s": round(durations[0], 2), "median_s": round(pick(0.5), 2),
+            "p95_s": round(pick(0.95), 2), "max_s": round(durations[-1], 2),
+            "max_over_median": round(durations[-1] / pick(0.5), 2),
+            "p95_over_median": round(pick(0.95) / pick(0.5), 2), "sum_s": round(sum(durations), 1)}
+
+
 def run_pipeline(images: Path, out: Path, extra: list[str]) -> dict:
     env = {**os.environ, "FRUITLENS_MODEL_DIR": str(MODELS)}
-    cmd = [str(REPO / ".venv" / "bin" / "fruitlens"), "featurize", str(images), str(out), "--quiet", *extra]
+    events = WORK / "events"
+    shutil.rmtree(events, ignore_errors=True)
+    events.mkdir(parents=True)
+    event_log = ["--conf", "spark.eventLog.enabled=true", "--conf", f"spark.eventLog.dir={events.as_uri()}",
+                 "--conf", "spark.eventLog.compress=false", "--conf", "spark.eventLog.rolling.enabled=false"]
+    cmd = [str(REPO / ".venv" / "bin" / "fruitlens"), "featurize", str(images), str(out), "--quiet", *event_log,
+           *extra]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peak: dict[str, int] = {}
+    cpu: dict[int, tuple[str, float]] = {}  # pid -> (role, CPU seconds so far)
     peak_worker_single = 0
     stop = threading.Event()
 
@@ -115,9 +144,11 @@ def run_pipeline(images: Path, out: Path, extra: list[str]) -> dict:
             for p in procs:
                 try:
                     rss = p.memory_info().rss
+                    times = p.cpu_times()
                 except psutil.Error:
                     continue
                 r = role(p, proc.pid)
+                cpu[p.pid] = (r, times.user + times.system)
                 now[r] = now.get(r, 0) + rss
                 if r == "python_workers":
                     peak_worker_single = max(peak_worker_single, rss)
@@ -135,8 +166,13 @@ def run_pipeline(images: Path, out: Path, extra: list[str]) -> dict:
         raise SystemExit(f"featurize failed:\n{output}")
     report = json.loads((out / "report.json").read_text())
     mib = 1024 * 1024
+    cpu_by_role: dict[str, float] = {}
+    for r, seconds in cpu.values():
+        cpu_by_role[r] = cpu_by_role.get(r, 0.0) + seconds
     return {
         "process_wall_s": round(wall, 1),
+        "embed_tasks": task_times(events),
+        "cpu_s": {k: round(v, 1) for k, v in sorted(cpu_by_role.items()) if v >= 0.05},
         "report": report["featurize"],
         "peak_rss_mib": {k: round(v / mib) for k, v in sorted(peak.items())},
         "peak_rss_one_python_worker_mib": round(peak_worker_single / mib),
@@ -156,19 +192,14 @@ def main() -> None:
     results = {"cores": cores, "batch_size": args.batch_size, "image_size": args.image_size, "extra": args.extra,
                "runs": []}
 
-    # Same model, same total threads, same batch: one process with all threads, and one process
-    # per core with one thread each (the pipeline's shape). The better one is the baseline.
-    one_proc = model_only(1, cores, args.batch_size, args.seconds, args.image_size)
-    per_core = model_only(cores, 1, args.batch_size, args.seconds, args.image_size)
-    baseline = max(one_proc, per_core)
-    results["model_only_images_per_s"] = {
-        f"1 process x {cores} threads": round(one_proc, 1),
-        f"{cores} processes x 1 thread": round(per_core, 1),
-    }
-    print(f"model alone: {one_proc:.1f} img/s (1 process x {cores} threads), "
-          f"{per_core:.1f} img/s ({cores} processes x 1 thread)", flush=True)
-
     for n in args.images:
+        # Same model, same total threads, same batch: one process with all threads, and one process
+        # per core with one thread each (the pipeline's shape). The better one is the baseline.
+        one_proc = model_only(1, cores, args.batch_size, args.seconds, args.image_size)
+        per_core = model_only(cores, 1, args.batch_size, args.seconds, args.image_size)
+        baseline = max(one_proc, per_core)
+        print(f"model alone: {one_proc:.1f} img/s (1 process x {cores} threads), "
+              f"{per_core:.1f} img/s ({cores} processes x 1 thread)", flush=True)
         images = replicate(n)
         out = WORK / f"out-{n}"
         extra = ["--batch-size", str(args.batch_size), *args.extra.split()]
@@ -180,6 +211,8 @@ def main() -> None:
         total = stages["total"]
         row = {
             "images": n,
+            "model_only_images_per_s": {f"1 process x {cores} threads": round(one_proc, 1),
+                                        f"{cores} processes x 1 thread": round(per_core, 1)},
             "embed_images_per_s": embed_rate,
             "embed_ratio_vs_model_only": round(embed_rate / baseline, 3),
             "list_embed_write_images_per_s": total["images_per_s"],
@@ -193,6 +226,8 @@ def main() -> None:
             "partitions": r["report"]["partitions"],
             "peak_rss_mib": r["peak_rss_mib"],
             "peak_rss_one_python_worker_mib": r["peak_rss_one_python_worker_mib"],
+            "embed_tasks": r["embed_tasks"],
+            "cpu_s": r["cpu_s"],
         }
         results["runs"].append(row)
         print(json.dumps(row), flush=True)
@@ -200,18 +235,18 @@ def main() -> None:
 
     (WORK / f"featurize_bench-{'-'.join(map(str, args.images))}-{args.image_size or 224}.json").write_text(json.dumps(results, indent=2))
     print()
-    print(f"Model alone (baseline): {baseline:.1f} images/s")
-    print("| images | embed img/s | ratio vs model | list+embed+publish img/s | ratio | list s | read | decode+resize | infer | write (tasks) | publish s | peak RSS driver / JVM / workers (MiB) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| images | model alone img/s | embed img/s | **embed / model** | whole process s (img/s) | **process / model** "
+          "| embed tasks: n, median / p95 / max s (max/median) | peak RSS driver / JVM / workers MiB | CPU s driver / JVM / workers |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in results["runs"]:
-        s = row["stages"]
-        ts = s["embed"]["task_seconds"]
-        rss = row["peak_rss_mib"]
+        base = max(row["model_only_images_per_s"].values())
+        t, rss, cpu = row["embed_tasks"], row["peak_rss_mib"], row["cpu_s"]
         print(
-            f"| {row['images']:,} | {row['embed_images_per_s']:.1f} | {row['embed_ratio_vs_model_only']:.0%} | "
-            f"{row['list_embed_write_images_per_s']:.1f} | {row['list_embed_write_ratio']:.0%} | "
-            f"{s['list']['wall_s']:.2f} | {ts['read']:.1f} | {ts['decode_resize']:.1f} | {ts['infer']:.1f} | "
-            f"{ts['write']:.1f} | {s['publish']['wall_s']:.2f} | {rss.get('driver_python', 0)} / {rss.get('jvm', 0)} / {rss.get('python_workers', 0)} |"
+            f"| {row['images']:,} | {base:.1f} | {row['embed_images_per_s']:.1f} | **{row['embed_ratio_vs_model_only']:.2f}** | "
+            f"{row['process_wall_s']:.1f} ({row['process_images_per_s']:.1f}) | **{row['process_ratio']:.2f}** | "
+            f"{t['tasks']}, {t['median_s']} / {t['p95_s']} / {t['max_s']} ({t['max_over_median']}) | "
+            f"{rss.get('driver_python', 0)} / {rss.get('jvm', 0)} / {rss.get('python_workers', 0)} | "
+            f"{cpu.get('driver_python', 0)} / {cpu.get('jvm', 0)} / {cpu.get('python_workers', 0)} |"
         )
 
 

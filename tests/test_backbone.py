@@ -1,5 +1,7 @@
 """The LiteRT MobileNetV2 backbone, cut at the pooled tensor."""
 
+import io
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -110,3 +112,48 @@ def test_stage_averages_are_computed_in_the_graph():
     # the pooled int8 tensor, then one float32 (1, channels) average per stage: no activation leaves the graph
     assert [o["shape"].tolist() for o in outputs] == [[1, 1, 1, 1280], *[[1, c] for c in (320, 160, 96, 64, 32, 24, 16)]]
     assert [o["dtype"] for o in outputs[1:]] == [np.float32] * 7
+
+
+def test_small_photos_are_resized_in_the_graph_close_to_pillow_and_full_size_ones_pass_unchanged():
+    spec = backbones.get_spec("mobilenet_v2_multiscale")
+    path = str(MODELS / spec.model_file.filename)
+    model = backbones.load(spec, path, threads=2)
+    network = backbones.load(spec, path, threads=2, resize_in_graph=False)  # the published network alone
+    files = sorted((SAMPLE / "Test").glob("*/*.jpg"))[:: 97][:8]
+    small = np.stack([decode_image(f.read_bytes(), (224, 224), 10**8, upscale=False) for f in files])
+    assert small.shape == (8, 100, 100, 3)  # Fruits-360 photos stay at their own size
+    pillow = sample_images(8)  # the same photos upscaled by Pillow
+    got, reference = model.embed(small), network.embed(pillow)
+    cosine = (got * reference).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(reference, axis=1)
+    assert cosine.min() > 0.995 and not np.array_equal(got, reference)  # pixels within 1, not equal
+    np.testing.assert_array_equal(model.embed(pillow), reference)  # 224 x 224 passes the resize unchanged
+    with pytest.raises(ValueError, match="takes 224x224"):
+        network.embed(small)
+    # a photo larger than the input is still brought down by Pillow (antialiased), never by the graph
+    big = Image.new("RGB", (4000, 3000), (200, 30, 30))
+    buf = io.BytesIO()
+    big.save(buf, "JPEG")
+    assert decode_image(buf.getvalue(), (224, 224), 10**8, upscale=False).shape == (224, 224, 3)
+
+
+def test_a_partition_of_mixed_image_sizes_is_embedded_one_inference_per_size(tmp_path):
+
+    from fruitlens.mapper import MapperSettings, MapperStats, Record, embed_records
+
+    spec = backbones.get_spec("mobilenet_v2_multiscale")
+    sizes = [(100, 100), (64, 48), (100, 100), (640, 480), (224, 224), (64, 48)]
+    records = []
+    for i, (w, h) in enumerate(sizes):
+        p = tmp_path / f"{i}.png"
+        img = Image.open(sorted((SAMPLE / "Test").glob("*/*.jpg"))[i * 300]).resize((w, h))
+        img.save(p)
+        records.append(Record(path=str(p), label=None, split=None, size_bytes=p.stat().st_size))
+    stats = MapperStats()
+    settings = MapperSettings(backbone=spec.name, model_path=str(MODELS / spec.model_file.filename), batch_size=16)
+    out = [r for batch in embed_records(records, settings, stats) for r in batch]
+    assert [r.path for r in out] == [r.path for r in records] and all(r.reason is None for r in out)
+    assert stats.images == 6 and stats.batches == 3  # 100x100, 64x48, 224x224 (640x480 brought down to it)
+    # the same photo alone gives the same embedding as inside the mixed batch
+    alone = [r for b in embed_records([Record(path=records[1].path, label=None, split=None, size_bytes=0)],
+                                       settings, MapperStats()) for r in b]
+    np.testing.assert_allclose(alone[0].embedding, out[1].embedding, rtol=0, atol=1e-6)

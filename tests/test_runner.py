@@ -22,7 +22,7 @@ from fruitlens.model_store import ModelFile
 from fruitlens.publish import Part, cleanup, publish, staged_parts
 from fruitlens.runner import EmbedTask, rewrite_part, run_partition
 from fruitlens.storage import Location
-from fruitlens.writer import STAGING, PartWriter, Target
+from fruitlens.writer import ROW_GROUP_ROWS, STAGING, PartWriter, Target
 
 
 class FakeBackbone:
@@ -161,6 +161,8 @@ def test_a_part_cut_short_is_not_a_valid_parquet_file(tmp_path):
     target = Target(out / "embeddings", out, "r1")
     writer = PartWriter(target, _schema(), 0, 0)
     writer.write(_batch(["a", "b"]))
+    assert not (target.staging / writer.name).exists()  # rows wait for a full row group in memory
+    writer.write(_batch([f"p{i}" for i in range(ROW_GROUP_ROWS)]))  # a row group: the file starts
     writer._file.flush()
     with pytest.raises(Exception):
         pq.read_metadata(str(target.staging / writer.name))

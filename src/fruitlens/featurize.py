@@ -59,11 +59,16 @@ def resolve_model(cfg: FeaturizeConfig) -> tuple[backbones.BackboneSpec, str]:
     return spec, str(model_store.resolve(spec.model_file, cfg.model))
 
 
+# How images smaller than the input size reach it: the bilinear resize the backbone's graph starts
+# with (earlier versions upscaled with Pillow: pixels within 1, embeddings cosine >= 0.998).
+RESIZE = "graph-bilinear"
+
+
 def embedding_params(spec: backbones.BackboneSpec, cfg: FeaturizeConfig) -> dict:
     """What an embedding row depends on besides the image: rows made with other params are not
     reused by an incremental run."""
     return {"backbone": spec.name, "model_sha256": spec.model_file.sha256,
-            "input_size": list(spec.input_size), "max_pixels": cfg.max_pixels}
+            "input_size": list(spec.input_size), "max_pixels": cfg.max_pixels, "resize": RESIZE}
 
 
 def featurize(spark, cfg: FeaturizeConfig, source: Location, embeddings: Target, errors: Target,

@@ -103,8 +103,10 @@ def read_bytes(record: Record, fs=None) -> bytes:
     return fs.cat_file(record.path)
 
 
-def load_record(record: Record, size: tuple[int, int], max_pixels: int, stats: MapperStats, fs=None) -> Record:
-    """Read and decode one image in a pool thread; failures become the record's error."""
+def load_record(record: Record, size: tuple[int, int], max_pixels: int, stats: MapperStats, fs=None,
+                upscale: bool = True) -> Record:
+    """Read and decode one image in a pool thread; failures become the record's error.
+    `upscale=False`: small images keep their size (a backbone that resizes in its graph)."""
     t0 = time.perf_counter()
     data = b""
     try:
@@ -121,7 +123,7 @@ def load_record(record: Record, size: tuple[int, int], max_pixels: int, stats: M
     t1 = time.perf_counter()
     if record.reason is None:
         try:
-            record.pixels = decode_image(data, size, max_pixels)
+            record.pixels = decode_image(data, size, max_pixels, upscale=upscale)
         except DecodeError as exc:
             record.fail(exc.reason, getattr(exc, "detail", str(exc)))
     t2 = time.perf_counter()
@@ -149,7 +151,8 @@ def embed_records(
     one (default: this worker's cached backbone for `settings`)."""
     backbone = backbone or get_backbone(settings, stats)
     spec = backbone.spec
-    load = lambda r: load_record(r, spec.input_size, settings.max_pixels, stats, fs)  # noqa: E731
+    upscale = not getattr(backbone, "resizes_in_graph", False)
+    load = lambda r: load_record(r, spec.input_size, settings.max_pixels, stats, fs, upscale)  # noqa: E731
     window = max(settings.batch_size * 2, settings.io_threads * 2)
     with ThreadPoolExecutor(settings.io_threads, thread_name_prefix="fruitlens-io") as pool:
         pending: deque = deque()
@@ -177,12 +180,15 @@ def embed_records(
 
 def _infer(batch: list[Record], backbone: backbones.Backbone, stats: MapperStats) -> list[Record]:
     good = [r for r in batch if r.reason is None]
-    if good:
+    by_shape: dict[tuple, list[Record]] = {}  # one inference per image size (one for Fruits-360)
+    for r in good:
+        by_shape.setdefault(r.pixels.shape, []).append(r)
+    for group in by_shape.values():
         t0 = time.perf_counter()
-        embeddings = backbone.embed(np.stack([r.pixels for r in good]))
+        embeddings = backbone.embed(np.stack([r.pixels for r in group]))
         stats.infer_s += time.perf_counter() - t0
         stats.batches += 1
-        for r, e in zip(good, embeddings):
+        for r, e in zip(group, embeddings):
             r.embedding = e
             r.pixels = None
     stats.images += len(good)

@@ -51,8 +51,12 @@ class Identifier:
         return cls(PortableModel.load(Location.of(model, s3)), backbone_model, threads)
 
     def embed_bytes(self, data: bytes) -> np.ndarray:
-        pixels = decode_image(data, self.spec.input_size, self.max_pixels)
-        return self.backbone.embed(pixels[None])[0]
+        return self.backbone.embed(self.decode(data)[None])[0]
+
+    def decode(self, data: bytes) -> np.ndarray:
+        """Pixels for this backbone: small photos at their own size when it resizes in its graph."""
+        upscale = not getattr(self.backbone, "resizes_in_graph", False)
+        return decode_image(data, self.spec.input_size, self.max_pixels, upscale=upscale)
 
     def identify(self, data: bytes, k: int = 5) -> Prediction:
         """Raises DecodeError for bytes that are not a usable image."""

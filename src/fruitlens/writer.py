@@ -16,6 +16,9 @@ import pyarrow.parquet as pq
 from .storage import Location
 
 STAGING = "_staging"
+# Rows per Parquet row group: batches are buffered to this many (16-row groups cost a third more
+# write time per row and made files 40% larger: docs/benchmarks.md, Performance II).
+ROW_GROUP_ROWS = 256
 
 
 def new_run_id() -> str:
@@ -51,20 +54,29 @@ class PartWriter:
         self.name = f"part-{partition:05d}-{target.run_id}-{attempt}-{uuid.uuid4().hex[:6]}.parquet"
         self.rows = 0
         self._file = self._writer = None
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
 
     def write(self, batch: pa.RecordBatch | pa.Table) -> None:
         if batch.num_rows == 0:
             return
+        self._pending.append(batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch]))
+        self._pending_rows += batch.num_rows
+        self.rows += batch.num_rows
+        if self._pending_rows >= ROW_GROUP_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending_rows:
+            return
         if self._writer is None:
             self._file = (self.target.staging / self.name).open("wb")
             self._writer = pq.ParquetWriter(self._file, self.schema, compression="zstd")
-        if isinstance(batch, pa.Table):
-            self._writer.write_table(batch)
-        else:
-            self._writer.write_batch(batch)
-        self.rows += batch.num_rows
+        self._writer.write_table(pa.concat_tables(self._pending), row_group_size=max(ROW_GROUP_ROWS, self._pending_rows))
+        self._pending, self._pending_rows = [], 0
 
     def close(self) -> tuple[str, int] | None:
+        self._flush()
         if self._writer is None:
             return None
         self._writer.close()

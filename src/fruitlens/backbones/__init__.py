@@ -35,8 +35,9 @@ def at_size(spec: BackboneSpec, size) -> BackboneSpec:
     return spec if (width, height) == tuple(spec.input_size) else replace(spec, input_size=(width, height))
 
 
-def load(spec: BackboneSpec, model_path: str, threads: int) -> Backbone:
-    return spec.factory(spec, model_path, threads)
+def load(spec: BackboneSpec, model_path: str, threads: int, **options) -> Backbone:
+    """`options`: the backbone's own (LiteRT: resize_in_graph=False for the network alone)."""
+    return spec.factory(spec, model_path, threads, **options)
 
 
 __all__ = ["Backbone", "BackboneSpec", "SPECS", "at_size", "get_spec", "load", "LiteRTBackbone"]

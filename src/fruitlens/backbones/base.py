@@ -12,9 +12,12 @@ from ..model_store import ModelFile
 
 class Backbone(Protocol):
     spec: "BackboneSpec"
+    # True: `embed` takes any height x width and resizes to spec.input_size itself, so decoders
+    # hand it small images at their own size (mapper, predict, serve look this up with getattr).
+    resizes_in_graph: bool
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
-        """uint8 (n, height, width, 3) RGB -> float32 (n, embedding_dim)."""
+        """uint8 (n, height, width, 3) RGB -> float32 (n, embedding_dim); one size per batch."""
 
 
 @dataclass(frozen=True)
