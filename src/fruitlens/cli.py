@@ -11,6 +11,7 @@ import click
 from . import FruitlensError, __version__
 from .config import (
     DEFAULT_BACKBONE,
+    DEFAULT_IMAGES_PER_PARTITION,
     DEFAULT_MAX_PIXELS,
     MODELS,
     ClassifyConfig,
@@ -61,7 +62,7 @@ def featurize_options(f):
     @click.option("--batch-size", type=int, default=16, show_default=True, help="Images per inference call.")
     @click.option("--threads", type=int, default=1, show_default=True,
                   help="Inference threads per Python worker (Spark runs one worker per task slot).")
-    @click.option("--images-per-partition", type=int, default=256, show_default=True,
+    @click.option("--images-per-partition", type=int, default=DEFAULT_IMAGES_PER_PARTITION, show_default=True,
                   help="Images per Spark task.")
     @click.option("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, show_default=True,
                   help="Larger images are rejected as decompression bombs.")
@@ -249,7 +250,7 @@ def _print_answers(answers) -> None:
 @click.argument("output")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Images per inference call.")
 @click.option("--threads", type=int, default=1, show_default=True, help="Inference threads per Python worker.")
-@click.option("--images-per-partition", type=int, default=256, show_default=True, help="Images per Spark task.")
+@click.option("--images-per-partition", type=int, default=DEFAULT_IMAGES_PER_PARTITION, show_default=True, help="Images per Spark task.")
 @click.option("--io-threads", type=int, default=4, show_default=True, help="Concurrent reads and decodes per task.")
 @click.option("--incremental/--full", default=True, show_default=True,
               help="Embed only images new or changed since what OUTPUT holds, or every image again.")

@@ -59,6 +59,14 @@ def resolve_model(cfg: FeaturizeConfig) -> tuple[backbones.BackboneSpec, str]:
     return spec, str(model_store.resolve(spec.model_file, cfg.model))
 
 
+def task_count(images: int, per_task: int, slots: int) -> int:
+    """Tasks for `images`: about `per_task` each, rounded up to whole waves of the `slots` (so
+    3,000 images on 2 slots are 4 tasks of 750, not 3 that leave one slot idle for a third)."""
+    slots = max(1, slots)
+    waves = math.ceil(max(math.ceil(images / max(1, per_task)), slots) / slots)
+    return max(1, min(images, waves * slots))
+
+
 # How images smaller than the input size reach it: the bilinear resize the backbone's graph starts
 # with (earlier versions upscaled with Pillow: pixels within 1, embeddings cosine >= 0.998).
 RESIZE = "graph-bilinear"
@@ -116,8 +124,7 @@ def featurize(spark, cfg: FeaturizeConfig, source: Location, embeddings: Target,
         accumulator.add(result.stats)
         yield _parts_batch([(d, f, n, result.reasons if d == "errors" else {}) for d, f, n in result.parts])
 
-    partitions = max(1, min(plan.n_embed, max(math.ceil(plan.n_embed / cfg.images_per_partition),
-                                              sc.defaultParallelism)))
+    partitions = task_count(plan.n_embed, cfg.images_per_partition, sc.defaultParallelism)
     t0 = time.perf_counter()
     parts: list[dict] = []
     if plan.n_embed:
