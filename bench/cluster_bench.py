@@ -31,7 +31,7 @@ def featurize_on(workers: int, images: Path) -> dict:
         env = {**os.environ, "FRUITLENS_MODEL_DIR": str(MODELS)}
         t0 = time.perf_counter()
         subprocess.run([str(REPO / ".venv/bin/fruitlens"), "featurize", str(images), str(out), "--quiet",
-                        "--master", cluster.url, "--images-per-partition", "100"], check=True, env=env)
+                        "--master", cluster.url], check=True, env=env)
         wall = time.perf_counter() - t0
         stages = json.loads((out / "report.json").read_text())["featurize"]["stages"]
         return {"workers": workers, "process_wall_s": round(wall, 1), "embed_images_per_s": stages["embed"]["images_per_s"],

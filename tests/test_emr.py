@@ -18,7 +18,7 @@ from botocore.validate import validate_parameters
 from conftest import REPO
 from fruitlens import FruitlensError
 from fruitlens.emr import kit
-from fruitlens.emr.costs import estimate, price_table
+from fruitlens.emr.costs import DEFAULT_IMAGES_PER_S_PER_VCPU, MEASURED_IMAGES_PER_S_PER_CORE, estimate, price_table
 from fruitlens.emr.settings import DEFAULT_RELEASE, MANAGED_TAG, EmrSettings
 
 # moto's IAM knows AWS's managed policies (AmazonEMRServicePolicy_v2 among them) only when asked,
@@ -303,7 +303,8 @@ def test_cost_estimate_is_instance_hours_times_the_regions_prices():
     assert est.worker_vcpus == 3 * 4 + 4 * 8
     no_discount = estimate(SETTINGS, hours=2, spot_discount=0.0)
     assert no_discount.hourly_usd == pytest.approx(node("m5.xlarge") * 4 + 4 * node("c5.2xlarge"))
-    assert est.images_per_hour == pytest.approx(44 * 37.5 * 3600)
+    assert DEFAULT_IMAGES_PER_S_PER_VCPU == MEASURED_IMAGES_PER_S_PER_CORE / 2  # a vCPU is a hyperthread
+    assert est.images_per_hour == pytest.approx(44 * DEFAULT_IMAGES_PER_S_PER_VCPU * 3600)
     assert est.usd_per_million_images == pytest.approx(est.hourly_usd / est.images_per_hour * 1e6)
     for region in table["regions"].values():
         assert region["as_of"] and region["source"].startswith("https://") and region["checked"]

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from .. import FruitlensError
+from .costs import MEASURED_IMAGES_PER_S_PER_CORE
 from .settings import DEFAULT_RELEASE, EmrSettings
 
 REGION = click.option("--region", default="us-east-1", show_default=True,
@@ -82,7 +83,8 @@ def emr():
 @click.option("--images", type=int, default=None, help="Planned number of images (for the time and cost estimate).")
 @click.option("--hours", type=float, default=None, help="Planned hours (instead of --images).")
 @click.option("--images-per-s-per-vcpu", type=float, default=None,
-              help="Throughput per worker vCPU (default: half the 75 images/s per core measured in docs/benchmarks.md).")
+              help=f"Throughput per worker vCPU (default: half the {MEASURED_IMAGES_PER_S_PER_CORE:g} images/s per core "
+                   "measured in docs/benchmarks.md).")
 def estimate(images, hours, images_per_s_per_vcpu, spot_discount, prices_path, **kw):
     """Cost and throughput estimate for a cluster shape, from the price table."""
     from .costs import DEFAULT_IMAGES_PER_S_PER_VCPU

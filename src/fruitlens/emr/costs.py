@@ -12,10 +12,12 @@ from pathlib import Path
 from .. import FruitlensError
 from .settings import EmrSettings
 
-# Measured, not on EMR: one 1-core Spark executor embedded about 75 images/s on the 2-core
-# development machine (docs/benchmarks.md, "Scaling"). EC2 vCPUs are hyperthreads, so the estimate
-# counts half of that per vCPU. Override with --images-per-s-per-vcpu after measuring on EMR.
-MEASURED_IMAGES_PER_S_PER_CORE = 75.0
+# Measured, not on EMR: `fruitlens featurize` with the defaults (the multiscale backbone) embedded
+# 442 images/s on the 2-core development machine over 90,000 images, everything included (decode,
+# Spark, Parquet; 0.79 of the model alone, which ran at 557 images/s there): 221 per core
+# (docs/benchmarks.md, Performance II). EC2 vCPUs are hyperthreads, so the estimate counts half
+# of that per vCPU. Override with --images-per-s-per-vcpu after measuring on EMR.
+MEASURED_IMAGES_PER_S_PER_CORE = 221.0
 DEFAULT_IMAGES_PER_S_PER_VCPU = MEASURED_IMAGES_PER_S_PER_CORE / 2
 
 
