@@ -67,6 +67,9 @@ def featurize_section(result, spec) -> dict:
                     "infer": round(stats.infer_s, 3),
                     "write": round(stats.write_s, 3),
                     "model_load": round(stats.model_load_s, 3),
+                    # CPU seconds of the same threads (wall minus the time other threads had the core)
+                    "read_decode_cpu": round(stats.read_decode_cpu_s, 3),
+                    "infer_cpu": round(stats.infer_cpu_s, 3),
                 },
             },
             "rewrite": {"wall_s": round(result.timings.get("rewrite_s", 0.0), 3)},
