@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+from dataclasses import replace
 
 import click
 
@@ -193,7 +194,7 @@ def train(embeddings, output, spark_cfg, s3, quiet, models, default_model, valid
     names = tuple(m.strip() for m in models.split(",") if m.strip())
     run_train(TrainConfig(input=embeddings, output=output, models=names, default=default_model,
                           validation=validation, pca_variance=pca_variance, target_precision=target_precision,
-                          max_iter=max_iter), spark_cfg, quiet=quiet, s3=s3)
+                          max_iter=max_iter), replace(spark_cfg, quick_jit=False), quiet=quiet, s3=s3)
 
 
 @cli.command()

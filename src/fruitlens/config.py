@@ -26,6 +26,9 @@ class SparkConfig:
     app_name: str = "fruitlens"
     driver_memory: str = "2g"
     extra_conf: dict[str, str] = field(default_factory=dict)
+    # The driver JVM with the C1 compiler only: right where it just plans and moves small batches
+    # (featurize, classify, reduce), wrong for train, whose optimizers run in the JVM.
+    quick_jit: bool = True
 
 
 @dataclass(frozen=True)

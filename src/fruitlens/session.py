@@ -57,10 +57,12 @@ def get_session(cfg: SparkConfig):
         builder = builder.master(cfg.master).config("spark.driver.memory", cfg.driver_memory)
     java_opts = f"-Dlog4j2.configurationFile={log4j}"
     builder = (
-        # The driver JVM (in local mode also the executor) only plans and moves small batches:
+        # When the driver JVM (in local mode also the executor) only plans and moves small batches,
         # the C1 compiler alone saves the ~11 CPU-seconds C2 spends compiling Spark on the two
-        # cores inference needs (featurize 10k: JVM 25 -> 13 CPU-s; reduce not slower).
-        builder.config("spark.driver.extraJavaOptions", f"-XX:TieredStopAtLevel=1 {java_opts}")
+        # cores inference needs (featurize 10k: JVM 25 -> 13 CPU-s; reduce not slower). Not for
+        # train: Spark ML's optimizers run in the JVM and need C2 (SparkConfig.quick_jit).
+        builder.config("spark.driver.extraJavaOptions",
+                       f"-XX:TieredStopAtLevel=1 {java_opts}" if cfg.quick_jit else java_opts)
         .config("spark.executor.extraJavaOptions", java_opts)
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.python.worker.reuse", "true")
