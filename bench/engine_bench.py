@@ -97,8 +97,9 @@ def main() -> None:
     WORK.mkdir(parents=True, exist_ok=True)
     emb, model = WORK / "engine-emb", WORK / "engine-model"
     results: dict = {}
-    if not (emb / "embeddings" / "_SUCCESS").exists():
-        results["featurize_sample_s"] = round(sh("featurize", str(SAMPLE), str(emb), "--quiet"), 1)
+    # Incremental: reuses the embeddings of an earlier run only if they were made the same way
+    # (backbone, model file, size, resize), so a change to how images are embedded is picked up.
+    results["featurize_sample_s"] = round(sh("featurize", str(SAMPLE), str(emb), "--quiet"), 1)
     t = float("nan") if args.reuse_model and (model / "report.json").exists() else sh("train", str(emb), str(model), "--quiet")
     report = json.loads((model / "report.json").read_text())
     results["train"] = {"wall_s": round(t, 1), "comparison": report["comparison"], "chosen": report["chosen"]["model"],
