@@ -92,16 +92,35 @@ def fit_and_transform(spark, cfg: ReduceConfig, embeddings, features: Target, mo
         scaled = scaler.transform(fit_data).select("scaled").cache()
         # Spark normalises explained variance by the total over all components, so one fit with
         # every component gives the whole spectrum; k is then chosen and PCA refit at k.
-        pca_full = PCA(k=dim, inputCol="scaled", outputCol="pca").fit(scaled)
+        pca_full = _fit_pca(scaled, dim)
         explained = pca_full.explainedVariance.toArray().tolist()
         k = cfg.k if cfg.k is not None else choose_k(explained, cfg.variance)
-        pca = pca_full if k == dim else PCA(k=k, inputCol="scaled", outputCol="pca").fit(scaled)
+        pca = pca_full if k == dim else _fit_pca(scaled, k)
         scaled.unpersist()
         model = PipelineModel(stages=[scaler, pca])
     timings["fit_s"] = time.perf_counter() - t0
     _project(spark, model, data, rows, k, features, timings)
     save_model(spark, model, model_target, params)
     return ReduceResult(rows=rows, fit_rows=fit_rows, fit_on=fit_on, k=k, explained_variance=explained, timings=timings)
+
+
+def _fit_pca(scaled, k: int, attempts: int = 3):
+    """Spark ML's PCA at k. Its SVD of the covariance (LAPACK dgesdd through breeze) now and then
+    fails to converge on rank-deficient data (fewer rows than dimensions: seen in CI as
+    `breeze.linalg.NotConvergedException`, not reproducible). The covariance summed over other
+    partitions is a slightly different matrix, so each retry uses another partitioning."""
+    from pyspark.ml.feature import PCA
+
+    partitions = scaled.rdd.getNumPartitions()
+    for attempt in range(attempts):
+        data = scaled if attempt == 0 else scaled.repartition(partitions + attempt)
+        try:
+            return PCA(k=k, inputCol="scaled", outputCol="pca").fit(data)
+        except Exception as exc:  # noqa: BLE001 - Py4JJavaError; only non-convergence is retried
+            if "NotConvergedException" not in str(exc):
+                raise
+    raise FruitlensError(f"PCA did not converge (the SVD of the {k}-component covariance failed {attempts} times): "
+                         "with fewer rows than embedding values, try a smaller --k or more images")
 
 
 def _project(spark, model, data, rows: int, k: int, features: Target, timings: dict) -> None:
