@@ -194,3 +194,12 @@ def test_manifest_is_json_a_reader_can_follow(tmp_path):
     assert data["rows"] == 0 and data["run_id"] == "r9" and len(data["files"]) == 1
     assert [c["name"] for c in data["columns"]] == schemas.ERRORS.names
     assert pq.read_table(str(tmp_path / "out" / "errors")).schema.names == schemas.ERRORS.names
+
+
+def test_tasks_are_about_the_asked_size_in_whole_waves_of_the_slots():
+    from fruitlens.featurize import task_count
+
+    assert task_count(90_000, 1024, 2) == 88  # 1,023 images each, 44 per slot
+    assert task_count(3_000, 1024, 2) == 4  # not 3, which would leave one slot idle for a third
+    assert task_count(90_000, 1024, 16) == 96  # 6 waves of 16 executors' slots
+    assert task_count(5, 1024, 2) == 2 and task_count(1, 1024, 8) == 1  # never more tasks than images
