@@ -53,10 +53,11 @@ class Identifier:
     def embed_bytes(self, data: bytes) -> np.ndarray:
         return self.backbone.embed(self.decode(data)[None])[0]
 
-    def decode(self, data: bytes) -> np.ndarray:
-        """Pixels for this backbone: small photos at their own size when it resizes in its graph."""
+    def decode(self, data: bytes, max_pixels: int | None = None) -> np.ndarray:
+        """Pixels for this backbone: small photos at their own size when it resizes in its graph.
+        `max_pixels`: a lower limit than the model's (serve's --max-pixels)."""
         upscale = not getattr(self.backbone, "resizes_in_graph", False)
-        return decode_image(data, self.spec.input_size, self.max_pixels, upscale=upscale)
+        return decode_image(data, self.spec.input_size, max_pixels or self.max_pixels, upscale=upscale)
 
     def identify(self, data: bytes, k: int = 5) -> Prediction:
         """Raises DecodeError for bytes that are not a usable image."""

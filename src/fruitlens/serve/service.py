@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import FruitlensError
-from ..decode import DecodeError, decode_image, image_format
+from ..decode import DecodeError, image_format
 from ..engine import PortableModel, Prediction
 from ..predict import Identifier
 from ..storage import Location, S3Options
@@ -63,7 +63,7 @@ class Service:
         self.index = index
         self.cfg = cfg
         self.spec = identifiers[0].spec
-        self._probe = identifiers[0]  # what the pool's backbones take (they are all alike)
+        self._decoder = identifiers[0]  # decodes for every interpreter of the pool (they are all alike)
         self.max_pixels = min(cfg.max_pixels, identifiers[0].max_pixels)
         self._pool: queue.Queue[Identifier] = queue.Queue()
         for ident in identifiers:
@@ -82,8 +82,7 @@ class Service:
         """Bytes -> pixels, or DecodeError. Only the formats the service accepts."""
         if data and image_format(data) is None:
             raise DecodeError("not an image", "format not recognised (accepted: JPEG, PNG, WebP, BMP, GIF)")
-        upscale = not getattr(self._probe.backbone, "resizes_in_graph", False)
-        return decode_image(data, self.spec.input_size, self.max_pixels, upscale=upscale)
+        return self._decoder.decode(data, self.max_pixels)
 
     def identify(self, data: bytes) -> Identification:
         """A photo's prediction and features (for the neighbours). Raises DecodeError."""
