@@ -1,4 +1,5 @@
-"""Reduction: StandardScaler (mean and std) + PCA from Spark ML, fit/transform vocabulary.
+"""Reduction: StandardScaler (mean and std) + PCA from Spark ML, fit/transform vocabulary. The PCA is
+Spark ML's PCAModel, fit from the covariance's eigendecomposition (sparkml.EigenPCA).
 
 Fit on the `train` split when there is one, else on every row; k given, or the smallest k whose
 cumulative explained variance reaches the target. The fitted PipelineModel takes a vector column
@@ -21,6 +22,7 @@ from .manifest import read_manifest
 from .progress import spark_progress
 from .publish import publish_staged_tree, publish_tree
 from .spark_io import jvm_can_read, write_dataframe
+from .sparkml import covariance, pca_model, principal_components
 from .storage import Location
 from .writer import Target
 
@@ -55,7 +57,7 @@ def fit_and_transform(spark, cfg: ReduceConfig, embeddings, features: Target, mo
     """`embeddings`: a DataFrame with path, label, split, embedding (array<float>). `params`: what
     the embeddings were made with (recorded with the model, checked by --reuse-model)."""
     from pyspark.ml import PipelineModel
-    from pyspark.ml.feature import PCA, StandardScaler
+    from pyspark.ml.feature import StandardScaler
     from pyspark.ml.functions import array_to_vector
     from pyspark.sql import functions as F
 
@@ -89,38 +91,18 @@ def fit_and_transform(spark, cfg: ReduceConfig, embeddings, features: Target, mo
             raise FruitlensError(f"--k {cfg.k} is larger than the embedding dimension {dim}")
 
         scaler = StandardScaler(withMean=True, withStd=True, inputCol="features", outputCol="scaled").fit(fit_data)
-        scaled = scaler.transform(fit_data).select("scaled").cache()
-        # Spark normalises explained variance by the total over all components, so one fit with
-        # every component gives the whole spectrum; k is then chosen and PCA refit at k.
-        pca_full = _fit_pca(scaled, dim)
-        explained = pca_full.explainedVariance.toArray().tolist()
+        scaled = scaler.transform(fit_data).select("scaled")
+        # One pass for the covariance, one eigendecomposition for the whole spectrum: k is chosen
+        # from it and the components taken from the same decomposition (no second fit).
+        components, spectrum = principal_components(covariance(scaled, "scaled"))
+        explained = spectrum.tolist()
         k = cfg.k if cfg.k is not None else choose_k(explained, cfg.variance)
-        pca = pca_full if k == dim else _fit_pca(scaled, k)
-        scaled.unpersist()
+        pca = pca_model(spark, components[:, :k], spectrum[:k], "scaled", "pca")
         model = PipelineModel(stages=[scaler, pca])
     timings["fit_s"] = time.perf_counter() - t0
     _project(spark, model, data, rows, k, features, timings)
     save_model(spark, model, model_target, params)
     return ReduceResult(rows=rows, fit_rows=fit_rows, fit_on=fit_on, k=k, explained_variance=explained, timings=timings)
-
-
-def _fit_pca(scaled, k: int, attempts: int = 3):
-    """Spark ML's PCA at k. Its SVD of the covariance (LAPACK dgesdd through breeze) now and then
-    fails to converge on rank-deficient data (fewer rows than dimensions: seen in CI as
-    `breeze.linalg.NotConvergedException`, not reproducible). The covariance summed over other
-    partitions is a slightly different matrix, so each retry uses another partitioning."""
-    from pyspark.ml.feature import PCA
-
-    partitions = scaled.rdd.getNumPartitions()
-    for attempt in range(attempts):
-        data = scaled if attempt == 0 else scaled.repartition(partitions + attempt)
-        try:
-            return PCA(k=k, inputCol="scaled", outputCol="pca").fit(data)
-        except Exception as exc:  # noqa: BLE001 - Py4JJavaError; only non-convergence is retried
-            if "NotConvergedException" not in str(exc):
-                raise
-    raise FruitlensError(f"PCA did not converge (the SVD of the {k}-component covariance failed {attempts} times): "
-                         "with fewer rows than embedding values, try a smaller --k or more images")
 
 
 def _project(spark, model, data, rows: int, k: int, features: Target, timings: dict) -> None:

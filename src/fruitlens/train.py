@@ -43,15 +43,15 @@ GRIDS = {  # small on purpose: each point is one Spark ML fit
 def _pipeline(name: str, hp: dict, n_classes: int, k: int | None, dim: int, cfg: TrainConfig):
     from pyspark.ml import Pipeline
     from pyspark.ml.classification import LogisticRegression, MultilayerPerceptronClassifier
-    from pyspark.ml.feature import PCA, StandardScaler
+    from pyspark.ml.feature import StandardScaler
 
-    from .sparkml import ArrayToVector
+    from .sparkml import ArrayToVector, EigenPCA
 
     stages = [ArrayToVector(inputCol="embedding", outputCol="features"),
               StandardScaler(withMean=True, withStd=True, inputCol="features", outputCol="scaled")]
     features = "scaled"
     if name in ("lr_pca", "mlp"):
-        stages.append(PCA(k=k, inputCol="scaled", outputCol="pca"))
+        stages.append(EigenPCA(k=k, inputCol="scaled", outputCol="pca"))  # fits Spark ML's PCAModel
         features = "pca"
     if name == "mlp":
         stages.append(MultilayerPerceptronClassifier(
@@ -258,14 +258,14 @@ def train(spark, cfg: TrainConfig, embeddings, params: dict | None, target: Targ
 
 
 def _pca_k(spark, fit_part, variance: float, dim: int) -> int:
-    from pyspark.ml.feature import PCA, StandardScaler
+    from pyspark.ml.feature import StandardScaler
 
-    from .sparkml import ArrayToVector
+    from .sparkml import ArrayToVector, spectrum
 
     with spark_progress(spark, "choosing the PCA size on the fit split"):
         vec = ArrayToVector(inputCol="embedding", outputCol="features").transform(fit_part)
         scaled = StandardScaler(withMean=True, withStd=True, inputCol="features", outputCol="scaled").fit(vec).transform(vec)
-        explained = PCA(k=dim, inputCol="scaled", outputCol="pca").fit(scaled).explainedVariance.toArray()
+        explained = spectrum(scaled, "scaled")
     return choose_k(explained, variance)
 
 

@@ -1,0 +1,87 @@
+"""fruitlens' Spark ML stages: the PCA fit from the covariance's eigendecomposition gives what Spark
+ML's own PCA gives (same spectrum, same projections up to each component's sign), as a standard
+PCAModel that saves and loads; the core decomposition is checked in plain NumPy."""
+
+import numpy as np
+import pytest
+
+from conftest import shared
+from fruitlens.sparkml import principal_components
+
+
+def _data(rows: int, dims: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    # correlated columns with distinct variances, like embeddings
+    return rng.normal(size=(rows, dims)) @ rng.normal(size=(dims, dims)) * np.linspace(3, 0.5, dims)
+
+
+def test_principal_components_match_the_svd_of_the_centred_data():
+    x = _data(200, 12)
+    components, explained = principal_components(np.cov(x, rowvar=False))
+    centred = x - x.mean(axis=0)
+    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    np.testing.assert_allclose(explained, s**2 / (s**2).sum(), rtol=1e-9)
+    # the same directions, each component's sign fixed so its largest entry is positive
+    np.testing.assert_allclose(np.abs(components.T @ vt.T).diagonal(), 1.0, atol=1e-9)
+    assert all(c[np.abs(c).argmax()] > 0 for c in components.T)
+    assert np.all(np.diff(explained) <= 1e-15) and explained.sum() == pytest.approx(1.0)
+
+
+def test_rank_deficient_covariance_fewer_rows_than_dimensions():
+    x = _data(6, 40)  # 6 rows: rank 5 after centring; Spark's SVD sometimes failed to converge here
+    components, explained = principal_components(np.cov(x, rowvar=False))
+    assert components.shape == (40, 40) and np.all(explained >= 0)
+    assert explained[:5].sum() == pytest.approx(1.0) and explained[5:].max() < 1e-12
+    np.testing.assert_allclose(components.T @ components, np.eye(40), atol=1e-9)
+    # the same data projected on the first five components keeps all of its variance
+    centred = x - x.mean(axis=0)
+    assert np.linalg.norm(centred @ components[:, :5]) == pytest.approx(np.linalg.norm(centred))
+
+
+def test_zero_variance_everywhere_gives_a_zero_spectrum_not_nan():
+    _, explained = principal_components(np.zeros((4, 4)))
+    assert np.array_equal(explained, np.zeros(4))
+
+
+@shared
+def test_eigen_pca_fits_spark_mls_pca_model_with_the_same_projection(spark, tmp_path):
+    from pyspark.ml import Pipeline, PipelineModel
+    from pyspark.ml.feature import PCA, PCAModel, StandardScaler
+    from pyspark.ml.functions import array_to_vector, vector_to_array
+
+    from fruitlens.sparkml import EigenPCA
+
+    x = _data(30, 50, seed=1)  # fewer rows than dimensions, like a small train split
+    df = spark.createDataFrame([(row.tolist(),) for row in x], "x array<double>").select(
+        array_to_vector("x").alias("features"))
+    scaler = StandardScaler(withMean=True, withStd=True, inputCol="features", outputCol="scaled")
+    ours = Pipeline(stages=[scaler, EigenPCA(k=7, inputCol="scaled", outputCol="pca")]).fit(df)
+    theirs = Pipeline(stages=[scaler, PCA(k=7, inputCol="scaled", outputCol="pca")]).fit(df)
+
+    pca = ours.stages[-1]
+    assert isinstance(pca, PCAModel) and pca.getK() == 7
+    np.testing.assert_allclose(pca.explainedVariance.toArray(), theirs.stages[-1].explainedVariance.toArray(),
+                               rtol=1e-9)
+
+    def projected(model):
+        return np.array([r.p for r in model.transform(df).select(vector_to_array("pca").alias("p")).collect()])
+
+    a, b = projected(ours), projected(theirs)
+    signs = np.sign((a * b).sum(axis=0))  # Spark's SVD picks each component's sign arbitrarily
+    np.testing.assert_allclose(a, b * signs, atol=1e-8 * np.abs(b).max())
+
+    ours.write().overwrite().save(str(tmp_path / "model"))
+    again = PipelineModel.load(str(tmp_path / "model"))
+    np.testing.assert_array_equal(projected(again), a)
+
+
+@shared
+def test_eigen_pca_refuses_k_larger_than_the_dimension(spark):
+    from pyspark.ml.functions import array_to_vector
+
+    from fruitlens.sparkml import EigenPCA
+
+    df = spark.createDataFrame([([1.0, 2.0],), ([2.0, 1.0],), ([0.0, 3.0],)], "x array<double>").select(
+        array_to_vector("x").alias("scaled"))
+    with pytest.raises(ValueError, match="k must be between 1 and 2"):
+        EigenPCA(k=3).fit(df)
