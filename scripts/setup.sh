@@ -36,5 +36,9 @@ if ! command -v uv >/dev/null 2>&1; then
   export PATH="$HOME/.local/bin:$PATH"
 fi
 
-uv sync --frozen --quiet "$@"
+# Bytecode compiled once here: where Python may not write its cache (PYTHONDONTWRITEBYTECODE, a
+# read-only install) every process would otherwise compile pyspark, pandas... again: 1.5 s per
+# CLI start and per Spark Python worker (bench/featurize_bench.py, docs/benchmarks.md).
+uv sync --frozen --quiet --compile-bytecode "$@"
+.venv/bin/python -m compileall -q src >/dev/null || true  # the editable fruitlens itself
 say "ready: .venv/bin/fruitlens --help"

@@ -15,9 +15,9 @@ if [ "$(cat "$VENV/.emr-pins" 2>/dev/null)" != "$STAMP" ]; then  # pins changed:
     rm -rf "$VENV"
     uv venv --quiet --python "$(.venv/bin/python -c 'import sys; print(sys.executable)')" "$VENV"
     # exactly the pinned set (no resolution: nothing the nodes would not have) plus PySpark and its py4j
-    VIRTUAL_ENV="$VENV" uv pip install --quiet --no-deps -r "$PINS" "pyspark==$SPARK" "py4j==$PY4J"
+    VIRTUAL_ENV="$VENV" uv pip install --quiet --compile-bytecode --no-deps -r "$PINS" "pyspark==$SPARK" "py4j==$PY4J"
     # then the test tools, never moving a pinned version
-    VIRTUAL_ENV="$VENV" uv pip install --quiet -c "$PINS" pytest psutil "moto[server]" boto3 scikit-image
+    VIRTUAL_ENV="$VENV" uv pip install --quiet --compile-bytecode -c "$PINS" pytest psutil "moto[server]" boto3 scikit-image
     echo "$STAMP" > "$VENV/.emr-pins"
 fi
 VIRTUAL_ENV="$VENV" uv pip install --quiet --no-deps -e .

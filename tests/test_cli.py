@@ -79,6 +79,16 @@ def test_reduce_of_something_that_is_not_embeddings(tmp_path):
     assert_one_line_error(fruitlens("reduce", tmp_path / "nope", tmp_path / "out"), "EMBEDDINGS not found")
 
 
+@pytest.mark.parametrize("command", ["featurize", "run"])
+def test_missing_model_is_refused_before_spark_starts_and_nothing_is_staged(tmp_path, command):
+    (tmp_path / "in" / "Apple").mkdir(parents=True)
+    (tmp_path / "in" / "Apple" / "a.jpg").write_bytes(b"not looked at")
+    res = fruitlens(command, tmp_path / "in", tmp_path / "out", "--model", tmp_path / "no-such-model.tflite")
+    assert_one_line_error(res, "no-such-model.tflite")
+    assert "jdk.incubator" not in res.stderr  # the JVM never started
+    assert not list((tmp_path / "out").rglob("*.*"))  # nothing staged (only the empty write-test folder)
+
+
 def test_folder_without_images_is_a_clear_error(tmp_path):
     (tmp_path / "in" / "docs").mkdir(parents=True)
     (tmp_path / "in" / "docs" / "a.txt").write_text("x")

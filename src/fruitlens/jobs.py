@@ -8,7 +8,7 @@ from dataclasses import asdict
 
 from . import FruitlensError
 from .config import ClassifyConfig, FeaturizeConfig, ReduceConfig, SparkConfig, TrainConfig
-from .featurize import embedding_params, featurize, featurize_spec
+from .featurize import embedding_params, featurize, featurize_spec, resolve_model
 from .listing import check_input
 from .manifest import dataset_files, read_manifest
 from .publish import cleanup
@@ -90,6 +90,7 @@ def run_featurize(cfg: FeaturizeConfig, spark_cfg: SparkConfig, spark=None, quie
     source, out = Location.of(cfg.input, s3), Location.of(cfg.output, s3)
     _checked_input(source)
     preflight_output(out)
+    resolve_model(cfg)  # a missing or wrong model fails now, before Spark starts and nothing is staged
     spark = spark or get_session(spark_cfg)
     report = _header("featurize", spark, {"featurize": asdict(cfg)})
     t0 = time.perf_counter()
@@ -131,6 +132,7 @@ def run_all(feat_cfg: FeaturizeConfig, red_cfg: ReduceConfig, spark_cfg: SparkCo
         previous = read_manifest(out / "model")
         if previous is None or previous.format != "tree":
             raise FruitlensError(f"--reuse-model: no fitted model at {(out / 'model').uri} (run once without --reuse-model)")
+    resolve_model(feat_cfg)  # a missing or wrong model fails now, before Spark starts and nothing is staged
     spark = spark or get_session(spark_cfg)
     report = _header("run", spark, {"featurize": asdict(feat_cfg), "reduce": asdict(red_cfg)})
     t0 = time.perf_counter()

@@ -22,7 +22,6 @@ from .manifest import read_manifest
 from .progress import spark_progress
 from .publish import publish_staged_tree, publish_tree
 from .spark_io import jvm_can_read, write_dataframe
-from .sparkml import covariance, pca_model, principal_components
 from .storage import Location
 from .writer import Target
 
@@ -60,6 +59,8 @@ def fit_and_transform(spark, cfg: ReduceConfig, embeddings, features: Target, mo
     from pyspark.ml.feature import StandardScaler
     from pyspark.ml.functions import array_to_vector
     from pyspark.sql import functions as F
+
+    from .sparkml import covariance, pca_model, principal_components  # pyspark.ml: imported when fitting
 
     cfg.validate()
     missing = {"path", "label", "split", "embedding"} - set(embeddings.columns)
