@@ -105,12 +105,20 @@ class PortableModel:
         return 1.0 - best.astype(np.float64)
 
     def predict(self, embeddings: np.ndarray, k: int = 5) -> list[Prediction]:
+        return self.predict_with_features(embeddings, k)[0]
+
+    def predict_with_features(self, embeddings: np.ndarray, k: int = 5) -> tuple[list[Prediction], np.ndarray]:
+        """The predictions and the classifier's input features they came from (computed once:
+        the service also searches neighbours with them)."""
         # These products are small: one BLAS thread. Multi-threaded BLAS keeps its threads spinning
         # after each call, and they take the cores the backbone (XNNPACK) needs next: 2x the latency.
         with _blas().limit(limits=1, user_api="blas"):
             feats = self.features(embeddings)
             probs = self.probabilities_of(feats)
             novelty = self.novelty_of(feats)
+        return self._predictions(probs, novelty, k), feats
+
+    def _predictions(self, probs: np.ndarray, novelty: np.ndarray, k: int) -> list[Prediction]:
         out = []
         for p, nov in zip(probs, novelty):
             order = np.argsort(-p)[:k]

@@ -92,8 +92,8 @@ class Service:
         with self._interpreter() as ident:
             embedding = ident.backbone.embed(pixels[None])
         t2 = time.perf_counter()
-        prediction = self.model.predict(embedding, 5)[0]
-        features = self.model.features(embedding)[0]
+        predictions, features = self.model.predict_with_features(embedding, 5)
+        prediction, features = predictions[0], features[0]
         t3 = time.perf_counter()
         return Identification(prediction, features, {"decode": round((t1 - t0) * 1e3, 2),
                                                      "embed": round((t2 - t1) * 1e3, 2),
