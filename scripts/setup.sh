@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up fruitlens on a fresh machine: a JDK 17+ for Spark (Debian package if missing), a system
-# BLAS/LAPACK for Spark ML (optional, speeds up PCA), uv, and the locked Python environment (.venv).
+# BLAS/LAPACK for Spark ML (optional, speeds up its optimizers in `train`), uv, and the locked
+# Python environment (.venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,7 +28,7 @@ fi
 
 if ! ldconfig -p 2>/dev/null | grep -q 'liblapack.so.3'; then
   say "installing a system BLAS/LAPACK for Spark ML (optional)"
-  apt_install libopenblas0-pthread liblapack3 || say "no system BLAS: Spark ML falls back to Java (slower PCA)"
+  apt_install libopenblas0-pthread liblapack3 || say "no system BLAS: Spark ML falls back to Java (slower train)"
 fi
 
 if ! command -v uv >/dev/null 2>&1; then
@@ -39,6 +40,8 @@ fi
 # Bytecode compiled once here: where Python may not write its cache (PYTHONDONTWRITEBYTECODE, a
 # read-only install) every process would otherwise compile pyspark, pandas... again: 1.5 s per
 # CLI start and per Spark Python worker (bench/featurize_bench.py, docs/benchmarks.md).
-uv sync --frozen --quiet --compile-bytecode "$@"
+uv sync --frozen --quiet --compile-bytecode "$@" || {
+  say "compiling bytecode failed: installing without it (every process then compiles at start)"
+  uv sync --frozen --quiet "$@"; }
 .venv/bin/python -m compileall -q src >/dev/null || true  # the editable fruitlens itself
 say "ready: .venv/bin/fruitlens --help"

@@ -83,10 +83,15 @@ def test_reduce_of_something_that_is_not_embeddings(tmp_path):
 def test_missing_model_is_refused_before_spark_starts_and_nothing_is_staged(tmp_path, command):
     (tmp_path / "in" / "Apple").mkdir(parents=True)
     (tmp_path / "in" / "Apple" / "a.jpg").write_bytes(b"not looked at")
-    res = fruitlens(command, tmp_path / "in", tmp_path / "out", "--model", tmp_path / "no-such-model.tflite")
+    java = tmp_path / "jdk" / "bin" / "java"  # a `java` that only says it ran
+    java.parent.mkdir(parents=True)
+    java.write_text(f"#!/bin/sh\ntouch {tmp_path / 'java-ran'}\necho 'openjdk version \"17.0.9\"' >&2\n")
+    java.chmod(0o755)
+    res = fruitlens(command, tmp_path / "in", tmp_path / "out", "--model", tmp_path / "no-such-model.tflite",
+                    env={"JAVA_HOME": str(tmp_path / "jdk")})
     assert_one_line_error(res, "no-such-model.tflite")
-    assert "jdk.incubator" not in res.stderr  # the JVM never started
-    assert not list((tmp_path / "out").rglob("*.*"))  # nothing staged (only the empty write-test folder)
+    assert not (tmp_path / "java-ran").exists()  # Spark was never started
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]  # nothing staged
 
 
 def test_folder_without_images_is_a_clear_error(tmp_path):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import shared
-from fruitlens.sparkml import principal_components
+from fruitlens.sparkml import Moments, principal_components
 
 
 def _data(rows: int, dims: int, seed: int = 0) -> np.ndarray:
@@ -43,6 +43,40 @@ def test_zero_variance_everywhere_gives_a_zero_spectrum_not_nan():
     assert np.array_equal(explained, np.zeros(4))
 
 
+def test_moments_merged_in_any_order_give_the_covariance_of_uncentred_data():
+    x = _data(1000, 9) + 1e4  # far from zero: a one-pass sum of squares would lose digits here
+    merged = Moments()
+    for start in range(0, len(x), 97):
+        merged.add(Moments.of(x[start:start + 97]))
+    tree = Moments().add(Moments.of(x[:10])).add(Moments().add(Moments.of(x[10:600])).add(Moments.of(x[600:])))
+    for m in (merged, tree):
+        assert m.n == 1000
+        np.testing.assert_allclose(m.covariance(), np.cov(x, rowvar=False), rtol=1e-9, atol=1e-9)
+    back = next(Moments.rows_of(merged.batch()))  # through Arrow, as Spark carries it
+    np.testing.assert_array_equal(back.m2, merged.m2)
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        Moments.of(x[:1]).covariance()
+
+
+@shared
+@pytest.mark.parametrize("column", ["array<double>", "array<float>", "vector"])
+def test_spark_covariance_over_many_partitions_matches_numpy(spark, column):
+    from pyspark.ml.functions import array_to_vector
+    from fruitlens.sparkml import covariance
+
+    x = (_data(60, 6, seed=2) + 50).astype(np.float32 if column == "array<float>" else np.float64)
+    df = spark.createDataFrame([(row.tolist(),) for row in x], f"x {column if column != 'vector' else 'array<double>'}")
+    if column == "vector":
+        df = df.select(array_to_vector("x").alias("x"))
+    # 40 partitions for 60 rows: some empty, and the moments merge in a tree (40 -> 5 -> 1)
+    got = covariance(df.repartition(40), "x")
+    np.testing.assert_allclose(got, np.cov(x.astype(np.float64), rowvar=False), rtol=1e-9, atol=1e-6)
+    with pytest.raises(Exception, match="nulls or rows of different lengths"):
+        covariance(spark.createDataFrame([([1.0, 2.0],), ([1.0],), ([3.0, 1.0],)], "x array<double>"), "x")
+    with pytest.raises(Exception, match="nulls or rows of different lengths"):
+        covariance(spark.createDataFrame([([1.0, 2.0],), (None,), ([3.0, 1.0],)], "x array<double>"), "x")
+
+
 @shared
 def test_eigen_pca_fits_spark_mls_pca_model_with_the_same_projection(spark, tmp_path):
     from pyspark.ml import Pipeline, PipelineModel
@@ -51,11 +85,11 @@ def test_eigen_pca_fits_spark_mls_pca_model_with_the_same_projection(spark, tmp_
 
     from fruitlens.sparkml import EigenPCA
 
-    x = _data(30, 50, seed=1)  # fewer rows than dimensions, like a small train split
+    x = _data(120, 20, seed=1)  # full rank: Spark's own SVD (the reference here) converges on it
     df = spark.createDataFrame([(row.tolist(),) for row in x], "x array<double>").select(
         array_to_vector("x").alias("features"))
     scaler = StandardScaler(withMean=True, withStd=True, inputCol="features", outputCol="scaled")
-    ours = Pipeline(stages=[scaler, EigenPCA(k=7, inputCol="scaled", outputCol="pca")]).fit(df)
+    ours = Pipeline(stages=[scaler, EigenPCA(k=7, inputCol="scaled", outputCol="pca")]).fit(df.repartition(7))
     theirs = Pipeline(stages=[scaler, PCA(k=7, inputCol="scaled", outputCol="pca")]).fit(df)
 
     pca = ours.stages[-1]
@@ -73,6 +107,22 @@ def test_eigen_pca_fits_spark_mls_pca_model_with_the_same_projection(spark, tmp_
     ours.write().overwrite().save(str(tmp_path / "model"))
     again = PipelineModel.load(str(tmp_path / "model"))
     np.testing.assert_array_equal(projected(again), a)
+
+
+@shared
+def test_eigen_pca_fits_rank_deficient_data_fewer_rows_than_dimensions(spark):
+    from pyspark.ml.functions import array_to_vector
+
+    from fruitlens.sparkml import EigenPCA
+
+    x = _data(30, 50, seed=3)  # rank 29 after centring: where Spark's SVD now and then did not converge
+    df = spark.createDataFrame([(row.tolist(),) for row in x], "x array<double>").select(
+        array_to_vector("x").alias("scaled"))
+    estimator = EigenPCA(k=29)
+    model = estimator.fit(df)
+    _, s, _ = np.linalg.svd(x - x.mean(axis=0), full_matrices=False)
+    np.testing.assert_allclose(model.explainedVariance.toArray(), (s**2 / (s**2).sum())[:29], rtol=1e-8)
+    assert estimator.spectrum_[29:].max() < 1e-12 and model.getK() == 29
 
 
 @shared

@@ -87,6 +87,9 @@ def fit_and_transform(spark, cfg: ReduceConfig, embeddings, features: Target, mo
         fit_on = "train" if counts.get("train") else "all"
         fit_data = data.filter(F.col("split") == "train") if fit_on == "train" else data
         fit_rows = counts["train"] if fit_on == "train" else rows
+        if fit_rows < 2:
+            raise FruitlensError(f"PCA needs at least 2 rows to fit on; {cfg.input} has {fit_rows} "
+                                 f"{'train rows' if fit_on == 'train' else 'rows'}")
         dim = len(data.first()["features"])
         if cfg.k is not None and cfg.k > dim:
             raise FruitlensError(f"--k {cfg.k} is larger than the embedding dimension {dim}")
