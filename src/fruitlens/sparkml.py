@@ -104,7 +104,7 @@ def covariance(dataset, input_col: str) -> np.ndarray:
     """The sample covariance of a vector or array column, as a dim x dim NumPy array on the driver.
     Spark moves the rows (Arrow) and merges the partitions' moments in a tree; NumPy computes each
     block's X'X with level-3 BLAS, where Spark's own RowMatrix.computeCovariance (what its PCA runs)
-    adds one row at a time (BLAS spr): 2.9x-5.8x faster in bench/reduce_bench.py. Nulls and rows of
+    adds one row at a time (BLAS spr): 2.9x-7.1x faster in bench/reduce_bench.py. Nulls and rows of
     different lengths are refused (ValueError)."""
     from pyspark.ml.functions import vector_to_array
     from pyspark.ml.linalg import VectorUDT
