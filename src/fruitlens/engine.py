@@ -5,8 +5,11 @@ inside Spark tasks, and by the HTTP service.
 A model folder (written by `fruitlens train`) holds:
 - `spark/`: the Spark ML PipelineModel (embedding column in, `probability`/`prediction` out);
 - `portable.npz` + `model.json`: the same model as arrays (scaler, PCA projection, classifier
-  layers), the class names, the thresholds, reference embeddings for novelty, and the backbone's
-  name and sha256 it was trained on;
+  layers), the class names, the thresholds, reference features for novelty (float16) with the
+  bound that lets one photo's nearest reference be found exactly without reading them all
+  (`nearest.CosineSearch`: `refs_basis`, `refs_coords`, `refs_residual`; models saved before it
+  have none and use the full product, same answers), and the backbone's name and sha256 it was
+  trained on;
 - `report.json`, `confusion.png`, `per_class.csv`: the evaluation.
 
 Two "not sure" rules, both chosen on the validation split (never on test):
@@ -28,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import FruitlensError
+from .nearest import CosineSearch
 from .storage import Location
 
 PORTABLE = "portable.npz"
@@ -76,6 +80,14 @@ class PortableModel:
     refs: np.ndarray  # (n, m) L2-normalised reference features
     novelty_threshold: float
     meta: dict = field(default_factory=dict)  # kind, backbone params, metrics
+    refs_search: CosineSearch | None = field(default=None, repr=False)  # None: built from refs
+
+    def __post_init__(self):
+        if self.refs_search is None:
+            # Saved as float16: round here, so the model in memory is the model a load gives, and
+            # the search bound's data (computed from these exact values) holds after saving.
+            self.refs_search = CosineSearch.build(np.asarray(self.refs, np.float16).astype(np.float32))
+        self.refs = self.refs_search.vectors
 
     # -- inference -------------------------------------------------------------------------------
     def features(self, embeddings: np.ndarray) -> np.ndarray:
@@ -99,10 +111,7 @@ class PortableModel:
     def novelty_of(self, features: np.ndarray) -> np.ndarray:
         """Cosine distance to the nearest reference training image."""
         x = (features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)).astype(np.float32)
-        best = np.full(len(x), -1.0, np.float32)
-        for start in range(0, len(self.refs), 8192):  # refs are float32: no copy per call
-            best = np.maximum(best, (x @ self.refs[start:start + 8192].T).max(axis=1))
-        return 1.0 - best.astype(np.float64)
+        return 1.0 - np.maximum(self.refs_search.best(x), -1.0).astype(np.float64)
 
     def predict(self, embeddings: np.ndarray, k: int = 5) -> list[Prediction]:
         return self.predict_with_features(embeddings, k)[0]
@@ -133,7 +142,8 @@ class PortableModel:
 
     # -- files -----------------------------------------------------------------------------------
     def save(self, folder: str) -> None:
-        arrays = {"mean": self.mean, "std": self.std, "refs": self.refs.astype(np.float16)}
+        arrays = {"mean": self.mean, "std": self.std, "refs": self.refs.astype(np.float16),
+                  **self.refs_search.arrays("refs")}
         if self.projection is not None:
             arrays["projection"] = self.projection
         for i, (w, b) in enumerate(self.layers):
@@ -156,10 +166,16 @@ class PortableModel:
         except (ValueError, OSError) as exc:
             raise FruitlensError(f"damaged model folder {folder}: {exc}") from None
         layers = [(data[f"w{i}"], data[f"b{i}"]) for i in range(meta["layers"])]
+        refs = data["refs"].astype(np.float32)
+        try:
+            # Models saved before the search bound existed have none: the full product, same answers.
+            search = CosineSearch.from_arrays(refs, data, "refs")
+        except ValueError as exc:
+            raise FruitlensError(f"damaged model folder {folder}: {exc}") from None
         return cls(classes=list(meta["classes"]), mean=data["mean"], std=data["std"],
                    projection=data["projection"] if "projection" in data.files else None, layers=layers,
-                   threshold=float(meta["threshold"]), refs=data["refs"].astype(np.float32),
-                   novelty_threshold=float(meta["novelty_threshold"]), meta=meta)
+                   threshold=float(meta["threshold"]), refs=refs, novelty_threshold=float(meta["novelty_threshold"]),
+                   meta=meta, refs_search=search)
 
     @classmethod
     def load(cls, where: Location) -> "PortableModel":

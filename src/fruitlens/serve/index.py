@@ -6,8 +6,9 @@ split, embedding, ...`), or that embeddings dataset itself, local or s3://. It i
 (no Spark), each embedding projected with `PortableModel.features` (the model's StandardScaler
 [+ PCA]) and L2-normalised, so similarity is the cosine in the space the classifier sees.
 
-Search is exact by default: one matrix product (n x k float32) per query. `ann=True` builds a
-usearch HNSW graph (inner product on the normalised vectors = cosine) instead: approximate,
+Search is exact by default (`nearest.CosineSearch`: a bound from the vectors' principal axes
+skips the rows that cannot be among the k nearest; the answer is the full product's). `ann=True`
+builds a usearch HNSW graph (inner product on the normalised vectors = cosine) instead: approximate,
 sub-linear, what a collection of millions of images would need (see docs/benchmarks.md).
 
 Images are addressed by a stable id only: the first 16 hex digits of the sha256 of the indexed
@@ -29,6 +30,7 @@ from .. import FruitlensError
 from ..decode import image_format
 from ..engine import PortableModel, _blas
 from ..manifest import dataset_files, read_manifest
+from ..nearest import CosineSearch
 from ..storage import Location, S3Options
 
 ID_PATTERN = re.compile(r"^[0-9a-f]{16}$")
@@ -65,7 +67,10 @@ class NeighbourIndex:
             raise FruitlensError("the index holds the same image path twice")
         self.s3 = s3 or S3Options()
         self.ann = None
-        if ann and len(entries):
+        self.exact = None
+        if not ann:
+            self.exact = CosineSearch.build(self.vectors)  # at start: the principal axes, once
+        elif len(entries):
             from usearch.index import Index
 
             self.ann = Index(ndim=self.vectors.shape[1], metric="ip", dtype="f32", connectivity=16,
@@ -97,10 +102,8 @@ class NeighbourIndex:
             # score with the stored vectors: the same similarity figures as the exact search
             return [Neighbour(self.entries[i], float(self.vectors[i] @ q)) for i in keys]
         with _blas().limit(limits=1, user_api="blas"):
-            sims = self.vectors @ q
-        top = np.argpartition(-sims, k - 1)[:k] if k < len(sims) else np.arange(len(sims))
-        top = top[np.argsort(-sims[top], kind="stable")]
-        return [Neighbour(self.entries[i], float(sims[i])) for i in top]
+            rows, sims = self.exact.top(q, k)
+        return [Neighbour(self.entries[i], float(s)) for i, s in zip(rows, sims)]
 
     def entry(self, id_: str) -> Entry | None:
         if not isinstance(id_, str) or not ID_PATTERN.match(id_):
