@@ -135,3 +135,25 @@ def test_eigen_pca_refuses_k_larger_than_the_dimension(spark):
         array_to_vector("x").alias("scaled"))
     with pytest.raises(ValueError, match="k must be between 1 and 2"):
         EigenPCA(k=3).fit(df)
+
+
+@shared
+def test_eigen_pca_chooses_k_from_the_variance_it_must_explain(spark):
+    from pyspark.ml.functions import array_to_vector
+
+    from fruitlens.reduce import choose_k
+    from fruitlens.sparkml import EigenPCA
+
+    x = _data(120, 20, seed=5)
+    df = spark.createDataFrame([(row.tolist(),) for row in x], "x array<double>").select(
+        array_to_vector("x").alias("scaled"))
+    _, s, _ = np.linalg.svd(x - x.mean(axis=0), full_matrices=False)
+    share = np.cumsum(s**2) / (s**2).sum()
+    for variance in (0.5, 0.9, 0.999):
+        estimator = EigenPCA(variance=variance)
+        model = estimator.fit(df)
+        want = int(np.argmax(share >= variance - 1e-12)) + 1
+        assert model.getK() == want == choose_k(estimator.spectrum_, variance)
+        assert share[want - 1] >= variance > (share[want - 2] if want > 1 else 0)
+    assert EigenPCA(k=4, variance=0.999).fit(df).getK() == 4  # k, when given, wins
+    assert EigenPCA().fit(df).getK() == 20  # neither: every component

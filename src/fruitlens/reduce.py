@@ -60,7 +60,7 @@ def fit_and_transform(spark, cfg: ReduceConfig, embeddings, features: Target, mo
     from pyspark.ml.functions import array_to_vector
     from pyspark.sql import functions as F
 
-    from .sparkml import covariance, pca_model, principal_components  # pyspark.ml: imported when fitting
+    from .sparkml import EigenPCA  # pyspark.ml: imported when fitting
 
     cfg.validate()
     missing = {"path", "label", "split", "embedding"} - set(embeddings.columns)
@@ -98,10 +98,9 @@ def fit_and_transform(spark, cfg: ReduceConfig, embeddings, features: Target, mo
         scaled = scaler.transform(fit_data).select("scaled")
         # One pass for the covariance, one eigendecomposition for the whole spectrum: k is chosen
         # from it and the components taken from the same decomposition (no second fit).
-        components, spectrum = principal_components(covariance(scaled, "scaled"))
-        explained = spectrum.tolist()
-        k = cfg.k if cfg.k is not None else choose_k(explained, cfg.variance)
-        pca = pca_model(spark, components[:, :k], spectrum[:k], "scaled", "pca")
+        estimator = EigenPCA(k=cfg.k, variance=cfg.variance, inputCol="scaled", outputCol="pca")
+        pca = estimator.fit(scaled)
+        explained, k = estimator.spectrum_.tolist(), pca.getK()
         model = PipelineModel(stages=[scaler, pca])
     timings["fit_s"] = time.perf_counter() - t0
     _project(spark, model, data, rows, k, features, timings)

@@ -170,25 +170,33 @@ def spectrum(dataset, input_col: str) -> np.ndarray:
 
 class EigenPCA(Estimator, HasInputCol, HasOutputCol):
     """Spark ML's PCA, fit by an eigendecomposition of the covariance on the driver: fits a standard
-    `pyspark.ml.feature.PCAModel` (saved, loaded and applied by Spark ML as usual). `spectrum_` holds
-    every component's explained variance after a fit, so choosing k costs no second fit."""
+    `pyspark.ml.feature.PCAModel` (saved, loaded and applied by Spark ML as usual). `k` fixes the
+    number of components; without it, `variance` chooses the smallest k that explains that share
+    of the variance (all components when neither is set). `spectrum_` holds every component's
+    explained variance after a fit, so choosing k costs no second fit."""
 
     k = Param(Params._dummy(), "k", "the number of principal components", typeConverter=TypeConverters.toInt)
+    variance = Param(Params._dummy(), "variance", "without k: the share of variance the components must explain",
+                     typeConverter=TypeConverters.toFloat)
 
     @keyword_only
-    def __init__(self, *, k: int | None = None, inputCol: str = "scaled", outputCol: str = "pca"):
+    def __init__(self, *, k: int | None = None, variance: float | None = None, inputCol: str = "scaled",
+                 outputCol: str = "pca"):
         super().__init__()
         self._setDefault(inputCol="scaled", outputCol="pca")
-        self._set(**self._input_kwargs)
+        self._set(**{key: value for key, value in self._input_kwargs.items() if value is not None})
         self.spectrum_: np.ndarray | None = None
 
     def _fit(self, dataset):
+        from .reduce import choose_k
+
         cov = covariance(dataset, self.getInputCol())
         k = self.getOrDefault(self.k) if self.isDefined(self.k) else None
-        k = cov.shape[0] if k is None else k
-        if not 1 <= k <= cov.shape[0]:
+        if k is not None and not 1 <= k <= cov.shape[0]:
             raise ValueError(f"k must be between 1 and {cov.shape[0]}, got {k}")
         components, self.spectrum_ = principal_components(cov)
+        if k is None:
+            k = choose_k(self.spectrum_, self.getOrDefault(self.variance)) if self.isDefined(self.variance) else len(cov)
         return pca_model(dataset.sparkSession, components[:, :k], self.spectrum_[:k], self.getInputCol(),
                          self.getOutputCol())
 
