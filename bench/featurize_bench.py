@@ -187,10 +187,14 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0, help="duration of each model-only measurement")
     ap.add_argument("--image-size", type=int, default=None, help="featurize --image-size (default: the backbone's)")
     ap.add_argument("--extra", default="", help="more featurize options, space-separated")
+    ap.add_argument("--slots", type=int, default=None,
+                    help="inference slots: featurize --master local[N], against the model alone on N threads "
+                         "(default: every core). Fewer slots than cores leave cores to decoding, Spark and "
+                         "Parquet, as on a node with more vCPUs than inference threads")
     args = ap.parse_args()
-    cores = os.cpu_count() or 1
+    cores = args.slots or os.cpu_count() or 1
     WORK.mkdir(parents=True, exist_ok=True)
-    results = {"cores": cores, "batch_size": args.batch_size, "image_size": args.image_size, "extra": args.extra,
+    results = {"cores": os.cpu_count(), "slots": cores, "batch_size": args.batch_size, "image_size": args.image_size, "extra": args.extra,
                "runs": []}
 
     for n in args.images:
@@ -204,6 +208,8 @@ def main() -> None:
         images = replicate(n)
         out = WORK / f"out-{n}"
         extra = ["--batch-size", str(args.batch_size), *args.extra.split()]
+        if args.slots:
+            extra += ["--master", f"local[{args.slots}]"]
         if args.image_size:
             extra += ["--image-size", str(args.image_size)]
         r = run_pipeline(images, out, extra)
@@ -241,7 +247,8 @@ def main() -> None:
         print(json.dumps(row), flush=True)
         shutil.rmtree(out, ignore_errors=True)
 
-    (WORK / f"featurize_bench-{'-'.join(map(str, args.images))}-{args.image_size or 224}.json").write_text(json.dumps(results, indent=2))
+    slots = f"-slots{args.slots}" if args.slots else ""
+    (WORK / f"featurize_bench-{'-'.join(map(str, args.images))}-{args.image_size or 224}{slots}.json").write_text(json.dumps(results, indent=2))
     print()
     print("| images | model alone img/s | embed img/s | **embed / model** | whole process s (img/s) | **process / model** "
           "| embed tasks: n, median / p95 / max s (max/median) | peak RSS driver / JVM / workers MiB | CPU s driver / JVM / workers |")
