@@ -14,12 +14,13 @@ def unit(x):
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def clustered(rng, n, d, clusters=40, rank=60, spread=0.35):
-    """Rows like features: a few hundred directions matter, around class centres, plus noise."""
+def clustered(rng, n, d, clusters=40, rank=60, spread=0.35, noise=3.5):
+    """Rows like features: a few dozen directions matter, around class centres, plus noise that
+    leaves about a third of each row outside the bound's basis (real features: 20-45%)."""
     mix = rng.standard_normal((rank, d))
     centres = rng.standard_normal((clusters, rank)) @ mix
     rows = centres[rng.integers(0, clusters, n)] + spread * rng.standard_normal((n, rank)) @ mix
-    return unit(rows + 0.3 * rng.standard_normal((n, d)))
+    return unit(rows + noise * rng.standard_normal((n, d)))
 
 
 def brute(vectors, q, k):
@@ -104,14 +105,32 @@ def test_no_basis_where_it_would_not_cut_the_work(data):
     assert not CosineSearch.build(unit(rows[:, :200])).pruned
 
 
-def test_bound_arrays_that_do_not_describe_the_vectors_are_refused(data):
+def test_the_bound_prunes_for_photos_like_the_rows_and_reads_everything_for_the_others(data):
+    rows, near, far = data
+    search = CosineSearch.build(rows)
+    for q in near:
+        search.top(q, 8)
+    assert search.rows_compared < 0.05 * len(near) * len(rows)  # few rows read in full
+    search.rows_compared = 0
+    for q in far:
+        search.top(q, 8)
+    assert search.rows_compared == len(far) * len(rows)  # nothing to prune: the full product
+
+
+def test_a_basis_the_bound_cannot_use_is_refused(data):
     rows, _, _ = data
     saved = CosineSearch.build(rows).arrays("refs")
-    assert set(saved) == {"refs_basis", "refs_coords", "refs_residual"}
-    CosineSearch.from_arrays(rows, saved, "refs")
-    tampered = {**saved, "refs_residual": saved["refs_residual"] * 0.5}  # a bound too tight: wrong answers
-    with pytest.raises(ValueError, match="not computed from these vectors"):
-        CosineSearch.from_arrays(rows, tampered, "refs")
+    assert set(saved) == {"refs_basis"}  # the rest is recomputed from the rows: it always describes them
+    assert CosineSearch.from_arrays(rows, saved, "refs").pruned
+    with pytest.raises(ValueError, match="not orthonormal"):  # a bound too tight: wrong answers
+        CosineSearch.from_arrays(rows, {"refs_basis": saved["refs_basis"] * 0.5}, "refs")
+    for shape in ((600,), (500, 128), (600, 0)):
+        with pytest.raises(ValueError, match="does not fit"):
+            CosineSearch(rows, np.zeros(shape, np.float32))
+    broken = rows.copy()
+    broken[4001, 7] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        CosineSearch(broken, saved["refs_basis"])
     assert not CosineSearch.from_arrays(rows, {}, "refs").pruned  # saved before the bound: the full product
 
 
@@ -143,8 +162,42 @@ def test_a_saved_model_keeps_its_bound_and_answers_like_the_full_product(data, t
     assert not legacy.refs_search.pruned
     np.testing.assert_allclose(legacy.novelty_of(queries), full, atol=1e-5)
 
-    # A bound that does not match the references is a damaged model, said in one line.
-    np.savez_compressed(tmp_path / "portable.npz", **old, refs_basis=np.eye(600, 128, dtype=np.float32),
-                        refs_coords=np.zeros((len(rows), 128), np.float32), refs_residual=np.zeros(len(rows), np.float32))
+    # A basis the bound cannot use, or a damaged file, is a damaged model, said in one line.
+    for bad in (np.eye(600, 128, dtype=np.float32) * 0.5, np.zeros(600, np.float32)):
+        np.savez_compressed(tmp_path / "portable.npz", **old, refs_basis=bad)
+        with pytest.raises(FruitlensError, match="damaged model folder"):
+            PortableModel.load_folder(str(tmp_path))
+    (tmp_path / "portable.npz").write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(FruitlensError, match="damaged model folder"):
         PortableModel.load_folder(str(tmp_path))
+
+    # The references cannot drift from their search: a replaced model gets its own.
+    import dataclasses
+
+    other = dataclasses.replace(loaded, refs=rows[::-1].copy())
+    np.testing.assert_array_equal(other.refs, rows[::-1].astype(np.float16).astype(np.float32))
+    np.testing.assert_allclose(other.novelty_of(queries[:3]),
+                               1.0 - (unit(queries[:3]) @ other.refs.T).max(axis=1), atol=1e-5)
+    with pytest.raises(ValueError):
+        loaded.refs[0, 0] = 1.0  # read-only: the bound describes these values
+
+
+def test_the_service_index_takes_the_models_axes_when_it_loads(data, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from fruitlens.serve.index import NeighbourIndex
+    from fruitlens.storage import Location
+
+    rows, near, _ = data
+    (tmp_path / "embeddings").mkdir()
+    pq.write_table(pa.table({"path": [f"/img/{i}.jpg" for i in range(len(rows))], "label": ["a"] * len(rows),
+                             "split": ["train"] * len(rows), "embedding": list(rows)}),
+                   tmp_path / "embeddings" / "part-0.parquet")
+    trained = model(rows[::5], np.random.default_rng(2))  # references: a sample of the same space
+    index = NeighbourIndex.load(Location.of(str(tmp_path)), trained)
+    assert index.exact.basis is trained.refs_search.basis  # no eigendecomposition at start
+    for q in near[:10]:
+        want_rows, want = brute(index.vectors, q, 8)
+        np.testing.assert_allclose([n.similarity for n in index.search(q, k=8)], want, atol=1e-5)
+    assert index.exact.rows_compared < 0.1 * 10 * len(rows)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -80,14 +81,18 @@ class PortableModel:
     refs: np.ndarray  # (n, m) L2-normalised reference features
     novelty_threshold: float
     meta: dict = field(default_factory=dict)  # kind, backbone params, metrics
-    refs_search: CosineSearch | None = field(default=None, repr=False)  # None: built from refs
+    refs_search: CosineSearch | None = field(default=None, repr=False, compare=False)  # None: built from refs
 
     def __post_init__(self):
-        if self.refs_search is None:
-            # Saved as float16: round here, so the model in memory is the model a load gives, and
-            # the search bound's data (computed from these exact values) holds after saving.
-            self.refs_search = CosineSearch.build(np.asarray(self.refs, np.float16).astype(np.float32))
-        self.refs = self.refs_search.vectors
+        search = self.refs_search
+        if search is None or search.vectors is not self.refs:
+            # Saved as float16: round here, so the model in memory is the model a load gives.
+            refs = np.asarray(self.refs, np.float16).astype(np.float32)
+            if search is None or not np.array_equal(search.vectors, refs):
+                search = CosineSearch.build(refs)  # new references (also through dataclasses.replace)
+        self.refs_search = search
+        self.refs = search.vectors
+        self.refs.flags.writeable = False  # the search's bound describes these values: no edits in place
 
     # -- inference -------------------------------------------------------------------------------
     def features(self, embeddings: np.ndarray) -> np.ndarray:
@@ -163,19 +168,20 @@ class PortableModel:
         except FileNotFoundError:
             raise FruitlensError(f"not a fruitlens model folder (no {META} / {PORTABLE}): {folder} "
                                  "(make one with `fruitlens train`)") from None
-        except (ValueError, OSError) as exc:
+        except (ValueError, OSError, zipfile.BadZipFile) as exc:
             raise FruitlensError(f"damaged model folder {folder}: {exc}") from None
-        layers = [(data[f"w{i}"], data[f"b{i}"]) for i in range(meta["layers"])]
-        refs = data["refs"].astype(np.float32)
         try:
-            # Models saved before the search bound existed have none: the full product, same answers.
-            search = CosineSearch.from_arrays(refs, data, "refs")
-        except ValueError as exc:
-            raise FruitlensError(f"damaged model folder {folder}: {exc}") from None
-        return cls(classes=list(meta["classes"]), mean=data["mean"], std=data["std"],
-                   projection=data["projection"] if "projection" in data.files else None, layers=layers,
-                   threshold=float(meta["threshold"]), refs=refs, novelty_threshold=float(meta["novelty_threshold"]),
-                   meta=meta, refs_search=search)
+            with data:
+                layers = [(data[f"w{i}"], data[f"b{i}"]) for i in range(meta["layers"])]
+                refs = data["refs"].astype(np.float32)
+                # Models saved before the search bound existed have none: the full product, same answers.
+                search = CosineSearch.from_arrays(refs, data, "refs")
+                return cls(classes=list(meta["classes"]), mean=data["mean"], std=data["std"],
+                           projection=data["projection"] if "projection" in data.files else None, layers=layers,
+                           threshold=float(meta["threshold"]), refs=refs,
+                           novelty_threshold=float(meta["novelty_threshold"]), meta=meta, refs_search=search)
+        except (KeyError, ValueError, TypeError, IndexError, OSError, zipfile.BadZipFile) as exc:
+            raise FruitlensError(f"damaged model folder {folder}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
     @classmethod
     def load(cls, where: Location) -> "PortableModel":

@@ -32,13 +32,17 @@ _BATCH = 8  # more queries at once than this: one matrix product (compute-bound,
 def principal_basis(vectors: np.ndarray, m: int = BASIS_DIM, max_rows: int = 50_000) -> np.ndarray | None:
     """The top-m principal axes of the rows (uncentred: the directions of their dot products), as
     a (d, m) float32 orthonormal basis; None where a basis would not cut the work (d <= 2m, or too
-    few rows). Fitted on at most `max_rows` evenly spaced rows: the bound holds for any basis, the
-    sample only decides how tight it is."""
+    few rows). Fitted on at most `max_rows` evenly spaced rows: the bound holds for any orthonormal
+    basis, the sample only decides how tight it is."""
     n, d = vectors.shape
     if d <= 2 * m or n < _MIN_ROWS:
         return None
-    sample = vectors[:: max(1, n // max_rows)].astype(np.float64)
-    values, axes = np.linalg.eigh(sample.T @ sample)
+    sample = vectors[:: -(-n // max_rows)]  # ceil(n / max_rows): at most max_rows rows
+    gram = np.zeros((d, d))
+    for start in range(0, len(sample), 8192):  # float64 sums, float32 rows: no float64 copy of them all
+        block = sample[start : start + 8192].astype(np.float64)
+        gram += block.T @ block
+    values, axes = np.linalg.eigh(gram)
     basis = axes[:, np.argsort(values)[::-1][:m]]
     return np.ascontiguousarray(basis, np.float32)
 
@@ -46,18 +50,17 @@ def principal_basis(vectors: np.ndarray, m: int = BASIS_DIM, max_rows: int = 50_
 class CosineSearch:
     """Top-k dot products of unit queries against fixed rows (unit rows: cosine similarity).
 
-    `basis`, `coords` (the rows in the basis) and `residual` (each row's norm outside it) are the
-    bound's data: pass the three saved with a model, or let `build` compute them."""
+    `basis` (d, m), orthonormal columns: the bound's axes; the rows' coordinates on it and their
+    norms outside it are computed here from the rows themselves, so they always describe them. A
+    model saves only its basis (`arrays`), and loading recomputes the rest (0.06 s for 5,950 x 1,992)."""
 
-    def __init__(self, vectors: np.ndarray, basis: np.ndarray | None = None, coords: np.ndarray | None = None,
-                 residual: np.ndarray | None = None):
+    def __init__(self, vectors: np.ndarray, basis: np.ndarray | None = None):
         self.vectors = np.ascontiguousarray(vectors, np.float32)
-        self.basis = basis
-        if basis is not None and (coords is None or residual is None):
-            coords, residual = self._bound_data(basis)
-        self.coords, self.residual = coords, residual
-        if basis is not None:
-            self._check()
+        self.basis = None if basis is None else self._checked(np.asarray(basis, np.float32))
+        self.coords = self.residual = None
+        if self.basis is not None:
+            self.coords, self.residual = self._bound_data(self.basis)
+        self.rows_compared = 0  # exact products computed so far: what the bound saves, observable
 
     @classmethod
     def build(cls, vectors: np.ndarray, m: int = BASIS_DIM) -> "CosineSearch":
@@ -69,17 +72,26 @@ class CosineSearch:
         return self.basis is not None
 
     def arrays(self, prefix: str) -> dict[str, np.ndarray]:
-        """The bound's data, to save beside the vectors (nothing when there is no basis)."""
-        if self.basis is None:
-            return {}
-        return {f"{prefix}_basis": self.basis, f"{prefix}_coords": self.coords, f"{prefix}_residual": self.residual}
+        """The bound's basis, to save beside the vectors (nothing when there is none)."""
+        return {} if self.basis is None else {f"{prefix}_basis": self.basis}
 
     @classmethod
     def from_arrays(cls, vectors: np.ndarray, arrays, prefix: str) -> "CosineSearch":
-        names = [f"{prefix}_{part}" for part in ("basis", "coords", "residual")]
-        if not all(name in arrays for name in names):
+        name = f"{prefix}_basis"
+        if name not in arrays:
             return cls(vectors)  # saved before the bound existed: the full product, same answers
-        return cls(vectors, *(np.asarray(arrays[name], np.float32) for name in names))
+        return cls(vectors, arrays[name])
+
+    def _checked(self, basis: np.ndarray) -> np.ndarray:
+        """The bound holds only for an orthonormal basis of the vectors' dimension."""
+        d = self.vectors.shape[1] if self.vectors.ndim == 2 else -1
+        if basis.ndim != 2 or basis.shape[0] != d or not 1 <= basis.shape[1] <= d:
+            raise ValueError(f"a search basis of shape {basis.shape} does not fit vectors of shape {self.vectors.shape}")
+        if not np.isfinite(basis).all() or np.abs(basis.T @ basis - np.eye(basis.shape[1])).max() > 1e-5:
+            raise ValueError("the search basis is not orthonormal")
+        if not np.isfinite(self.vectors).all():
+            raise ValueError("the stored vectors hold NaN or infinite values")
+        return np.ascontiguousarray(basis)
 
     def _bound_data(self, basis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         coords = np.empty((len(self.vectors), basis.shape[1]), np.float32)
@@ -91,17 +103,6 @@ class CosineSearch:
             residual[start : start + len(rows)] = np.linalg.norm(rows - part @ basis.T, axis=1)
         return coords, residual
 
-    def _check(self) -> None:
-        """The saved bound data must describe these vectors, or the answers could be wrong."""
-        n, d = self.vectors.shape
-        if self.basis.shape[0] != d or self.coords.shape != (n, self.basis.shape[1]) or self.residual.shape != (n,):
-            raise ValueError("the search bound's arrays do not match the vectors")
-        rows = np.unique(np.linspace(0, n - 1, min(n, 16)).astype(int)) if n else np.zeros(0, int)
-        coords = self.vectors[rows] @ self.basis
-        residual = np.linalg.norm(self.vectors[rows] - coords @ self.basis.T, axis=1)
-        if not (np.allclose(coords, self.coords[rows], atol=1e-4) and np.allclose(residual, self.residual[rows], atol=1e-4)):
-            raise ValueError("the search bound's arrays were not computed from these vectors")
-
     # -- queries ---------------------------------------------------------------------------------
     def best(self, queries: np.ndarray) -> np.ndarray:
         """The largest dot product of each query (rows of unit vectors) with the stored rows."""
@@ -109,6 +110,7 @@ class CosineSearch:
         if len(self.vectors) == 0:
             return np.full(len(queries), -1.0, np.float32)
         if not self.pruned or len(queries) > _BATCH:
+            self.rows_compared += len(queries) * len(self.vectors)
             out = np.full(len(queries), -np.inf, np.float32)
             for start in range(0, len(self.vectors), 8192):  # float32 rows: no copy per call
                 out = np.maximum(out, (queries @ self.vectors[start : start + 8192].T).max(axis=1))
@@ -123,6 +125,7 @@ class CosineSearch:
         if k <= 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         if not self.pruned or n < _MIN_ROWS:
+            self.rows_compared += n
             return _largest(np.arange(n), self.vectors @ q, k)
         qb = q @ self.basis
         bound = self.coords @ qb
@@ -133,8 +136,10 @@ class CosineSearch:
         rows, values = _largest(first, self.vectors[first] @ q, k)
         contenders = np.flatnonzero(bound >= values[-1])
         if len(contenders) > n // 4:  # the bound prunes little: the full product is cheaper
+            self.rows_compared += n
             return _largest(np.arange(n), self.vectors @ q, k)
         extra = np.setdiff1d(contenders, first, assume_unique=True)
+        self.rows_compared += len(first) + len(extra)
         if len(extra):
             rows, values = _largest(np.concatenate([rows, extra]),
                                     np.concatenate([values, self.vectors[extra] @ q]), k)

@@ -57,7 +57,10 @@ class Neighbour:
 
 
 class NeighbourIndex:
-    def __init__(self, entries: list[Entry], vectors: np.ndarray, ann: bool = False, s3: S3Options | None = None):
+    def __init__(self, entries: list[Entry], vectors: np.ndarray, ann: bool = False, s3: S3Options | None = None,
+                 basis: np.ndarray | None = None):
+        """`basis`: principal axes of the feature space for the exact search's bound (the model's
+        references' axes: the index is in the same space); None: computed from the vectors."""
         if len(entries) != len(vectors):
             raise ValueError("one vector per entry")
         self.entries = entries
@@ -69,7 +72,7 @@ class NeighbourIndex:
         self.ann = None
         self.exact = None
         if not ann:
-            self.exact = CosineSearch.build(self.vectors)  # at start: the principal axes, once
+            self.exact = CosineSearch(self.vectors, basis) if basis is not None else CosineSearch.build(self.vectors)
         elif len(entries):
             from usearch.index import Index
 
@@ -155,7 +158,10 @@ class NeighbourIndex:
             for p, lab, sp, b in zip(paths, labels, splits, raw):
                 entries.append(Entry(image_id(p), p, os.fsdecode(b) if b is not None else p, lab, sp))
         vectors = np.concatenate(chunks) if chunks else np.zeros((0, 1), np.float32)
-        return cls(entries, vectors, ann=ann, s3=where.s3)
+        # The model's references are a sample of the same feature space: their axes bound the index
+        # as tightly as the index's own (same pruning on the sample), and cost no eigendecomposition.
+        basis = model.refs_search.basis if len(vectors) and vectors.shape[1] == model.refs.shape[1] else None
+        return cls(entries, vectors, ann=ann, s3=where.s3, basis=basis)
 
 
 def _has_parquet(dataset: Location) -> bool:
