@@ -52,7 +52,8 @@ class CosineSearch:
 
     `basis` (d, m), orthonormal columns: the bound's axes; the rows' coordinates on it and their
     norms outside it are computed here from the rows themselves, so they always describe them. A
-    model saves only its basis (`arrays`), and loading recomputes the rest (0.06 s for 5,950 x 1,992)."""
+    model saves only its basis (`arrays`), and loading recomputes the rest (about 3 GFLOP for 5,950 x 1,992;
+    a model loads in the same 0.3-0.4 s as before)."""
 
     def __init__(self, vectors: np.ndarray, basis: np.ndarray | None = None):
         self.vectors = np.ascontiguousarray(vectors, np.float32)
