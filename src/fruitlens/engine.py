@@ -6,10 +6,9 @@ A model folder (written by `fruitlens train`) holds:
 - `spark/`: the Spark ML PipelineModel (embedding column in, `probability`/`prediction` out);
 - `portable.npz` + `model.json`: the same model as arrays (scaler, PCA projection, classifier
   layers), the class names, the thresholds, reference features for novelty (float16) with the
-  bound that lets one photo's nearest reference be found exactly without reading them all
-  (`nearest.CosineSearch`: `refs_basis`, `refs_coords`, `refs_residual`; models saved before it
-  have none and use the full product, same answers), and the backbone's name and sha256 it was
-  trained on;
+  axes of the bound that finds one photo's nearest reference exactly without reading them all
+  (`refs_basis`, see `nearest.CosineSearch`; models saved before it have none and use the full
+  product, same answers), and the backbone's name and sha256 it was trained on;
 - `report.json`, `confusion.png`, `per_class.csv`: the evaluation.
 
 Two "not sure" rules, both chosen on the validation split (never on test):
