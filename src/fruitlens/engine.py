@@ -51,6 +51,18 @@ def _blas():
     return _BLAS
 
 
+def stored_refs(refs: np.ndarray) -> np.ndarray:
+    """Reference features as a model keeps them: float16 in `portable.npz`, float32 in memory."""
+    return np.asarray(refs, np.float16).astype(np.float32)
+
+
+def novelty(features: np.ndarray, refs: CosineSearch) -> np.ndarray:
+    """Cosine distance from each row of `features` to its nearest reference: what the "unlike the
+    training images" rule compares with `novelty_threshold` (train chooses it with this too)."""
+    x = (features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    return 1.0 - np.maximum(refs.best(x), -1.0).astype(np.float64)
+
+
 @dataclass
 class Prediction:
     top: list[tuple[str, float]]  # (class, probability), best first
@@ -85,8 +97,7 @@ class PortableModel:
     def __post_init__(self):
         search = self.refs_search
         if search is None or search.vectors is not self.refs:
-            # Saved as float16: round here, so the model in memory is the model a load gives.
-            refs = np.asarray(self.refs, np.float16).astype(np.float32)
+            refs = stored_refs(self.refs)  # the model in memory is the model a load gives
             if search is None or not np.array_equal(search.vectors, refs):
                 search = CosineSearch.build(refs)  # new references (also through dataclasses.replace)
         self.refs_search = search
@@ -114,8 +125,7 @@ class PortableModel:
 
     def novelty_of(self, features: np.ndarray) -> np.ndarray:
         """Cosine distance to the nearest reference training image."""
-        x = (features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)).astype(np.float32)
-        return 1.0 - np.maximum(self.refs_search.best(x), -1.0).astype(np.float64)
+        return novelty(features, self.refs_search)
 
     def predict(self, embeddings: np.ndarray, k: int = 5) -> list[Prediction]:
         return self.predict_with_features(embeddings, k)[0]

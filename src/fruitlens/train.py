@@ -25,7 +25,8 @@ import numpy as np
 
 from . import FruitlensError
 from .config import TrainConfig
-from .engine import PortableModel
+from .engine import PortableModel, novelty, stored_refs
+from .nearest import CosineSearch
 from .progress import spark_progress
 from .publish import publish_tree
 from .reduce import choose_k
@@ -137,11 +138,6 @@ def answered(y, probs, threshold, not_novel=None) -> dict:
     return {"coverage": n / len(y) if len(y) else None, "precision": right / n if n else None, "answered": n}
 
 
-def nearest_distance(x: np.ndarray, refs: np.ndarray) -> np.ndarray:
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    return 1.0 - (x @ refs.T).max(axis=1)
-
-
 def normalized(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
@@ -208,7 +204,8 @@ def train(spark, cfg: TrainConfig, embeddings, params: dict | None, target: Targ
     threshold, val_precision, val_coverage = choose_threshold(best["y"], best["probs"], cfg.target_precision)
     val_feats = _features(best["model"], val_part)
     fit_refs = _features(best["model"], _refs(fit_part, cfg.refs_per_class))
-    val_novelty = nearest_distance(val_feats, normalized(fit_refs))
+    # the same computation, on references stored the same way, as the model's novelty_of at serve time
+    val_novelty = novelty(val_feats, CosineSearch(stored_refs(normalized(fit_refs))))
     novelty_threshold = float(np.quantile(val_novelty, cfg.target_precision))
 
     # Every compared model (its best point) refit on the whole train split and scored on test.
