@@ -16,7 +16,6 @@ Writes bench/_work/engine_bench.json and prints Markdown tables.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import shutil
@@ -76,7 +75,7 @@ def latency(model: Path, threads: int) -> dict:
 
 
 def non_fruit(model: Path) -> dict:
-    from test_engine import non_fruit_photos
+    from photos import non_fruit_photos
 
     from fruitlens.predict import Identifier
 

@@ -15,44 +15,24 @@ Writes bench/_work/search_bench.json and prints a Markdown table.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import statistics
 import sys
 import time
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+from photos import non_fruit_photos  # noqa: E402
+from serve_bench import photos  # noqa: E402  (Test photos spread over the classes)
 
 from fruitlens.engine import _blas  # noqa: E402
 from fruitlens.nearest import CosineSearch  # noqa: E402
 from fruitlens.predict import Identifier  # noqa: E402
 from fruitlens.serve.index import NeighbourIndex  # noqa: E402
 from fruitlens.storage import Location  # noqa: E402
-
-
-def fruit_photos(sample: Path, n: int) -> list[bytes]:
-    files = sorted((sample / "Test").rglob("*.jpg"))
-    return [p.read_bytes() for p in files[:: max(1, len(files) // n)][:n]]
-
-
-def other_photos() -> list[bytes]:
-    folder = resources.files("skimage") / "data"
-    out = [(folder / name).read_bytes() for name in (
-        "astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "camera.png", "motorcycle_left.png",
-        "hubble_deep_field.jpg", "brick.png", "grass.png", "text.png", "page.png", "coins.png")]
-    rng = np.random.default_rng(0)
-    for array in (rng.integers(0, 256, (224, 224, 3), dtype=np.uint8), np.full((100, 100, 3), 255, np.uint8),
-                  np.zeros((100, 100, 3), np.uint8),
-                  np.tile(np.linspace(0, 255, 224).astype(np.uint8)[:, None, None], (1, 224, 3))):
-        buf = io.BytesIO()
-        Image.fromarray(array).save(buf, format="PNG")
-        out.append(buf.getvalue())
-    return out
 
 
 _SCRATCH = np.zeros(64 * 2**20 // 8)
@@ -90,7 +70,7 @@ def main() -> None:
     model = ident.model
     bound = model.refs_search if model.refs_search.pruned else CosineSearch.build(model.refs)
     full = CosineSearch(model.refs)  # no basis: the full product, as before
-    sets = {"fruit (Test)": fruit_photos(Path(args.sample), args.photos), "not fruit": other_photos()}
+    sets = {"fruit (Test)": photos(Path(args.sample), args.photos), "not fruit": list(non_fruit_photos().values())}
     feats = {name: model.features(np.stack([ident.embed_bytes(d) for d in photos])) for name, photos in sets.items()}
     unit = {name: (f / np.linalg.norm(f, axis=1, keepdims=True)).astype(np.float32) for name, f in feats.items()}
 

@@ -3,22 +3,20 @@ classify on Spark, and photos that are not fruit. Real Spark, real images, the r
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
 import subprocess
 import sys
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
 import pytest
-from PIL import Image
 
 from conftest import MODELS, SAMPLE, copy_sample, shared
+from photos import non_fruit_photos
 from fruitlens import FruitlensError
 from fruitlens.config import DEFAULT_BACKBONE, ClassifyConfig, FeaturizeConfig, SparkConfig, TrainConfig
 from fruitlens.engine import PortableModel
@@ -154,27 +152,6 @@ def test_classify_on_spark_matches_predict(spark, trained, data, tmp_path):
         assert p.predicted == row.predicted and p.not_sure == row.not_sure
         assert p.top[0][1] == pytest.approx(row.probability, abs=1e-9)
         assert [t["label"] for t in row.top5] == [c for c, _ in p.top]
-
-
-def non_fruit_photos() -> dict[str, bytes]:
-    """Real photos that ship with scikit-image (a person, a cat, coffee, a rocket, ...) and synthetic ones."""
-    folder = resources.files("skimage") / "data"
-    out = {}
-    for name in ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "camera.png", "motorcycle_left.png",
-                 "hubble_deep_field.jpg", "brick.png", "grass.png", "text.png", "page.png", "coins.png"):
-        out[name] = (folder / name).read_bytes()
-    rng = np.random.default_rng(0)
-
-    def png(array):
-        buf = io.BytesIO()
-        Image.fromarray(array).save(buf, format="PNG")
-        return buf.getvalue()
-
-    out["noise"] = png(rng.integers(0, 256, (224, 224, 3), dtype=np.uint8))
-    out["blank white"] = png(np.full((100, 100, 3), 255, np.uint8))
-    out["blank black"] = png(np.zeros((100, 100, 3), np.uint8))
-    out["grey gradient"] = png(np.tile(np.linspace(0, 255, 224).astype(np.uint8)[:, None, None], (1, 224, 3)))
-    return out
 
 
 def test_photos_that_are_not_fruit_get_no_confident_species(trained):
