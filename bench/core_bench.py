@@ -28,10 +28,12 @@ import featurize_bench as fb  # noqa: E402
 
 
 def _core_worker(io_threads: int, files: list[str], queue) -> None:
-    from fruitlens import backbones, mapper, runner, schemas
+    from fruitlens import schemas
+    from fruitlens.chain import mapper, runner
     from fruitlens.config import DEFAULT_BACKBONE
-    from fruitlens.storage import Location
-    from fruitlens.writer import Target
+    from fruitlens.embedding import backbones
+    from fruitlens.storage.location import Location
+    from fruitlens.storage.writer import Target
 
     spec = backbones.get_spec(DEFAULT_BACKBONE)
     settings = mapper.MapperSettings(backbone=spec.name, model_path=str(fb.MODELS / spec.model_file.filename),

@@ -51,8 +51,8 @@ def percentiles(seconds: list[float]) -> dict:
 
 
 def latency(model: Path, threads: int) -> dict:
-    from fruitlens.decode import decode_image
-    from fruitlens.predict import Identifier
+    from fruitlens.embedding.decode import decode_image
+    from fruitlens.engine.predict import Identifier
 
     identifier = Identifier.load(str(model), threads=threads)
     photos = sorted((SAMPLE / "Test").rglob("*.jpg"))[::11][:300]
@@ -77,7 +77,7 @@ def latency(model: Path, threads: int) -> dict:
 def non_fruit(model: Path) -> dict:
     from photos import non_fruit_photos
 
-    from fruitlens.predict import Identifier
+    from fruitlens.engine.predict import Identifier
 
     identifier = Identifier.load(str(model), threads=1)
     out = {}

@@ -56,9 +56,9 @@ def replicate(n: int) -> Path:
 
 
 def _model_only_worker(threads: int, batch: int, seconds: float, queue, size=None) -> None:
-    from fruitlens import backbones
     from fruitlens.config import DEFAULT_BACKBONE
-    from fruitlens.decode import decode_image
+    from fruitlens.embedding import backbones
+    from fruitlens.embedding.decode import decode_image
 
     spec = backbones.at_size(backbones.get_spec(DEFAULT_BACKBONE), size)  # what featurize runs by default
     # The published network alone, at its input size (no in-graph resize: featurize pays for that).

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fruitlens import backbones
 from fruitlens.config import DEFAULT_BACKBONE
-from fruitlens.decode import decode_image
+from fruitlens.embedding import backbones
+from fruitlens.embedding.decode import decode_image
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO.parent / "shared" / "data" / "fruits-360-sample"

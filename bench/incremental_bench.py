@@ -52,8 +52,8 @@ def churn(images: Path, n: int, step: int, rng: random.Random, mixed: bool) -> d
 
 def check(out: Path, images: Path, changed: list[str], rng: random.Random) -> dict:
     """Exactly one row per image on disk; changed files re-embedded; a sample equal to the model."""
-    from fruitlens import backbones
-    from fruitlens.decode import decode_image
+    from fruitlens.embedding import backbones
+    from fruitlens.embedding.decode import decode_image
 
     table = ds.dataset(str(out / "embeddings"), format="parquet").to_table(columns=["path", "embedding", "modified_ns"])
     paths = table.column("path").to_pylist()

@@ -43,7 +43,7 @@ def main() -> None:
     from pyspark.ml.functions import array_to_vector
 
     from fruitlens.config import SparkConfig
-    from fruitlens.session import get_session
+    from fruitlens.spark.session import get_session
 
     spark = get_session(SparkConfig(app_name="fruitlens-quality"))
     df = spark.read.parquet(f"file://{out}/features").withColumn("x", array_to_vector("pca"))

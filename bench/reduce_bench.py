@@ -41,9 +41,9 @@ def main() -> None:
     from pyspark.ml.functions import array_to_vector, vector_to_array
 
     from fruitlens.config import SparkConfig
-    from fruitlens.reduce import choose_k
-    from fruitlens.session import get_session
-    from fruitlens.sparkml import covariance, pca_model, principal_components
+    from fruitlens.reduction.reduce import choose_k
+    from fruitlens.reduction.sparkml import covariance, pca_model, principal_components
+    from fruitlens.spark.session import get_session
 
     spark = get_session(SparkConfig(extra_conf={"spark.ui.enabled": "false"}))
     base = spark.read.parquet(args.embeddings).select(array_to_vector("embedding").alias("features"))

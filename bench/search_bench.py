@@ -28,12 +28,11 @@ sys.path.insert(0, str(REPO / "tests"))
 from photos import non_fruit_photos  # noqa: E402
 from serve_bench import photos  # noqa: E402  (Test photos spread over the classes)
 
-from fruitlens.engine import _blas  # noqa: E402
-from fruitlens.nearest import CosineSearch  # noqa: E402
-from fruitlens.predict import Identifier  # noqa: E402
+from fruitlens.engine.model import _blas  # noqa: E402
+from fruitlens.engine.nearest import CosineSearch  # noqa: E402
+from fruitlens.engine.predict import Identifier  # noqa: E402
 from fruitlens.serve.index import NeighbourIndex  # noqa: E402
-from fruitlens.storage import Location  # noqa: E402
-
+from fruitlens.storage.location import Location  # noqa: E402
 
 _SCRATCH = np.zeros(64 * 2**20 // 8)
 

@@ -30,10 +30,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 from local_cluster import free_port  # noqa: E402
 
-from fruitlens.engine import PortableModel  # noqa: E402
-from fruitlens.predict import Identifier  # noqa: E402
+from fruitlens.engine.model import PortableModel  # noqa: E402
+from fruitlens.engine.predict import Identifier  # noqa: E402
 from fruitlens.serve.index import NeighbourIndex  # noqa: E402
-from fruitlens.storage import Location  # noqa: E402
+from fruitlens.storage.location import Location  # noqa: E402
 
 
 def pct(values, q):
@@ -115,7 +115,7 @@ def bench_neighbours(args) -> dict:
     # product's growth, and the HNSW index's build time, query time and recall at that size
     from usearch.index import Index
 
-    from fruitlens.engine import _blas
+    from fruitlens.engine.model import _blas
 
     m = args.scale
     big = exact.vectors[rng.integers(0, n, m)] + rng.normal(0, 0.02, (m, d)).astype(np.float32)

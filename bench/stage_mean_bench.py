@@ -29,13 +29,13 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
-    from fruitlens import backbones
-    from fruitlens.decode import decode_image
+    from fruitlens.embedding import backbones
+    from fruitlens.embedding.decode import decode_image
 
     source = subprocess.run(["git", "show", f"{OLD}:src/fruitlens/backbones/litert.py"], cwd=REPO, check=True,
                             capture_output=True, text=True).stdout
-    source = source.replace("from ..model_store", "from fruitlens.model_store").replace(
-        "from .base", "from fruitlens.backbones.base")
+    source = source.replace("from ..model_store", "from fruitlens.embedding.backbone_file").replace(
+        "from .base", "from fruitlens.embedding.backbones.base")
     tmp = Path(tempfile.mkdtemp())
     (tmp / "old_litert.py").write_text(source)
     sys.path.insert(0, str(tmp))

@@ -31,4 +31,4 @@ assert version("pyspark") == spark, version("pyspark")
 assert version("py4j") == sys.argv[3], version("py4j")
 print(f"EMR 7 environment: PySpark {version('pyspark')}, NumPy {version('numpy')}, pandas {version('pandas')}, pyarrow {version('pyarrow')}")
 PY
-exec "$VENV/bin/python" -m pytest -q tests/test_pipeline.py tests/test_incremental.py tests/test_engine.py tests/test_sparkml.py "$@"
+exec "$VENV/bin/python" -m pytest -q tests/chain/test_pipeline.py tests/chain/test_incremental.py tests/engine/test_engine.py tests/reduction/test_sparkml.py "$@"

@@ -86,7 +86,7 @@ def spark(s3_server):
     # s3_server first: Spark's Python workers inherit the AWS environment from the JVM.
     needs_shared()
     from fruitlens.config import SparkConfig
-    from fruitlens.session import get_session
+    from fruitlens.spark.session import get_session
 
     session = get_session(SparkConfig(master="local[2]", extra_conf={"spark.ui.enabled": "false"}))
     yield session

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import MODELS, copy_sample, shared
 
 pytestmark = shared

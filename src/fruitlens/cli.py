@@ -21,7 +21,7 @@ from .config import (
     SparkConfig,
     TrainConfig,
 )
-from .storage import S3Options
+from .storage.location import S3Options
 
 
 def spark_options(f):
@@ -210,7 +210,7 @@ def predict(model_dir, photos, as_json, backbone_model, s3_endpoint_url, s3_regi
     winning probability is low or the photo is unlike every training image. Exit 1 if any failed."""
     import json as json_
 
-    from .predict import Identifier
+    from .engine.predict import Identifier
 
     s3 = S3Options(endpoint_url=s3_endpoint_url, region=s3_region)
     answers = Identifier.load(model_dir, s3, backbone_model).answer_paths(list(photos), s3)
@@ -290,7 +290,8 @@ def serve(model_dir, index, info, host, port, ann, interpreters, threads, max_up
     """HTTP identification service and web page: open http://HOST:PORT/ (API under /api/v1/,
     schema at /api/v1/openapi.json). Upload a photo: top-5 species, "not sure", the species'
     information (Fruits-360 metadata) and the most similar images of --index."""
-    from .serve import ServeConfig, run as run_server
+    from .serve import ServeConfig
+    from .serve import run as run_server
 
     run_server(ServeConfig(model=model_dir, index=index, info=info, host=host, port=port, ann=ann,
                            interpreters=interpreters, threads=threads, max_upload_bytes=int(max_upload_mb * 1024 * 1024),

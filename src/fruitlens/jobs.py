@@ -7,12 +7,16 @@ import time
 from dataclasses import asdict
 
 from . import FruitlensError
-from .config import ClassifyConfig, FeaturizeConfig, ReduceConfig, SparkConfig, TrainConfig
-from .featurize import embedding_params, featurize, featurize_spec, resolve_model
-from .listing import check_input
-from .manifest import dataset_files, read_manifest
-from .publish import cleanup
-from .reduce import fit_and_transform
+from .chain.featurize import embedding_params, featurize, featurize_spec, resolve_model
+from .chain.listing import check_input
+from .config import (
+    ClassifyConfig,
+    FeaturizeConfig,
+    ReduceConfig,
+    SparkConfig,
+    TrainConfig,
+)
+from .reduction.reduce import fit_and_transform
 from .report import (
     featurize_section,
     library_versions,
@@ -23,10 +27,12 @@ from .report import (
     write_report,
     write_scree,
 )
-from .session import get_session, versions
-from .spark_io import read_parquet
-from .storage import Location, S3Options, storage_errors
-from .writer import STAGING, Target, new_run_id
+from .spark.datasets import read_parquet
+from .spark.session import get_session, versions
+from .storage.location import Location, S3Options, storage_errors
+from .storage.manifest import dataset_files, read_manifest
+from .storage.publish import cleanup
+from .storage.writer import STAGING, Target, new_run_id
 
 DATASETS = ("embeddings", "errors", "features", "model")
 FILES = ("report.json", "scree.png", "explained_variance.csv")
@@ -169,7 +175,7 @@ def _finish(report: dict, out: Location, t0: float, quiet: bool) -> dict:
 def run_train(cfg: TrainConfig, spark_cfg: SparkConfig, spark=None, quiet: bool = False,
               s3: S3Options | None = None) -> dict:
     """Embeddings (the folder `run`/`featurize` wrote) -> a model folder at OUTPUT."""
-    from .train import train
+    from .engine.train import train
 
     cfg.validate()
     source = embeddings_location(Location.of(cfg.input, s3))
@@ -224,8 +230,8 @@ def _trained_size(params: dict) -> int | None:
 def run_classify(cfg: ClassifyConfig, spark_cfg: SparkConfig, spark=None, quiet: bool = False,
                  s3: S3Options | None = None) -> dict:
     """Every image under INPUT -> OUTPUT/predictions (+ embeddings, errors, report.json)."""
-    from .classify import predictions
-    from .engine import PortableModel
+    from .engine.classify import predictions
+    from .engine.model import PortableModel
 
     cfg.validate()
     model = PortableModel.load(Location.of(cfg.model, s3))

@@ -6,9 +6,10 @@ import io
 import platform
 from datetime import datetime, timezone
 
-from . import __version__
 from rich.console import Console
-from .storage import Location
+
+from . import __version__
+from .storage.location import Location
 
 
 def now() -> str:

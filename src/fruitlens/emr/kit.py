@@ -17,7 +17,7 @@ from pathlib import Path
 from string import Template
 
 from .. import FruitlensError
-from ..packaging import package_zip
+from ..spark.packaging import package_zip
 from .costs import cost_so_far
 from .settings import MANAGED_TAG, MODELS_DIR, VENV, EmrSettings
 
@@ -219,8 +219,8 @@ def artifact_files() -> dict[str, bytes]:
 
 def model_files() -> list[Path]:
     """Verified local copies of every backbone's model file (cache, $FRUITLENS_MODEL_DIR or download)."""
-    from ..backbones import SPECS
-    from ..model_store import resolve
+    from ..embedding.backbone_file import resolve
+    from ..embedding.backbones import SPECS
 
     return [resolve(spec.model_file) for spec in SPECS.values()]
 
@@ -326,7 +326,12 @@ def aws_errors(what: str):
     """botocore's and boto3's errors (a failed upload, an unknown profile) as one line
     (FruitlensError), never a traceback."""
     from boto3.exceptions import Boto3Error
-    from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        EndpointConnectionError,
+        NoCredentialsError,
+    )
 
     try:
         yield

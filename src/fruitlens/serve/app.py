@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from ..decode import DecodeError
+from ..embedding.decode import DecodeError
 from .metadata import ATTRIBUTION
 from .service import Service
 

@@ -27,11 +27,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .. import FruitlensError
-from ..decode import image_format
-from ..engine import PortableModel, _blas
-from ..manifest import dataset_files, read_manifest
-from ..nearest import CosineSearch
-from ..storage import Location, S3Options
+from ..embedding.decode import image_format
+from ..engine.model import PortableModel, _blas
+from ..engine.nearest import CosineSearch
+from ..storage.location import Location, S3Options
+from ..storage.manifest import dataset_files, read_manifest
 
 ID_PATTERN = re.compile(r"^[0-9a-f]{16}$")
 MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp", "BMP": "image/bmp"}

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 
 from .. import FruitlensError
-from ..storage import Location
+from ..storage.location import Location
 
 ATTRIBUTION = {
     "text": "Species information from the Fruits-360 dataset by Mihai Oltean, licensed under CC BY-SA 4.0; "

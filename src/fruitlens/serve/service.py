@@ -20,10 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import FruitlensError
-from ..decode import DecodeError, image_format
-from ..engine import PortableModel, Prediction
-from ..predict import Identifier
-from ..storage import Location, S3Options
+from ..embedding.decode import DecodeError, image_format
+from ..engine.model import PortableModel, Prediction
+from ..engine.predict import Identifier
+from ..storage.location import Location, S3Options
 from .index import NeighbourIndex
 from .metadata import Catalog
 

@@ -1,0 +1,296 @@
+"""Distributor for the embedding step: the Spark wiring around `runner.run_partition`.
+
+1. List INPUT: local folders on the driver; object stores inside tasks, one per class prefix.
+2. Plan (`incremental`): which inputs need embedding, which rows OUTPUT already holds (published,
+   or left by an interrupted run) are kept.
+3. Embed the rest: each task runs one partition in plain Python and writes its own part files.
+4. Rewrite kept files that hold rows no longer wanted; publish both datasets with manifests.
+
+Nothing is collected on the driver but file names, counts, and row numbers to drop.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, replace
+
+import pyarrow as pa
+
+from .. import FruitlensError, schemas
+from ..config import FeaturizeConfig
+from ..embedding import backbone_file as model_store
+from ..embedding import backbones
+from ..spark.progress import spark_progress
+from ..storage.location import Location, storage_errors
+from ..storage.publish import Part, publish
+from ..storage.writer import Target
+from . import incremental
+from .listing import ImageRef, Listing, list_local, list_prefix, plan_prefixes
+from .mapper import MapperSettings, MapperStats
+from .runner import EmbedTask, rewrite_part, run_partition, write_problems
+
+
+@dataclass
+class FeaturizeResult:
+    listing: Listing
+    found: int
+    ok: int
+    errors: int
+    errors_by_reason: dict
+    stats: MapperStats
+    timings: dict
+    model_path: str
+    partitions: int
+    manifests: dict
+    listing_mode: str
+    changes: dict
+    notes: list
+    resumed_runs: set
+
+
+def featurize_spec(cfg: FeaturizeConfig) -> backbones.BackboneSpec:
+    """The backbone at the size it runs at (--image-size, else its own)."""
+    return backbones.at_size(backbones.get_spec(cfg.backbone), cfg.image_size)
+
+
+def resolve_model(cfg: FeaturizeConfig) -> tuple[backbones.BackboneSpec, str]:
+    spec = featurize_spec(cfg)
+    return spec, str(model_store.resolve(spec.model_file, cfg.model))
+
+
+def task_count(images: int, per_task: int, slots: int) -> int:
+    """Tasks for `images`: about `per_task` each, rounded up to whole waves of the `slots` (so
+    3,000 images on 2 slots are 4 tasks of 750, not 3 that leave one slot idle for a third)."""
+    slots = max(1, slots)
+    waves = math.ceil(max(math.ceil(images / max(1, per_task)), slots) / slots)
+    return max(1, min(images, waves * slots))
+
+
+# How images smaller than the input size reach it: the bilinear resize the backbone's graph starts
+# with (earlier versions upscaled with Pillow: pixels within 1, embeddings cosine >= 0.998).
+RESIZE = "graph-bilinear"
+
+
+def embedding_params(spec: backbones.BackboneSpec, cfg: FeaturizeConfig) -> dict:
+    """What an embedding row depends on besides the image: rows made with other params are not
+    reused by an incremental run."""
+    return {"backbone": spec.name, "model_sha256": spec.model_file.sha256,
+            "input_size": list(spec.input_size), "max_pixels": cfg.max_pixels, "resize": RESIZE}
+
+
+def featurize(spark, cfg: FeaturizeConfig, source: Location, embeddings: Target, errors: Target,
+              listing: Listing | None = None) -> FeaturizeResult:
+    """`listing`: what to embed, when already listed (default: list `source` now)."""
+    from pyspark import SparkFiles, TaskContext
+
+    cfg.validate()
+    spec, model_path = resolve_model(cfg)
+    sc = spark.sparkContext
+    timings: dict[str, float] = {}
+    params = embedding_params(spec, cfg)
+    output = embeddings.output
+    (embeddings.staging_root / incremental.RUN_INFO).write_json(
+        {"run_id": embeddings.run_id, "command": "featurize", "input": source.uri, "params": params})
+
+    t0 = time.perf_counter()
+    current, found, listing, mode, listed = _list(spark, source, listing)
+    timings["list_s"] = time.perf_counter() - t0
+    if found == 0 and not listing.problems:
+        others = f" ({listing.skipped_total} other files)" if listing.skipped_total else ""
+        raise FruitlensError(f"no images (jpg, jpeg, png, webp, bmp) under {source.uri}{others}")
+
+    t0 = time.perf_counter()
+    sources, notes = incremental.find_sources(output, params, embeddings.run_id) if cfg.incremental else ([], [])
+    if not cfg.incremental:
+        notes.append("--full: every image embedded again")
+    with spark_progress(spark, "comparing with what OUTPUT holds") if sources else _nothing():
+        plan = incremental.plan(spark, current, found, sources)
+    timings["plan_s"] = time.perf_counter() - t0
+
+    # The model travels to every executor with the job (no pre-installed copy needed on workers).
+    sc.addFile(model_path)
+    model_name = os.path.basename(model_path)
+    task = EmbedTask(input=source, embeddings=embeddings, errors=errors, settings=MapperSettings(
+        backbone=spec.name, model_path="", threads=cfg.threads, batch_size=cfg.batch_size,
+        max_pixels=cfg.max_pixels, io_threads=cfg.io_threads, input_size=spec.input_size))
+    accumulator = sc.accumulator(MapperStats(), _StatsParam())
+
+    def embed_partition(batches):
+        context = TaskContext.get()
+        local_task = replace(task, settings=replace(task.settings, model_path=SparkFiles.get(model_name)))
+        rows = (row for batch in batches for row in batch.to_pylist())
+        result = run_partition(local_task, rows, context.partitionId(), context.attemptNumber())
+        accumulator.add(result.stats)
+        yield _parts_batch([(d, f, n, result.reasons if d == "errors" else {}) for d, f, n in result.parts])
+
+    partitions = task_count(plan.n_embed, cfg.images_per_partition, sc.defaultParallelism)
+    t0 = time.perf_counter()
+    parts: list[dict] = []
+    if plan.n_embed:
+        to_embed = plan.to_embed.select(*schemas.INPUT.names).repartition(partitions)
+        with spark_progress(spark, f"embedding {plan.n_embed:,} images"):
+            parts = [r.asDict() for r in to_embed.mapInArrow(embed_partition, schemas.spark_type(schemas.PARTS)).collect()]
+    timings["embed_wall_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    if plan.rewrite:
+        parts += _rewrite(spark, plan.rewrite, {"embeddings": embeddings, "errors": errors}, partitions)
+    if listing.problems:  # what the listing could not read is an error row too
+        written = write_problems(errors, listing.problems, partitions + len(plan.rewrite) + 1)
+        if written:
+            parts.append({"dataset": "errors", "file": written[0], "rows": written[1],
+                          "reasons": json.dumps(Counter(p.reason for p in listing.problems))})
+    timings["rewrite_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    targets = {"embeddings": embeddings, "errors": errors}
+    files: dict[str, list[Part]] = {"embeddings": [], "errors": []}
+    for part in parts:
+        files[part["dataset"]].append(Part(part["file"], part["rows"], targets[part["dataset"]].staging / part["file"]))
+    for src, rows in plan.keep:
+        files[src.dataset].append(Part(src.name, rows, src.location))
+    expected = found + len(listing.problems)
+    publishing = sum(p.rows for parts_ in files.values() for p in parts_)
+    if publishing != expected:  # every input exactly once, checked before anything is published
+        raise FruitlensError(f"internal error: {expected} inputs but {publishing} rows to publish; nothing was published")
+    manifests = {}
+    with storage_errors(output, "cannot write OUTPUT"):
+        for name, schema in (("embeddings", schemas.EMBEDDINGS), ("errors", schemas.ERRORS)):
+            manifests[name] = publish(targets[name], files[name], schema, params).to_json()
+    timings["publish_s"] = time.perf_counter() - t0
+    plan.release()
+    if listed is not None:
+        listed.unpersist()
+
+    ok = manifests["embeddings"]["rows"]
+    n_errors = manifests["errors"]["rows"]
+    if ok + n_errors != found + len(listing.problems):  # every input exactly once, or say so
+        raise FruitlensError(f"internal error: {found + len(listing.problems)} inputs but {ok} embeddings + "
+                             f"{n_errors} errors")
+    return FeaturizeResult(
+        listing=listing, found=found, ok=ok, errors=n_errors,
+        errors_by_reason=_reasons(errors.final) if n_errors else {},
+        stats=accumulator.value, timings=timings, model_path=model_path, partitions=partitions if plan.n_embed else 0,
+        manifests=manifests, listing_mode=mode, changes={**plan.counts, "embedded": plan.n_embed},
+        notes=notes, resumed_runs={s.run_id for s in sources if s.origin == "resumed"},
+    )
+
+
+def _list(spark, source: Location, listing: Listing | None = None):
+    """(DataFrame of INPUT rows, how many, the Listing of what the driver saw, mode, persisted)."""
+    with storage_errors(source, "cannot list INPUT"):
+        if listing is not None:
+            prefixes = []
+        elif source.is_local:
+            listing = list_local(source)
+            prefixes = []
+        else:
+            prefixes, listing = plan_prefixes(source)
+    names = schemas.INPUT.names
+    rows = [tuple(r.row()[n] for n in names) for r in listing.images]
+    found = len(rows)
+    df = spark.createDataFrame(spark.sparkContext.parallelize(rows, max(1, min(found // 2048, 64))) if rows else [],
+                               schemas.spark_type(schemas.INPUT))
+    del rows
+    if not prefixes:
+        return df, found, listing, "driver", None
+    images, remote_found, remote_skipped, listed = _list_in_tasks(spark, prefixes, source)
+    listing.skipped.update(remote_skipped)
+    return df.unionByName(images), found + remote_found, listing, f"in tasks, {len(prefixes)} prefixes", listed
+
+
+def _list_in_tasks(spark, prefixes: list[Location], root: Location):
+    """List the keys under each prefix inside Spark tasks. Returns the images as a DataFrame
+    (never collected), their count, the other files by extension, and the persisted listing."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    def list_partition(batches):
+        for batch in batches:
+            for i in batch.column(0).to_pylist():
+                rows = []
+                for item in list_prefix(prefixes[i], root):
+                    if isinstance(item, ImageRef):
+                        rows.append({"kind": "image", **item.row()})
+                    else:
+                        rows.append({"kind": "other", "path": item})
+                yield pa.RecordBatch.from_pylist(rows, schema=schemas.LISTED)
+
+    sc = spark.sparkContext
+    listed = (
+        spark.createDataFrame([(i,) for i in range(len(prefixes))], "prefix int")
+        .repartition(min(len(prefixes), sc.defaultParallelism * 4))
+        .mapInArrow(list_partition, schemas.spark_type(schemas.LISTED))
+        .persist(StorageLevel.MEMORY_AND_DISK)
+    )
+    with spark_progress(spark, f"listing {len(prefixes):,} prefixes"):
+        counts = listed.groupBy("kind", F.when(F.col("kind") == "other", F.col("path")).alias("ext")).count().collect()
+    found = sum(r["count"] for r in counts if r["kind"] == "image")
+    skipped = Counter({r["ext"]: r["count"] for r in counts if r["kind"] == "other"})
+    images = listed.filter(F.col("kind") == "image").select(*schemas.INPUT.names)
+    return images, found, skipped, listed
+
+
+def _rewrite(spark, rewrites, targets: dict, first_partition: int) -> list[dict]:
+    """Copy-on-write of kept part files holding rows no longer wanted, inside tasks."""
+    from pyspark import TaskContext
+
+    schema_of = {"embeddings": schemas.EMBEDDINGS, "errors": schemas.ERRORS}
+
+    def rewrite_partition(batches):
+        attempt = TaskContext.get().attemptNumber()
+        out = []
+        for batch in batches:
+            for i in batch.column(0).to_pylist():
+                src, drop = rewrites[i]
+                written = rewrite_part(src.location, targets[src.dataset], schema_of[src.dataset], drop,
+                                       first_partition + i, attempt)
+                if written:
+                    out.append((src.dataset, written[0], written[1], {}))
+        yield _parts_batch(out)
+
+    index = spark.createDataFrame([(i,) for i in range(len(rewrites))], "i int")
+    index = index.repartition(max(1, min(len(rewrites), spark.sparkContext.defaultParallelism * 2)))
+    with spark_progress(spark, f"rewriting {len(rewrites):,} part files without removed rows"):
+        return [r.asDict() for r in index.mapInArrow(rewrite_partition, schemas.spark_type(schemas.PARTS)).collect()]
+
+
+def _reasons(errors: Location) -> dict:
+    """Error rows by reason, read from the published errors dataset (small)."""
+    import pyarrow.parquet as pq
+
+    from ..storage.manifest import dataset_files
+
+    counts: Counter = Counter()
+    for f in dataset_files(errors):
+        with f.open("rb") as fh:
+            counts.update(pq.read_table(fh, columns=["reason"]).column("reason").to_pylist())
+    return dict(counts.most_common())
+
+
+def _parts_batch(parts) -> pa.RecordBatch:
+    return pa.RecordBatch.from_pydict(
+        {"dataset": [p[0] for p in parts], "file": [p[1] for p in parts], "rows": [p[2] for p in parts],
+         "reasons": [json.dumps(dict(p[3])) for p in parts]}, schema=schemas.PARTS)
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+class _StatsParam:
+    """Spark AccumulatorParam summing MapperStats from every task."""
+
+    def zero(self, value: MapperStats) -> MapperStats:
+        return MapperStats()
+
+    def addInPlace(self, a: MapperStats, b: MapperStats) -> MapperStats:
+        return a.merge(b)

@@ -1,0 +1,230 @@
+"""The identification engine without Spark: a fitted classifier exported as NumPy arrays, applied
+to embeddings, with the "not sure" rules. Used by `predict` (one photo, no JVM), by `classify`
+inside Spark tasks, and by the HTTP service.
+
+A model folder (written by `fruitlens train`) holds:
+- `spark/`: the Spark ML PipelineModel (embedding column in, `probability`/`prediction` out);
+- `portable.npz` + `model.json`: the same model as arrays (scaler, PCA projection, classifier
+  layers), the class names, the thresholds, reference features for novelty (float16) with the
+  axes of the bound that finds one photo's nearest reference exactly without reading them all
+  (`refs_basis`, see `nearest.CosineSearch`; models saved before it have none and use the full
+  product, same answers), and the backbone's name and sha256 it was trained on;
+- `report.json`, `confusion.png`, `per_class.csv`: the evaluation.
+
+Two "not sure" rules, both chosen on the validation split (never on test):
+- *low confidence*: the winning probability is below `threshold`, chosen so that answered
+  validation predictions are at least `target_precision` (99.5%) precise;
+- *unlike the training images*: the cosine distance from the photo's features to the nearest
+  reference training image is above `novelty_threshold` (the 99.5th percentile of that distance
+  over validation images). A softmax is confident far from its training data; this rule is what
+  keeps a cat, a cup of coffee or a blank image from getting a species.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import FruitlensError
+from ..storage.location import Location
+from .nearest import CosineSearch
+
+PORTABLE = "portable.npz"
+META = "model.json"
+
+
+_BLAS = None
+
+
+def _blas():
+    """One threadpoolctl controller per process (finding the BLAS libraries costs milliseconds)."""
+    global _BLAS
+    if _BLAS is None:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS = ThreadpoolController()
+    return _BLAS
+
+
+def stored_refs(refs: np.ndarray) -> np.ndarray:
+    """Reference features as a model keeps them: float16 in `portable.npz`, float32 in memory."""
+    return np.asarray(refs, np.float16).astype(np.float32)
+
+
+def novelty(features: np.ndarray, refs: CosineSearch) -> np.ndarray:
+    """Cosine distance from each row of `features` to its nearest reference: what the "unlike the
+    training images" rule compares with `novelty_threshold` (train chooses it with this too)."""
+    x = (features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    return 1.0 - np.maximum(refs.best(x), -1.0).astype(np.float64)
+
+
+@dataclass
+class Prediction:
+    top: list[tuple[str, float]]  # (class, probability), best first
+    not_sure: bool
+    why: str | None  # "low confidence" | "unlike the training images" | None
+    novelty: float
+
+    @property
+    def predicted(self) -> str:
+        """The best class; read it together with `not_sure`."""
+        return self.top[0][0]
+
+    def to_json(self) -> dict:
+        return {"predicted": self.predicted, "probability": round(self.top[0][1], 6),
+                "not_sure": self.not_sure, "why_not_sure": self.why, "novelty": round(self.novelty, 6),
+                "top5": [{"label": c, "probability": round(p, 6)} for c, p in self.top]}
+
+
+@dataclass
+class PortableModel:
+    classes: list[str]
+    mean: np.ndarray
+    std: np.ndarray
+    projection: np.ndarray | None  # (d, k) PCA components, or None
+    layers: list[tuple[np.ndarray, np.ndarray]]  # (W (out, in), b (out)); sigmoid between, softmax last
+    threshold: float
+    refs: np.ndarray  # (n, m) L2-normalised reference features
+    novelty_threshold: float
+    meta: dict = field(default_factory=dict)  # kind, backbone params, metrics
+    refs_search: CosineSearch | None = field(default=None, repr=False, compare=False)  # None: built from refs
+
+    def __post_init__(self):
+        search = self.refs_search
+        if search is None or search.vectors is not self.refs:
+            refs = stored_refs(self.refs)  # the model in memory is the model a load gives
+            if search is None or not np.array_equal(search.vectors, refs):
+                search = CosineSearch.build(refs)  # new references (also through dataclasses.replace)
+        self.refs_search = search
+        self.refs = search.vectors
+        self.refs.flags.writeable = False  # the search's bound describes these values: no edits in place
+
+    # -- inference -------------------------------------------------------------------------------
+    def features(self, embeddings: np.ndarray) -> np.ndarray:
+        x = np.asarray(embeddings, np.float64)
+        scale = np.where(self.std > 0, 1.0 / np.where(self.std > 0, self.std, 1.0), 0.0)  # Spark: std 0 -> 0
+        x = (x - self.mean) * scale
+        return x @ self.projection if self.projection is not None else x
+
+    def probabilities_of(self, features: np.ndarray) -> np.ndarray:
+        h = features
+        for i, (w, b) in enumerate(self.layers):
+            z = h @ w.T + b
+            if i < len(self.layers) - 1:
+                h = 1.0 / (1.0 + np.exp(-z))
+            else:
+                z = z - z.max(axis=1, keepdims=True)
+                e = np.exp(z)
+                h = e / e.sum(axis=1, keepdims=True)
+        return h
+
+    def novelty_of(self, features: np.ndarray) -> np.ndarray:
+        """Cosine distance to the nearest reference training image."""
+        return novelty(features, self.refs_search)
+
+    def predict(self, embeddings: np.ndarray, k: int = 5) -> list[Prediction]:
+        return self.predict_with_features(embeddings, k)[0]
+
+    def predict_with_features(self, embeddings: np.ndarray, k: int = 5) -> tuple[list[Prediction], np.ndarray]:
+        """The predictions and the classifier's input features they came from (computed once:
+        the service also searches neighbours with them)."""
+        # These products are small: one BLAS thread. Multi-threaded BLAS keeps its threads spinning
+        # after each call, and they take the cores the backbone (XNNPACK) needs next: 2x the latency.
+        with _blas().limit(limits=1, user_api="blas"):
+            feats = self.features(embeddings)
+            probs = self.probabilities_of(feats)
+            novelty = self.novelty_of(feats)
+        return self._predictions(probs, novelty, k), feats
+
+    def _predictions(self, probs: np.ndarray, novelty: np.ndarray, k: int) -> list[Prediction]:
+        out = []
+        for p, nov in zip(probs, novelty):
+            order = np.argsort(-p)[:k]
+            top = [(self.classes[i], float(p[i])) for i in order]
+            why = None
+            if nov > self.novelty_threshold:
+                why = "unlike the training images"
+            elif top[0][1] < self.threshold:
+                why = "low confidence"
+            out.append(Prediction(top=top, not_sure=why is not None, why=why, novelty=float(nov)))
+        return out
+
+    # -- files -----------------------------------------------------------------------------------
+    def save(self, folder: str) -> None:
+        arrays = {"mean": self.mean, "std": self.std, "refs": self.refs.astype(np.float16),
+                  **self.refs_search.arrays("refs")}
+        if self.projection is not None:
+            arrays["projection"] = self.projection
+        for i, (w, b) in enumerate(self.layers):
+            arrays[f"w{i}"], arrays[f"b{i}"] = w, b
+        np.savez_compressed(os.path.join(folder, PORTABLE), **arrays)
+        meta = {**self.meta, "classes": self.classes, "layers": len(self.layers), "threshold": self.threshold,
+                "novelty_threshold": self.novelty_threshold}
+        with open(os.path.join(folder, META), "w") as f:
+            json.dump(meta, f, indent=2)
+
+    @classmethod
+    def load_folder(cls, folder: str) -> "PortableModel":
+        try:
+            with open(os.path.join(folder, META)) as f:
+                meta = json.load(f)
+            data = np.load(os.path.join(folder, PORTABLE))
+        except FileNotFoundError:
+            raise FruitlensError(f"not a fruitlens model folder (no {META} / {PORTABLE}): {folder} "
+                                 "(make one with `fruitlens train`)") from None
+        except (ValueError, OSError, zipfile.BadZipFile) as exc:
+            raise FruitlensError(f"damaged model folder {folder}: {exc}") from None
+        try:
+            with data:
+                layers = [(data[f"w{i}"], data[f"b{i}"]) for i in range(meta["layers"])]
+                refs = data["refs"].astype(np.float32)
+                # Models saved before the search bound existed have none: the full product, same answers.
+                search = CosineSearch.from_arrays(refs, data, "refs")
+                return cls(classes=list(meta["classes"]), mean=data["mean"], std=data["std"],
+                           projection=data["projection"] if "projection" in data.files else None, layers=layers,
+                           threshold=float(meta["threshold"]), refs=refs,
+                           novelty_threshold=float(meta["novelty_threshold"]), meta=meta, refs_search=search)
+        except (KeyError, ValueError, TypeError, IndexError, OSError, zipfile.BadZipFile) as exc:
+            raise FruitlensError(f"damaged model folder {folder}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+
+    @classmethod
+    def load(cls, where: Location) -> "PortableModel":
+        """From a local folder or an object-store prefix (the two small files are fetched)."""
+        if where.is_local:
+            if not os.path.isdir(where.path):
+                raise FruitlensError(f"--model: no model folder at {where.uri}")
+            return cls.load_folder(where.path)
+        with tempfile.TemporaryDirectory(prefix="fruitlens-model-") as tmp:
+            for name in (META, PORTABLE):
+                try:
+                    with open(os.path.join(tmp, name), "wb") as f:
+                        f.write((where / name).read_bytes())
+                except FileNotFoundError:
+                    raise FruitlensError(f"not a fruitlens model folder (no {name}): {where.uri}") from None
+            return cls.load_folder(tmp)
+
+    @property
+    def embedding_params(self) -> dict:
+        return self.meta.get("embedding_params", {})
+
+    def check_embeddings(self, params: dict | None, what: str) -> None:
+        """Refuse embeddings made by another backbone or model file than the classifier's."""
+        mine = self.embedding_params
+        if not params or not mine:
+            return
+        for key in ("backbone", "model_sha256"):
+            if params.get(key) != mine.get(key):
+                raise FruitlensError(
+                    f"{what} were made with {params.get('backbone')} ({str(params.get('model_sha256'))[:12]}), "
+                    f"but the model was trained on {mine.get('backbone')} ({str(mine.get('model_sha256'))[:12]}) "
+                    "embeddings: featurize them with the same backbone, or train a model on these")
+        if params.get("input_size") and mine.get("input_size") and list(params["input_size"]) != list(mine["input_size"]):
+            raise FruitlensError(
+                f"{what} were made at image size {params['input_size'][0]}, but the model was trained on embeddings "
+                f"made at {mine['input_size'][0]}: featurize them with --image-size {mine['input_size'][0]}, "
+                "or train a model on these")

@@ -1,0 +1,94 @@
+"""--offline-nodes: the pinned wheels (pip download for manylinux x86_64 / CPython 3.11) and the
+model files are staged in the bucket, then the bootstrap installs from there alone (--no-index)
+into a fresh virtual environment: here against the same layout downloaded back from the moto
+bucket into a local folder (this machine is x86_64 Linux with CPython 3.11, like EMR 7's nodes)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+import pytest
+from conftest import REPO, shared
+
+from fruitlens import FruitlensError
+from fruitlens.emr import kit
+from fruitlens.emr.settings import EmrSettings
+
+pytestmark = shared
+
+BUCKET = "fruits-offline"
+SETTINGS = EmrSettings(bucket=BUCKET, prefix="off", region="us-east-1", offline_nodes=True)
+
+
+@pytest.fixture(scope="module")
+def wheels(tmp_path_factory) -> Path:
+    if sys.version_info[:2] != (3, 11):
+        pytest.skip("the install check needs CPython 3.11, the Python of EMR 7's nodes")
+    try:
+        return kit.download_wheels(tmp_path_factory.mktemp("wheels"))
+    except FruitlensError as exc:
+        if "No matching distribution" in str(exc) or "no wheel" in str(exc):
+            raise  # a real failure: the pinned set is not installable on EMR's nodes
+        pytest.skip(f"PyPI not reachable for pip download: {exc}")
+
+
+def test_offline_nodes_stage_wheels_and_models_then_bootstrap_installs_with_no_index(s3_server, wheels, tmp_path):
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=BUCKET)
+    uploaded = kit.upload_artifacts(SETTINGS, s3, wheels)
+    keys = {o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix="off/artifacts/")
+            for o in page.get("Contents", [])}
+    assert keys == {u.removeprefix(f"s3://{BUCKET}/") for u in uploaded}
+    names = {k.rsplit("/", 1)[1] for k in keys if "/wheels/" in k}
+    assert any(n.startswith("numpy-1.26.4-cp311-cp311-manylinux") for n in names)
+    assert any(n.startswith("pyarrow-25.") for n in names) and not any(n.startswith("pyspark") for n in names)
+    assert {k.rsplit("/", 1)[1] for k in keys if "/models/" in k} == {
+        "tf2_mobilenet_v2_1.0_224_ptq.tflite", "mobilenet_v2_1.0_224_quant.tflite"}
+
+    # what a node fetches: the artifacts, brought back from the bucket into a local folder
+    artifacts = tmp_path / "artifacts"
+    for key in keys:
+        dest = artifacts / key.removeprefix("off/artifacts/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        s3.download_file(BUCKET, key, str(dest))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_"))}
+    env.update(FRUITLENS_VENV=str(tmp_path / "venv"), FRUITLENS_MODELS=str(tmp_path / "models"), FRUITLENS_SUDO="",
+               FRUITLENS_PYTHON=sys._base_executable,
+               PIP_INDEX_URL="http://127.0.0.1:9/simple",  # no index reachable: everything must come from wheels/
+               PIP_NO_CACHE_DIR="1")
+    res = subprocess.run(["bash", str(REPO / "src/fruitlens/emr/bootstrap.sh"), str(artifacts), "--offline"],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "fruitlens bootstrap done: NumPy 1.26.4" in res.stdout
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [
+        "mobilenet_v2_1.0_224_quant.tflite", "tf2_mobilenet_v2_1.0_224_ptq.tflite"]
+    # the job's side: fruitlens (as the step ships it, a zip) finds the model in FRUITLENS_MODEL_DIR
+    probe = ("import sys; sys.path.insert(0, sys.argv[1]); from fruitlens.backbones import SPECS; "
+             "from fruitlens.model_store import resolve; print(resolve(SPECS['mobilenet_v2'].model_file))")
+    res = subprocess.run([str(tmp_path / "venv/bin/python"), "-c", probe, str(artifacts / "fruitlens.zip")],
+                         capture_output=True, text=True, env={**env, "FRUITLENS_MODEL_DIR": str(tmp_path / "models")})
+    assert res.returncode == 0 and res.stdout.strip().endswith("models/tf2_mobilenet_v2_1.0_224_ptq.tflite"), res.stderr
+
+
+def test_missing_wheels_are_refused_before_anything_is_uploaded(s3_server, tmp_path):
+    (tmp_path / "numpy-1.26.4-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl").write_bytes(b"")
+    with pytest.raises(FruitlensError, match="no wheel for"):
+        kit.upload_artifacts(SETTINGS, boto3.client("s3"), tmp_path)
+
+
+def test_wheels_for_another_platform_are_refused_in_one_line(s3_server, tmp_path):
+    for name in ("numpy-1.26.4-cp311-cp311-macosx_11_0_arm64.whl", "pyarrow-25.0.0-cp312-cp312-manylinux_2_28_x86_64.whl",
+                 "x-1.0-cp311-cp311-manylinux_2_39_x86_64.whl", "y-1.0-cp311-cp311-manylinux_2_28_aarch64.whl",
+                 "z-1.0-cp313-abi3-manylinux_2_17_x86_64.whl", "w-1.0-py2-none-any.whl"):
+        assert not kit.wheel_fits_emr7(name), name
+    for name in ("numpy-1.26.4-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl", "six-1.17.0-py2.py3-none-any.whl",
+                 "cryptography-46.0.1-cp37-abi3-manylinux_2_34_x86_64.whl", "a-1.0-1build-py3-none-any.whl"):
+        assert kit.wheel_fits_emr7(name), name
+    (tmp_path / "numpy-1.26.4-cp311-cp311-macosx_11_0_arm64.whl").write_bytes(b"")
+    res = subprocess.run([sys.executable, "-m", "fruitlens", "emr", "up", "--bucket", BUCKET, "--offline-nodes",
+                          "--wheels", str(tmp_path)], capture_output=True, text=True)
+    errors = [line for line in res.stderr.strip().splitlines() if not line.startswith("estimate: ")]
+    assert res.returncode == 2 and len(errors) == 1 and "Traceback" not in res.stderr, res.stderr
+    assert "not for EMR 7's nodes" in errors[0] and "macosx_11_0_arm64" in errors[0]  # refused before any AWS call
