@@ -66,7 +66,7 @@ def test_offline_nodes_stage_wheels_and_models_then_bootstrap_installs_with_no_i
         "mobilenet_v2_1.0_224_quant.tflite", "tf2_mobilenet_v2_1.0_224_ptq.tflite"]
     # the job's side: fruitlens (as the step ships it, a zip) finds the model in FRUITLENS_MODEL_DIR
     probe = ("import sys; sys.path.insert(0, sys.argv[1]); from fruitlens.embedding.backbones import SPECS; "
-             "from fruitlens.embedding.backbone_file import resolve; print(resolve(SPECS['mobilenet_v2'].model_file))")
+             "from fruitlens.embedding.backbone_file import resolve; print(resolve(SPECS['mobilenet_v2'].file))")
     res = subprocess.run([str(tmp_path / "venv/bin/python"), "-c", probe, str(artifacts / "fruitlens.zip")],
                          capture_output=True, text=True, env={**env, "FRUITLENS_MODEL_DIR": str(tmp_path / "models")})
     assert res.returncode == 0 and res.stdout.strip().endswith("models/tf2_mobilenet_v2_1.0_224_ptq.tflite"), res.stderr

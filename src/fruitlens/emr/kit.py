@@ -222,7 +222,7 @@ def model_files() -> list[Path]:
     from ..embedding.backbone_file import resolve
     from ..embedding.backbones import SPECS
 
-    return [resolve(spec.model_file) for spec in SPECS.values()]
+    return [resolve(spec.file) for spec in SPECS.values()]
 
 
 def pip_download_command(requirements: Path, dest: Path) -> list[str]:
