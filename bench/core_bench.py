@@ -36,7 +36,7 @@ def _core_worker(io_threads: int, files: list[str], queue) -> None:
     from fruitlens.storage.writer import Target
 
     spec = backbones.get_spec(DEFAULT_BACKBONE)
-    settings = mapper.MapperSettings(backbone=spec.name, model_path=str(fb.MODELS / spec.model_file.filename),
+    settings = mapper.MapperSettings(backbone=spec.name, model_path=str(fb.MODELS / spec.file.filename),
                                      io_threads=io_threads)
     out_dir = tempfile.mkdtemp(prefix="fruitlens-core-")
     out = Location.of(out_dir)

@@ -62,7 +62,7 @@ def _model_only_worker(threads: int, batch: int, seconds: float, queue, size=Non
 
     spec = backbones.at_size(backbones.get_spec(DEFAULT_BACKBONE), size)  # what featurize runs by default
     # The published network alone, at its input size (no in-graph resize: featurize pays for that).
-    model = backbones.load(spec, str(MODELS / spec.model_file.filename), threads, resize_in_graph=False)
+    model = backbones.load(spec, str(MODELS / spec.file.filename), threads, resize_in_graph=False)
     files = sorted(SAMPLE.rglob("*.jpg"))[::50][:batch * 4]
     images = np.stack([decode_image(f.read_bytes(), spec.input_size, 10**8) for f in files])
     batches = [images[i : i + batch] for i in range(0, len(images), batch)]

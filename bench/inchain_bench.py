@@ -80,7 +80,7 @@ def measure(model, batches, seconds: float) -> tuple[float, float]:
 
 def network_ab(seconds: float) -> None:
     spec = backbones.get_spec(DEFAULT_BACKBONE)
-    path = str(MODELS / spec.model_file.filename)
+    path = str(MODELS / spec.file.filename)
     alone = backbones.load(spec, path, 1, resize_in_graph=False)
     graph = backbones.load(spec, path, 1)
     every = files()

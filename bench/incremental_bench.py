@@ -63,7 +63,7 @@ def check(out: Path, images: Path, changed: list[str], rng: random.Random) -> di
     for p in changed:
         assert mtimes[p] == os.stat(p).st_mtime_ns, f"changed file kept its old row: {p}"
     spec = backbones.get_spec("mobilenet_v2")
-    model = backbones.load(spec, str(MODELS / spec.model_file.filename), 1)
+    model = backbones.load(spec, str(MODELS / spec.file.filename), 1)
     index = {p: i for i, p in enumerate(paths)}
     sample = rng.sample(sorted(on_disk), 32) + changed[:8]
     pixels = np.stack([decode_image(Path(p).read_bytes(), spec.input_size, 10**8) for p in sample])

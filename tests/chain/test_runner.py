@@ -17,7 +17,7 @@ from fruitlens import schemas
 from fruitlens.chain.listing import list_local
 from fruitlens.chain.mapper import MapperSettings
 from fruitlens.chain.runner import EmbedTask, rewrite_part, run_partition
-from fruitlens.embedding.backbone_file import ModelFile
+from fruitlens.embedding.backbone_file import BackboneFile
 from fruitlens.embedding.backbones.base import BackboneSpec
 from fruitlens.storage.location import Location
 from fruitlens.storage.manifest import dataset_files, read_manifest
@@ -28,7 +28,7 @@ from fruitlens.storage.writer import ROW_GROUP_ROWS, STAGING, PartWriter, Target
 class FakeBackbone:
     """Deterministic 12-d 'embedding': mean RGB of the four quadrants."""
 
-    spec = BackboneSpec(name="fake", description="test", model_file=ModelFile("none", "", "", ""),
+    spec = BackboneSpec(name="fake", description="test", file=BackboneFile("none", "", "", ""),
                         input_size=(32, 32), embedding_dim=12, factory=lambda *a: FakeBackbone())
 
     def __init__(self):

@@ -22,7 +22,7 @@ def sample_images(n):
 @pytest.mark.parametrize("name,dim", [("mobilenet_v2_multiscale", 1992), ("mobilenet_v2", 1280), ("mobilenet_v2_tf1", 1280)])
 def test_embeddings_are_float32_of_the_backbones_size_and_batch_size_does_not_change_them(name, dim):
     spec = backbones.get_spec(name)
-    model = backbones.load(spec, str(MODELS / spec.model_file.filename), threads=2)
+    model = backbones.load(spec, str(MODELS / spec.file.filename), threads=2)
     images = sample_images(7)
     whole = model.embed(images)
     assert whole.shape == (7, dim) == (7, spec.embedding_dim) and whole.dtype == np.float32
@@ -36,7 +36,7 @@ def test_multiscale_embedding_is_the_pooled_one_then_each_stages_spatial_average
     from ai_edge_litert.interpreter import Interpreter
 
     multi = backbones.get_spec("mobilenet_v2_multiscale")
-    path = str(MODELS / multi.model_file.filename)
+    path = str(MODELS / multi.file.filename)
     images = sample_images(3)
     got = backbones.load(multi, path, threads=2).embed(images)
     plain = backbones.load(backbones.get_spec("mobilenet_v2"), path, threads=2).embed(images)
@@ -88,7 +88,7 @@ def test_image_size_runs_the_backbone_at_that_size_with_the_same_embedding_lengt
     assert backbones.at_size(spec, None) is spec and backbones.at_size(spec, 224) is spec
     small = backbones.at_size(spec, 160)
     assert small.input_size == (160, 160) and small.embedding_dim == spec.embedding_dim
-    model = backbones.load(small, str(MODELS / spec.model_file.filename), threads=2)
+    model = backbones.load(small, str(MODELS / spec.file.filename), threads=2)
     files = sorted((SAMPLE / "Test").glob("*/*.jpg"))[:: 97][:3]
     at_160 = model.embed(np.stack([decode_image(f.read_bytes(), (160, 160), 10**8) for f in files]))
     at_224 = model.embed(sample_images(3))  # the same interpreter takes another size too
@@ -106,7 +106,7 @@ def test_stage_averages_are_computed_in_the_graph():
 
     spec = backbones.get_spec("mobilenet_v2_multiscale")
     stages = spec.option("stage_tensors").split("|")
-    raw = (MODELS / spec.model_file.filename).read_bytes()
+    raw = (MODELS / spec.file.filename).read_bytes()
     content, _ = cut_at_tensors(raw, [spec.option("pooled_tensor"), *stages], len(stages))
     outputs = Interpreter(model_content=content).get_output_details()
     # the pooled int8 tensor, then one float32 (1, channels) average per stage: no activation leaves the graph
@@ -116,7 +116,7 @@ def test_stage_averages_are_computed_in_the_graph():
 
 def test_small_photos_are_resized_in_the_graph_close_to_pillow_and_full_size_ones_pass_unchanged():
     spec = backbones.get_spec("mobilenet_v2_multiscale")
-    path = str(MODELS / spec.model_file.filename)
+    path = str(MODELS / spec.file.filename)
     model = backbones.load(spec, path, threads=2)
     network = backbones.load(spec, path, threads=2, resize_in_graph=False)  # the published network alone
     files = sorted((SAMPLE / "Test").glob("*/*.jpg"))[:: 97][:8]
@@ -154,7 +154,7 @@ def test_a_partition_of_mixed_image_sizes_is_embedded_one_inference_per_size(tmp
         img.save(p)
         records.append(Record(path=str(p), label=None, split=None, size_bytes=p.stat().st_size))
     stats = MapperStats()
-    settings = MapperSettings(backbone=spec.name, model_path=str(MODELS / spec.model_file.filename), batch_size=16)
+    settings = MapperSettings(backbone=spec.name, model_path=str(MODELS / spec.file.filename), batch_size=16)
     out = [r for batch in embed_records(records, settings, stats) for r in batch]
     assert [r.path for r in out] == [r.path for r in records] and all(r.reason is None for r in out)
     assert stats.images == 6 and stats.batches == 3  # 100x100, 64x48, 224x224 (640x480 brought down to it)

@@ -14,7 +14,7 @@ from fruitlens.embedding.backbones import get_spec
 
 pytestmark = shared
 
-SPEC = get_spec("mobilenet_v2").model_file
+SPEC = get_spec("mobilenet_v2").file
 
 
 @pytest.fixture

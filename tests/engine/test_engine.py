@@ -188,7 +188,7 @@ def test_image_size_is_recorded_and_predict_and_classify_use_the_trained_one(spa
     assert params["input_size"] == [128, 128]
     rows = read(out / "embeddings").sort_values("path").head(2)
     spec = backbones.at_size(backbones.get_spec(DEFAULT_BACKBONE), 128)
-    model = backbones.load(spec, str(MODELS / spec.model_file.filename), threads=1)
+    model = backbones.load(spec, str(MODELS / spec.file.filename), threads=1)
     for path, emb in zip(rows["path"], rows["embedding"]):
         expected = model.embed(decode_image(Path(path).read_bytes(), (128, 128), 10**8, upscale=False)[None])[0]
         np.testing.assert_allclose(np.asarray(emb, np.float32), expected, rtol=1e-6, atol=1e-6)

@@ -59,7 +59,7 @@ def featurize_spec(cfg: FeaturizeConfig) -> backbones.BackboneSpec:
 
 def resolve_model(cfg: FeaturizeConfig) -> tuple[backbones.BackboneSpec, str]:
     spec = featurize_spec(cfg)
-    return spec, str(model_store.resolve(spec.model_file, cfg.model))
+    return spec, str(model_store.resolve(spec.file, cfg.model))
 
 
 def task_count(images: int, per_task: int, slots: int) -> int:
@@ -78,7 +78,7 @@ RESIZE = "graph-bilinear"
 def embedding_params(spec: backbones.BackboneSpec, cfg: FeaturizeConfig) -> dict:
     """What an embedding row depends on besides the image: rows made with other params are not
     reused by an incremental run."""
-    return {"backbone": spec.name, "model_sha256": spec.model_file.sha256,
+    return {"backbone": spec.name, "model_sha256": spec.file.sha256,
             "input_size": list(spec.input_size), "max_pixels": cfg.max_pixels, "resize": RESIZE}
 
 

@@ -21,7 +21,7 @@ BASE_URL_ENV = "FRUITLENS_MODEL_BASE_URL"  # a mirror serving the files under th
 
 
 @dataclass(frozen=True)
-class ModelFile:
+class BackboneFile:
     filename: str
     url: str
     sha256: str
@@ -40,7 +40,7 @@ def sha256_of(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def resolve(model: ModelFile, override: str | None = None) -> Path:
+def resolve(model: BackboneFile, override: str | None = None) -> Path:
     """Local path of a verified copy of `model`.
 
     Order: `override` (a file, or a folder holding `model.filename`), then $FRUITLENS_MODEL_DIR,
@@ -65,7 +65,7 @@ def resolve(model: ModelFile, override: str | None = None) -> Path:
     return download(model, cached)
 
 
-def download(model: ModelFile, dest: Path) -> Path:
+def download(model: BackboneFile, dest: Path) -> Path:
     base = os.environ.get(BASE_URL_ENV)
     url = f"{base.rstrip('/')}/{model.filename}" if base else model.url
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -93,7 +93,7 @@ def download(model: ModelFile, dest: Path) -> Path:
             os.unlink(tmp)
 
 
-def _verified(path: Path, model: ModelFile, origin: str) -> Path:
+def _verified(path: Path, model: BackboneFile, origin: str) -> Path:
     digest = sha256_of(path)
     if digest != model.sha256:
         raise FruitlensError(

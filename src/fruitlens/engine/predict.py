@@ -40,12 +40,12 @@ class Identifier:
             raise FruitlensError("the model folder does not say which backbone made its embeddings")
         # The size the classifier's embeddings were made at (--image-size; older models: 224).
         spec = backbones.at_size(backbones.get_spec(params["backbone"]), params.get("input_size"))
-        if params.get("model_sha256") and params["model_sha256"] != spec.model_file.sha256:
+        if params.get("model_sha256") and params["model_sha256"] != spec.file.sha256:
             raise FruitlensError(f"the model was trained on embeddings of another {spec.name} model file "
                                  f"(sha256 {params['model_sha256'][:12]}…) than this fruitlens uses")
         self.spec = spec
         self.max_pixels = int(params.get("max_pixels") or 100_000_000)
-        path = model_store.resolve(spec.model_file, backbone_model)
+        path = model_store.resolve(spec.file, backbone_model)
         self.backbone = backbones.load(spec, str(path), threads or max(1, os.cpu_count() or 1))
 
     @classmethod

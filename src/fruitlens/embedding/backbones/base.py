@@ -7,7 +7,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from ..backbone_file import ModelFile
+from ..backbone_file import BackboneFile
 
 
 class Backbone(Protocol):
@@ -24,7 +24,7 @@ class Backbone(Protocol):
 class BackboneSpec:
     name: str
     description: str
-    model_file: ModelFile
+    file: BackboneFile
     input_size: tuple[int, int]  # (width, height) the decoder resizes to
     embedding_dim: int
     factory: Callable[["BackboneSpec", str, int], Backbone]

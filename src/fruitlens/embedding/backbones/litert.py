@@ -21,7 +21,7 @@ import os
 
 import numpy as np
 
-from ..backbone_file import ModelFile
+from ..backbone_file import BackboneFile
 from .base import BackboneSpec
 
 CORAL = "https://github.com/google-coral/test_data/raw/master/"
@@ -237,7 +237,7 @@ def _operator(schema, opcode: int, inputs: list[int], outputs: list[int]):
 MOBILENET_V2 = BackboneSpec(
     name="mobilenet_v2",
     description="TF2 MobileNetV2 1.0 224, ImageNet, int8 post-training quantized (Google)",
-    model_file=ModelFile(
+    file=BackboneFile(
         filename="tf2_mobilenet_v2_1.0_224_ptq.tflite",
         url=CORAL + "tf2_mobilenet_v2_1.0_224_ptq.tflite",
         sha256="5d3137241276e79c86d14a74fe43581398ae0e815191d3dba45495b810840e8c",
@@ -252,7 +252,7 @@ MOBILENET_V2 = BackboneSpec(
 MOBILENET_V2_TF1 = BackboneSpec(
     name="mobilenet_v2_tf1",
     description="TF1 MobileNetV2 1.0 224, ImageNet, quantization-aware trained uint8 (Google)",
-    model_file=ModelFile(
+    file=BackboneFile(
         filename="mobilenet_v2_1.0_224_quant.tflite",
         url=CORAL + "mobilenet_v2_1.0_224_quant.tflite",
         sha256="7aad0c74c5e3c06e5eb3c827e13304fdd68a83da6087d92ee169c24ff9fd4776",
@@ -280,7 +280,7 @@ MOBILENET_V2_MULTISCALE = BackboneSpec(
     name="mobilenet_v2_multiscale",
     description="TF2 MobileNetV2 1.0 224 (as mobilenet_v2): the pooled 1280 values + the spatial average of "
                 "the last output of its 7 earlier stages (320+160+96+64+32+24+16), one pass",
-    model_file=MOBILENET_V2.model_file,
+    file=MOBILENET_V2.file,
     input_size=(224, 224),
     embedding_dim=1280 + 320 + 160 + 96 + 64 + 32 + 24 + 16,
     factory=LiteRTBackbone,
