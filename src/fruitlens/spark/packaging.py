@@ -13,7 +13,7 @@ from pathlib import Path
 @lru_cache(maxsize=1)
 def package_zip() -> str:
     """A zip of the installed fruitlens package (built once per driver process)."""
-    root = Path(__file__).resolve().parent
+    root = Path(__file__).resolve().parents[1]  # the fruitlens package (this module is in fruitlens/spark/)
     fd, path = tempfile.mkstemp(prefix="fruitlens-", suffix=".zip")
     os.close(fd)
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
