@@ -1,10 +1,11 @@
 """The instance role's policy under a policy engine, not just parsed: moto's S3 server with IAM
 access control on (POST /moto-api/reset-auth, moto's server-mode form of
 INITIAL_NO_AUTH_ACTION_COUNT), an IAM user whose only policy is the rendered instance-role policy,
-and a real `fruitlens run s3://… s3://…` with that user's keys.
+a real `fruitlens run s3://… s3://…` with that user's keys, and the S3 requests EMRFS makes on
+EMR (status checks of parent folders, multipart uploads and their clean-up).
 
 moto evaluates each statement's actions and resources (and Deny over Allow); it does not evaluate
-Condition blocks (s3:prefix), which test_emr.py checks as documents."""
+Condition blocks, which test_emr.py checks as documents (the policy has none)."""
 
 import json
 import os
@@ -19,7 +20,8 @@ import pytest
 from botocore.exceptions import ClientError
 from conftest import copy_sample, free_port, shared
 
-from fruitlens.emr import kit
+from fruitlens.emr import artifacts
+from fruitlens.emr.iam import policy
 from fruitlens.emr.settings import EmrSettings
 
 pytestmark = shared
@@ -51,10 +53,10 @@ def enforcing_s3(tmp_path_factory):
         sample = copy_sample(tmp_path_factory.mktemp("iam-sample"), classes=2, train=3, test=0)
         for f in sorted(sample.rglob("*.jpg")):
             s3.upload_file(str(f), BUCKET, f"fl/data/in/{f.relative_to(sample)}")
-        s3.put_object(Bucket=BUCKET, Key="fl/artifacts/bootstrap.sh", Body=kit.bootstrap_script().encode())
+        s3.put_object(Bucket=BUCKET, Key="fl/artifacts/bootstrap.sh", Body=artifacts.bootstrap_script().encode())
         iam.create_user(UserName="fruitlens-nodes")
         iam.put_user_policy(UserName="fruitlens-nodes", PolicyName="instance-role",
-                            PolicyDocument=json.dumps(kit.policy("ec2-instance-role", SETTINGS)))
+                            PolicyDocument=json.dumps(policy("ec2-instance-role", SETTINGS)))
         key = iam.create_access_key(UserName="fruitlens-nodes")["AccessKey"]
         request = urllib.request.Request(f"{endpoint}/moto-api/reset-auth", data=b"0", method="POST",
                                          headers={"Content-Type": "text/plain"})  # not a form: moto reads the body
@@ -102,3 +104,44 @@ def test_a_run_with_only_the_instance_role_policy_completes_and_nothing_else_is_
                          text=True, env=env)
     assert res.returncode == 2 and "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
     assert "AccessDenied" in res.stderr or "not authorized" in res.stderr.lower(), res.stderr
+
+
+def test_what_emrfs_asks_s3_is_allowed_on_the_data_prefixes_and_nowhere_else(enforcing_s3):
+    """EMRFS (Spark's s3:// on EMR) checks the status of every folder on a path, parents of the
+    data prefix included (HEAD of the key, of `key/`, of `key_$folder$`, a LIST of `key/`), writes
+    large files as multipart uploads and lists and aborts unfinished ones. Every one of those
+    requests, made with the nodes' policy alone."""
+    endpoint, key_id, secret = enforcing_s3
+    nodes = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=key_id,
+                         aws_secret_access_key=secret)
+    # a parent folder's status: "not found" (404), not "forbidden" (403) — what made jobs fail. (The
+    # `_$folder$` markers are in the policy too, as `_${$}folder${$}`; moto's matcher turns `$` into a
+    # regular-expression anchor, so they are checked as documents in test_emr.py.)
+    for key in ("fl", "fl/", "fl/data", "fl/data/"):
+        with pytest.raises(ClientError) as err:
+            nodes.head_object(Bucket=BUCKET, Key=key)
+        assert err.value.response["Error"]["Code"] in ("404", "NoSuchKey"), (key, err.value.response["Error"])
+    for prefix in ("fl/", "fl/data/", ""):
+        nodes.list_objects_v2(Bucket=BUCKET, Prefix=prefix, Delimiter="/", MaxKeys=1)
+    # a multipart upload into the data prefix, listed, its parts listed, then aborted; another completed
+    upload = nodes.create_multipart_upload(Bucket=BUCKET, Key="fl/data/out/part-0.parquet")["UploadId"]
+    nodes.upload_part(Bucket=BUCKET, Key="fl/data/out/part-0.parquet", UploadId=upload, PartNumber=1, Body=b"x" * 1024)
+    assert [u["UploadId"] for u in nodes.list_multipart_uploads(Bucket=BUCKET, Prefix="fl/data/")["Uploads"]] == [upload]
+    assert len(nodes.list_parts(Bucket=BUCKET, Key="fl/data/out/part-0.parquet", UploadId=upload)["Parts"]) == 1
+    nodes.abort_multipart_upload(Bucket=BUCKET, Key="fl/data/out/part-0.parquet", UploadId=upload)
+    done = nodes.create_multipart_upload(Bucket=BUCKET, Key="fl/data/out/part-1.parquet")["UploadId"]
+    etag = nodes.upload_part(Bucket=BUCKET, Key="fl/data/out/part-1.parquet", UploadId=done, PartNumber=1,
+                             Body=b"y" * 1024)["ETag"]
+    nodes.complete_multipart_upload(Bucket=BUCKET, Key="fl/data/out/part-1.parquet", UploadId=done,
+                                    MultipartUpload={"Parts": [{"ETag": etag, "PartNumber": 1}]})
+    assert nodes.get_object(Bucket=BUCKET, Key="fl/data/out/part-1.parquet")["Body"].read() == b"y" * 1024
+    nodes.delete_object(Bucket=BUCKET, Key="fl/data/out/part-1.parquet")
+    # outside the data prefix the same requests stay denied: no upload into the artifacts or beside them,
+    # no read of a key that is not a folder of the data prefix's path
+    for attempt in (lambda: nodes.create_multipart_upload(Bucket=BUCKET, Key="fl/artifacts/bootstrap.sh"),
+                    lambda: nodes.create_multipart_upload(Bucket=BUCKET, Key="fl/other/x"),
+                    lambda: nodes.head_object(Bucket=BUCKET, Key="fl/other"),
+                    lambda: nodes.abort_multipart_upload(Bucket=BUCKET, Key="fl/artifacts/x", UploadId="u")):
+        with pytest.raises(ClientError) as err:
+            attempt()
+        assert err.value.response["Error"]["Code"] in ("AccessDenied", "403"), err.value.response["Error"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -46,7 +47,10 @@ def cluster_options(f):
                      help="EC2 subnet; it and its VPC must carry the tag for-use-with-amazon-emr-managed-policies=true "
                           "(--tag-network adds it). Default: the default VPC's first default subnet."),
         click.option("--offline-nodes", is_flag=True,
-                     help="Nodes need no internet: wheels and model files are staged in ARTIFACTS and installed from there."),
+                     help="Nodes need no internet: wheels (for each CPU architecture of the shape) and model files "
+                          "are staged in ARTIFACTS and installed from there."),
+        click.option("--ebs-gb", type=int, default=32, show_default=True,
+                     help="The gp3 data volume of every node, GiB (YARN's local dirs); the root volume is EMR's 15 GiB."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -56,9 +60,10 @@ def cluster_options(f):
 def cost_options(f):
     options = [
         click.option("--spot-discount", type=float, default=None,
-                     help="Assumed spot discount on task nodes' EC2 price (default 0.6, from prices.json)."),
+                     help="Spot discount on task nodes' EC2 price (default: from EC2's spot price history, else "
+                          "0.5 from prices.json)."),
         click.option("--prices", "prices_path", type=click.Path(dir_okay=False), default=None,
-                     help="Your own price table (the layout of fruitlens/emr/prices.json)."),
+                     help="Your own price table (the layout of fruitlens/emr/prices.json), used as it is."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -74,7 +79,31 @@ def _settings(kw) -> EmrSettings:
 
 @click.group()
 def emr():
-    """Deploy on AWS EMR (needs the emr extra, i.e. boto3; credentials from the standard AWS chain)."""
+    """Deploy on AWS EMR (pip install "fruitlens[emr]"; credentials from the standard AWS chain)."""
+
+
+def _say(line: str) -> None:
+    click.echo(line, err=True)
+
+
+class _Progress:
+    """`up`'s waiting line on stderr: rewritten in place on a terminal, one line per state otherwise."""
+
+    def __init__(self):
+        self.tty = sys.stderr.isatty()
+        self.state = None
+
+    def __call__(self, state: str, elapsed: float) -> None:
+        text = f"cluster {state} ({int(elapsed // 60)}:{int(elapsed % 60):02d} min)"
+        if self.tty:
+            click.echo(f"\r{text}   ", err=True, nl=False)
+        elif state != self.state:
+            click.echo(text, err=True)
+        self.state = state
+
+    def done(self) -> None:
+        if self.tty and self.state:
+            click.echo("", err=True)
 
 
 @emr.command()
@@ -85,13 +114,24 @@ def emr():
 @click.option("--images-per-s-per-vcpu", type=float, default=None,
               help=f"Throughput per worker vCPU (default: half the {MEASURED_IMAGES_PER_S_PER_CORE:g} images/s per core "
                    "measured in docs/benchmarks.md).")
-def estimate(images, hours, images_per_s_per_vcpu, spot_discount, prices_path, **kw):
-    """Cost and throughput estimate for a cluster shape, from the price table."""
-    from .costs import DEFAULT_IMAGES_PER_S_PER_VCPU
-    from .costs import estimate as compute
+@click.option("--offline-prices", is_flag=True,
+              help="No AWS calls: the price table and its planning spot discount (default: AWS's Price List API and "
+                   "spot price history when your credentials allow).")
+def estimate(images, hours, images_per_s_per_vcpu, spot_discount, prices_path, offline_prices, **kw):
+    """Cost (EC2, EMR fee, EBS, public IPv4) and throughput of a cluster shape: prices from AWS's
+    Price List API when your credentials allow, else the dated table in the package."""
+    from . import kit
+    from .aws import Aws
 
-    est = compute(_settings(kw), images=images, hours=hours, spot_discount=spot_discount, prices_path=prices_path,
-                  images_per_s_per_vcpu=images_per_s_per_vcpu or DEFAULT_IMAGES_PER_S_PER_VCPU)
+    settings = _settings(kw)
+    aws = None
+    if not offline_prices and not prices_path:
+        try:
+            aws = Aws(settings.region)
+        except FruitlensError:  # a broken profile: the table (its line says why not the API)
+            aws = None
+    est = kit.plan_costs(settings, aws, prices_path=prices_path, given_spot_discount=spot_discount, images=images,
+                         hours=hours, images_per_s_per_vcpu=images_per_s_per_vcpu)
     for line in est.lines():
         click.echo(line)
 
@@ -106,23 +146,34 @@ def estimate(images, hours, images_per_s_per_vcpu, spot_discount, prices_path, *
 @click.option("--wheels", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
               help="With --offline-nodes: a folder of already-downloaded wheels of the pinned set (default: pip download).")
 @click.option("--images", type=int, default=None, help="Planned number of images (for the cost estimate).")
-@click.option("--dry-run", is_flag=True, help="Print the RunJobFlow request, create nothing.")
-def up(create_roles, tag_network, wheels, images, dry_run, spot_discount, prices_path, **kw):
-    """Create a cluster: uploads the bootstrap, the pinned requirements and the package, then RunJobFlow."""
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="Wait until the cluster is WAITING or RUNNING (or has failed, with EMR's reason).")
+@click.option("--dry-run", is_flag=True, help="Print the RunJobFlow request, create nothing, call no AWS API.")
+def up(create_roles, tag_network, wheels, images, wait, dry_run, spot_discount, prices_path, **kw):
+    """Create a cluster and wait until it is ready. Checks first (instance types, vCPU quotas,
+    subnet tags), then uploads the bootstrap, the pinned requirements and the package, creates the
+    roles (--create-roles), RunJobFlow. Prints the cluster id on stdout; progress on stderr."""
     from . import kit
-    from .costs import estimate as compute
 
     settings = _settings(kw)
-    try:  # advisory: a region or instance type missing from the price table never blocks the cluster
-        lines = compute(settings, images=images, spot_discount=spot_discount, prices_path=prices_path).lines()
-    except FruitlensError as exc:
-        lines = [f"unavailable ({exc})"]
-    for line in lines:
-        click.echo(f"estimate: {line}", err=True)
     if dry_run:
+        try:  # advisory, from the table: a region or type missing from it never blocks anything
+            lines = kit.plan_costs(settings, None, prices_path=prices_path, given_spot_discount=spot_discount,
+                                   images=images).lines()
+        except FruitlensError as exc:
+            lines = [f"unavailable ({exc})"]
+        for line in lines:
+            click.echo(f"estimate: {line}", err=True)
         click.echo(json.dumps(kit.run_job_flow_request(settings), indent=2))
         return
-    click.echo(kit.up(settings, create_iam_roles=create_roles, tag_network=tag_network, wheels=wheels))
+    progress = _Progress()
+    try:
+        cluster_id = kit.up(settings, create_iam_roles=create_roles, tag_network=tag_network, wheels=wheels, wait=wait,
+                            say=_say, progress=progress, prices_path=prices_path, spot_discount_given=spot_discount,
+                            images=images)
+    finally:
+        progress.done()
+    click.echo(cluster_id)
 
 
 @emr.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
@@ -147,12 +198,14 @@ def submit(cluster_id, command, args, **kw):
 @emr.command()
 @click.argument("cluster_id")
 @REGION
-@click.option("--spot-discount", type=float, default=None, help="Assumed spot discount (default from prices.json).")
+@click.option("--spot-discount", type=float, default=None,
+              help="Spot discount (default: EC2's spot price history, else prices.json's).")
 def status(cluster_id, region, spot_discount):
-    """Cluster state, its steps, and the cost so far (instance-hours held x the price table)."""
+    """Cluster state, its steps, and the cost so far (instance-hours held x the prices, with EBS
+    and public IPv4)."""
     from . import kit
 
-    click.echo(json.dumps(kit.status(region, cluster_id, spot_discount=spot_discount), indent=2))
+    click.echo(json.dumps(kit.status(region, cluster_id, spot_discount_given=spot_discount), indent=2))
 
 
 @emr.command()
@@ -195,9 +248,10 @@ def policy(which, account, **kw):
     """Print a policy document for this bucket and prefix. `user`: what the person running
     `fruitlens emr` needs; `service-role`: the inline part (the role also gets
     AmazonEMRServicePolicy_v2); `instance-role`: what the nodes may do."""
-    from . import kit
+    from .aws import Aws, account_id
+    from .iam import policy as render
 
     settings = _settings(kw)
     if which == "service-trust" and account is None:
-        account = kit.account_id(kit.clients(settings.region)["sts"])
-    click.echo(json.dumps(kit.policy(POLICIES[which], settings, account), indent=2))
+        account = account_id(Aws(settings.region))
+    click.echo(json.dumps(render(POLICIES[which], settings, account), indent=2))

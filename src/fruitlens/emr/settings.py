@@ -15,6 +15,8 @@ VENV = "/opt/fruitlens/venv"  # where the bootstrap action installs the pinned d
 MODELS_DIR = "/opt/fruitlens/models"  # where --offline-nodes puts the model files (FRUITLENS_MODEL_DIR)
 SAFE_KEY = re.compile(r"[A-Za-z0-9!_.'()/-]*")  # S3's safe key characters, none special in IAM policies
 MANAGED_TAG = {"Key": "for-use-with-amazon-emr-managed-policies", "Value": "true"}  # AmazonEMRServicePolicy_v2
+# EMR's default root volume since 6.10 (gp3 since 6.15), set explicitly so the estimate counts what is created
+ROOT_VOLUME_GB = 15
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,8 @@ class EmrSettings:
     subnet_id: str | None = None
     data_prefixes: tuple[str, ...] = field(default_factory=tuple)  # default: (PREFIX/data,)
     offline_nodes: bool = False
+    ebs_gb: int = 32  # one gp3 data volume per node (YARN's local dirs: shuffle, spill, container logs)
+    root_volume_gb: int = ROOT_VOLUME_GB
 
     def validate(self) -> None:
         if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", self.bucket):
@@ -45,6 +49,8 @@ class EmrSettings:
             raise FruitlensError(f"--release-label must be an EMR 7.x label (Spark 3.5), got {self.release_label!r}")
         if self.core_count < 1 or self.task_count < 0:
             raise FruitlensError("--core-count must be >= 1 and --task-count >= 0")
+        if not 5 <= self.ebs_gb <= 1024:
+            raise FruitlensError(f"--ebs-gb must be between 5 and 1024 (EMR's limits for a node's EBS volume), got {self.ebs_gb}")
         if not 60 <= self.idle_timeout_s <= 604_800:
             raise FruitlensError("--idle-timeout must be between 60 s and 7 days")
         if not self.key_prefix:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -29,8 +30,6 @@ def check_java() -> None:
 
 
 def _java_major(version_text: str) -> int | None:
-    import re
-
     m = re.search(r'version "(\d+)(?:\.(\d+))?', version_text)
     if not m:
         return None
@@ -51,35 +50,119 @@ def get_session(cfg: SparkConfig):
         check_java()
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    log4j = resources.files("fruitlens.spark") / "log4j2.properties"
     builder = SparkSession.builder.appName(cfg.app_name)
     if not submitted:
-        builder = builder.master(cfg.master).config("spark.driver.memory", cfg.driver_memory)
-    java_opts = f"-Dlog4j2.configurationFile={log4j}"
+        # The driver JVM starts here, so its options are fruitlens's to add to; under spark-submit it
+        # is already running with the cluster's. Executors always keep the cluster's own options
+        # (EMR puts its JVM settings and logging in spark.executor.extraJavaOptions): fruitlens sets
+        # none, and in local mode the executor is the driver JVM.
+        builder = (builder.master(cfg.master).config("spark.driver.memory", cfg.driver_memory)
+                   .config("spark.driver.extraJavaOptions", driver_java_options(cfg)))
     builder = (
-        # When the driver JVM (in local mode also the executor) only plans and moves small batches,
-        # the C1 compiler alone saves the ~11 CPU-seconds C2 spends compiling Spark on the two
-        # cores inference needs (featurize 10k: JVM 25 -> 13 CPU-s; reduce not slower). Not for
-        # train: Spark ML's optimizers run in the JVM and need C2 (SparkConfig.quick_jit).
-        builder.config("spark.driver.extraJavaOptions",
-                       f"-XX:TieredStopAtLevel=1 {java_opts}" if cfg.quick_jit else java_opts)
-        .config("spark.executor.extraJavaOptions", java_opts)
-        .config("spark.ui.showConsoleProgress", "false")
+        builder.config("spark.ui.showConsoleProgress", "false")
         .config("spark.python.worker.reuse", "true")
         .config("spark.sql.parquet.compression.codec", "zstd")
-        .config("spark.sql.shuffle.partitions", "8")
     )
     for key, value in cfg.extra_conf.items():
+        if key == "spark.driver.extraJavaOptions" and not submitted:
+            continue  # already in driver_java_options
         builder = builder.config(key, value)
     try:
         spark = builder.getOrCreate()
     except Exception as exc:  # the JVM failed to start: say so in one line
         raise FruitlensError(f"cannot start Spark ({cfg.master}): {str(exc).splitlines()[0]}") from None
     spark.sparkContext.setLogLevel("WARN")
+    sc = spark.sparkContext
+    conf = dict(sc.getConf().getAll())
+    if "spark.sql.shuffle.partitions" not in conf:  # set by you (--conf, spark-defaults, the cluster): kept
+        spark.conf.set("spark.sql.shuffle.partitions", str(shuffle_partitions(sc.master, conf, sc.defaultParallelism)))
     from .packaging import ship_to_executors
 
     ship_to_executors(spark)
     return spark
+
+
+def spark_defaults() -> dict[str, str]:
+    """$SPARK_CONF_DIR/spark-defaults.conf (else $SPARK_HOME/conf's), as spark-submit reads it."""
+    folder = os.environ.get("SPARK_CONF_DIR")
+    if not folder:
+        import pyspark  # without SPARK_HOME, PySpark's own folder is Spark's home
+
+        folder = os.path.join(os.environ.get("SPARK_HOME") or os.path.dirname(pyspark.__file__), "conf")
+    out = {}
+    try:
+        with open(os.path.join(folder, "spark-defaults.conf"), encoding="utf-8") as f:
+            for line in f:
+                found = re.match(r"\s*([^#\s=:]+)(?:\s*[=:]\s*|\s+)(.*?)\s*$", line)
+                if found:
+                    out[found.group(1)] = found.group(2)
+    except OSError:
+        pass
+    return out
+
+
+def log4j_file() -> str:
+    """fruitlens's log4j2.properties as a real file (extracted when fruitlens runs from a zip)."""
+    from pathlib import Path
+
+    found = resources.files("fruitlens.spark") / "log4j2.properties"
+    if isinstance(found, Path) and found.is_file():
+        return str(found)
+    global _LOG4J_COPY
+    if _LOG4J_COPY is None:
+        import tempfile
+
+        fd, _LOG4J_COPY = tempfile.mkstemp(prefix="fruitlens-log4j2-", suffix=".properties")
+        with os.fdopen(fd, "wb") as f:
+            f.write(found.read_bytes())
+    return _LOG4J_COPY
+
+
+_LOG4J_COPY: str | None = None
+
+
+def driver_java_options(cfg: SparkConfig) -> str:
+    """The driver JVM's options: yours (--conf spark.driver.extraJavaOptions, else
+    spark-defaults.conf's), then fruitlens's: C1 only (SparkConfig.quick_jit) and its log4j
+    configuration, each unless yours already set it."""
+    existing = (cfg.extra_conf.get("spark.driver.extraJavaOptions")
+                or spark_defaults().get("spark.driver.extraJavaOptions", "")).strip()
+    ours = []
+    # When the driver JVM (in local mode also the executor) only plans and moves small batches,
+    # the C1 compiler alone saves the ~11 CPU-seconds C2 spends compiling Spark on the two
+    # cores inference needs (featurize 10k: JVM 25 -> 13 CPU-s; reduce not slower). Not for
+    # train: Spark ML's optimizers run in the JVM and need C2 (SparkConfig.quick_jit).
+    if cfg.quick_jit and "TieredStopAtLevel" not in existing:
+        ours.append("-XX:TieredStopAtLevel=1")
+    if "log4j2.configurationFile" not in existing and "log4j.configuration" not in existing:
+        ours.append(f"-Dlog4j2.configurationFile={log4j_file()}")
+    return " ".join([existing, *ours]).strip()
+
+
+def shuffle_partitions(master: str, conf: dict[str, str], default_parallelism: int) -> int:
+    """spark.sql.shuffle.partitions when you did not set it: twice the cores the application can
+    use, at least 8 (local[N]: N; a cluster: spark.default.parallelism, spark.cores.max, or its
+    executors x cores when fixed). A cluster whose size is not known when the application starts
+    (dynamic allocation without a maximum, as on EMR) gets Spark's own default, 200, or twice the
+    cores registered by then if more; adaptive execution merges small shuffle partitions anyway."""
+    def number(key: str) -> int | None:
+        value = conf.get(key, "").strip()
+        return int(value) if value.isdigit() and int(value) < 1_000_000 else None
+
+    cores = None
+    if master.startswith("local"):
+        cores = default_parallelism
+    elif number("spark.default.parallelism"):
+        cores = number("spark.default.parallelism")
+    elif number("spark.cores.max"):
+        cores = number("spark.cores.max")
+    elif number("spark.executor.cores"):
+        dynamic = conf.get("spark.dynamicAllocation.enabled", "false").strip().lower() == "true"
+        executors = number("spark.dynamicAllocation.maxExecutors") if dynamic else number("spark.executor.instances")
+        cores = executors * number("spark.executor.cores") if executors else None
+    if cores:
+        return max(8, 2 * cores)
+    return max(200, 2 * default_parallelism)
 
 
 def versions(spark) -> dict:
