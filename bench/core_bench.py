@@ -28,20 +28,17 @@ import featurize_bench as fb  # noqa: E402
 
 
 def _core_worker(io_threads: int, files: list[str], queue) -> None:
-    from fruitlens import schemas
-    from fruitlens.chain import mapper, runner
+    from fruitlens.chain import runner
     from fruitlens.config import DEFAULT_BACKBONE
-    from fruitlens.embedding import backbones
+    from fruitlens.embedding.embedder import Embedder
     from fruitlens.storage.location import Location
     from fruitlens.storage.writer import Target
 
-    spec = backbones.get_spec(DEFAULT_BACKBONE)
-    settings = mapper.MapperSettings(backbone=spec.name, model_path=str(fb.MODELS / spec.file.filename),
-                                     io_threads=io_threads)
+    embedder = Embedder.resolve(DEFAULT_BACKBONE, backbone_file=str(fb.MODELS))
     out_dir = tempfile.mkdtemp(prefix="fruitlens-core-")
     out = Location.of(out_dir)
     task = runner.EmbedTask(input=Location.of(str(fb.SAMPLE)), embeddings=Target(out / "embeddings", out, "b"),
-                            errors=Target(out / "errors", out, "b"), settings=settings)
+                            errors=Target(out / "errors", out, "b"), embedder=embedder, io_threads=io_threads)
     rows = [dict(path=f, label=Path(f).parent.name, split="train", size_bytes=0, modified_ns=None, etag=None,
                  path_bytes=None) for f in files]
     runner.run_partition(task, rows[:64], 0, 0)  # warm: the model loaded, the interpreter allocated

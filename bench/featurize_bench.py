@@ -22,7 +22,6 @@ import multiprocessing as mp
 import os
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -236,7 +235,7 @@ def main() -> None:
             "process_images_per_s": round(n / r["process_wall_s"], 1),
             "process_ratio": round(n / r["process_wall_s"] / baseline, 3),
             "stages": stages,
-            "model_loads": r["report"]["model"]["loads"],
+            "model_loads": r["report"]["backbone"]["loads"],
             "partitions": r["report"]["partitions"],
             "peak_rss_mib": r["peak_rss_mib"],
             "peak_rss_one_python_worker_mib": r["peak_rss_one_python_worker_mib"],

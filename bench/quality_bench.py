@@ -55,7 +55,7 @@ def main() -> None:
     evaluator = MulticlassClassificationEvaluator(labelCol="y", predictionCol="prediction", metricName="accuracy")
     result = {
         "input": args.input,
-        "image_size": report["featurize"]["model"]["input_size"],
+        "image_size": report["featurize"]["backbone"]["input_size"],
         "classes": df.select("label").distinct().count(),
         "train_rows": train.count(),
         "test_rows": test.count(),

@@ -41,8 +41,12 @@ def main() -> None:
     from pyspark.ml.functions import array_to_vector, vector_to_array
 
     from fruitlens.config import SparkConfig
-    from fruitlens.reduction.reduce import choose_k
-    from fruitlens.reduction.sparkml import covariance, pca_model, principal_components
+    from fruitlens.reduction.sparkml import (
+        choose_k,
+        covariance,
+        pca_model,
+        principal_components,
+    )
     from fruitlens.spark.session import get_session
 
     spark = get_session(SparkConfig(extra_conf={"spark.ui.enabled": "false"}))

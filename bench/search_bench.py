@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from photos import non_fruit_photos  # noqa: E402
 from serve_bench import photos  # noqa: E402  (Test photos spread over the classes)
 
-from fruitlens.engine.model import _blas  # noqa: E402
+from fruitlens.engine.model import one_blas_thread  # noqa: E402
 from fruitlens.engine.nearest import CosineSearch  # noqa: E402
 from fruitlens.engine.predict import Identifier  # noqa: E402
 from fruitlens.serve.index import NeighbourIndex  # noqa: E402
@@ -70,7 +70,7 @@ def main() -> None:
     bound = model.refs_search if model.refs_search.pruned else CosineSearch.build(model.refs)
     full = CosineSearch(model.refs)  # no basis: the full product, as before
     sets = {"fruit (Test)": photos(Path(args.sample), args.photos), "not fruit": list(non_fruit_photos().values())}
-    feats = {name: model.features(np.stack([ident.embed_bytes(d) for d in photos])) for name, photos in sets.items()}
+    feats = {name: model.inputs(np.stack([ident.embedder.embed_bytes(d) for d in photos])) for name, photos in sets.items()}
     unit = {name: (f / np.linalg.norm(f, axis=1, keepdims=True)).astype(np.float32) for name, f in feats.items()}
 
     t = time.perf_counter()
@@ -82,7 +82,7 @@ def main() -> None:
           f"{n_index[1]} (loaded and bound built in {index_s:.1f} s)", flush=True)
 
     rows = []
-    with _blas().limit(limits=1, user_api="blas"):  # as predict and serve run them
+    with one_blas_thread():  # as predict and serve run them
         for name, queries in unit.items():
             for what, searches, k in (("novelty (nearest reference)", (full, bound), 1),
                                       ("neighbours (8 nearest in the index)", (index_full, index.exact), 8)):

@@ -115,7 +115,7 @@ def bench_neighbours(args) -> dict:
     # product's growth, and the HNSW index's build time, query time and recall at that size
     from usearch.index import Index
 
-    from fruitlens.engine.model import _blas
+    from fruitlens.engine.model import one_blas_thread
 
     m = args.scale
     big = exact.vectors[rng.integers(0, n, m)] + rng.normal(0, 0.02, (m, d)).astype(np.float32)
@@ -123,7 +123,7 @@ def bench_neighbours(args) -> dict:
     bt, truth = [], []
     for q in queries[:20]:
         t = time.perf_counter()
-        with _blas().limit(limits=1, user_api="blas"):
+        with one_blas_thread():
             s = big @ (q / np.linalg.norm(q))
         top = np.argpartition(-s, 7)[:8]
         bt.append((time.perf_counter() - t) * 1e3)

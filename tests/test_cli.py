@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -29,7 +28,7 @@ def test_help_for_every_command_and_option(command):
         for option in ("--master", "--conf", "--quiet"):
             assert option in res.stdout
     if command in (["run"], ["featurize"]):
-        for option in ("--model", "--batch-size", "--threads", "--backbone", "--max-pixels"):
+        for option in ("--backbone-file", "--batch-size", "--threads", "--backbone", "--max-pixels"):
             assert option in res.stdout
     if command in (["run"], ["reduce"]):
         assert "--variance" in res.stdout and "--k" in res.stdout
@@ -78,17 +77,19 @@ def test_reduce_of_something_that_is_not_embeddings(tmp_path):
     assert_one_line_error(fruitlens("reduce", tmp_path / "nope", tmp_path / "out"), "EMBEDDINGS not found")
 
 
-@pytest.mark.parametrize("command", ["featurize", "run"])
-def test_missing_model_is_refused_before_spark_starts_and_nothing_is_staged(tmp_path, command):
+@pytest.mark.parametrize("command,option", [("featurize", "--backbone-file"), ("run", "--backbone-file"),
+                                            ("featurize", "--model")])  # its name before 0.2: still accepted
+def test_missing_backbone_file_is_refused_before_spark_starts_and_nothing_is_staged(tmp_path, command, option):
     (tmp_path / "in" / "Apple").mkdir(parents=True)
     (tmp_path / "in" / "Apple" / "a.jpg").write_bytes(b"not looked at")
     java = tmp_path / "jdk" / "bin" / "java"  # a `java` that only says it ran
     java.parent.mkdir(parents=True)
     java.write_text(f"#!/bin/sh\ntouch {tmp_path / 'java-ran'}\necho 'openjdk version \"17.0.9\"' >&2\n")
     java.chmod(0o755)
-    res = fruitlens(command, tmp_path / "in", tmp_path / "out", "--model", tmp_path / "no-such-model.tflite",
+    res = fruitlens(command, tmp_path / "in", tmp_path / "out", option, tmp_path / "no-such-model.tflite",
                     env={"JAVA_HOME": str(tmp_path / "jdk")})
-    assert_one_line_error(res, "no-such-model.tflite")
+    assert_one_line_error(res, "--backbone-file: no backbone file at")
+    assert ("--model is now --backbone-file" in res.stderr) == (option == "--model")
     assert not (tmp_path / "java-ran").exists()  # Spark was never started
     assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]  # nothing staged
 
@@ -117,6 +118,6 @@ def test_featurize_then_reduce_then_run_from_the_command_line(tmp_path):
 
     res = fruitlens("run", data, tmp_path / "all", "--variance", "0.8")
     assert res.returncode == 0, res.stderr
-    for name in ("embeddings", "errors", "features", "model", "report.json", "scree.png"):
+    for name in ("embeddings", "errors", "features", "pca", "report.json", "scree.png"):
         assert (tmp_path / "all" / name).exists(), name
     assert "Traceback" not in res.stderr

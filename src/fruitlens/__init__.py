@@ -28,6 +28,12 @@ class FruitlensError(Exception):
     exit_code = 2
 
 
+def note(message: str) -> None:
+    """One line on stderr that the user should read but that stops nothing (a renamed option,
+    an old folder name still accepted)."""
+    print(f"fruitlens: note: {message}", file=sys.stderr, flush=True)
+
+
 # Spark ML saves a Python stage under its module path: classifier folders saved before the package
 # layout (0.1's flat modules) name `fruitlens.sparkml.ArrayToVector`. They load through this alias
 # for one release.

@@ -9,35 +9,38 @@ from dataclasses import replace
 
 import click
 
-from . import FruitlensError, __version__
+from . import FruitlensError, __version__, note
 from .config import (
     DEFAULT_BACKBONE,
-    DEFAULT_IMAGES_PER_PARTITION,
-    DEFAULT_MAX_PIXELS,
+    DEFAULT_VARIANCE,
     MODELS,
     ClassifyConfig,
+    EmbedSettings,
     FeaturizeConfig,
     ReduceConfig,
+    ServeConfig,
     SparkConfig,
     TrainConfig,
+    default,
 )
+from .embedding.backbones import SPECS
 from .storage.location import S3Options
 
 
 def spark_options(f):
-    @click.option("--master", default="local[*]", show_default=True,
+    @click.option("--master", default=default(SparkConfig, "master"), show_default=True,
                   help="Spark master: local[N], spark://HOST:PORT, yarn. Ignored under spark-submit.")
-    @click.option("--driver-memory", default="2g", show_default=True, help="Spark driver memory.")
+    @click.option("--driver-memory", default=default(SparkConfig, "driver_memory"), show_default=True,
+                  help="Spark driver memory.")
     @click.option("--conf", "conf", multiple=True, metavar="KEY=VALUE",
                   help="Extra Spark setting, repeatable (e.g. --conf spark.executor.memory=4g).")
     @click.option("--quiet", is_flag=True, help="Do not print the summary.")
-    @click.option("--s3-endpoint-url", default=None, metavar="URL",
-                  help="S3-compatible endpoint (default: $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL, else AWS).")
-    @click.option("--s3-region", default=None, help="S3 region (default: $AWS_REGION / profile).")
-    @click.option("--s3-max-attempts", type=click.IntRange(1, 50), default=10, show_default=True,
+    @s3_options
+    @click.option("--s3-max-attempts", type=click.IntRange(1, 50), default=default(S3Options, "max_attempts"),
+                  show_default=True,
                   help="Attempts per S3 request, with adaptive backoff on throttling and transient errors.")
     @functools.wraps(f)
-    def wrapper(*args, master, driver_memory, conf, s3_endpoint_url, s3_region, s3_max_attempts, **kwargs):
+    def wrapper(*args, master, driver_memory, conf, s3, s3_max_attempts, **kwargs):
         extra = {}
         for item in conf:
             key, sep, value = item.partition("=")
@@ -45,37 +48,74 @@ def spark_options(f):
                 raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--conf")
             extra[key.strip()] = value
         spark = SparkConfig(master=master, driver_memory=driver_memory, extra_conf=extra)
-        s3 = S3Options(endpoint_url=s3_endpoint_url, region=s3_region, max_attempts=s3_max_attempts)
-        return f(*args, spark_cfg=spark, s3=s3, **kwargs)
+        return f(*args, spark_cfg=spark, s3=replace(s3, max_attempts=s3_max_attempts), **kwargs)
+
+    return wrapper
+
+
+def s3_options(f):
+    @click.option("--s3-endpoint-url", default=None, metavar="URL",
+                  help="S3-compatible endpoint (default: $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL, else AWS).")
+    @click.option("--s3-region", default=None, help="S3 region (default: $AWS_REGION / profile).")
+    @functools.wraps(f)
+    def wrapper(*args, s3_endpoint_url, s3_region, **kwargs):
+        return f(*args, s3=S3Options(endpoint_url=s3_endpoint_url, region=s3_region), **kwargs)
+
+    return wrapper
+
+
+def backbone_file_option(f):
+    """--backbone-file, and its names before 0.2 (`--model` of featurize/run, `--backbone-model`
+    of predict/serve), still accepted for one release with a note."""
+    @click.option("--backbone-file", type=click.Path(), default=None,
+                  help="Local backbone file (.tflite), or a folder holding it under its published name "
+                       "(default: $FRUITLENS_MODEL_DIR, else downloaded once, sha256-checked, to the user cache).")
+    @click.option(f.__name__ in ("featurize", "run") and "--model" or "--backbone-model", "old_backbone_file",
+                  type=click.Path(), default=None, hidden=True)
+    @functools.wraps(f)
+    def wrapper(*args, backbone_file, old_backbone_file, **kwargs):
+        if old_backbone_file is not None:
+            old = "--model" if f.__name__ in ("featurize", "run") else "--backbone-model"
+            note(f"{old} is now --backbone-file (the backbone's .tflite file); {old} is accepted until the next release")
+            backbone_file = backbone_file or old_backbone_file
+        return f(*args, backbone_file=backbone_file, **kwargs)
+
+    return wrapper
+
+
+def embed_options(f):
+    """How the embedding tasks run (featurize, run, classify): EmbedSettings' defaults."""
+    @click.option("--batch-size", type=int, default=default(EmbedSettings, "batch_size"), show_default=True,
+                  help="Images per inference call.")
+    @click.option("--threads", type=int, default=default(EmbedSettings, "threads"), show_default=True,
+                  help="Inference threads per Python worker (Spark runs one worker per task slot).")
+    @click.option("--images-per-partition", type=int, default=default(EmbedSettings, "images_per_partition"),
+                  show_default=True, help="Images per Spark task.")
+    @click.option("--io-threads", type=int, default=default(EmbedSettings, "io_threads"), show_default=True,
+                  help="Concurrent reads and decodes per task.")
+    @click.option("--incremental/--full", default=default(EmbedSettings, "incremental"), show_default=True,
+                  help="--incremental: read and embed only images that are new or changed since what OUTPUT "
+                       "holds (and resume an interrupted run); --full: embed every image again.")
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        return f(*args, **kwargs)
 
     return wrapper
 
 
 def featurize_options(f):
-    @click.option("--backbone", default=DEFAULT_BACKBONE, show_default=True,
-                  type=click.Choice(["mobilenet_v2_multiscale", "mobilenet_v2", "mobilenet_v2_tf1"]),
-                  help="Pretrained network and the embedding taken from it: mobilenet_v2_multiscale = "
-                       "MobileNetV2's pooled 1280 values + 712 averages of its earlier stages (1992); "
-                       "mobilenet_v2 / mobilenet_v2_tf1 = the pooled 1280 only.")
-    @click.option("--model", type=click.Path(), default=None,
-                  help="Local model file, or a folder holding it under its published name "
-                       "(default: $FRUITLENS_MODEL_DIR, else download once, sha256-checked, to the user cache).")
-    @click.option("--batch-size", type=int, default=16, show_default=True, help="Images per inference call.")
-    @click.option("--threads", type=int, default=1, show_default=True,
-                  help="Inference threads per Python worker (Spark runs one worker per task slot).")
-    @click.option("--images-per-partition", type=int, default=DEFAULT_IMAGES_PER_PARTITION, show_default=True,
-                  help="Images per Spark task.")
-    @click.option("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, show_default=True,
+    @click.option("--backbone", default=DEFAULT_BACKBONE, show_default=True, type=click.Choice(list(SPECS)),
+                  help="Pretrained network and the embedding taken from it, values per image: "
+                       + ", ".join(f"{name} ({spec.embedding_dim})" for name, spec in SPECS.items())
+                       + " (README, 'The model').")
+    @backbone_file_option
+    @embed_options
+    @click.option("--max-pixels", type=int, default=default(FeaturizeConfig, "max_pixels"), show_default=True,
                   help="Larger images are rejected as decompression bombs.")
-    @click.option("--io-threads", type=int, default=4, show_default=True,
-                  help="Concurrent reads and decodes per task.")
     @click.option("--image-size", type=click.IntRange(min=32), default=None,
                   help="Side in pixels of the square the backbone runs at (default: its own, 224). Smaller is "
                        "faster and less accurate: see docs/benchmarks.md. Recorded with the embeddings; "
                        "classify/predict/serve use the size the model was trained with.")
-    @click.option("--incremental/--full", default=True, show_default=True,
-                  help="--incremental: read and embed only images that are new or changed since what OUTPUT "
-                       "holds (and resume an interrupted run); --full: embed every image again.")
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
         return f(*args, **kwargs)
@@ -86,26 +126,20 @@ def featurize_options(f):
 def reduce_options(f):
     @click.option("--k", type=int, default=None, help="Number of principal components.")
     @click.option("--variance", type=float, default=None,
-                  help="Keep the smallest k reaching this share of variance (default 0.95 when --k is not given).")
+                  help=f"Keep the smallest k reaching this share of variance (default {DEFAULT_VARIANCE} "
+                       "when --k is not given).")
     @click.option("--reuse-model", is_flag=True,
-                  help="Project with the StandardScaler + PCA model OUTPUT already holds instead of refitting.")
+                  help="Project with the StandardScaler + PCA OUTPUT already holds (OUTPUT/pca/) instead of refitting.")
     @functools.wraps(f)
-    def wrapper(*args, k, variance, reuse_model, **kwargs):
-        if reuse_model and (k is not None or variance is not None):
-            raise click.UsageError("--reuse-model keeps the model's own k: give neither --k nor --variance")
-        if k is None and variance is None and not reuse_model:
-            variance = 0.95
-        return f(*args, k=k, variance=variance, reuse_model=reuse_model, **kwargs)
+    def wrapper(*args, **kwargs):
+        return f(*args, **kwargs)
 
     return wrapper
 
 
 def _feat_cfg(input, output, kw) -> FeaturizeConfig:
-    return FeaturizeConfig(
-        input=input, output=output, backbone=kw["backbone"], model=kw["model"], batch_size=kw["batch_size"],
-        threads=kw["threads"], images_per_partition=kw["images_per_partition"], max_pixels=kw["max_pixels"],
-        io_threads=kw["io_threads"], incremental=kw["incremental"], image_size=kw["image_size"],
-    )
+    names = {f for f in FeaturizeConfig.__dataclass_fields__} - {"input", "output"}
+    return FeaturizeConfig(input=input, output=output, **{k: v for k, v in kw.items() if k in names})
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -128,7 +162,8 @@ def cli():
 def run(input, output, spark_cfg, s3, k, variance, reuse_model, quiet, **kw):
     """The whole chain in one Spark application.
 
-    Writes OUTPUT/embeddings, OUTPUT/errors, OUTPUT/features, OUTPUT/model, report.json, scree.png.
+    Writes OUTPUT/embeddings, OUTPUT/errors, OUTPUT/features, OUTPUT/pca (the fitted StandardScaler +
+    PCA), report.json, scree.png.
     Rerun into the same OUTPUT, only new or changed images are embedded (see --full).
     """
     from .jobs import run_all
@@ -159,7 +194,8 @@ def featurize(input, output, spark_cfg, s3, quiet, **kw):
 @spark_options
 def reduce(embeddings, output, spark_cfg, s3, k, variance, reuse_model, quiet):
     """EMBEDDINGS (featurize's folder or an embeddings Parquet dataset) -> OUTPUT/features
-    (path, label, split, pca), OUTPUT/model (Spark PipelineModel), explained variance, report."""
+    (path, label, split, pca), OUTPUT/pca (the fitted StandardScaler + PCA, a Spark PipelineModel),
+    explained variance, report."""
     from .jobs import run_reduce
 
     run_reduce(ReduceConfig(input=embeddings, output=output, k=k, variance=variance, reuse_model=reuse_model),
@@ -174,13 +210,13 @@ def reduce(embeddings, output, spark_cfg, s3, k, variance, reuse_model, quiet):
                    "(logistic regression on all standardized dimensions), mlp (PCA + multilayer perceptron).")
 @click.option("--default", "default_model", default=None,
               help="Export this model whatever the validation says (default: the best on validation).")
-@click.option("--validation", type=float, default=0.2, show_default=True,
+@click.option("--validation", type=float, default=default(TrainConfig, "validation"), show_default=True,
               help="Share of each class's train images (the last ones in path order) held out to choose.")
-@click.option("--pca-variance", type=float, default=0.95, show_default=True,
+@click.option("--pca-variance", type=float, default=default(TrainConfig, "pca_variance"), show_default=True,
               help="PCA size for lr_pca and mlp: the smallest k reaching this share of variance.")
-@click.option("--target-precision", type=float, default=0.995, show_default=True,
+@click.option("--target-precision", type=float, default=default(TrainConfig, "target_precision"), show_default=True,
               help="'Not sure' threshold: answered validation predictions at least this precise.")
-@click.option("--max-iter", type=click.IntRange(1, 10_000), default=200, show_default=True)
+@click.option("--max-iter", type=click.IntRange(1, 10_000), default=default(TrainConfig, "max_iter"), show_default=True)
 @spark_options
 def train(embeddings, output, spark_cfg, s3, quiet, models, default_model, validation, pca_variance,
           target_precision, max_iter):
@@ -201,19 +237,16 @@ def train(embeddings, output, spark_cfg, s3, quiet, models, default_model, valid
 @click.option("--model", "model_dir", required=True, help="Model folder `fruitlens train` wrote (local or s3://).")
 @click.argument("photos", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="JSON on stdout instead of a table.")
-@click.option("--backbone-model", type=click.Path(), default=None,
-              help="Local backbone model file or folder (default: $FRUITLENS_MODEL_DIR, else the cache/download).")
-@click.option("--s3-endpoint-url", default=None, metavar="URL", help="S3-compatible endpoint.")
-@click.option("--s3-region", default=None, help="S3 region.")
-def predict(model_dir, photos, as_json, backbone_model, s3_endpoint_url, s3_region):
+@backbone_file_option
+@s3_options
+def predict(model_dir, photos, as_json, backbone_file, s3):
     """PHOTOS (files or s3:// objects) -> top-5 species each, without Spark. "not sure" when the
     winning probability is low or the photo is unlike every training image. Exit 1 if any failed."""
     import json as json_
 
     from .engine.predict import Identifier
 
-    s3 = S3Options(endpoint_url=s3_endpoint_url, region=s3_region)
-    answers = Identifier.load(model_dir, s3, backbone_model).answer_paths(list(photos), s3)
+    answers = Identifier.load(model_dir, s3, backbone_file).answer_paths(list(photos), s3)
     if as_json:
         click.echo(json_.dumps([a.to_json() for a in answers], indent=2))
     else:
@@ -249,12 +282,7 @@ def _print_answers(answers) -> None:
 @click.option("--model", "model_dir", required=True, help="Model folder `fruitlens train` wrote (local or s3://).")
 @click.argument("input")
 @click.argument("output")
-@click.option("--batch-size", type=int, default=16, show_default=True, help="Images per inference call.")
-@click.option("--threads", type=int, default=1, show_default=True, help="Inference threads per Python worker.")
-@click.option("--images-per-partition", type=int, default=DEFAULT_IMAGES_PER_PARTITION, show_default=True, help="Images per Spark task.")
-@click.option("--io-threads", type=int, default=4, show_default=True, help="Concurrent reads and decodes per task.")
-@click.option("--incremental/--full", default=True, show_default=True,
-              help="Embed only images new or changed since what OUTPUT holds, or every image again.")
+@embed_options
 @spark_options
 def classify(model_dir, input, output, spark_cfg, s3, quiet, **kw):
     """Every image under INPUT -> OUTPUT/predictions (path, label, predicted, probability, not_sure,
@@ -270,33 +298,29 @@ def classify(model_dir, input, output, spark_cfg, s3, quiet, **kw):
               help="Output folder `fruitlens run`/`featurize` wrote (its embeddings/), local or s3://: the similar images.")
 @click.option("--info", required=True,
               help="The Fruits-360 metadata folder (dictionary.txt, Meta/<class>/info.txt), local or s3://.")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
-@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--host", default=default(ServeConfig, "host"), show_default=True,
+              help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", type=click.IntRange(0, 65535), default=default(ServeConfig, "port"), show_default=True)
 @click.option("--ann", is_flag=True, help="Approximate neighbour search (usearch HNSW) instead of exact.")
-@click.option("--interpreters", type=click.IntRange(1, 16), default=2, show_default=True,
-              help="Backbone interpreters shared by concurrent requests (each call takes one).")
+@click.option("--interpreters", type=click.IntRange(1, 16), default=default(ServeConfig, "interpreters"),
+              show_default=True, help="Backbone interpreters shared by concurrent requests (each call takes one).")
 @click.option("--threads", type=click.IntRange(1, 256), default=None,
               help="Inference threads per interpreter (default: cores / interpreters).")
-@click.option("--max-upload-mb", type=click.FloatRange(0.01, 1024), default=10, show_default=True,
-              help="Largest photo accepted.")
-@click.option("--max-pixels", type=click.IntRange(1), default=50_000_000, show_default=True,
+@click.option("--max-upload-mb", type=click.FloatRange(0.01, 1024),
+              default=default(ServeConfig, "max_upload_bytes") / 2**20, show_default=True, help="Largest photo accepted.")
+@click.option("--max-pixels", type=click.IntRange(1), default=default(ServeConfig, "max_pixels"), show_default=True,
               help="Photos with more pixels are refused as decompression bombs.")
-@click.option("--backbone-model", type=click.Path(), default=None,
-              help="Local backbone model file or folder (default: $FRUITLENS_MODEL_DIR, else the cache/download).")
-@click.option("--s3-endpoint-url", default=None, metavar="URL", help="S3-compatible endpoint.")
-@click.option("--s3-region", default=None, help="S3 region.")
-def serve(model_dir, index, info, host, port, ann, interpreters, threads, max_upload_mb, max_pixels, backbone_model,
-          s3_endpoint_url, s3_region):
+@backbone_file_option
+@s3_options
+def serve(model_dir, index, info, host, port, ann, interpreters, threads, max_upload_mb, max_pixels, backbone_file, s3):
     """HTTP identification service and web page: open http://HOST:PORT/ (API under /api/v1/,
     schema at /api/v1/openapi.json). Upload a photo: top-5 species, "not sure", the species'
     information (Fruits-360 metadata) and the most similar images of --index."""
-    from .serve import ServeConfig
     from .serve import run as run_server
 
     run_server(ServeConfig(model=model_dir, index=index, info=info, host=host, port=port, ann=ann,
                            interpreters=interpreters, threads=threads, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-                           max_pixels=max_pixels, backbone_model=backbone_model,
-                           s3=S3Options(endpoint_url=s3_endpoint_url, region=s3_region)))
+                           max_pixels=max_pixels, backbone_file=backbone_file, s3=s3))
 
 
 from .emr.cli import emr  # noqa: E402

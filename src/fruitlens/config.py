@@ -1,10 +1,13 @@
-"""Typed configuration of every job, in one place. The CLI only fills these in."""
+"""Typed configuration of every job, with every default, in one place. The CLI only fills these in
+(its option defaults are read from here), and a config checks itself when it is made: a config
+object that exists is valid, and nothing validates it again."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from . import FruitlensError
+from .storage.location import S3Options
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 # The TF2 MobileNetV2's pooled output plus its earlier stages' averages, one pass: chosen on the
@@ -18,6 +21,15 @@ DEFAULT_MAX_PIXELS = 100_000_000
 # 209 to 192 CPU-seconds. Partitions are rounded up to whole waves of the task slots, so the last
 # wave leaves no slot idle for long (docs/benchmarks.md, Performance II).
 DEFAULT_IMAGES_PER_PARTITION = 1024
+DEFAULT_VARIANCE = 0.95  # PCA: the smallest k reaching this share of the variance
+
+
+def default(config: type, name: str):
+    """A config field's default (for the CLI's option defaults)."""
+    for f in fields(config):
+        if f.name == name:
+            return f.default
+    raise KeyError(name)
 
 
 @dataclass(frozen=True)
@@ -32,25 +44,32 @@ class SparkConfig:
 
 
 @dataclass(frozen=True)
-class FeaturizeConfig:
+class EmbedSettings:
+    """How the embedding tasks run: shared by featurize, run and classify."""
+
+    batch_size: int = 16  # images per inference call
+    threads: int = 1  # inference threads per Python worker (one worker per Spark task slot)
+    images_per_partition: int = DEFAULT_IMAGES_PER_PARTITION
+    io_threads: int = 4  # concurrent reads and decodes per task (matters for object stores)
+    incremental: bool = True  # reuse rows OUTPUT already holds for unchanged inputs (and resume)
+
+    def __post_init__(self):
+        for name in ("batch_size", "threads", "images_per_partition", "io_threads"):
+            _positive(f"--{name.replace('_', '-')}", getattr(self, name))
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeaturizeConfig(EmbedSettings):
     input: str
     output: str
     backbone: str = DEFAULT_BACKBONE
-    model: str | None = None  # a model file or a folder holding it under its published name
-    batch_size: int = 16
-    threads: int = 1  # inference threads per Python worker (one worker per Spark task slot)
-    images_per_partition: int = DEFAULT_IMAGES_PER_PARTITION
+    backbone_file: str | None = None  # the backbone's file, or a folder holding it under its published name
     max_pixels: int = DEFAULT_MAX_PIXELS
-    io_threads: int = 4  # concurrent reads per task (matters for object stores)
-    incremental: bool = True  # reuse rows OUTPUT already holds for unchanged inputs (and resume)
     image_size: int | None = None  # square side the backbone runs at (None: its own, 224)
 
-    def validate(self) -> None:
-        _positive("--batch-size", self.batch_size)
-        _positive("--threads", self.threads)
-        _positive("--images-per-partition", self.images_per_partition)
+    def __post_init__(self):
+        super().__post_init__()
         _positive("--max-pixels", self.max_pixels)
-        _positive("--io-threads", self.io_threads)
         if self.image_size is not None and self.image_size < 32:
             raise FruitlensError(f"--image-size must be at least 32, got {self.image_size}")
 
@@ -60,10 +79,10 @@ class ReduceConfig:
     input: str
     output: str
     k: int | None = None
-    variance: float | None = 0.95
-    reuse_model: bool = False  # project with the model OUTPUT already holds instead of refitting
+    variance: float | None = None  # None with no k: DEFAULT_VARIANCE
+    reuse_model: bool = False  # project with the scaler + PCA OUTPUT already holds instead of refitting
 
-    def validate(self) -> None:
+    def __post_init__(self):
         if self.reuse_model:
             if self.k is not None or self.variance is not None:
                 raise FruitlensError("--reuse-model keeps the model's own k: give neither --k nor --variance")
@@ -71,7 +90,7 @@ class ReduceConfig:
         if self.k is not None and self.variance is not None:
             raise FruitlensError("give either --k or --variance, not both")
         if self.k is None and self.variance is None:
-            raise FruitlensError("give --k or --variance")
+            object.__setattr__(self, "variance", DEFAULT_VARIANCE)
         if self.k is not None:
             _positive("--k", self.k)
         if self.variance is not None and not 0.0 < self.variance <= 1.0:
@@ -88,13 +107,13 @@ class TrainConfig:
     models: tuple[str, ...] = MODELS
     default: str | None = None  # force this model as the exported one (default: best on validation)
     validation: float = 0.2
-    pca_variance: float = 0.95
+    pca_variance: float = DEFAULT_VARIANCE
     target_precision: float = 0.995
     refs_per_class: int = 50
     max_iter: int = 200
     seed: int = 7
 
-    def validate(self) -> None:
+    def __post_init__(self):
         unknown = set(self.models) - set(MODELS)
         if unknown or not self.models:
             raise FruitlensError(f"--models: choose among {', '.join(MODELS)}, got {', '.join(self.models) or 'none'}")
@@ -108,25 +127,34 @@ class TrainConfig:
             raise FruitlensError(f"--target-precision must be in [0.5, 1), got {self.target_precision}")
 
 
-@dataclass(frozen=True)
-class ClassifyConfig:
+@dataclass(frozen=True, kw_only=True)
+class ClassifyConfig(EmbedSettings):
     model: str  # a model folder `train` wrote (local or s3://)
     input: str
     output: str
-    batch_size: int = 16
-    threads: int = 1
-    images_per_partition: int = DEFAULT_IMAGES_PER_PARTITION
-    io_threads: int = 4
-    incremental: bool = True
 
-    def validate(self) -> None:
-        _positive("--batch-size", self.batch_size)
-        _positive("--threads", self.threads)
-        _positive("--images-per-partition", self.images_per_partition)
-        _positive("--io-threads", self.io_threads)
+
+@dataclass(frozen=True)
+class ServeConfig:
+    model: str
+    index: str
+    info: str
+    host: str = "127.0.0.1"
+    port: int = 8000
+    ann: bool = False
+    interpreters: int = 2
+    threads: int | None = None  # per interpreter; default: cores / interpreters
+    neighbours: int = 8
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_pixels: int = 50_000_000
+    max_connections: int = 64  # beyond: 503, so a flood cannot exhaust memory
+    backbone_file: str | None = None
+    s3: S3Options = S3Options()
+
+    def __post_init__(self):
+        _positive("--interpreters", self.interpreters)
 
 
 def _positive(name: str, value: int) -> None:
     if value < 1:
         raise FruitlensError(f"{name} must be a positive integer, got {value}")
-

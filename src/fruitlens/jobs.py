@@ -1,13 +1,18 @@
 """Jobs: compose listing -> embedding -> reduction -> report for each command. Every location is
-resolved once here into a `Location` (with the S3 options) and passed down as it is."""
+resolved once here into a `Location` (with the S3 options), the backbone once into an `Embedder`,
+and both are passed down as they are. Every command runs in one job context (`_job`): the Spark
+session, the report's header, the run's staging area, the report written and printed at the end.
+"""
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Iterator
 
-from . import FruitlensError
-from .chain.featurize import embedding_params, featurize, featurize_spec, resolve_model
+from . import FruitlensError, note
+from .chain.featurize import featurize
 from .chain.listing import check_input
 from .config import (
     ClassifyConfig,
@@ -16,6 +21,7 @@ from .config import (
     SparkConfig,
     TrainConfig,
 )
+from .embedding.embedder import Embedder
 from .reduction.reduce import fit_and_transform
 from .report import (
     featurize_section,
@@ -34,7 +40,9 @@ from .storage.manifest import dataset_files, read_manifest
 from .storage.publish import cleanup
 from .storage.writer import STAGING, Target, new_run_id
 
-DATASETS = ("embeddings", "errors", "features", "model")
+PCA = "pca"  # OUTPUT/pca/: the fitted StandardScaler + PCA (a Spark PipelineModel)
+OLD_PCA = "model"  # its name before 0.2, still read for one release
+DATASETS = ("embeddings", "errors", "features", PCA)
 FILES = ("report.json", "scree.png", "explained_variance.csv")
 
 
@@ -46,25 +54,6 @@ def preflight_output(out: Location) -> None:
         probe = out / STAGING / ".write-test"
         probe.write_bytes(b"")
         probe.rm()
-
-
-def _checked_input(source: Location) -> None:
-    with storage_errors(source, "cannot read INPUT"):
-        check_input(source)
-
-
-def _header(command: str, spark, params: dict) -> dict:
-    return {
-        "command": command,
-        "started_at": now(),
-        "parameters": params,
-        "versions": {**library_versions(), **versions(spark)},
-        "spark": {
-            "master": spark.sparkContext.master,
-            "default_parallelism": spark.sparkContext.defaultParallelism,
-            "application_id": spark.sparkContext.applicationId,
-        },
-    }
 
 
 class _Run:
@@ -90,86 +79,130 @@ class _Run:
             cleanup(self.output, self.id, *sorted(self.resumed))  # this run's staging, and what it resumed
 
 
-def run_featurize(cfg: FeaturizeConfig, spark_cfg: SparkConfig, spark=None, quiet: bool = False,
-                  s3: S3Options | None = None) -> dict:
-    cfg.validate()
-    source, out = Location.of(cfg.input, s3), Location.of(cfg.output, s3)
-    _checked_input(source)
-    preflight_output(out)
-    resolve_model(cfg)  # a missing or wrong model fails now, before Spark starts and nothing is staged
+@dataclass
+class _Context:
+    spark: object
+    report: dict
+    run: _Run
+
+
+@contextmanager
+def _job(command: str, out: Location, parameters: dict, outputs: tuple[str, ...], spark_cfg: SparkConfig,
+         spark, quiet: bool) -> Iterator[_Context]:
+    """The Spark session, the report's header, the run's staging area; on success the outputs
+    listed, report.json written, the summary printed."""
     spark = spark or get_session(spark_cfg)
-    report = _header("featurize", spark, {"featurize": asdict(cfg)})
+    report = {
+        "command": command,
+        "started_at": now(),
+        "parameters": parameters,
+        "versions": {**library_versions(), **versions(spark)},
+        "spark": {
+            "master": spark.sparkContext.master,
+            "default_parallelism": spark.sparkContext.defaultParallelism,
+            "application_id": spark.sparkContext.applicationId,
+        },
+    }
     t0 = time.perf_counter()
     with _Run(out) as run:
-        result = featurize(spark, cfg, source, run.target("embeddings"), run.target("errors"))
-        run.resumed = result.resumed_runs
-    report["featurize"] = featurize_section(result, featurize_spec(cfg))
-    report["outputs"] = {k: run.path(k).uri for k in ("embeddings", "errors", "report.json")}
-    return _finish(report, out, t0, quiet)
-
-
-def run_reduce(cfg: ReduceConfig, spark_cfg: SparkConfig, spark=None, quiet: bool = False,
-               s3: S3Options | None = None) -> dict:
-    cfg.validate()
-    source = embeddings_location(Location.of(cfg.input, s3))
-    out = Location.of(cfg.output, s3)
-    preflight_output(out)
-    spark = spark or get_session(spark_cfg)
-    report = _header("reduce", spark, {"reduce": {**asdict(cfg), "embeddings": source.uri}})
-    t0 = time.perf_counter()
-    with _Run(out) as run:
-        with storage_errors(source, "cannot read EMBEDDINGS"):
-            embeddings = read_parquet(spark, source)
-        manifest = read_manifest(source)
-        _reduce_into(spark, cfg, embeddings, run, report, manifest.params if manifest else None)
-    report["outputs"] = {k: run.path(k).uri for k in ("features", "model", "explained_variance.csv", "scree.png",
-                                                      "report.json")}
-    return _finish(report, out, t0, quiet)
-
-
-def run_all(feat_cfg: FeaturizeConfig, red_cfg: ReduceConfig, spark_cfg: SparkConfig, spark=None,
-            quiet: bool = False, s3: S3Options | None = None) -> dict:
-    feat_cfg.validate()
-    red_cfg.validate()
-    source, out = Location.of(feat_cfg.input, s3), Location.of(feat_cfg.output, s3)
-    _checked_input(source)
-    preflight_output(out)
-    if red_cfg.reuse_model:  # before any work: the model must be there, and fit on these embeddings
-        previous = read_manifest(out / "model")
-        if previous is None or previous.format != "tree":
-            raise FruitlensError(f"--reuse-model: no fitted model at {(out / 'model').uri} (run once without --reuse-model)")
-    resolve_model(feat_cfg)  # a missing or wrong model fails now, before Spark starts and nothing is staged
-    spark = spark or get_session(spark_cfg)
-    report = _header("run", spark, {"featurize": asdict(feat_cfg), "reduce": asdict(red_cfg)})
-    t0 = time.perf_counter()
-    with _Run(out) as run:
-        result = featurize(spark, feat_cfg, source, run.target("embeddings"), run.target("errors"))
-        run.resumed = result.resumed_runs
-        report["featurize"] = featurize_section(result, featurize_spec(feat_cfg))
-        if result.ok == 0:
-            raise FruitlensError(f"none of the {result.found:,} images could be used; see {run.path('errors').uri}")
-        params = embedding_params(featurize_spec(feat_cfg), feat_cfg)
-        _reduce_into(spark, red_cfg, read_parquet(spark, run.path("embeddings")), run, report, params)
-    report["outputs"] = {name: run.path(name).uri for name in DATASETS + FILES}
-    return _finish(report, out, t0, quiet)
-
-
-def _reduce_into(spark, cfg: ReduceConfig, embeddings, run: _Run, report: dict, params: dict | None) -> None:
-    with storage_errors(run.output, "cannot write OUTPUT"):
-        result = fit_and_transform(spark, cfg, embeddings, run.target("features"), run.target("model"), params)
-        report["reduce"] = reduce_section(result, cfg.variance)
-        write_explained_variance_csv(run.path("explained_variance.csv"), result)
-        write_scree(run.path("scree.png"), result, None if cfg.reuse_model else cfg.variance)
-
-
-def _finish(report: dict, out: Location, t0: float, quiet: bool) -> dict:
+        yield _Context(spark, report, run)
+    report["outputs"] = {name: run.path(name).uri for name in outputs}
     report["finished_at"] = now()
     report["wall_s"] = round(time.perf_counter() - t0, 3)
     with storage_errors(out, "cannot write OUTPUT"):
         write_report(out, report)
     if not quiet:
         print_summary(report, out)
-    return report
+
+
+def _images_job(input: str, output: str, s3: S3Options | None) -> tuple[Location, Location]:
+    """INPUT and OUTPUT of a command that reads images, checked before Spark starts."""
+    source, out = Location.of(input, s3), Location.of(output, s3)
+    with storage_errors(source, "cannot read INPUT"):
+        check_input(source)
+    preflight_output(out)
+    return source, out
+
+
+def _embedder(cfg: FeaturizeConfig) -> Embedder:
+    """The backbone resolved once, before Spark starts: a missing or wrong file fails now, with
+    nothing staged."""
+    return Embedder.resolve(cfg.backbone, cfg.image_size, cfg.backbone_file, max_pixels=cfg.max_pixels,
+                            threads=cfg.threads)
+
+
+def _featurize_into(ctx: _Context, cfg, embedder: Embedder, source: Location):
+    result = featurize(ctx.spark, cfg, embedder, source, ctx.run.target("embeddings"), ctx.run.target("errors"))
+    ctx.run.resumed = result.resumed_runs
+    ctx.report["featurize"] = featurize_section(result, embedder.spec)
+    return result
+
+
+def run_featurize(cfg: FeaturizeConfig, spark_cfg: SparkConfig, spark=None, quiet: bool = False,
+                  s3: S3Options | None = None) -> dict:
+    source, out = _images_job(cfg.input, cfg.output, s3)
+    embedder = _embedder(cfg)
+    with _job("featurize", out, {"featurize": asdict(cfg)}, ("embeddings", "errors", "report.json"), spark_cfg,
+              spark, quiet) as ctx:
+        _featurize_into(ctx, cfg, embedder, source)
+    return ctx.report
+
+
+def run_reduce(cfg: ReduceConfig, spark_cfg: SparkConfig, spark=None, quiet: bool = False,
+               s3: S3Options | None = None) -> dict:
+    source = embeddings_location(Location.of(cfg.input, s3))
+    out = Location.of(cfg.output, s3)
+    preflight_output(out)
+    fitted = fitted_pca(out) if cfg.reuse_model else None
+    with _job("reduce", out, {"reduce": {**asdict(cfg), "embeddings": source.uri}},
+              ("features", PCA, "explained_variance.csv", "scree.png", "report.json"), spark_cfg, spark, quiet) as ctx:
+        with storage_errors(source, "cannot read EMBEDDINGS"):
+            embeddings = read_parquet(ctx.spark, source)
+        manifest = read_manifest(source)
+        _reduce_into(ctx, cfg, embeddings, manifest.params if manifest else None, fitted)
+    return ctx.report
+
+
+def run_all(feat_cfg: FeaturizeConfig, red_cfg: ReduceConfig, spark_cfg: SparkConfig, spark=None,
+            quiet: bool = False, s3: S3Options | None = None) -> dict:
+    source, out = _images_job(feat_cfg.input, feat_cfg.output, s3)
+    # before any work: the fitted scaler + PCA must be there (fit on these embeddings: checked when read)
+    fitted = fitted_pca(out) if red_cfg.reuse_model else None
+    embedder = _embedder(feat_cfg)
+    with _job("run", out, {"featurize": asdict(feat_cfg), "reduce": asdict(red_cfg)}, DATASETS + FILES, spark_cfg,
+              spark, quiet) as ctx:
+        result = _featurize_into(ctx, feat_cfg, embedder, source)
+        if result.ok == 0:
+            raise FruitlensError(f"none of the {result.found:,} images could be used; see {ctx.run.path('errors').uri}")
+        _reduce_into(ctx, red_cfg, read_parquet(ctx.spark, ctx.run.path("embeddings")), embedder.params, fitted)
+    return ctx.report
+
+
+def fitted_pca(out: Location) -> Location:
+    """The scaler + PCA OUTPUT holds (--reuse-model): OUTPUT/pca, or OUTPUT/model as written
+    before 0.2 (with a note)."""
+    for name in (PCA, OLD_PCA):
+        previous = read_manifest(out / name)
+        if previous is not None and previous.format == "tree":
+            if name == OLD_PCA:
+                note(f"{(out / OLD_PCA).uri} is the scaler + PCA saved before 0.2, now named OUTPUT/{PCA}/: reusing it")
+            return out / name
+    raise FruitlensError(f"--reuse-model: no fitted scaler + PCA at {(out / PCA).uri} (run once without --reuse-model)")
+
+
+def _reduce_into(ctx: _Context, cfg: ReduceConfig, embeddings, params: dict | None, fitted: Location | None) -> None:
+    """`fitted`: the scaler + PCA to project with (--reuse-model); None: fit one."""
+    run = ctx.run
+    with storage_errors(run.output, "cannot write OUTPUT"):
+        result = fit_and_transform(ctx.spark, cfg, embeddings, run.target("features"), run.target(PCA), params,
+                                   fitted=fitted)
+        ctx.report["reduce"] = reduce_section(result, cfg.variance)
+        write_explained_variance_csv(run.path("explained_variance.csv"), result)
+        write_scree(run.path("scree.png"), result, None if cfg.reuse_model else cfg.variance)
+        old = run.path(OLD_PCA)
+        if read_manifest(old) is not None and read_manifest(old).format == "tree":
+            old.rm(recursive=True)
+            note(f"{old.uri} (the scaler + PCA saved before 0.2) was replaced by OUTPUT/{PCA}/")
 
 
 def run_train(cfg: TrainConfig, spark_cfg: SparkConfig, spark=None, quiet: bool = False,
@@ -177,7 +210,6 @@ def run_train(cfg: TrainConfig, spark_cfg: SparkConfig, spark=None, quiet: bool 
     """Embeddings (the folder `run`/`featurize` wrote) -> a model folder at OUTPUT."""
     from .engine.train import train
 
-    cfg.validate()
     source = embeddings_location(Location.of(cfg.input, s3))
     out = Location.of(cfg.output, s3)
     _check_model_output(out, source)
@@ -217,55 +249,31 @@ def _check_model_output(out: Location, source: Location) -> None:
                                      "choose a new folder (train replaces MODEL whole)")
 
 
-def _trained_size(params: dict) -> int | None:
-    """The square image size a model's embeddings were made at (None: the backbone's own)."""
-    size = params.get("input_size")
-    if not size:
-        return None
-    if len(set(size)) != 1:
-        raise FruitlensError(f"the model's embeddings were made at {size[0]}x{size[1]}: only square sizes are supported")
-    return int(size[0])
-
-
 def run_classify(cfg: ClassifyConfig, spark_cfg: SparkConfig, spark=None, quiet: bool = False,
                  s3: S3Options | None = None) -> dict:
     """Every image under INPUT -> OUTPUT/predictions (+ embeddings, errors, report.json)."""
     from .engine.classify import predictions
     from .engine.model import PortableModel
 
-    cfg.validate()
     model = PortableModel.load(Location.of(cfg.model, s3))
-    params = model.embedding_params
-    feat_cfg = FeaturizeConfig(input=cfg.input, output=cfg.output, backbone=params.get("backbone", "mobilenet_v2"),
-                               batch_size=cfg.batch_size, threads=cfg.threads,
-                               images_per_partition=cfg.images_per_partition,
-                               max_pixels=int(params.get("max_pixels") or 100_000_000), io_threads=cfg.io_threads,
-                               incremental=cfg.incremental,
-                               image_size=_trained_size(params))
-    model.check_embeddings(embedding_params(featurize_spec(feat_cfg), feat_cfg), "INPUT's embeddings")
-    source, out = Location.of(cfg.input, s3), Location.of(cfg.output, s3)
-    _checked_input(source)
-    preflight_output(out)
-    spark = spark or get_session(spark_cfg)
-    report = _header("classify", spark, {"classify": asdict(cfg)})
-    t0 = time.perf_counter()
-    with _Run(out) as run:
-        result = featurize(spark, feat_cfg, source, run.target("embeddings"), run.target("errors"))
-        run.resumed = result.resumed_runs
-        report["featurize"] = featurize_section(result, featurize_spec(feat_cfg))
+    # The embedder the model's embeddings were made with: same backbone, file, size, limit.
+    embedder = Embedder.for_params(model.embedding_params, threads=cfg.threads)
+    source, out = _images_job(cfg.input, cfg.output, s3)
+    with _job("classify", out, {"classify": asdict(cfg)}, ("predictions", "embeddings", "errors", "report.json"),
+              spark_cfg, spark, quiet) as ctx:
+        _featurize_into(ctx, cfg, embedder, source)
         t1 = time.perf_counter()
         with storage_errors(out, "cannot write OUTPUT"):
-            report["classify"] = predictions(spark, read_parquet(spark, run.path("embeddings")), model,
-                                             run.target("predictions"))
-        report["classify"]["wall_s"] = round(time.perf_counter() - t1, 3)
-        report["classify"]["model"] = {"folder": Location.of(cfg.model, s3).uri, "kind": model.meta.get("kind"),
-                                       "classes": len(model.classes)}
-    report["outputs"] = {name: run.path(name).uri for name in ("predictions", "embeddings", "errors", "report.json")}
-    return _finish(report, out, t0, quiet)
+            ctx.report["classify"] = predictions(ctx.spark, read_parquet(ctx.spark, ctx.run.path("embeddings")), model,
+                                                 ctx.run.target("predictions"))
+        ctx.report["classify"]["wall_s"] = round(time.perf_counter() - t1, 3)
+        ctx.report["classify"]["model"] = {"folder": Location.of(cfg.model, s3).uri, "kind": model.meta.get("kind"),
+                                           "classes": len(model.classes)}
+    return ctx.report
 
 
 def embeddings_location(where: Location) -> Location:
-    """reduce accepts the folder `featurize`/`run` wrote, or an embeddings Parquet dataset itself."""
+    """reduce and train accept the folder `featurize`/`run` wrote, or an embeddings Parquet dataset itself."""
     with storage_errors(where, "cannot read EMBEDDINGS"):
         if not where.exists():
             raise FruitlensError(f"EMBEDDINGS not found: {where.uri}")

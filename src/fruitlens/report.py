@@ -43,8 +43,8 @@ def featurize_section(result, spec) -> dict:
         "ok": result.ok,
         "errors": result.errors,
         "errors_by_reason": result.errors_by_reason,
-        "model": {
-            "backbone": spec.name,
+        "backbone": {
+            "name": spec.name,
             "description": spec.description,
             "file": spec.file.filename,
             "sha256": spec.file.sha256,

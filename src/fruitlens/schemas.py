@@ -13,8 +13,31 @@ so it can be opened again; `path_bytes` is null for every ordinary name.
 from __future__ import annotations
 
 import os
+from dataclasses import asdict, dataclass
 
 import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """One input image, written once here: where it is, what makes it "the same" across runs
+    (`IDENTITY`), its label and split. The row form is `INPUT`."""
+
+    path: str  # absolute local path (display form) or full URI
+    label: str | None
+    split: str | None
+    size_bytes: int
+    modified_ns: int | None = None
+    etag: str | None = None
+    path_bytes: bytes | None = None  # exact local name when it is not valid UTF-8
+
+    def row(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_row(cls, row: dict) -> "ImageRef":
+        return cls(**{name: row.get(name) for name in INPUT.names})
+
 
 IDENTITY_FIELDS = [
     pa.field("path", pa.string()),
@@ -54,10 +77,7 @@ PREDICTIONS = pa.schema([
 ])
 
 # What each embedding task reports to the driver: one row per part file it wrote.
-PARTS = pa.schema([
-    pa.field("dataset", pa.string()), pa.field("file", pa.string()), pa.field("rows", pa.int64()),
-    pa.field("reasons", pa.string()),
-])
+PARTS = pa.schema([pa.field("dataset", pa.string()), pa.field("file", pa.string()), pa.field("rows", pa.int64())])
 
 # Object-store listing inside tasks: images and other files (counted by extension).
 LISTED = pa.schema([pa.field("kind", pa.string()), *INPUT])
@@ -76,6 +96,15 @@ def spark_type(schema: pa.Schema):
 CONTENT_REASONS = ("empty", "not an image", "truncated", "corrupt", "decompression bomb")
 ACCESS_REASONS = ("missing", "broken link", "symlink loop", "unreadable", "unreadable folder")
 REASONS = CONTENT_REASONS + ACCESS_REASONS
+
+
+def check_embeddings_columns(columns, where: str) -> None:
+    """Refuse, in one line, a dataset without the columns every reader of embeddings needs."""
+    from . import FruitlensError
+
+    missing = sorted({"path", "label", "split", "embedding"} - set(columns))
+    if missing:
+        raise FruitlensError(f"{where} is not an embeddings dataset: missing columns {missing}")
 
 
 def display_path(path: str) -> tuple[str, bytes | None]:

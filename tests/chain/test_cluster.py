@@ -88,7 +88,7 @@ def test_run_on_the_cluster_uses_both_workers(cluster, worker_python, tmp_path):
     assert_exactly_once(out, {str(p) for p in data.rglob("*.jpg")})
     report = json.loads((out / "report.json").read_text())
     assert report["spark"]["master"] == cluster.url
-    assert report["featurize"]["model"]["loads"] <= 2  # one Python worker per 1-core executor
+    assert report["featurize"]["backbone"]["loads"] <= 2  # one Python worker per 1-core executor
     assert len(executors_that_ran_tasks(tmp_path / "events")) == 2
 
 
@@ -97,7 +97,7 @@ def test_spark_submit(cluster, worker_python, tmp_path):
     out = tmp_path / "out"
     res = subprocess.run(
         [str(SPARK_HOME / "bin" / "spark-submit"), "--master", cluster.url, "--conf", "spark.ui.enabled=false",
-         str(REPO / "scripts" / "fruitlens_submit.py"), "featurize", str(data), str(out)],
+         str(REPO / "src" / "fruitlens" / "emr" / "fruitlens_submit.py"), "featurize", str(data), str(out)],
         env={**job_env(worker_python), "SPARK_HOME": str(SPARK_HOME)}, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "27 with embeddings" in res.stdout

@@ -100,13 +100,15 @@ def test_other_settings_mean_everything_is_embedded_again(spark, tmp_path):
     assert any("max_pixels: 100000000 -> 50000000" in n for n in report["notes"])
 
 
-def test_run_refits_by_default_and_reuses_the_model_when_asked(spark, tmp_path):
+def test_run_refits_by_default_and_reuses_the_model_when_asked(spark, tmp_path, capsys):
     data = copy_sample(tmp_path / "in", classes=4, train=6, test=3)
     out = tmp_path / "out"
-    first = run_all(FeaturizeConfig(input=str(data), output=str(out)),
+    run_all(FeaturizeConfig(input=str(data), output=str(out)),
                     ReduceConfig(input=str(out), output=str(out), k=6, variance=None), SPARK, spark=spark, quiet=True)
-    model_manifest = (out / "model" / "_SUCCESS").read_text()
-    assert json.loads(model_manifest)["params"]["backbone"] == DEFAULT_BACKBONE
+    model_manifest = json.loads((out / "pca" / "_SUCCESS").read_text())
+    assert model_manifest["params"]["backbone"] == DEFAULT_BACKBONE
+    # an OUTPUT written before 0.2 holds its scaler + PCA under OUTPUT/model: still reused, renamed
+    (out / "pca").rename(out / "model")
     extra = sorted((SAMPLE / "Test" / "Kiwi").glob("*.jpg"))[:2]
     (data / "Test" / "Kiwi").mkdir()
     for f in extra:
@@ -116,7 +118,10 @@ def test_run_refits_by_default_and_reuses_the_model_when_asked(spark, tmp_path):
                      spark=spark, quiet=True)
     assert second["featurize"]["incremental"]["embedded"] == 2
     assert second["reduce"]["k"] == 6 and second["reduce"]["fit_on"] == "reused model"
-    assert (out / "model" / "_SUCCESS").read_text() == model_manifest  # the model was not refit
+    assert "now named OUTPUT/pca/" in capsys.readouterr().err and not (out / "model").exists()
+    again_manifest = json.loads((out / "pca" / "_SUCCESS").read_text())
+    assert again_manifest["params"] == model_manifest["params"]  # the same model (its projections: below)
+    assert len(again_manifest["files"]) == len(model_manifest["files"])
     feats = read(out / "features").set_index("path")
     assert len(feats) == 38 and {len(v) for v in feats.pca} == {6}
     old = read(tmp_path / "out" / "features")  # unchanged rows project exactly as before
@@ -124,7 +129,7 @@ def test_run_refits_by_default_and_reuses_the_model_when_asked(spark, tmp_path):
     from pyspark.ml.functions import array_to_vector, vector_to_array
 
     emb = spark.read.parquet(f"file://{out}/embeddings").withColumn("features", array_to_vector("embedding"))
-    again = PipelineModel.load(f"file://{out}/model").transform(emb).select("path", vector_to_array("pca").alias("pca"))
+    again = PipelineModel.load(f"file://{out}/pca").transform(emb).select("path", vector_to_array("pca").alias("pca"))
     again = again.toPandas().set_index("path")
     for path in feats.index:
         np.testing.assert_allclose(feats.loc[path, "pca"], again.loc[path, "pca"], rtol=1e-9, atol=1e-9)
@@ -137,7 +142,7 @@ def test_run_refits_by_default_and_reuses_the_model_when_asked(spark, tmp_path):
 
 def test_reuse_model_without_a_model_is_a_clear_error(spark, tmp_path):
     data = copy_sample(tmp_path / "in", classes=2, train=2, test=1)
-    with pytest.raises(FruitlensError, match="no fitted model"):
+    with pytest.raises(FruitlensError, match="no fitted scaler"):
         run_all(FeaturizeConfig(input=str(data), output=str(tmp_path / "out")),
                 ReduceConfig(input="", output=str(tmp_path / "out"), variance=None, reuse_model=True), SPARK,
                 spark=spark, quiet=True)

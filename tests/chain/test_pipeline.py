@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
 import pytest
-from conftest import SAMPLE, copy_sample, shared
+from conftest import SAMPLE, shared
 from PIL import Image
 
 from fruitlens.config import (
@@ -77,7 +77,7 @@ def test_model_loaded_once_per_python_worker_not_per_partition(chain):
     feat = report["featurize"]
     assert feat["partitions"] >= 5  # 220 images / 40 per partition
     # local[2]: at most two Python workers, each loading once (none if earlier tests warmed them)
-    assert feat["model"]["loads"] <= 2 < feat["partitions"]
+    assert feat["backbone"]["loads"] <= 2 < feat["partitions"]
 
 
 def test_pca_k_reaches_variance_target_fit_on_train(chain):
@@ -99,7 +99,7 @@ def test_saved_pipeline_model_reproduces_written_projections(chain, spark):
     from pyspark.ml.functions import array_to_vector, vector_to_array
 
     out, _ = chain
-    model = PipelineModel.load(f"file://{out}/model")
+    model = PipelineModel.load(f"file://{out}/pca")
     emb = spark.read.parquet(f"file://{out}/embeddings")
     again = (
         model.transform(emb.withColumn("features", array_to_vector("embedding")))
@@ -136,7 +136,7 @@ def test_report_and_scree_plot(chain):
     assert on_disk["featurize"]["inputs"]["images_found"] == 220
     for key in ("spark", "pyspark", "python", "ai-edge-litert"):
         assert on_disk["versions"][key]
-    assert on_disk["featurize"]["model"]["sha256"].startswith("5d3137")
+    assert on_disk["featurize"]["backbone"]["sha256"].startswith("5d3137")
     stages = on_disk["featurize"]["stages"]
     assert stages["embed"]["images_per_s"] > 0
     assert set(stages["embed"]["task_seconds"]) == {"read", "decode_resize", "infer", "write", "model_load",

@@ -15,10 +15,10 @@ from PIL import Image
 
 from fruitlens import schemas
 from fruitlens.chain.listing import list_local
-from fruitlens.chain.mapper import MapperSettings
 from fruitlens.chain.runner import EmbedTask, rewrite_part, run_partition
 from fruitlens.embedding.backbone_file import BackboneFile
 from fruitlens.embedding.backbones.base import BackboneSpec
+from fruitlens.embedding.embedder import Embedder
 from fruitlens.storage.location import Location
 from fruitlens.storage.manifest import dataset_files, read_manifest
 from fruitlens.storage.publish import Part, cleanup, publish, staged_parts
@@ -28,10 +28,7 @@ from fruitlens.storage.writer import ROW_GROUP_ROWS, STAGING, PartWriter, Target
 class FakeBackbone:
     """Deterministic 12-d 'embedding': mean RGB of the four quadrants."""
 
-    spec = BackboneSpec(name="fake", description="test", file=BackboneFile("none", "", "", ""),
-                        input_size=(32, 32), embedding_dim=12, factory=lambda *a: FakeBackbone())
-
-    def __init__(self):
+    def __init__(self, spec=None, path="", threads=1):
         self.calls = 0
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
@@ -39,6 +36,10 @@ class FakeBackbone:
         h, w = batch.shape[1] // 2, batch.shape[2] // 2
         quads = [batch[:, :h, :w], batch[:, :h, w:], batch[:, h:, :w], batch[:, h:, w:]]
         return np.concatenate([q.mean(axis=(1, 2)) for q in quads], axis=1).astype(np.float32)
+
+
+FAKE = BackboneSpec(name="fake", description="test", file=BackboneFile("none", "", "", ""), input_size=(32, 32),
+                    embedding_dim=12, factory=FakeBackbone)
 
 
 def jpeg(color, size=(40, 30)) -> bytes:
@@ -64,7 +65,8 @@ def task_for(tmp_path, run_id="run1", batch_size=2) -> EmbedTask:
         input=Location.of(str(tmp_path / "in")),
         embeddings=Target(out / "embeddings", out, run_id),
         errors=Target(out / "errors", out, run_id),
-        settings=MapperSettings(backbone="fake", model_path="", batch_size=batch_size, io_threads=2),
+        # one interpreter pool per embedder value and process: the path makes each test's its own
+        embedder=Embedder(FAKE, file=str(tmp_path)), batch_size=batch_size, io_threads=2,
     )
 
 
@@ -72,8 +74,7 @@ def test_one_partition_every_row_lands_once_with_reason_and_detail(tmp_path):
     make_inputs(tmp_path / "in")
     listing = list_local(Location.of(str(tmp_path / "in")))
     task = task_for(tmp_path)
-    backbone = FakeBackbone()
-    result = run_partition(task, [r.row() for r in listing.images], partition=3, attempt=0, backbone=backbone)
+    result = run_partition(task, [r.row() for r in listing.images], partition=3, attempt=0)
     written = {d: (f, n) for d, f, n in result.parts}
     assert written["embeddings"][1] == 6 and written["errors"][1] == 2
     emb = pq.read_table(str(task.embeddings.staging / written["embeddings"][0])).to_pandas()
@@ -89,7 +90,8 @@ def test_one_partition_every_row_lands_once_with_reason_and_detail(tmp_path):
         assert (row.size_bytes, row.modified_ns) == (ref[row.path].size_bytes, ref[row.path].modified_ns)
     assert result.reasons == {"empty": 1, "truncated": 1}
     assert result.stats.images == 6 and result.stats.errors == 2
-    assert backbone.calls == 3  # batches of two usable images
+    with task.embedder.interpreter() as backbone:
+        assert backbone.calls == 3  # batches of two usable images
     assert written["embeddings"][0].startswith("part-00003-run1-0-")
 
 
@@ -109,7 +111,7 @@ def test_non_utf8_name_is_read_and_kept_exactly(tmp_path):
     with open(raw, "wb") as f:
         f.write(jpeg((10, 200, 10)))
     listing = list_local(Location.of(str(tmp_path / "in")))
-    result = run_partition(task_for(tmp_path), [r.row() for r in listing.images], 0, 0, backbone=FakeBackbone())
+    result = run_partition(task_for(tmp_path), [r.row() for r in listing.images], 0, 0)
     (name, rows), = [(f, n) for d, f, n in result.parts if d == "embeddings"]
     emb = pq.read_table(str(task_for(tmp_path).embeddings.staging / name)).to_pandas()
     assert rows == 1 and emb.path_bytes[0] == raw and emb.path[0].endswith("kiwi-\\xe9\\xff.jpg")
@@ -119,7 +121,7 @@ def test_file_deleted_after_listing_is_missing(tmp_path):
     make_inputs(tmp_path / "in")
     listing = list_local(Location.of(str(tmp_path / "in")))
     os.remove(listing.images[0].path)
-    result = run_partition(task_for(tmp_path), [r.row() for r in listing.images], 0, 0, backbone=FakeBackbone())
+    result = run_partition(task_for(tmp_path), [r.row() for r in listing.images], 0, 0)
     assert result.reasons["missing"] == 1
 
 
@@ -176,7 +178,7 @@ def _batch(paths):
     from fruitlens.chain.mapper import Record
     from fruitlens.chain.runner import embeddings_batch
 
-    return embeddings_batch([Record(path=p, label="x", split=None, size_bytes=1, modified_ns=1,
+    return embeddings_batch([Record(schemas.ImageRef(path=p, label="x", split=None, size_bytes=1, modified_ns=1),
                                     embedding=np.ones(4, np.float32)) for p in paths])
 
 

@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import boto3
 import numpy as np
@@ -15,10 +14,10 @@ import pytest
 import s3fs
 from conftest import MODELS, SAMPLE, SECRET, free_port, shared
 
-from fruitlens import FruitlensError
 from fruitlens.chain.featurize import featurize
 from fruitlens.chain.listing import list_images as _list_images
 from fruitlens.config import FeaturizeConfig, ReduceConfig, SparkConfig
+from fruitlens.embedding.embedder import Embedder
 from fruitlens.jobs import _Run, run_all, run_featurize, run_reduce
 from fruitlens.storage.location import Location
 
@@ -79,7 +78,7 @@ def test_s3_to_s3_run_with_manifests_and_no_secret_anywhere(s3, spark):
     feats = s3_dataset(f"s3://{BUCKET}/s2s/out/features")
     assert len(feats) == len(keys) and {len(v) for v in feats.pca} == {5}
     objects = all_objects(s3, "s2s/out/")
-    for name in ("embeddings", "errors", "features", "model"):
+    for name in ("embeddings", "errors", "features", "pca"):
         manifest = json.loads(objects[f"s2s/out/{name}/_SUCCESS"])
         listed = {f"s2s/out/{name}/{f['path']}" for f in manifest["files"]}
         present = {k for k in objects if k.startswith(f"s2s/out/{name}/") and k != f"s2s/out/{name}/_SUCCESS"}
@@ -105,7 +104,7 @@ def test_local_to_s3_then_s3_to_local(s3, spark, sample_dir, tmp_path):
     assert manifest["rows"] == 60
     from pyspark.ml import PipelineModel
 
-    assert len(PipelineModel.load(f"file://{tmp_path}/model").stages) == 2
+    assert len(PipelineModel.load(f"file://{tmp_path}/pca").stages) == 2
 
 
 def test_listing_pages_through_more_than_1000_keys(s3, spark, tmp_path):
@@ -127,8 +126,8 @@ def test_object_deleted_between_listing_and_reading_is_an_error_row(s3, spark, t
     s3.delete_object(Bucket=BUCKET, Key=gone.removeprefix(f"s3://{BUCKET}/"))
     cfg = FeaturizeConfig(input=f"s3://{BUCKET}/vanish", output=str(tmp_path))
     with _Run(Location.of(str(tmp_path))) as run:
-        result = featurize(spark, cfg, Location.of(cfg.input), run.target("embeddings"), run.target("errors"),
-                           listing=listing)
+        result = featurize(spark, cfg, Embedder.resolve(), Location.of(cfg.input), run.target("embeddings"),
+                           run.target("errors"), listing=listing)
     assert result.ok == 2 and result.errors_by_reason == {"missing": 1}
     err = ds.dataset(str(tmp_path / "errors")).to_table().to_pandas()
     assert list(err.path) == [gone]
@@ -181,7 +180,7 @@ def test_missing_bucket_empty_prefix_and_unreachable_endpoint(s3, tmp_path):
     one_line(fruitlens_cli("featurize", f"s3://{BUCKET}/nothing/here", str(tmp_path)), "INPUT not found")
     one_line(fruitlens_cli("featurize", f"s3://{BUCKET}/s2s/in", str(tmp_path), "--s3-endpoint-url", f"http://127.0.0.1:{free_port()}",
                            "--s3-max-attempts", "2"), "cannot reach the S3 endpoint")
-    one_line(fruitlens_cli("featurize", str(tmp_path), f"s3://no-such-bucket-here/out"), "bucket not found")
+    one_line(fruitlens_cli("featurize", str(tmp_path), "s3://no-such-bucket-here/out"), "bucket not found")
 
 
 @pytest.fixture

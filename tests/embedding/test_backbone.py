@@ -137,28 +137,23 @@ def test_small_photos_are_resized_in_the_graph_close_to_pillow_and_full_size_one
 
 
 def test_a_partition_of_mixed_image_sizes_is_embedded_one_inference_per_size(tmp_path):
+    from fruitlens.chain.mapper import MapperStats, Record, embed_records
+    from fruitlens.embedding.embedder import Embedder
+    from fruitlens.schemas import ImageRef
 
-    from fruitlens.chain.mapper import (
-        MapperSettings,
-        MapperStats,
-        Record,
-        embed_records,
-    )
-
-    spec = backbones.get_spec("mobilenet_v2_multiscale")
+    embedder = Embedder.resolve("mobilenet_v2_multiscale", backbone_file=str(MODELS))
     sizes = [(100, 100), (64, 48), (100, 100), (640, 480), (224, 224), (64, 48)]
     records = []
     for i, (w, h) in enumerate(sizes):
         p = tmp_path / f"{i}.png"
         img = Image.open(sorted((SAMPLE / "Test").glob("*/*.jpg"))[i * 300]).resize((w, h))
         img.save(p)
-        records.append(Record(path=str(p), label=None, split=None, size_bytes=p.stat().st_size))
+        records.append(Record(ImageRef(path=str(p), label=None, split=None, size_bytes=p.stat().st_size)))
     stats = MapperStats()
-    settings = MapperSettings(backbone=spec.name, model_path=str(MODELS / spec.file.filename), batch_size=16)
-    out = [r for batch in embed_records(records, settings, stats) for r in batch]
+    out = [r for batch in embed_records(records, embedder, stats, batch_size=16, io_threads=4) for r in batch]
     assert [r.path for r in out] == [r.path for r in records] and all(r.reason is None for r in out)
     assert stats.images == 6 and stats.batches == 3  # 100x100, 64x48, 224x224 (640x480 brought down to it)
     # the same photo alone gives the same embedding as inside the mixed batch
-    alone = [r for b in embed_records([Record(path=records[1].path, label=None, split=None, size_bytes=0)],
-                                       settings, MapperStats()) for r in b]
+    alone = [r for b in embed_records([Record(ImageRef(path=records[1].path, label=None, split=None, size_bytes=0))],
+                                       embedder, MapperStats(), batch_size=16, io_threads=4) for r in b]
     np.testing.assert_allclose(alone[0].embedding, out[1].embedding, rtol=0, atol=1e-6)

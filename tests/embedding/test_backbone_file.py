@@ -62,7 +62,7 @@ def test_tampered_download_is_refused_and_not_cached(mirror):
 
 
 def test_unreachable_source_says_how_to_pass_a_local_model(mirror):
-    with pytest.raises(FruitlensError, match="--model PATH"):
+    with pytest.raises(FruitlensError, match="--backbone-file PATH"):
         model_store.resolve(SPEC)  # the mirror is empty: 404
 
 

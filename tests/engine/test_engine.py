@@ -88,7 +88,7 @@ def test_portable_export_gives_the_spark_models_probabilities(spark, data, tmp_p
     emb = spark.read.parquet(f"file://{root}/emb/embeddings")
     rows = spark_model.transform(emb).select("path", "embedding", vector_to_array("probability").alias("p")).collect()
     portable = PortableModel.load_folder(str(tmp_path / "m"))
-    got = portable.probabilities_of(portable.features(np.array([r["embedding"] for r in rows], np.float32)))
+    got = portable.probabilities_of(portable.inputs(np.array([r["embedding"] for r in rows], np.float32)))
     np.testing.assert_allclose(got, np.array([r["p"] for r in rows]), atol=1e-6)
 
 
@@ -99,7 +99,7 @@ def test_predict_command_same_embedding_as_featurize_and_bad_files_one_line_each
     identifier = Identifier.load(str(model), threads=1)
     emb = read(root / "emb" / "embeddings").set_index("path")
     for p in photos:  # featurize and predict share decode + backbone: the same embedding
-        np.testing.assert_array_equal(identifier.embed_bytes(p.read_bytes()), emb.loc[str(p), "embedding"])
+        np.testing.assert_array_equal(identifier.embedder.embed_bytes(p.read_bytes()), emb.loc[str(p), "embedding"])
     (tmp_path / "empty.jpg").write_bytes(b"")
     (tmp_path / "text.jpg").write_text("hello")
     args = [str(p) for p in photos[:3]] + [str(tmp_path / "empty.jpg"), str(tmp_path / "gone.jpg"), str(tmp_path / "text.jpg")]
@@ -128,7 +128,7 @@ def test_predict_refuses_a_model_trained_on_other_embeddings(trained, tmp_path):
     meta = json.loads((copy / "model.json").read_text())
     meta["embedding_params"]["model_sha256"] = "0" * 64
     (copy / "model.json").write_text(json.dumps(meta))
-    with pytest.raises(FruitlensError, match=r"another mobilenet_v2\w* model file"):
+    with pytest.raises(FruitlensError, match=r"another mobilenet_v2\w* backbone file"):
         Identifier.load(str(copy))
     with pytest.raises(FruitlensError, match="not a fruitlens model folder"):
         Identifier.load(str(tmp_path))
@@ -204,7 +204,7 @@ def test_image_size_is_recorded_and_predict_and_classify_use_the_trained_one(spa
     meta["embedding_params"]["input_size"] = [128, 128]
     (copy / "model.json").write_text(json.dumps(meta))
     identifier = Identifier.load(str(copy), threads=1)
-    assert identifier.spec.input_size == (128, 128)
+    assert identifier.embedder.spec.input_size == (128, 128)
     photo = Path(rows["path"].iloc[0]).read_bytes()
-    np.testing.assert_allclose(identifier.embed_bytes(photo), np.asarray(rows["embedding"].iloc[0], np.float32),
+    np.testing.assert_allclose(identifier.embedder.embed_bytes(photo), np.asarray(rows["embedding"].iloc[0], np.float32),
                                rtol=1e-6, atol=1e-6)

@@ -143,8 +143,7 @@ def test_eigen_pca_refuses_k_larger_than_the_dimension(spark):
 def test_eigen_pca_chooses_k_from_the_variance_it_must_explain(spark):
     from pyspark.ml.functions import array_to_vector
 
-    from fruitlens.reduction.reduce import choose_k
-    from fruitlens.reduction.sparkml import EigenPCA
+    from fruitlens.reduction.sparkml import EigenPCA, choose_k
 
     x = _data(120, 20, seed=5)
     df = spark.createDataFrame([(row.tolist(),) for row in x], "x array<double>").select(

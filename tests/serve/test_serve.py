@@ -19,9 +19,8 @@ import zlib
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
-from conftest import MODELS, SAMPLE, SHARED, needs_shared, shared
+from conftest import MODELS, SAMPLE, SHARED, needs_shared
 from local_cluster import free_port
 from PIL import Image
 

@@ -11,7 +11,6 @@ Nothing is collected on the driver but file names, counts, and row numbers to dr
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -21,16 +20,16 @@ from dataclasses import dataclass, replace
 import pyarrow as pa
 
 from .. import FruitlensError, schemas
-from ..config import FeaturizeConfig
-from ..embedding import backbone_file as model_store
-from ..embedding import backbones
+from ..config import EmbedSettings
+from ..embedding.embedder import Embedder
+from ..schemas import ImageRef
 from ..spark.progress import spark_progress
 from ..storage.location import Location, storage_errors
 from ..storage.publish import Part, publish
 from ..storage.writer import Target
 from . import incremental
-from .listing import ImageRef, Listing, list_local, list_prefix, plan_prefixes
-from .mapper import MapperSettings, MapperStats
+from .listing import Listing, list_local, list_prefix, plan_prefixes
+from .mapper import MapperStats
 from .runner import EmbedTask, rewrite_part, run_partition, write_problems
 
 
@@ -43,23 +42,13 @@ class FeaturizeResult:
     errors_by_reason: dict
     stats: MapperStats
     timings: dict
-    model_path: str
+    backbone_file: str
     partitions: int
     manifests: dict
     listing_mode: str
     changes: dict
     notes: list
     resumed_runs: set
-
-
-def featurize_spec(cfg: FeaturizeConfig) -> backbones.BackboneSpec:
-    """The backbone at the size it runs at (--image-size, else its own)."""
-    return backbones.at_size(backbones.get_spec(cfg.backbone), cfg.image_size)
-
-
-def resolve_model(cfg: FeaturizeConfig) -> tuple[backbones.BackboneSpec, str]:
-    spec = featurize_spec(cfg)
-    return spec, str(model_store.resolve(spec.file, cfg.model))
 
 
 def task_count(images: int, per_task: int, slots: int) -> int:
@@ -70,28 +59,16 @@ def task_count(images: int, per_task: int, slots: int) -> int:
     return max(1, min(images, waves * slots))
 
 
-# How images smaller than the input size reach it: the bilinear resize the backbone's graph starts
-# with (earlier versions upscaled with Pillow: pixels within 1, embeddings cosine >= 0.998).
-RESIZE = "graph-bilinear"
-
-
-def embedding_params(spec: backbones.BackboneSpec, cfg: FeaturizeConfig) -> dict:
-    """What an embedding row depends on besides the image: rows made with other params are not
-    reused by an incremental run."""
-    return {"backbone": spec.name, "model_sha256": spec.file.sha256,
-            "input_size": list(spec.input_size), "max_pixels": cfg.max_pixels, "resize": RESIZE}
-
-
-def featurize(spark, cfg: FeaturizeConfig, source: Location, embeddings: Target, errors: Target,
+def featurize(spark, cfg: EmbedSettings, embedder: Embedder, source: Location, embeddings: Target, errors: Target,
               listing: Listing | None = None) -> FeaturizeResult:
-    """`listing`: what to embed, when already listed (default: list `source` now)."""
+    """Every image under `source` through `embedder` (resolved once by the job) into the
+    `embeddings` and `errors` datasets. `listing`: what to embed, when already listed (default:
+    list `source` now)."""
     from pyspark import SparkFiles, TaskContext
 
-    cfg.validate()
-    spec, model_path = resolve_model(cfg)
     sc = spark.sparkContext
     timings: dict[str, float] = {}
-    params = embedding_params(spec, cfg)
+    params = embedder.params
     output = embeddings.output
     (embeddings.staging_root / incremental.RUN_INFO).write_json(
         {"run_id": embeddings.run_id, "command": "featurize", "input": source.uri, "params": params})
@@ -111,21 +88,20 @@ def featurize(spark, cfg: FeaturizeConfig, source: Location, embeddings: Target,
         plan = incremental.plan(spark, current, found, sources)
     timings["plan_s"] = time.perf_counter() - t0
 
-    # The model travels to every executor with the job (no pre-installed copy needed on workers).
-    sc.addFile(model_path)
-    model_name = os.path.basename(model_path)
-    task = EmbedTask(input=source, embeddings=embeddings, errors=errors, settings=MapperSettings(
-        backbone=spec.name, model_path="", threads=cfg.threads, batch_size=cfg.batch_size,
-        max_pixels=cfg.max_pixels, io_threads=cfg.io_threads, input_size=spec.input_size))
+    # The backbone file travels to every executor with the job (no pre-installed copy needed on workers).
+    sc.addFile(embedder.file)
+    file_name = os.path.basename(embedder.file)
+    task = EmbedTask(input=source, embeddings=embeddings, errors=errors, embedder=embedder,
+                     batch_size=cfg.batch_size, io_threads=cfg.io_threads)
     accumulator = sc.accumulator(MapperStats(), _StatsParam())
 
     def embed_partition(batches):
         context = TaskContext.get()
-        local_task = replace(task, settings=replace(task.settings, model_path=SparkFiles.get(model_name)))
+        local_task = replace(task, embedder=task.embedder.at_file(SparkFiles.get(file_name)))
         rows = (row for batch in batches for row in batch.to_pylist())
         result = run_partition(local_task, rows, context.partitionId(), context.attemptNumber())
         accumulator.add(result.stats)
-        yield _parts_batch([(d, f, n, result.reasons if d == "errors" else {}) for d, f, n in result.parts])
+        yield _parts_batch(result.parts)
 
     partitions = task_count(plan.n_embed, cfg.images_per_partition, sc.defaultParallelism)
     t0 = time.perf_counter()
@@ -142,8 +118,7 @@ def featurize(spark, cfg: FeaturizeConfig, source: Location, embeddings: Target,
     if listing.problems:  # what the listing could not read is an error row too
         written = write_problems(errors, listing.problems, partitions + len(plan.rewrite) + 1)
         if written:
-            parts.append({"dataset": "errors", "file": written[0], "rows": written[1],
-                          "reasons": json.dumps(Counter(p.reason for p in listing.problems))})
+            parts.append({"dataset": "errors", "file": written[0], "rows": written[1]})
     timings["rewrite_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -174,7 +149,7 @@ def featurize(spark, cfg: FeaturizeConfig, source: Location, embeddings: Target,
     return FeaturizeResult(
         listing=listing, found=found, ok=ok, errors=n_errors,
         errors_by_reason=_reasons(errors.final) if n_errors else {},
-        stats=accumulator.value, timings=timings, model_path=model_path, partitions=partitions if plan.n_embed else 0,
+        stats=accumulator.value, timings=timings, backbone_file=embedder.file, partitions=partitions if plan.n_embed else 0,
         manifests=manifests, listing_mode=mode, changes={**plan.counts, "embedded": plan.n_embed},
         notes=notes, resumed_runs={s.run_id for s in sources if s.origin == "resumed"},
     )
@@ -250,7 +225,7 @@ def _rewrite(spark, rewrites, targets: dict, first_partition: int) -> list[dict]
                 written = rewrite_part(src.location, targets[src.dataset], schema_of[src.dataset], drop,
                                        first_partition + i, attempt)
                 if written:
-                    out.append((src.dataset, written[0], written[1], {}))
+                    out.append((src.dataset, written[0], written[1]))
         yield _parts_batch(out)
 
     index = spark.createDataFrame([(i,) for i in range(len(rewrites))], "i int")
@@ -273,9 +248,8 @@ def _reasons(errors: Location) -> dict:
 
 
 def _parts_batch(parts) -> pa.RecordBatch:
-    return pa.RecordBatch.from_pydict(
-        {"dataset": [p[0] for p in parts], "file": [p[1] for p in parts], "rows": [p[2] for p in parts],
-         "reasons": [json.dumps(dict(p[3])) for p in parts]}, schema=schemas.PARTS)
+    """(dataset, file, rows) of each part file a task wrote, for the driver."""
+    return pa.RecordBatch.from_pylist([dict(zip(schemas.PARTS.names, p)) for p in parts], schema=schemas.PARTS)
 
 
 class _nothing:

@@ -19,27 +19,10 @@ from typing import Iterator
 
 from .. import FruitlensError
 from ..config import IMAGE_EXTENSIONS
-from ..schemas import display_path
+from ..schemas import ImageRef, display_path
 from ..storage.location import Location
 
 SPLIT_NAMES = {"training": "train", "test": "test"}
-
-
-@dataclass(frozen=True)
-class ImageRef:
-    """One input image: where it is, what makes it "the same" across runs, label and split."""
-
-    path: str  # absolute local path (display form) or full URI
-    label: str | None
-    split: str | None
-    size_bytes: int
-    modified_ns: int | None = None
-    etag: str | None = None
-    path_bytes: bytes | None = None  # exact local name when it is not valid UTF-8
-
-    def row(self) -> dict:
-        return {"path": self.path, "path_bytes": self.path_bytes, "size_bytes": self.size_bytes,
-                "modified_ns": self.modified_ns, "etag": self.etag, "label": self.label, "split": self.split}
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import schemas
-from ..embedding.backbones import Backbone
+from ..config import FeaturizeConfig
+from ..embedding.embedder import Embedder
 from ..storage.location import Location
 from ..storage.writer import PartWriter, Target
-from .mapper import MapperSettings, MapperStats, Record, embed_records
+from .mapper import MapperStats, Record, embed_records
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,9 @@ class EmbedTask:
     input: Location  # INPUT, whose filesystem (and S3 options) reads remote images
     embeddings: Target
     errors: Target
-    settings: MapperSettings
+    embedder: Embedder
+    batch_size: int = FeaturizeConfig.batch_size
+    io_threads: int = FeaturizeConfig.io_threads
 
 
 @dataclass
@@ -40,23 +43,17 @@ class PartitionResult:
     stats: MapperStats = field(default_factory=MapperStats)
 
 
-def records_from_rows(rows: Iterable[dict]) -> Iterable[Record]:
-    """INPUT-schema rows (dicts) -> Records."""
-    for r in rows:
-        yield Record(path=r["path"], label=r["label"], split=r["split"], size_bytes=r["size_bytes"] or 0,
-                     modified_ns=r["modified_ns"], etag=r["etag"], path_bytes=r["path_bytes"])
-
-
-def run_partition(task: EmbedTask, rows: Iterable[dict], partition: int, attempt: int,
-                  backbone: Backbone | None = None) -> PartitionResult:
-    """Embed one partition's images; good ones go to an embeddings part, failures (with a reason)
-    to an errors part. Every row handed in ends in exactly one of the two."""
+def run_partition(task: EmbedTask, rows: Iterable[dict], partition: int, attempt: int) -> PartitionResult:
+    """Embed one partition's images (INPUT rows); good ones go to an embeddings part, failures
+    (with a reason) to an errors part. Every row handed in ends in exactly one of the two."""
     result = PartitionResult()
     stats = result.stats
     ok_part = PartWriter(task.embeddings, schemas.EMBEDDINGS, partition, attempt)
     err_part = PartWriter(task.errors, schemas.ERRORS, partition, attempt)
     fs = None if task.input.is_local else task.input.fs
-    for finished in embed_records(records_from_rows(rows), task.settings, stats, fs=fs, backbone=backbone):
+    records = (Record(schemas.ImageRef.from_row(r)) for r in rows)
+    for finished in embed_records(records, task.embedder, stats, batch_size=task.batch_size,
+                                  io_threads=task.io_threads, fs=fs):
         t0 = time.perf_counter()
         good = [r for r in finished if r.reason is None]
         bad = [r for r in finished if r.reason is not None]
@@ -74,21 +71,15 @@ def run_partition(task: EmbedTask, rows: Iterable[dict], partition: int, attempt
 
 
 def embeddings_batch(records: list[Record]) -> pa.RecordBatch:
+    """Embedding rows: every column but `embedding` is the image's own (schemas.ImageRef)."""
     n = len(records)
     dim = len(records[0].embedding) if n else 0
     flat = np.concatenate([r.embedding for r in records]).astype(np.float32, copy=False) if n else np.zeros(0, np.float32)
     offsets = pa.array(np.arange(0, n * dim + 1, dim or 1, dtype=np.int32)[: n + 1])
-    columns = {
-        "path": pa.array([r.path for r in records], pa.string()),
-        "label": pa.array([r.label for r in records], pa.string()),
-        "split": pa.array([r.split for r in records], pa.string()),
-        "size_bytes": pa.array([r.size_bytes for r in records], pa.int64()),
-        "embedding": pa.ListArray.from_arrays(offsets, pa.array(flat, pa.float32())),
-        "path_bytes": pa.array([r.path_bytes for r in records], pa.binary()),
-        "modified_ns": pa.array([r.modified_ns for r in records], pa.int64()),
-        "etag": pa.array([r.etag for r in records], pa.string()),
-    }
-    return pa.RecordBatch.from_arrays([columns[f.name] for f in schemas.EMBEDDINGS], schema=schemas.EMBEDDINGS)
+    embedding = pa.ListArray.from_arrays(offsets, pa.array(flat, pa.float32()))
+    return pa.RecordBatch.from_arrays(
+        [embedding if f.name == "embedding" else pa.array([getattr(r, f.name) for r in records], f.type)
+         for f in schemas.EMBEDDINGS], schema=schemas.EMBEDDINGS)
 
 
 def errors_batch(records) -> pa.RecordBatch:

@@ -41,14 +41,17 @@ META = "model.json"
 _BLAS = None
 
 
-def _blas():
-    """One threadpoolctl controller per process (finding the BLAS libraries costs milliseconds)."""
+def one_blas_thread():
+    """A context in which BLAS runs on one thread: for the small matrix products of one photo
+    (classifier, novelty, neighbours). Multi-threaded BLAS keeps its threads spinning after each
+    call, and they take the cores the backbone (XNNPACK) needs next: 2x the latency. One
+    threadpoolctl controller per process (finding the BLAS libraries costs milliseconds)."""
     global _BLAS
     if _BLAS is None:
         from threadpoolctl import ThreadpoolController
 
         _BLAS = ThreadpoolController()
-    return _BLAS
+    return _BLAS.limit(limits=1, user_api="blas")
 
 
 def stored_refs(refs: np.ndarray) -> np.ndarray:
@@ -56,10 +59,11 @@ def stored_refs(refs: np.ndarray) -> np.ndarray:
     return np.asarray(refs, np.float16).astype(np.float32)
 
 
-def novelty(features: np.ndarray, refs: CosineSearch) -> np.ndarray:
-    """Cosine distance from each row of `features` to its nearest reference: what the "unlike the
-    training images" rule compares with `novelty_threshold` (train chooses it with this too)."""
-    x = (features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+def novelty(inputs: np.ndarray, refs: CosineSearch) -> np.ndarray:
+    """Cosine distance from each row of `inputs` (the classifier's) to its nearest reference: what
+    the "unlike the training images" rule compares with `novelty_threshold` (train chooses it with
+    this too)."""
+    x = (inputs / np.maximum(np.linalg.norm(inputs, axis=1, keepdims=True), 1e-12)).astype(np.float32)
     return 1.0 - np.maximum(refs.best(x), -1.0).astype(np.float64)
 
 
@@ -105,14 +109,15 @@ class PortableModel:
         self.refs.flags.writeable = False  # the search's bound describes these values: no edits in place
 
     # -- inference -------------------------------------------------------------------------------
-    def features(self, embeddings: np.ndarray) -> np.ndarray:
+    def inputs(self, embeddings: np.ndarray) -> np.ndarray:
+        """The classifier's inputs: each embedding standardised, then projected when the model has a PCA."""
         x = np.asarray(embeddings, np.float64)
         scale = np.where(self.std > 0, 1.0 / np.where(self.std > 0, self.std, 1.0), 0.0)  # Spark: std 0 -> 0
         x = (x - self.mean) * scale
         return x @ self.projection if self.projection is not None else x
 
-    def probabilities_of(self, features: np.ndarray) -> np.ndarray:
-        h = features
+    def probabilities_of(self, inputs: np.ndarray) -> np.ndarray:
+        h = inputs
         for i, (w, b) in enumerate(self.layers):
             z = h @ w.T + b
             if i < len(self.layers) - 1:
@@ -123,23 +128,21 @@ class PortableModel:
                 h = e / e.sum(axis=1, keepdims=True)
         return h
 
-    def novelty_of(self, features: np.ndarray) -> np.ndarray:
+    def novelty_of(self, inputs: np.ndarray) -> np.ndarray:
         """Cosine distance to the nearest reference training image."""
-        return novelty(features, self.refs_search)
+        return novelty(inputs, self.refs_search)
 
     def predict(self, embeddings: np.ndarray, k: int = 5) -> list[Prediction]:
-        return self.predict_with_features(embeddings, k)[0]
+        return self.predict_with_inputs(embeddings, k)[0]
 
-    def predict_with_features(self, embeddings: np.ndarray, k: int = 5) -> tuple[list[Prediction], np.ndarray]:
-        """The predictions and the classifier's input features they came from (computed once:
-        the service also searches neighbours with them)."""
-        # These products are small: one BLAS thread. Multi-threaded BLAS keeps its threads spinning
-        # after each call, and they take the cores the backbone (XNNPACK) needs next: 2x the latency.
-        with _blas().limit(limits=1, user_api="blas"):
-            feats = self.features(embeddings)
-            probs = self.probabilities_of(feats)
-            novelty = self.novelty_of(feats)
-        return self._predictions(probs, novelty, k), feats
+    def predict_with_inputs(self, embeddings: np.ndarray, k: int = 5) -> tuple[list[Prediction], np.ndarray]:
+        """The predictions and the classifier's inputs they came from (computed once: the service
+        also searches neighbours with them)."""
+        with one_blas_thread():  # small products
+            inputs = self.inputs(embeddings)
+            probs = self.probabilities_of(inputs)
+            novelty = self.novelty_of(inputs)
+        return self._predictions(probs, novelty, k), inputs
 
     def _predictions(self, probs: np.ndarray, novelty: np.ndarray, k: int) -> list[Prediction]:
         out = []

@@ -1,18 +1,19 @@
-"""predict: photos -> top-5 species, without Spark or a JVM. The same decode and backbone code as
-featurize, so a photo gets the same embedding in both paths; then the portable classifier."""
+"""predict: photos -> top-5 species, without Spark or a JVM. The photo goes through the `Embedder`
+the model's embeddings were made with (the same path as featurize's tasks: the same image gives
+the same embedding), then the portable classifier."""
 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from .. import FruitlensError
-from ..embedding import backbone_file as model_store
-from ..embedding import backbones
-from ..embedding.decode import DecodeError, decode_image
-from ..storage.location import Location
+from ..embedding.decode import DecodeError
+from ..embedding.embedder import Embedder
+from ..storage.location import Location, read_failure
 from .model import PortableModel, Prediction
 
 
@@ -29,41 +30,47 @@ class Answer:
         return {"path": self.path, "ok": True, **self.prediction.to_json()}
 
 
-class Identifier:
-    """A loaded classifier + its backbone: answers photos (bytes) in milliseconds. Thread-safe for
-    concurrent callers when each call is serialised by the caller (the backbone is stateful)."""
+@dataclass
+class Identification:
+    prediction: Prediction
+    inputs: np.ndarray  # the classifier's inputs (the service searches similar images with them)
+    timing_ms: dict  # decode, embed, classify
 
-    def __init__(self, model: PortableModel, backbone_model: str | None = None, threads: int | None = None):
+
+class Identifier:
+    """A loaded classifier and the embedder its embeddings were made with: answers photos (bytes)
+    in milliseconds. Safe for concurrent callers: each embedding takes one of the embedder's
+    interpreters."""
+
+    def __init__(self, model: PortableModel, embedder: Embedder):
         self.model = model
-        params = model.embedding_params
-        if not params.get("backbone"):
-            raise FruitlensError("the model folder does not say which backbone made its embeddings")
-        # The size the classifier's embeddings were made at (--image-size; older models: 224).
-        spec = backbones.at_size(backbones.get_spec(params["backbone"]), params.get("input_size"))
-        if params.get("model_sha256") and params["model_sha256"] != spec.file.sha256:
-            raise FruitlensError(f"the model was trained on embeddings of another {spec.name} model file "
-                                 f"(sha256 {params['model_sha256'][:12]}…) than this fruitlens uses")
-        self.spec = spec
-        self.max_pixels = int(params.get("max_pixels") or 100_000_000)
-        path = model_store.resolve(spec.file, backbone_model)
-        self.backbone = backbones.load(spec, str(path), threads or max(1, os.cpu_count() or 1))
+        self.embedder = embedder
 
     @classmethod
-    def load(cls, model: str | Location, s3=None, backbone_model: str | None = None, threads: int | None = None):
-        return cls(PortableModel.load(Location.of(model, s3)), backbone_model, threads)
-
-    def embed_bytes(self, data: bytes) -> np.ndarray:
-        return self.backbone.embed(self.decode(data)[None])[0]
-
-    def decode(self, data: bytes, max_pixels: int | None = None) -> np.ndarray:
-        """Pixels for this backbone: small photos at their own size when it resizes in its graph.
-        `max_pixels`: a lower limit than the model's (serve's --max-pixels)."""
-        upscale = not getattr(self.backbone, "resizes_in_graph", False)
-        return decode_image(data, self.spec.input_size, max_pixels or self.max_pixels, upscale=upscale)
+    def load(cls, model: str | Location, s3=None, backbone_file: str | None = None, threads: int | None = None,
+             interpreters: int = 1) -> "Identifier":
+        portable = PortableModel.load(Location.of(model, s3))
+        embedder = Embedder.for_params(portable.embedding_params, backbone_file,
+                                       threads=threads or max(1, os.cpu_count() or 1), interpreters=interpreters)
+        return cls(portable, embedder)
 
     def identify(self, data: bytes, k: int = 5) -> Prediction:
         """Raises DecodeError for bytes that are not a usable image."""
-        return self.model.predict(self.embed_bytes(data)[None], k)[0]
+        return self.identification(data, k).prediction
+
+    def identification(self, data: bytes, k: int = 5, max_pixels: int | None = None) -> Identification:
+        """The prediction, the classifier's inputs it came from, and the time each step took.
+        `max_pixels`: a lower limit than the model's. Raises DecodeError."""
+        t0 = time.perf_counter()
+        pixels = self.embedder.decode(data, max_pixels)
+        t1 = time.perf_counter()
+        embedding = self.embedder.embed([pixels])
+        t2 = time.perf_counter()
+        predictions, inputs = self.model.predict_with_inputs(embedding, k)
+        t3 = time.perf_counter()
+        return Identification(predictions[0], inputs[0], {"decode": round((t1 - t0) * 1e3, 2),
+                                                          "embed": round((t2 - t1) * 1e3, 2),
+                                                          "classify": round((t3 - t2) * 1e3, 2)})
 
     def answer_paths(self, paths: list[str], s3=None) -> list[Answer]:
         out = []
@@ -73,17 +80,9 @@ class Identifier:
             except FruitlensError as exc:
                 out.append(Answer(p, reason="unreadable", detail=str(exc)))
                 continue
-            except FileNotFoundError:
-                out.append(Answer(p, reason="missing", detail="no such file"))
-                continue
-            except IsADirectoryError:
-                out.append(Answer(p, reason="unreadable", detail="is a directory"))
-                continue
-            except PermissionError:
-                out.append(Answer(p, reason="unreadable", detail="permission denied"))
-                continue
-            except Exception as exc:  # noqa: BLE001 - S3 failures after retries, I/O errors
-                out.append(Answer(p, reason="unreadable", detail=(str(exc) or type(exc).__name__).splitlines()[0][:200]))
+            except Exception as exc:  # noqa: BLE001 - gone, denied, S3 failures after retries: a reason each
+                reason, detail = read_failure(exc)
+                out.append(Answer(p, reason=reason, detail="no such file" if reason == "missing" else detail))
                 continue
             try:
                 out.append(Answer(p, prediction=self.identify(data)))

@@ -23,9 +23,8 @@ from dataclasses import asdict
 
 import numpy as np
 
-from .. import FruitlensError
+from .. import FruitlensError, schemas
 from ..config import TrainConfig
-from ..reduction.reduce import choose_k
 from ..spark.progress import spark_progress
 from ..storage.publish import publish_tree
 from ..storage.writer import Target
@@ -153,10 +152,7 @@ def train(spark, cfg: TrainConfig, embeddings, params: dict | None, target: Targ
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    cfg.validate()
-    missing = {"path", "label", "split", "embedding"} - set(embeddings.columns)
-    if missing:
-        raise FruitlensError(f"{cfg.input} is not an embeddings dataset: missing columns {sorted(missing)}")
+    schemas.check_embeddings_columns(embeddings.columns, cfg.input)
     data = embeddings.select("path", "label", "split", "embedding").filter(F.col("label").isNotNull())
     by_class = Window.partitionBy("label").orderBy("path")
     train_all = (data.filter(F.col("split") == "train")
@@ -260,7 +256,7 @@ def train(spark, cfg: TrainConfig, embeddings, params: dict | None, target: Targ
 def _pca_k(spark, fit_part, variance: float, dim: int) -> int:
     from pyspark.ml.feature import StandardScaler
 
-    from ..reduction.sparkml import ArrayToVector, spectrum
+    from ..reduction.sparkml import ArrayToVector, choose_k, spectrum
 
     with spark_progress(spark, "choosing the PCA size on the fit split"):
         vec = ArrayToVector(inputCol="embedding", outputCol="features").transform(fit_part)

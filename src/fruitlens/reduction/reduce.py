@@ -44,17 +44,11 @@ class ReduceResult:
         return float(sum(self.explained_variance[: self.k]))
 
 
-def choose_k(explained_variance, target: float) -> int:
-    """Smallest k whose cumulative explained variance reaches `target` (all, if none does)."""
-    cumulative = np.cumsum(np.asarray(explained_variance, dtype=np.float64))
-    reached = np.nonzero(cumulative >= target - 1e-12)[0]
-    return int(reached[0] + 1) if reached.size else int(len(cumulative))
-
-
 def fit_and_transform(spark, cfg: ReduceConfig, embeddings, features: Target, model_target: Target,
-                      params: dict | None = None) -> ReduceResult:
+                      params: dict | None = None, fitted: Location | None = None) -> ReduceResult:
     """`embeddings`: a DataFrame with path, label, split, embedding (array<float>). `params`: what
-    the embeddings were made with (recorded with the model, checked by --reuse-model)."""
+    the embeddings were made with (recorded with the model, checked by --reuse-model). `fitted`:
+    the scaler + PCA to project with instead of fitting (--reuse-model)."""
     from pyspark.ml import PipelineModel
     from pyspark.ml.feature import StandardScaler
     from pyspark.ml.functions import array_to_vector
@@ -62,21 +56,20 @@ def fit_and_transform(spark, cfg: ReduceConfig, embeddings, features: Target, mo
 
     from .sparkml import EigenPCA  # pyspark.ml: imported when fitting
 
-    cfg.validate()
-    missing = {"path", "label", "split", "embedding"} - set(embeddings.columns)
-    if missing:
-        raise FruitlensError(f"{cfg.input} is not an embeddings dataset: missing columns {sorted(missing)}")
+    schemas.check_embeddings_columns(embeddings.columns, cfg.input)
     timings: dict[str, float] = {}
     data = embeddings.select("path", "label", "split", array_to_vector("embedding").alias("features")).cache()
     t0 = time.perf_counter()
-    if cfg.reuse_model:
-        model = load_model(spark, model_target.final, params)
+    if fitted is not None:
+        model = load_model(spark, fitted, params)
         pca = model.stages[-1]
         rows = data.count()
         if rows == 0:
             raise FruitlensError(f"{cfg.input} holds no embeddings to reduce")
         timings["load_model_s"] = time.perf_counter() - t0
         _project(spark, model, data, rows, pca.getK(), features, timings)
+        if fitted.uri != model_target.final.uri:  # read under its old name: saved under the new one
+            save_model(spark, model, model_target, params)
         return ReduceResult(rows=rows, fit_rows=0, fit_on="reused model", k=pca.getK(),
                             explained_variance=pca.explainedVariance.toArray().tolist(), timings=timings)
     with spark_progress(spark, "fitting StandardScaler + PCA"):

@@ -30,6 +30,13 @@ class ArrayToVector(Transformer, HasInputCol, HasOutputCol, DefaultParamsReadabl
         return dataset.withColumn(self.getOutputCol(), array_to_vector(dataset[self.getInputCol()]))
 
 
+def choose_k(explained_variance, target: float) -> int:
+    """Smallest k whose cumulative explained variance reaches `target` (all, if none does)."""
+    cumulative = np.cumsum(np.asarray(explained_variance, dtype=np.float64))
+    reached = np.nonzero(cumulative >= target - 1e-12)[0]
+    return int(reached[0] + 1) if reached.size else int(len(cumulative))
+
+
 def principal_components(covariance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(components, explained): the eigenvectors of a covariance matrix as columns (dim x dim), by
     decreasing variance, and the explained variance ratio of each (summing to 1), as Spark ML's PCA
@@ -188,8 +195,6 @@ class EigenPCA(Estimator, HasInputCol, HasOutputCol):
         self.spectrum_: np.ndarray | None = None
 
     def _fit(self, dataset):
-        from .reduce import choose_k
-
         cov = covariance(dataset, self.getInputCol())
         k = self.getOrDefault(self.k) if self.isDefined(self.k) else None
         if k is not None and not 1 <= k <= cov.shape[0]:

@@ -7,7 +7,8 @@ app built from a loaded service), `static/` (the page: plain HTML/CSS/JS).
 
 from __future__ import annotations
 
-from .service import ServeConfig, Service, load_service
+from ..config import ServeConfig
+from .service import Service, load_service
 
 
 def run(cfg: ServeConfig) -> None:

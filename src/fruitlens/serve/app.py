@@ -8,7 +8,6 @@ index only; no client-sent string becomes a path.
 
 from __future__ import annotations
 
-import json
 from importlib import resources
 from typing import Literal, Optional
 
@@ -238,7 +237,7 @@ def create_app(service: Service) -> FastAPI:
         p = result.prediction
         similar = [{"id": n.entry.id, "label": n.entry.label, "split": n.entry.split,
                     "similarity": round(n.similarity, 6), "url": f"{API}/images/{n.entry.id}"}
-                   for n in index.search(result.features, k)]
+                   for n in index.search(result.inputs, k)]
         return {**p.to_json(), "ok": True, "species": species_json(p.predicted), "similar": similar,
                 "search": index.kind, "timing_ms": result.timing_ms, "attribution": ATTRIBUTION}
 
@@ -294,6 +293,3 @@ def _quote(name: str) -> str:
 
     return quote(name, safe="")
 
-
-def openapi_json(app: FastAPI) -> str:
-    return json.dumps(app.openapi(), indent=2)

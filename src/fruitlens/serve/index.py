@@ -3,7 +3,7 @@ own feature space, for "the most similar images" to a photo.
 
 `--index` is a folder `fruitlens run`/`featurize` wrote (its `embeddings/` dataset: `path, label,
 split, embedding, ...`), or that embeddings dataset itself, local or s3://. It is read with pyarrow
-(no Spark), each embedding projected with `PortableModel.features` (the model's StandardScaler
+(no Spark), each embedding projected with `PortableModel.inputs` (the model's StandardScaler
 [+ PCA]) and L2-normalised, so similarity is the cosine in the space the classifier sees.
 
 Search is exact by default (`nearest.CosineSearch`: a bound from the vectors' principal axes
@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from .. import FruitlensError
 from ..embedding.decode import image_format
-from ..engine.model import PortableModel, _blas
+from ..engine.model import PortableModel, one_blas_thread
 from ..engine.nearest import CosineSearch
 from ..storage.location import Location, S3Options
 from ..storage.manifest import dataset_files, read_manifest
@@ -92,19 +92,19 @@ class NeighbourIndex:
         return "approximate (usearch HNSW)" if self.ann is not None else "exact"
 
     # -- queries ---------------------------------------------------------------------------------
-    def search(self, features: np.ndarray, k: int = 8) -> list[Neighbour]:
-        """The k indexed images nearest to one feature vector (the model's feature space)."""
+    def search(self, inputs: np.ndarray, k: int = 8) -> list[Neighbour]:
+        """The k indexed images nearest to one photo's classifier inputs (the model's space)."""
         k = min(k, len(self.entries))
         if k <= 0:
             return []
-        q = np.asarray(features, np.float32).ravel()
+        q = np.asarray(inputs, np.float32).ravel()
         q = q / max(float(np.linalg.norm(q)), 1e-12)
         if self.ann is not None:
             found = self.ann.search(q, k)
             keys = [int(x) for x in np.atleast_1d(found.keys)[:k]]
             # score with the stored vectors: the same similarity figures as the exact search
             return [Neighbour(self.entries[i], float(self.vectors[i] @ q)) for i in keys]
-        with _blas().limit(limits=1, user_api="blas"):
+        with one_blas_thread():
             rows, sims = self.exact.top(q, k)
         return [Neighbour(self.entries[i], float(s)) for i, s in zip(rows, sims)]
 
@@ -148,7 +148,7 @@ class NeighbourIndex:
             if len(flat) != len(table) * dim:
                 raise FruitlensError(f"--index: embeddings of {len(flat) // max(len(table), 1)} values in {f.uri}, "
                                      f"but the model takes {dim}: not made with the model's backbone")
-            feats = model.features(flat.reshape(len(table), dim)).astype(np.float32)
+            feats = model.inputs(flat.reshape(len(table), dim)).astype(np.float32)
             feats /= np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
             chunks.append(feats)
             paths = table.column("path").to_pylist()

@@ -223,3 +223,18 @@ def storage_errors(where: Location, what: str):
             else:
                 raise
         raise FruitlensError(f"{what}: {message}") from None
+
+
+def read_failure(exc: BaseException) -> tuple[str, str]:
+    """(reason, detail) of a failed read of one input, the same wherever an input is read
+    (featurize's tasks, the listing, predict): `missing` when it is gone, else `unreadable` with
+    why in one line (after the S3 client's bounded retries for throttling, 5xx, the network)."""
+    if isinstance(exc, FileNotFoundError):
+        return "missing", "the file disappeared after it was listed"
+    if isinstance(exc, IsADirectoryError):
+        return "unreadable", "is a directory"
+    if isinstance(exc, PermissionError):
+        return "unreadable", "permission denied"
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code") if hasattr(exc, "response") else None
+    text = (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__).splitlines()[0][:200]
+    return "unreadable", (f"{code}: {text}" if code and code not in text else text)
