@@ -12,7 +12,17 @@ import os
 import boto3
 import pytest
 from conftest import REPO
-from emr_support import ACCOUNT, BUCKET, MANAGED_ARN, REGION, aws, fruitlens, no_sleep, one_line_error, valid  # noqa: F401
+from emr_support import (  # noqa: F401
+    ACCOUNT,
+    BUCKET,
+    MANAGED_ARN,
+    REGION,
+    aws,
+    fruitlens,
+    no_sleep,
+    one_line_error,
+    valid,
+)
 
 from fruitlens import FruitlensError
 from fruitlens.emr import artifacts, iam, kit

@@ -19,7 +19,11 @@ from emr_support import BUCKET, REGION, aws, fruitlens, one_line_error, valid  #
 from fruitlens import FruitlensError
 from fruitlens.emr import kit
 from fruitlens.emr.aws import Aws
-from fruitlens.emr.costs import DEFAULT_IMAGES_PER_S_PER_VCPU, MEASURED_IMAGES_PER_S_PER_CORE, estimate
+from fruitlens.emr.costs import (
+    DEFAULT_IMAGES_PER_S_PER_VCPU,
+    MEASURED_IMAGES_PER_S_PER_CORE,
+    estimate,
+)
 from fruitlens.emr.prices import (
     HOURS_PER_MONTH,
     PUBLIC_IPV4_USD_HOUR,

@@ -15,7 +15,16 @@ import time
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from emr_support import ACCOUNT, BUCKET, REGION, aws, fruitlens, no_sleep, one_line_error, valid  # noqa: F401
+from emr_support import (  # noqa: F401
+    ACCOUNT,
+    BUCKET,
+    REGION,
+    aws,
+    fruitlens,
+    no_sleep,
+    one_line_error,
+    valid,
+)
 
 from fruitlens import FruitlensError
 from fruitlens.emr import artifacts, capacity, iam, kit

@@ -28,7 +28,7 @@ class Aws:
             self._session = botocore.session.Session()
             self._session.get_scoped_config()
         self.region = region
-        self._clients: dict[tuple[str, str], object] = {}
+        self._clients: dict[tuple[str, str, bool], object] = {}
 
     def client(self, name: str, region: str | None = None, quick: bool = False):
         """`quick`: for optional look-ups (prices, quotas) that must not hold up a command when an

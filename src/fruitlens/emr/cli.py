@@ -125,7 +125,7 @@ def estimate(images, hours, images_per_s_per_vcpu, spot_discount, prices_path, o
 
     settings = _settings(kw)
     aws = None
-    if not offline_prices and not prices_path:
+    if not offline_prices:  # (with --prices FILE: your prices, the spot discount still from the history)
         try:
             aws = Aws(settings.region)
         except FruitlensError:  # a broken profile: the table (its line says why not the API)
@@ -140,7 +140,8 @@ def estimate(images, hours, images_per_s_per_vcpu, spot_discount, prices_path, o
 @cluster_options
 @cost_options
 @click.option("--create-roles", is_flag=True,
-              help="Create/update the two IAM roles (service role: AmazonEMRServicePolicy_v2 + PassRole; nodes: S3 only).")
+              help="Create the two IAM roles (service role: AmazonEMRServicePolicy_v2 + PassRole; nodes: EMRFS on the "
+                   "data prefixes), or bring those fruitlens created up to date; roles it did not create are left alone.")
 @click.option("--tag-network", is_flag=True,
               help="Tag the subnet and its VPC for-use-with-amazon-emr-managed-policies=true if they lack it.")
 @click.option("--wheels", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,

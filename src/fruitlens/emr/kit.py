@@ -179,19 +179,19 @@ def plan_costs(settings: EmrSettings, aws: Aws | None, subnet: Subnet | None = N
     table, with the reason), the spot discount from the spot price history of the subnet's zone,
     a public IPv4 address per node when the subnet gives one (assumed when the subnet is unknown)."""
     types = [settings.primary_type, settings.core_type] + ([settings.task_type] if settings.task_count else [])
-    offline = ("not asked (--offline-prices or --dry-run)" if aws is None else "not asked (--prices FILE)"
-               if prices_path else None if aws.has_credentials() else "no AWS credentials")
-    online = offline is None
+    offline = ("not asked (--offline-prices or --dry-run)" if aws is None
+               else None if aws.has_credentials() else "no AWS credentials")
+    ec2 = aws.client("ec2", quick=True) if offline is None else None  # optional look-ups: short timeouts
     prices = resolve(settings.region, types, aws, prices_path)
-    if subnet is None and online:
+    if subnet is None and ec2 is not None:
         try:
-            subnet = find_subnet(settings, aws.ec2)
+            subnet = find_subnet(settings, ec2)
         except Exception:  # no permission, no default VPC: the defaults below
             subnet = None
     spot = None
     if settings.task_count and settings.task_spot:
-        spot = spot_discount(prices, settings.task_type, aws.ec2 if online else None,
-                             subnet.zone if subnet else None, given_spot_discount, offline or "")
+        spot = spot_discount(prices, settings.task_type, ec2, subnet.zone if subnet else None, given_spot_discount,
+                             offline or "")
     elif given_spot_discount is not None and not 0 <= given_spot_discount < 1:
         raise FruitlensError(f"--spot-discount must be in [0, 1), got {given_spot_discount}")
     public = subnet.public_ip if subnet else True
