@@ -124,14 +124,14 @@ def estimate(images, hours, images_per_s_per_vcpu, spot_discount, prices_path, o
     from .aws import Aws
 
     settings = _settings(kw)
-    aws = None
+    aws, why = None, "not asked (--offline-prices)"
     if not offline_prices:  # (with --prices FILE: your prices, the spot discount still from the history)
         try:
             aws = Aws(settings.region)
-        except FruitlensError:  # a broken profile: the table (its line says why not the API)
-            aws = None
+        except FruitlensError as exc:  # a broken profile: the table, saying why not the API
+            aws, why = None, str(exc)
     est = kit.plan_costs(settings, aws, prices_path=prices_path, given_spot_discount=spot_discount, images=images,
-                         hours=hours, images_per_s_per_vcpu=images_per_s_per_vcpu)
+                         hours=hours, images_per_s_per_vcpu=images_per_s_per_vcpu, why_offline=why)
     for line in est.lines():
         click.echo(line)
 
@@ -160,7 +160,7 @@ def up(create_roles, tag_network, wheels, images, wait, dry_run, spot_discount, 
     if dry_run:
         try:  # advisory, from the table: a region or type missing from it never blocks anything
             lines = kit.plan_costs(settings, None, prices_path=prices_path, given_spot_discount=spot_discount,
-                                   images=images).lines()
+                                   images=images, why_offline="not asked (--dry-run)").lines()
         except FruitlensError as exc:
             lines = [f"unavailable ({exc})"]
         for line in lines:

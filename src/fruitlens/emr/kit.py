@@ -174,15 +174,15 @@ def network(settings: EmrSettings, ec2, tag: bool = False) -> Subnet:
 
 def plan_costs(settings: EmrSettings, aws: Aws | None, subnet: Subnet | None = None, prices_path=None,
                given_spot_discount: float | None = None, images: int | None = None, hours: float | None = None,
-               images_per_s_per_vcpu: float | None = None) -> Estimate:
+               images_per_s_per_vcpu: float | None = None,
+               why_offline: str = "not asked (--offline-prices or --dry-run)") -> Estimate:
     """The estimate of a shape: prices from the Price List API when `aws` has credentials (else the
     table, with the reason), the spot discount from the spot price history of the subnet's zone,
     a public IPv4 address per node when the subnet gives one (assumed when the subnet is unknown)."""
     types = [settings.primary_type, settings.core_type] + ([settings.task_type] if settings.task_count else [])
-    offline = ("not asked (--offline-prices or --dry-run)" if aws is None
-               else None if aws.has_credentials() else "no AWS credentials")
+    offline = why_offline if aws is None else None if aws.has_credentials() else "no AWS credentials"
     ec2 = aws.client("ec2", quick=True) if offline is None else None  # optional look-ups: short timeouts
-    prices = resolve(settings.region, types, aws, prices_path)
+    prices = resolve(settings.region, types, aws, prices_path, why_offline)
     if subnet is None and ec2 is not None:
         try:
             subnet = find_subnet(settings, ec2)

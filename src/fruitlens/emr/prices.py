@@ -160,13 +160,14 @@ def from_price_list(pricing, region: str, instance_types: list[str]) -> Prices:
                   spot_discount_note=fallback.get("_spot_discount", "planning assumption"))
 
 
-def resolve(region: str, instance_types: list[str], aws=None, prices_path: str | Path | None = None) -> Prices:
+def resolve(region: str, instance_types: list[str], aws=None, prices_path: str | Path | None = None,
+            why_offline: str = "not asked (--offline-prices or --dry-run)") -> Prices:
     """The Price List API when `aws` is given and has credentials; else, or when it fails, the
     table (with the reason in `source`). `--prices FILE` is used as it is."""
     if prices_path:
         return from_table(region, prices_path)
     if aws is None:
-        return from_table(region, why_not_api="not asked (--offline-prices or --dry-run)")
+        return from_table(region, why_not_api=why_offline)
     if not aws.has_credentials():
         return from_table(region, why_not_api="no AWS credentials")
     try:
