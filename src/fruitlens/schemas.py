@@ -90,6 +90,12 @@ def spark_type(schema: pa.Schema):
     return from_arrow_schema(schema)
 
 
+# The `split` column: a folder below INPUT (or INPUT itself) with one of these names, any case, puts
+# the images under it in that split (Fruits-360's Training/ and Test/, and the names most datasets
+# use); a `validation` split, when a collection has one, is the split `train` chooses on.
+TRAIN, VALIDATION, TEST = "train", "validation", "test"
+SPLIT_NAMES = {"training": TRAIN, "train": TRAIN, "val": VALIDATION, "validation": VALIDATION, "test": TEST}
+
 # Error reasons: a stable category each (the `reason` column); `detail` says the rest.
 # Content reasons depend only on the file's bytes (and --max-pixels), so an unchanged file keeps
 # its error row in an incremental run; the others are tried again every run.

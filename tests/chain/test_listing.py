@@ -38,6 +38,18 @@ def test_label_is_parent_folder_and_split_from_training_test_any_case(tmp_path):
     }
 
 
+def test_the_split_folder_names_most_datasets_use(tmp_path):
+    # GroceryStore's layout: split / kind / coarse class / fine class / photo
+    touch(tmp_path / "train" / "Fruit" / "Apple" / "Granny-Smith" / "g.jpg")
+    touch(tmp_path / "Val" / "Fruit" / "Banana" / "b.jpg")
+    touch(tmp_path / "VALIDATION" / "Kiwi" / "k.jpg")
+    touch(tmp_path / "test" / "Vegetables" / "Leek" / "l.jpg")
+    touch(tmp_path / "valley" / "Fig" / "f.jpg")  # only whole folder names count
+    got = {Path(r.path).name: (r.label, r.split) for r in list_images(str(tmp_path)).images}
+    assert got == {"g.jpg": ("Granny-Smith", "train"), "b.jpg": ("Banana", "validation"),
+                   "k.jpg": ("Kiwi", "validation"), "l.jpg": ("Leek", "test"), "f.jpg": ("Fig", None)}
+
+
 def test_other_and_hidden_files_are_not_inputs_but_are_counted(tmp_path):
     touch(tmp_path / "Banana" / "ok.jpg")
     touch(tmp_path / "Banana" / "notes.txt")

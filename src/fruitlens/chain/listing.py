@@ -19,10 +19,9 @@ from typing import Iterator
 
 from .. import FruitlensError
 from ..config import IMAGE_EXTENSIONS
-from ..schemas import ImageRef, display_path
+from ..schemas import SPLIT_NAMES, ImageRef, display_path
 from ..storage.location import Location
 
-SPLIT_NAMES = {"training": "train", "test": "test"}
 
 
 @dataclass(frozen=True)
@@ -57,7 +56,8 @@ class Listing:
 
 
 def label_and_split(relative_parts: tuple[str, ...], root_name: str) -> tuple[str | None, str | None]:
-    """Label = parent folder name; split from a `Training`/`Test` part (any case) under INPUT.
+    """Label = parent folder name; split from a part named as in `schemas.SPLIT_NAMES` (Training,
+    Test, train, val, validation, test; any case) under INPUT, the deepest one winning.
 
     `relative_parts` are the path components below INPUT, file name last; the INPUT folder's own
     name counts too, so `fruitlens featurize .../Test out` still knows its split.
