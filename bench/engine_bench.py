@@ -102,7 +102,7 @@ def main() -> None:
     results["featurize_sample_s"] = round(sh("featurize", str(SAMPLE), str(emb), "--quiet"), 1)
     t = float("nan") if args.reuse_model and (model / "report.json").exists() else sh("train", str(emb), str(model), "--quiet")
     report = json.loads((model / "report.json").read_text())
-    results["train"] = {"wall_s": round(t, 1), "comparison": report["comparison"], "chosen": report["chosen"]["model"],
+    results["train"] = {"wall_s": round(t, 1), "candidates": report["candidates"], "chosen": report["chosen"]["candidate"],
                         "params": report["chosen"]["params"], "pca_k": report["pca_k"],
                         "test": {k: report["chosen"]["test"][k] for k in ("accuracy", "top5_accuracy", "macro_f1")},
                         "not_sure": report["chosen"]["not_sure"],
@@ -134,11 +134,13 @@ def main() -> None:
     print(f"non-fruit photos answered 'not sure': {flagged} of {len(results['non_fruit'])}")
     (WORK / "engine_bench.json").write_text(json.dumps(results, indent=2, default=float))
 
-    print("\n| model | params | train s | validation acc | test acc | test top-5 | test macro-F1 |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for r in results["train"]["comparison"]:
-        print(f"| {r['model']} | {r['params']} | {r['train_s']} | {r['validation_accuracy']:.2%} | "
-              f"{r['test_accuracy']:.2%} | {r['test_top5']:.2%} | {r['test_macro_f1']:.4f} |")
+    print("\n| candidate | fit s | iterations | validation acc |")
+    print("| --- | --- | --- | --- |")
+    for r in results["train"]["candidates"]:
+        print(f"| {r['candidate']} | {r['seconds']} | {r['iterations']} | {r['validation_accuracy']:.2%} |")
+    test = results["train"]["test"]
+    print(f"chosen {results['train']['chosen']}: test {test['accuracy']:.2%}, top-5 {test['top5_accuracy']:.2%}, "
+          f"macro-F1 {test['macro_f1']:.4f}")
     lat = results["latency"]
     print(f"\npredict one photo: p50 {lat['predict_one_photo']['p50_ms']} ms, p99 {lat['predict_one_photo']['p99_ms']} ms;"
           f" model alone: p50 {lat['model_alone_one_image']['p50_ms']} ms, p99 {lat['model_alone_one_image']['p99_ms']} ms")

@@ -13,7 +13,7 @@ from . import FruitlensError, __version__, note
 from .config import (
     DEFAULT_BACKBONE,
     DEFAULT_VARIANCE,
-    MODELS,
+    SOLVERS,
     ClassifyConfig,
     EmbedSettings,
     FeaturizeConfig,
@@ -24,6 +24,7 @@ from .config import (
     default,
 )
 from .embedding.backbones import SPECS
+from .embedding.views import SIZES as VIEW_SIZES
 from .storage.location import S3Options
 
 
@@ -116,6 +117,14 @@ def featurize_options(f):
                   help="Side in pixels of the square the backbone runs at (default: its own, 224). Smaller is "
                        "faster and less accurate: see docs/benchmarks.md. Recorded with the embeddings; "
                        "classify/predict/serve use the size the model was trained with.")
+    @click.option("--views", type=click.Choice([str(n) for n in VIEW_SIZES]), default=str(default(FeaturizeConfig, "views")),
+                  show_default=True, callback=lambda ctx, param, value: int(value),
+                  help="Views of each photo embedded: 1 = the whole photo; 2 = and its mirror image; 4 = and the "
+                       "centre crop and its mirror; 6 = the whole photo, four corner crops and the centre crop; 12 = "
+                       "those and their mirror images. The whole photo is the `embedding` column, the others the "
+                       "`views` column: `train` learns from every view (README, 'Real photos').")
+    @click.option("--crop", type=click.FloatRange(0.2, 1.0), default=default(FeaturizeConfig, "crop"), show_default=True,
+                  help="Side of a crop view, as a share of the photo's short side.")
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
         return f(*args, **kwargs)
@@ -203,34 +212,53 @@ def reduce(embeddings, output, spark_cfg, s3, k, variance, reuse_model, quiet):
 
 
 @cli.command()
-@click.argument("embeddings")
+@click.argument("embeddings", nargs=-1, required=True)
 @click.argument("output", metavar="MODEL")
-@click.option("--models", default=",".join(MODELS), show_default=True,
-              help="Classifiers to compare, comma-separated: lr_pca (PCA + logistic regression), lr_full "
-                   "(logistic regression on all standardized dimensions), mlp (PCA + multilayer perceptron).")
+@click.option("--catalogue", default=None, metavar="FILE|builtin",
+              help="CSV label,species,family: each collection's folder name -> the species the model names -> its "
+                   "family (one species learnt from every collection that shows it). `builtin`: the product's, for "
+                   "Fruits-360 and GroceryStore. Default: each label its own species and family.")
+@click.option("--candidates", default=",".join(default(TrainConfig, "candidates")), show_default=True,
+              help="Heads to compare on validation, comma-separated KIND:SETTING: lr_full:REG (logistic regression on "
+                   "every standardised dimension, REG its regParam), lr_pca:REG (on PCA), mlp:UNITS (PCA -> hidden "
+                   "layer -> softmax; Spark solver). The report lists each one's validation accuracy and seconds.")
+@click.option("--models", default=None, hidden=True)  # before 0.2: kinds, each with its grid
 @click.option("--default", "default_model", default=None,
-              help="Export this model whatever the validation says (default: the best on validation).")
+              help="Export this candidate (or kind) whatever the validation says (default: the best on validation).")
+@click.option("--solver", type=click.Choice(list(SOLVERS)), default=default(TrainConfig, "solver"), show_default=True,
+              help="driver: NumPy/SciPy in this process (training rows in memory); spark: Spark ML (any size, "
+                   "any cluster); auto: driver when the training rows fit in its memory. Both fit the same model.")
 @click.option("--validation", type=float, default=default(TrainConfig, "validation"), show_default=True,
-              help="Share of each class's train images (the last ones in path order) held out to choose.")
+              help="Share of each class's train images (the last ones in path order) held out to choose, for "
+                   "collections without a val/ split.")
 @click.option("--pca-variance", type=float, default=default(TrainConfig, "pca_variance"), show_default=True,
               help="PCA size for lr_pca and mlp: the smallest k reaching this share of variance.")
 @click.option("--target-precision", type=float, default=default(TrainConfig, "target_precision"), show_default=True,
-              help="'Not sure' threshold: answered validation predictions at least this precise.")
+              help="'Not sure' thresholds: answered validation photos at least this precise, at species level and at "
+                   "family level.")
 @click.option("--max-iter", type=click.IntRange(1, 10_000), default=default(TrainConfig, "max_iter"), show_default=True)
 @spark_options
-def train(embeddings, output, spark_cfg, s3, quiet, models, default_model, validation, pca_variance,
-          target_precision, max_iter):
-    """EMBEDDINGS (the folder run/featurize wrote) -> MODEL, a classifier folder: the Spark ML
-    PipelineModel, a portable NumPy export for predict/classify/serve, report.json, confusion.png.
+def train(embeddings, output, spark_cfg, s3, quiet, catalogue, candidates, models, default_model, solver, validation,
+          pca_variance, target_precision, max_iter):
+    """EMBEDDINGS... (one or more folders run/featurize wrote: collections) -> MODEL, a classifier
+    folder: the Spark ML PipelineModel, a portable NumPy export for predict/classify/serve, the
+    catalogue it was trained with, report.json, confusion.png.
 
-    Fits on the train split, chooses on a validation split carved from it, evaluates on test.
+    Fits on the train splits, chooses on validation (a collection's val/ split, else carved from
+    train), evaluates on test.
     """
     from .jobs import run_train
 
-    names = tuple(m.strip() for m in models.split(",") if m.strip())
-    run_train(TrainConfig(input=embeddings, output=output, models=names, default=default_model,
-                          validation=validation, pca_variance=pca_variance, target_precision=target_precision,
-                          max_iter=max_iter), replace(spark_cfg, quick_jit=False), quiet=quiet, s3=s3)
+    names = None
+    if models is not None:
+        names = tuple(m.strip() for m in models.split(",") if m.strip())
+        note("--models is now --candidates KIND:SETTING; --models KINDS (each with its old grid) is accepted until "
+             "the next release")
+    run_train(TrainConfig(input=tuple(embeddings), output=output, catalogue=catalogue,
+                          candidates=tuple(c for c in candidates.split(",") if c.strip()), models=names,
+                          default=default_model, solver=solver, validation=validation, pca_variance=pca_variance,
+                          target_precision=target_precision, max_iter=max_iter),
+              replace(spark_cfg, quick_jit=False), quiet=quiet, s3=s3)
 
 
 @cli.command()

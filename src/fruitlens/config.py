@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 
 from . import FruitlensError
+from .embedding.views import DEFAULT_CROP, Views
 from .storage.location import S3Options
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
@@ -66,10 +67,13 @@ class FeaturizeConfig(EmbedSettings):
     backbone_file: str | None = None  # the backbone's file, or a folder holding it under its published name
     max_pixels: int = DEFAULT_MAX_PIXELS
     image_size: int | None = None  # square side the backbone runs at (None: its own, 224)
+    views: int = 1  # views of each photo embedded (embedding/views.py): 1, 2, 4, 6 or 12
+    crop: float = DEFAULT_CROP  # a crop view's side, as a share of the photo's short side
 
     def __post_init__(self):
         super().__post_init__()
         _positive("--max-pixels", self.max_pixels)
+        Views(self.views, self.crop)  # checks them
         if self.image_size is not None and self.image_size < 32:
             raise FruitlensError(f"--image-size must be at least 32, got {self.image_size}")
 
@@ -97,28 +101,50 @@ class ReduceConfig:
             raise FruitlensError(f"--variance must be in (0, 1], got {self.variance}")
 
 
-MODELS = ("lr_pca", "lr_full", "mlp")  # the classifiers `train` compares
+MODELS = ("lr_pca", "lr_full", "mlp")  # the kinds of head `train` compares
+# `train --models` before 0.2: each kind's grid (still accepted, as --candidates)
+MODEL_GRIDS = {"lr_pca": ("1e-4", "3e-4", "1e-3", "1e-2"), "lr_full": ("1e-4", "3e-4", "1e-3", "1e-2"), "mlp": ("128",)}
+# The default candidates: the best trade of validation accuracy for time (docs/benchmarks.md, "Train").
+DEFAULT_CANDIDATES = ("lr_full:1e-4", "lr_full:1e-3")
+SOLVERS = ("auto", "driver", "spark")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    input: str
+    input: str | tuple[str, ...]  # one or more embeddings datasets (collections)
     output: str
-    models: tuple[str, ...] = MODELS
-    default: str | None = None  # force this model as the exported one (default: best on validation)
+    candidates: tuple[str, ...] = DEFAULT_CANDIDATES  # KIND:SETTING (engine/solvers.py)
+    default: str | None = None  # force this candidate (or kind) as the exported one (default: best on validation)
     validation: float = 0.2
     pca_variance: float = DEFAULT_VARIANCE
     target_precision: float = 0.995
     refs_per_class: int = 50
     max_iter: int = 200
     seed: int = 7
+    catalogue: str | None = None  # a CSV label,species,family, `builtin`, or None: each label its own class
+    solver: str = "auto"  # driver (NumPy), spark (Spark ML), auto: driver when the rows fit its memory
+    models: tuple[str, ...] | None = None  # before 0.2: kinds, each with its grid (use candidates)
 
     def __post_init__(self):
-        unknown = set(self.models) - set(MODELS)
-        if unknown or not self.models:
-            raise FruitlensError(f"--models: choose among {', '.join(MODELS)}, got {', '.join(self.models) or 'none'}")
-        if self.default is not None and self.default not in self.models:
-            raise FruitlensError(f"--default {self.default} is not among --models {','.join(self.models)}")
+        inputs = (self.input,) if isinstance(self.input, str) else tuple(self.input)
+        if not inputs:
+            raise FruitlensError("give at least one EMBEDDINGS folder")
+        object.__setattr__(self, "input", inputs)
+        if self.models is not None:
+            unknown = set(self.models) - set(MODELS)
+            if unknown or not self.models:
+                raise FruitlensError(f"--models: choose among {', '.join(MODELS)}, got {', '.join(self.models) or 'none'}")
+            object.__setattr__(self, "candidates", tuple(f"{m}:{g}" for m in self.models for g in MODEL_GRIDS[m]))
+        from .engine.solvers import Candidate
+
+        parsed = [Candidate.parse(c) for c in self.candidates]
+        if not parsed:
+            raise FruitlensError("--candidates: give at least one (e.g. lr_full:1e-4)")
+        object.__setattr__(self, "candidates", tuple(c.name for c in parsed))
+        if self.default is not None and self.default not in {c.kind for c in parsed} | {c.name for c in parsed}:
+            raise FruitlensError(f"--default {self.default} is not among --candidates {','.join(self.candidates)}")
+        if self.solver not in SOLVERS:
+            raise FruitlensError(f"--solver must be one of {', '.join(SOLVERS)}, got {self.solver}")
         if not 0.05 <= self.validation <= 0.5:
             raise FruitlensError(f"--validation must be in [0.05, 0.5], got {self.validation}")
         if not 0.0 < self.pca_variance <= 1.0:

@@ -6,6 +6,7 @@ session, the report's header, the run's staging area, the report written and pri
 
 from __future__ import annotations
 
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -22,6 +23,7 @@ from .config import (
     TrainConfig,
 )
 from .embedding.embedder import Embedder
+from .embedding.views import Views
 from .reduction.reduce import fit_and_transform
 from .report import (
     featurize_section,
@@ -128,7 +130,7 @@ def _embedder(cfg: FeaturizeConfig) -> Embedder:
     """The backbone resolved once, before Spark starts: a missing or wrong file fails now, with
     nothing staged."""
     return Embedder.resolve(cfg.backbone, cfg.image_size, cfg.backbone_file, max_pixels=cfg.max_pixels,
-                            threads=cfg.threads)
+                            threads=cfg.threads, views=Views(cfg.views, cfg.crop))
 
 
 def _featurize_into(ctx: _Context, cfg, embedder: Embedder, source: Location):
@@ -207,24 +209,30 @@ def _reduce_into(ctx: _Context, cfg: ReduceConfig, embeddings, params: dict | No
 
 def run_train(cfg: TrainConfig, spark_cfg: SparkConfig, spark=None, quiet: bool = False,
               s3: S3Options | None = None) -> dict:
-    """Embeddings (the folder `run`/`featurize` wrote) -> a model folder at OUTPUT."""
-    from .engine.train import train
+    """Embeddings (one or more folders `run`/`featurize` wrote: collections) -> a model folder at OUTPUT."""
+    from .engine.train import collection_of, train
 
-    source = embeddings_location(Location.of(cfg.input, s3))
+    sources = [embeddings_location(Location.of(i, s3)) for i in cfg.input]
     out = Location.of(cfg.output, s3)
-    _check_model_output(out, source)
+    for source in sources:
+        _check_model_output(out, source)
     # The model folder is OUTPUT itself: it is staged beside it, then swapped in whole.
     target = Target(final=out, output=out.parent, run_id=new_run_id())
     preflight_output(out)
     preflight_output(target.output)
-    manifest = read_manifest(source)
-    spark = spark or get_session(spark_cfg)
+    collections = _named([collection_of(source) for source in sources])
+    session = {"spark": spark}
+
+    def spark_session():  # started only when needed: the driver solver fits without a JVM
+        if session["spark"] is None:
+            session["spark"] = get_session(spark_cfg)
+        return session["spark"]
+
     t0 = time.perf_counter()
     try:
-        with storage_errors(source, "cannot read EMBEDDINGS"):
-            embeddings = read_parquet(spark, source)
         with storage_errors(out, "cannot write the model"):
-            report = train(spark, cfg, embeddings, manifest.params if manifest else None, target)
+            report = train(spark_session, cfg, collections, target,
+                           say=(lambda line: None) if quiet else (lambda line: print(line, file=sys.stderr, flush=True)))
     finally:
         cleanup(target.output, target.run_id)
     report["wall_s"] = round(time.perf_counter() - t0, 3)
@@ -233,6 +241,16 @@ def run_train(cfg: TrainConfig, spark_cfg: SparkConfig, spark=None, quiet: bool 
 
         print_train_summary(report, out)
     return report
+
+
+def _named(collections: list) -> list:
+    """Collections named after their folders, made unique (`out`, `out-2`, ...)."""
+    seen: dict[str, int] = {}
+    for c in collections:
+        seen[c.name] = seen.get(c.name, 0) + 1
+        if seen[c.name] > 1:
+            c.name = f"{c.name}-{seen[c.name]}"
+    return collections
 
 
 def _check_model_output(out: Location, source: Location) -> None:
@@ -252,12 +270,15 @@ def _check_model_output(out: Location, source: Location) -> None:
 def run_classify(cfg: ClassifyConfig, spark_cfg: SparkConfig, spark=None, quiet: bool = False,
                  s3: S3Options | None = None) -> dict:
     """Every image under INPUT -> OUTPUT/predictions (+ embeddings, errors, report.json)."""
+    from .catalogue import Catalogue
     from .engine.classify import predictions
     from .engine.model import PortableModel
+    from .engine.predict import embedder_for
 
     model = PortableModel.load(Location.of(cfg.model, s3))
-    # The embedder the model's embeddings were made with: same backbone, file, size, limit.
-    embedder = Embedder.for_params(model.embedding_params, threads=cfg.threads)
+    catalogue = Catalogue.of_model(Location.of(cfg.model, s3), model.classes)
+    # The embedder the model's embeddings were made with (backbone, file, size, limit) and its views.
+    embedder = embedder_for(model, threads=cfg.threads)
     source, out = _images_job(cfg.input, cfg.output, s3)
     with _job("classify", out, {"classify": asdict(cfg)}, ("predictions", "embeddings", "errors", "report.json"),
               spark_cfg, spark, quiet) as ctx:
@@ -265,7 +286,7 @@ def run_classify(cfg: ClassifyConfig, spark_cfg: SparkConfig, spark=None, quiet:
         t1 = time.perf_counter()
         with storage_errors(out, "cannot write OUTPUT"):
             ctx.report["classify"] = predictions(ctx.spark, read_parquet(ctx.spark, ctx.run.path("embeddings")), model,
-                                                 ctx.run.target("predictions"))
+                                                 catalogue, ctx.run.target("predictions"), source.name)
         ctx.report["classify"]["wall_s"] = round(time.perf_counter() - t1, 3)
         ctx.report["classify"]["model"] = {"folder": Location.of(cfg.model, s3).uri, "kind": model.meta.get("kind"),
                                            "classes": len(model.classes)}

@@ -227,20 +227,31 @@ def print_train_summary(report: dict, output) -> None:
     chosen = report["chosen"]
     test = chosen["test"]
     ns = chosen["not_sure"]
+    rows = report["rows"]
     lines = [f"[bold green]fruitlens train[/] -> {output}",
-             f"  {report['rows']['train']:,} train rows ({report['rows']['validation']:,} held out for validation), "
-             f"{report['rows']['test']:,} test rows, {report['classes']} classes"]
-    for c in report["comparison"]:
-        mark = "*" if c["model"] == chosen["model"] else " "
-        test_acc = f"{c['test_accuracy']:.2%}" if c["test_accuracy"] is not None else "n/a"
-        lines.append(f"  {mark} {c['model']:<8} {c['params']}: validation {c['validation_accuracy']:.2%}, "
-                     f"test {test_acc}, train {c['train_s']:.0f}s")
+             f"  {rows['train']:,} train photos ({rows['validation']:,} for validation; {rows['fit_rows_with_views']:,} "
+             f"rows with their views), {rows['test']:,} test photos, {report['classes']} classes "
+             f"({report['catalogue']['families']} families; catalogue: {report['catalogue']['source']}); "
+             f"solver: {report['solver']}, BLAS: {', '.join(f'{k} {v}' for k, v in report['blas'].items())}"]
+    for name, left in report.get("left_out_labels", {}).items():
+        lines.append(f"  {name}: {sum(left.values()):,} photos of {len(left)} labels not in the catalogue left out")
+    for c in report["candidates"]:
+        mark = "*" if c["candidate"] == chosen["candidate"] else " "
+        lines.append(f"  {mark} {c['candidate']:<16} validation {c['validation_accuracy']:.2%} "
+                     f"({c['predict_views']} view{'s' if c['predict_views'] > 1 else ''}), {c['seconds']:.0f}s, "
+                     f"{c['iterations']} iterations")
     if test["accuracy"] is not None:
-        lines.append(f"  chosen {chosen['model']} (on validation): test accuracy {test['accuracy']:.2%}, "
+        lines.append(f"  chosen {chosen['candidate']} (on validation): test accuracy {test['accuracy']:.2%}, "
                      f"top-5 {test['top5_accuracy']:.2%}, macro-F1 {test['macro_f1']:.3f}")
-        both = ns["test_with_novelty"]
-        lines.append(f"  not sure below p={ns['threshold']:.3f} or novelty>{ns['novelty_threshold']:.3f}: "
-                     f"answers {both['coverage']:.1%} of test, {both['precision']:.2%} of them right"
-                     if both["precision"] is not None else "  not sure: every test image")
-    lines.append(f"  report: {(output / 'report.json').uri}, confusion.png, per_class.csv")
+        for name, c in chosen["test_by_collection"].items():
+            if c["species_accuracy"] is not None:
+                lines.append(f"    {name}: species {c['species_accuracy']:.2%}, family {c['family_accuracy']:.2%} "
+                             f"of {c['photos_of_a_known_species']:,} photos")
+        t = ns["test"]
+        if t and t["answered"] is not None:
+            right = f", {t['answers_right']:.2%} of them right" if t["answers_right"] is not None else ""
+            lines.append(f"  answers {t['answered']:.1%} of test ({t['answered_species']:.1%} the species, "
+                         f"{t['answered_family_only']:.1%} only the family){right}; not sure {t['not_sure']:.1%}")
+    lines.append(f"  report: {(output / 'report.json').uri}, confusion.png, per_class.csv, catalogue.csv "
+                 f"({report['timings']['total_s']:.0f}s)")
     Console(highlight=False, soft_wrap=True).print("\n".join(lines))

@@ -57,6 +57,15 @@ EMBEDDINGS = pa.schema([
     pa.field("path_bytes", pa.binary()), pa.field("modified_ns", pa.int64()), pa.field("etag", pa.string()),
 ])
 
+# With --views: every view but the whole photo (which is `embedding`), each one embedding.
+VIEWS_FIELD = pa.field("views", pa.list_(pa.list_(pa.float32())))
+
+
+def embeddings_schema(views: bool) -> pa.Schema:
+    """EMBEDDINGS, with the `views` column last when the photos' views were embedded."""
+    return EMBEDDINGS.append(VIEWS_FIELD) if views else EMBEDDINGS
+
+
 ERRORS = pa.schema([
     pa.field("path", pa.string()), pa.field("reason", pa.string()), pa.field("detail", pa.string()),
     pa.field("label", pa.string()), pa.field("split", pa.string()), pa.field("size_bytes", pa.int64()),
@@ -74,6 +83,9 @@ PREDICTIONS = pa.schema([
     pa.field("novelty", pa.float64()),
     pa.field("top5", pa.list_(pa.struct([pa.field("label", pa.string()), pa.field("probability", pa.float64())]))),
     pa.field("split", pa.string()), pa.field("path_bytes", pa.binary()),
+    # the level answered (species, family, or null: not sure), the species and family answered
+    pa.field("level", pa.string()), pa.field("species", pa.string()), pa.field("family", pa.string()),
+    pa.field("family_probability", pa.float64()),
 ])
 
 # What each embedding task reports to the driver: one row per part file it wrote.

@@ -69,6 +69,7 @@ def featurize(spark, cfg: EmbedSettings, embedder: Embedder, source: Location, e
     sc = spark.sparkContext
     timings: dict[str, float] = {}
     params = embedder.params
+    embeddings_schema = schemas.embeddings_schema(embedder.views.count > 1)
     output = embeddings.output
     (embeddings.staging_root / incremental.RUN_INFO).write_json(
         {"run_id": embeddings.run_id, "command": "featurize", "input": source.uri, "params": params})
@@ -114,7 +115,8 @@ def featurize(spark, cfg: EmbedSettings, embedder: Embedder, source: Location, e
 
     t0 = time.perf_counter()
     if plan.rewrite:
-        parts += _rewrite(spark, plan.rewrite, {"embeddings": embeddings, "errors": errors}, partitions)
+        parts += _rewrite(spark, plan.rewrite, {"embeddings": embeddings, "errors": errors}, partitions,
+                          embeddings_schema)
     if listing.problems:  # what the listing could not read is an error row too
         written = write_problems(errors, listing.problems, partitions + len(plan.rewrite) + 1)
         if written:
@@ -134,7 +136,7 @@ def featurize(spark, cfg: EmbedSettings, embedder: Embedder, source: Location, e
         raise FruitlensError(f"internal error: {expected} inputs but {publishing} rows to publish; nothing was published")
     manifests = {}
     with storage_errors(output, "cannot write OUTPUT"):
-        for name, schema in (("embeddings", schemas.EMBEDDINGS), ("errors", schemas.ERRORS)):
+        for name, schema in (("embeddings", embeddings_schema), ("errors", schemas.ERRORS)):
             manifests[name] = publish(targets[name], files[name], schema, params).to_json()
     timings["publish_s"] = time.perf_counter() - t0
     plan.release()
@@ -210,11 +212,11 @@ def _list_in_tasks(spark, prefixes: list[Location], root: Location):
     return images, found, skipped, listed
 
 
-def _rewrite(spark, rewrites, targets: dict, first_partition: int) -> list[dict]:
+def _rewrite(spark, rewrites, targets: dict, first_partition: int, embeddings_schema) -> list[dict]:
     """Copy-on-write of kept part files holding rows no longer wanted, inside tasks."""
     from pyspark import TaskContext
 
-    schema_of = {"embeddings": schemas.EMBEDDINGS, "errors": schemas.ERRORS}
+    schema_of = {"embeddings": embeddings_schema, "errors": schemas.ERRORS}
 
     def rewrite_partition(batches):
         attempt = TaskContext.get().attemptNumber()

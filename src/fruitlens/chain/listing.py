@@ -23,7 +23,6 @@ from ..schemas import SPLIT_NAMES, ImageRef, display_path
 from ..storage.location import Location
 
 
-
 @dataclass(frozen=True)
 class Problem:
     """Something under INPUT that is (or may be) an input but cannot be read: an error row."""

@@ -54,9 +54,10 @@ class Record:
 
     ref: ImageRef
     embedding: np.ndarray | None = None
+    views: np.ndarray | None = None  # (views - 1, dim): the other views' embeddings, with --views
     reason: str | None = None
     detail: str | None = None
-    pixels: np.ndarray | None = field(default=None, repr=False)
+    pixels: list[np.ndarray] | None = field(default=None, repr=False)  # every view, the whole photo first
 
     def __getattr__(self, name: str):  # path, label, split, identity: the image's
         return getattr(self.__dict__["ref"], name)
@@ -86,7 +87,7 @@ def load_record(record: Record, embedder: Embedder, stats: MapperStats, fs=None)
     t1 = time.perf_counter()
     if record.reason is None:
         try:
-            record.pixels = embedder.decode(data)
+            record.pixels = embedder.view_pixels(data)
         except DecodeError as exc:
             record.fail(exc.reason, exc.detail)
     t2 = time.perf_counter()
@@ -135,14 +136,17 @@ def embed_records(records: Iterable[Record], embedder: Embedder, stats: MapperSt
 def _infer(batch: list[Record], embedder: Embedder, stats: MapperStats) -> list[Record]:
     good = [r for r in batch if r.reason is None]
     if good:
+        pixels = [p for r in good for p in r.pixels]
         t0, c0 = time.perf_counter(), time.thread_time()
-        embeddings = embedder.embed([r.pixels for r in good])  # one inference per image size
+        embeddings = embedder.embed(pixels)  # one inference per image size
         stats.infer_s += time.perf_counter() - t0
         stats.infer_cpu_s += time.thread_time() - c0
-        stats.batches += len({r.pixels.shape for r in good})
-        for r, e in zip(good, embeddings):
-            r.embedding = e
-            r.pixels = None
+        stats.batches += len({p.shape for p in pixels})
+        start = 0
+        for r in good:
+            n = len(r.pixels)
+            r.embedding, r.views = embeddings[start], (embeddings[start + 1:start + n] if n > 1 else None)
+            r.pixels, start = None, start + n
     stats.images += len(good)
     stats.errors += len(batch) - len(good)
     return batch

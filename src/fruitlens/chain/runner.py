@@ -48,7 +48,8 @@ def run_partition(task: EmbedTask, rows: Iterable[dict], partition: int, attempt
     (with a reason) to an errors part. Every row handed in ends in exactly one of the two."""
     result = PartitionResult()
     stats = result.stats
-    ok_part = PartWriter(task.embeddings, schemas.EMBEDDINGS, partition, attempt)
+    views = task.embedder.views.count > 1
+    ok_part = PartWriter(task.embeddings, schemas.embeddings_schema(views), partition, attempt)
     err_part = PartWriter(task.errors, schemas.ERRORS, partition, attempt)
     fs = None if task.input.is_local else task.input.fs
     records = (Record(schemas.ImageRef.from_row(r)) for r in rows)
@@ -57,7 +58,7 @@ def run_partition(task: EmbedTask, rows: Iterable[dict], partition: int, attempt
         t0 = time.perf_counter()
         good = [r for r in finished if r.reason is None]
         bad = [r for r in finished if r.reason is not None]
-        ok_part.write(embeddings_batch(good))
+        ok_part.write(embeddings_batch(good, views))
         err_part.write(errors_batch(bad))
         result.reasons.update(r.reason for r in bad)
         stats.write_s += time.perf_counter() - t0
@@ -70,16 +71,27 @@ def run_partition(task: EmbedTask, rows: Iterable[dict], partition: int, attempt
     return result
 
 
-def embeddings_batch(records: list[Record]) -> pa.RecordBatch:
-    """Embedding rows: every column but `embedding` is the image's own (schemas.ImageRef)."""
-    n = len(records)
-    dim = len(records[0].embedding) if n else 0
-    flat = np.concatenate([r.embedding for r in records]).astype(np.float32, copy=False) if n else np.zeros(0, np.float32)
-    offsets = pa.array(np.arange(0, n * dim + 1, dim or 1, dtype=np.int32)[: n + 1])
-    embedding = pa.ListArray.from_arrays(offsets, pa.array(flat, pa.float32()))
+def embeddings_batch(records: list[Record], views: bool = False) -> pa.RecordBatch:
+    """Embedding rows: every column but `embedding` (and `views`) is the image's own (schemas.ImageRef)."""
+    schema = schemas.embeddings_schema(views)
+    computed = {"embedding": _lists([r.embedding for r in records])}
+    if views:
+        per_photo = [len(r.views) for r in records]
+        offsets = pa.array(np.concatenate([[0], np.cumsum(per_photo)]).astype(np.int32))
+        inner = _lists([v for r in records for v in r.views])
+        computed["views"] = pa.ListArray.from_arrays(offsets, inner)
     return pa.RecordBatch.from_arrays(
-        [embedding if f.name == "embedding" else pa.array([getattr(r, f.name) for r in records], f.type)
-         for f in schemas.EMBEDDINGS], schema=schemas.EMBEDDINGS)
+        [computed[f.name] if f.name in computed else pa.array([getattr(r, f.name) for r in records], f.type)
+         for f in schema], schema=schema)
+
+
+def _lists(vectors) -> pa.ListArray:
+    """float32 vectors of one length as an Arrow list<float> array, without a Python loop per value."""
+    n = len(vectors)
+    dim = len(vectors[0]) if n else 0
+    flat = np.concatenate(vectors).astype(np.float32, copy=False) if n else np.zeros(0, np.float32)
+    offsets = pa.array(np.arange(0, n * dim + 1, dim or 1, dtype=np.int32)[: n + 1])
+    return pa.ListArray.from_arrays(offsets, pa.array(flat, pa.float32()))
 
 
 def errors_batch(records) -> pa.RecordBatch:

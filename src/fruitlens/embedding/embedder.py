@@ -28,6 +28,7 @@ from . import backbones
 from .backbone_file import resolve
 from .backbones import Backbone, BackboneSpec
 from .decode import decode_image
+from .views import Views
 
 # How images smaller than the input size reach it: the bilinear resize the backbone's graph starts
 # with (earlier versions upscaled with Pillow: pixels within 1, embeddings cosine >= 0.998).
@@ -41,6 +42,7 @@ class Embedder:
     max_pixels: int = DEFAULT_MAX_PIXELS  # larger photos are decompression bombs
     threads: int = 1  # inference threads per interpreter
     interpreters: int = 1  # loaded copies, for concurrent callers
+    views: Views = Views()  # the views of a photo embedded beside the whole photo (none by default)
 
     # -- resolving -------------------------------------------------------------------------------
     @classmethod
@@ -66,6 +68,7 @@ class Embedder:
         if size and len(set(size)) != 1:
             raise FruitlensError(f"{what}'s embeddings were made at {size[0]}x{size[1]}: only square sizes are supported")
         settings.setdefault("max_pixels", int(params.get("max_pixels") or DEFAULT_MAX_PIXELS))
+        settings.setdefault("views", Views.of_params(params))
         return cls.resolve(spec.name, int(size[0]) if size else None, backbone_file, **settings)
 
     def at_file(self, path: str) -> "Embedder":
@@ -77,7 +80,8 @@ class Embedder:
         """What an embedding depends on besides the image: recorded with every embeddings dataset
         (rows made otherwise are not reused) and every model (embeddings made otherwise are refused)."""
         return {"backbone": self.spec.name, "model_sha256": self.spec.file.sha256,
-                "input_size": list(self.spec.input_size), "max_pixels": self.max_pixels, "resize": RESIZE}
+                "input_size": list(self.spec.input_size), "max_pixels": self.max_pixels, "resize": RESIZE,
+                **self.views.params}
 
     # -- photos -> pixels -> embeddings ----------------------------------------------------------
     def decode(self, data: bytes, max_pixels: int | None = None) -> np.ndarray:
@@ -87,6 +91,12 @@ class Embedder:
         `max_pixels`: a lower limit than the embedder's (the service's --max-pixels)."""
         limit = min(max_pixels or self.max_pixels, self.max_pixels)
         return decode_image(data, self.spec.input_size, limit, upscale=not self._pool().resizes_in_graph)
+
+    def view_pixels(self, data: bytes, max_pixels: int | None = None) -> list[np.ndarray]:
+        """Pixels of every view of the photo (`views`), the whole photo first, exactly as `decode`
+        gives it. Raises DecodeError."""
+        limit = min(max_pixels or self.max_pixels, self.max_pixels)
+        return self.views.pixels(data, self.spec.input_size, limit, upscale=not self._pool().resizes_in_graph)
 
     def embed(self, pixels: Sequence[np.ndarray]) -> np.ndarray:
         """float32 (n, embedding_dim), in the order given; one interpreter call per image size."""

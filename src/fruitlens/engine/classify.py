@@ -1,7 +1,9 @@
 """classify: every image under INPUT -> predictions, on Spark. The images go through featurize's
 own distributed path (listing, incremental plan, tasks, publishing) into OUTPUT/embeddings and
-OUTPUT/errors; the portable classifier (broadcast once) then runs inside tasks over the embeddings
-and the predictions are published like every other dataset."""
+OUTPUT/errors, with the views the model averages; the portable classifier (broadcast once) then
+runs inside tasks over the embeddings and the predictions are published like every other dataset.
+Accuracy is counted from the photos' labels through the model's catalogue (a label -> its species
+and family), at species and at family level."""
 
 from __future__ import annotations
 
@@ -9,17 +11,20 @@ import numpy as np
 import pyarrow as pa
 
 from .. import schemas
+from ..catalogue import Catalogue
 from ..spark.datasets import write_dataframe
 from ..spark.progress import spark_progress
 from ..storage.writer import Target
 from .model import PortableModel
 
 
-def predictions(spark, embeddings_df, model: PortableModel, target: Target, batch: int = 1024) -> dict:
+def predictions(spark, embeddings_df, model: PortableModel, catalogue: Catalogue, target: Target,
+                collection: str, batch: int = 1024) -> dict:
     """Apply `model` to an embeddings DataFrame; publish OUTPUT/predictions; return the summary."""
     from pyspark.sql import functions as F
 
     shared = spark.sparkContext.broadcast(model)
+    views = model.views
 
     def classify_partition(batches):
         m = shared.value
@@ -28,10 +33,8 @@ def predictions(spark, embeddings_df, model: PortableModel, target: Target, batc
                 part = b.slice(start, batch)
                 if part.num_rows == 0:
                     continue
-                emb = part.column("embedding")
-                dim = len(emb[0].as_py()) if part.num_rows else 0
-                x = np.asarray(emb.flatten(), np.float32).reshape(-1, dim)
-                preds = m.predict(x)
+                x = _rows(part, views)
+                preds = m.predict(x, views=views)
                 yield pa.RecordBatch.from_pydict({
                     "path": part.column("path"), "label": part.column("label"),
                     "predicted": [p.predicted for p in preds],
@@ -41,29 +44,67 @@ def predictions(spark, embeddings_df, model: PortableModel, target: Target, batc
                     "novelty": [p.novelty for p in preds],
                     "top5": [[{"label": c, "probability": q} for c, q in p.top] for p in preds],
                     "split": part.column("split"), "path_bytes": part.column("path_bytes"),
+                    "level": [p.level for p in preds],
+                    "species": [p.predicted if p.level == "species" else None for p in preds],
+                    "family": [p.family if p.level else None for p in preds],
+                    "family_probability": [p.family_probability for p in preds],
                 }, schema=schemas.PREDICTIONS)
 
-    columns = ["path", "label", "split", "path_bytes", "embedding"]
+    columns = ["path", "label", "split", "path_bytes", "embedding"] + (["views"] if views > 1 else [])
     df = embeddings_df.select(*columns).mapInArrow(classify_partition, schemas.spark_type(schemas.PREDICTIONS)).cache()
+    family_of = dict(zip(model.classes, model.families))
     with spark_progress(spark, "classifying"):
         manifest = write_dataframe(df, target, schemas.PREDICTIONS, {"model": model.meta.get("kind")})
-        known = F.col("label").isin(model.classes)
-        row = df.agg(
+        labels = [r["label"] for r in df.select("label").distinct().collect() if r["label"] is not None]
+        truth = [(label, s, family_of[s]) for label in labels if (s := catalogue.species_of(label)) in family_of]
+        truth_df = spark.createDataFrame(truth or [("", "", "")], "label string, true_species string, true_family string")
+        guess_df = spark.createDataFrame(list(family_of.items()), "predicted string, predicted_family string")
+        known = F.col("true_species").isNotNull()
+        joined = df.join(F.broadcast(truth_df), "label", "left").join(F.broadcast(guess_df), "predicted", "left")
+        answered = known & ~F.col("not_sure")
+        right_answer = ((F.col("level") == "species") & (F.col("predicted") == F.col("true_species"))) | (
+            (F.col("level") == "family") & (F.col("family") == F.col("true_family")))
+        row = joined.agg(
             F.count("*").alias("rows"),
             F.sum(F.col("not_sure").cast("int")).alias("not_sure"),
             F.sum(known.cast("int")).alias("labelled"),
-            F.sum((known & (F.col("predicted") == F.col("label"))).cast("int")).alias("correct"),
-            F.sum((known & ~F.col("not_sure")).cast("int")).alias("answered"),
-            F.sum((known & ~F.col("not_sure") & (F.col("predicted") == F.col("label"))).cast("int")).alias("answered_correct"),
+            F.sum((known & (F.col("predicted") == F.col("true_species"))).cast("int")).alias("correct"),
+            F.sum((known & (F.col("predicted_family") == F.col("true_family"))).cast("int")).alias("family_correct"),
+            F.sum(answered.cast("int")).alias("answered"),
+            F.sum((answered & (F.col("level") == "species")).cast("int")).alias("answered_species"),
+            F.sum((answered & right_answer).cast("int")).alias("answered_correct"),
         ).first()
         by_reason = {r["why_not_sure"]: r["count"] for r in df.filter("not_sure").groupBy("why_not_sure").count().collect()}
     df.unpersist()
     shared.unpersist()
     labelled = row["labelled"] or 0
+    accuracy = {
+        "photos_of_a_known_species": labelled,
+        "species_accuracy": (row["correct"] / labelled) if labelled else None,
+        "family_accuracy": (row["family_correct"] / labelled) if labelled else None,
+        "answered": (row["answered"] / labelled) if labelled else None,
+        "answered_species": (row["answered_species"] / labelled) if labelled else None,
+        "answers_right": (row["answered_correct"] / row["answered"]) if row["answered"] else None,
+    }
     return {
         "rows": manifest.rows, "not_sure": row["not_sure"] or 0, "not_sure_by_reason": by_reason,
+        "views_averaged": views, "catalogue": catalogue.source,
         "labelled_with_a_known_class": labelled,
-        "accuracy": (row["correct"] / labelled) if labelled else None,
-        "answered_accuracy": (row["answered_correct"] / row["answered"]) if row["answered"] else None,
-        "coverage": (row["answered"] / labelled) if labelled else None,
+        "accuracy": accuracy["species_accuracy"],
+        "family_accuracy": accuracy["family_accuracy"],
+        "answered_accuracy": accuracy["answers_right"],
+        "coverage": accuracy["answered"],
+        "by_collection": {collection: accuracy},
     }
+
+
+def _rows(part: pa.RecordBatch, views: int) -> np.ndarray:
+    """(photos * views, dim): each photo's whole embedding, then its other views (as featurize
+    wrote them for the model's views), photo by photo."""
+    emb = part.column("embedding")
+    dim = len(emb[0].as_py())
+    x = np.asarray(emb.flatten(), np.float32).reshape(-1, dim)
+    if views == 1:
+        return x
+    extra = np.asarray(part.column("views").flatten().flatten(), np.float32).reshape(len(x), views - 1, dim)
+    return np.concatenate([x[:, None, :], extra], axis=1).reshape(-1, dim)

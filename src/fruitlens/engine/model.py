@@ -67,21 +67,34 @@ def novelty(inputs: np.ndarray, refs: CosineSearch) -> np.ndarray:
     return 1.0 - np.maximum(refs.best(x), -1.0).astype(np.float64)
 
 
+SPECIES, FAMILY = "species", "family"  # the levels an answer can be at
+
+
 @dataclass
 class Prediction:
-    top: list[tuple[str, float]]  # (class, probability), best first
+    top: list[tuple[str, float]]  # (species, probability), best first
     not_sure: bool
     why: str | None  # "low confidence" | "unlike the training images" | None
     novelty: float
+    level: str | None = SPECIES  # the level answered: species, family, or None when not sure
+    family: str | None = None  # the answered family, or the best species' family
+    family_probability: float | None = None  # that family's probability (its species' summed)
 
     @property
     def predicted(self) -> str:
-        """The best class; read it together with `not_sure`."""
+        """The best species; read it together with `not_sure` and `level`."""
         return self.top[0][0]
+
+    @property
+    def answer(self) -> str | None:
+        """What the app says: the species, the family when only the family is sure, else None."""
+        return None if self.not_sure else (self.predicted if self.level == SPECIES else self.family)
 
     def to_json(self) -> dict:
         return {"predicted": self.predicted, "probability": round(self.top[0][1], 6),
                 "not_sure": self.not_sure, "why_not_sure": self.why, "novelty": round(self.novelty, 6),
+                "level": self.level, "answer": self.answer, "family": self.family,
+                "family_probability": None if self.family_probability is None else round(self.family_probability, 6),
                 "top5": [{"label": c, "probability": round(p, 6)} for c, p in self.top]}
 
 
@@ -92,11 +105,14 @@ class PortableModel:
     std: np.ndarray
     projection: np.ndarray | None  # (d, k) PCA components, or None
     layers: list[tuple[np.ndarray, np.ndarray]]  # (W (out, in), b (out)); sigmoid between, softmax last
-    threshold: float
+    threshold: float  # the best species' probability at or above which the species is answered
     refs: np.ndarray  # (n, m) L2-normalised reference features
     novelty_threshold: float
     meta: dict = field(default_factory=dict)  # kind, backbone params, metrics
     refs_search: CosineSearch | None = field(default=None, repr=False, compare=False)  # None: built from refs
+    families: list[str] | None = None  # each class's family (None: each class its own)
+    family_threshold: float = float("inf")  # the best family's probability at which the family is answered
+    views: int = 1  # views of a photo whose probabilities are averaged (embedding/views.py)
 
     def __post_init__(self):
         search = self.refs_search
@@ -107,6 +123,10 @@ class PortableModel:
         self.refs_search = search
         self.refs = search.vectors
         self.refs.flags.writeable = False  # the search's bound describes these values: no edits in place
+        self.families = list(self.families) if self.families else list(self.classes)
+        names = sorted(set(self.families))
+        self._family_index = np.array([names.index(f) for f in self.families], np.int64)
+        self._family_names = names
 
     # -- inference -------------------------------------------------------------------------------
     def inputs(self, embeddings: np.ndarray) -> np.ndarray:
@@ -132,29 +152,57 @@ class PortableModel:
         """Cosine distance to the nearest reference training image."""
         return novelty(inputs, self.refs_search)
 
-    def predict(self, embeddings: np.ndarray, k: int = 5) -> list[Prediction]:
-        return self.predict_with_inputs(embeddings, k)[0]
+    def family_probabilities(self, probs: np.ndarray) -> np.ndarray:
+        """(n, families): each family's probability, the sum of its species' (families sorted by name)."""
+        out = np.zeros((len(probs), len(self._family_names)))
+        np.add.at(out.T, self._family_index, np.asarray(probs).T)
+        return out
 
-    def predict_with_inputs(self, embeddings: np.ndarray, k: int = 5) -> tuple[list[Prediction], np.ndarray]:
-        """The predictions and the classifier's inputs they came from (computed once: the service
-        also searches neighbours with them)."""
+    def predict(self, embeddings: np.ndarray, k: int = 5, views: int = 1) -> list[Prediction]:
+        return self.predict_with_inputs(embeddings, k, views)[0]
+
+    def predict_with_inputs(self, embeddings: np.ndarray, k: int = 5, views: int = 1
+                            ) -> tuple[list[Prediction], np.ndarray]:
+        """The predictions and the classifier's inputs of each photo's whole view (computed once:
+        the service also searches neighbours with them). `views` > 1: `embeddings` holds that many
+        rows per photo, the whole photo first; their probabilities are averaged."""
         with one_blas_thread():  # small products
             inputs = self.inputs(embeddings)
             probs = self.probabilities_of(inputs)
-            novelty = self.novelty_of(inputs)
-        return self._predictions(probs, novelty, k), inputs
+            whole = inputs[::views]
+            if views > 1:
+                probs = probs.reshape(len(whole), views, -1).mean(axis=1)
+            novelty = self.novelty_of(whole)
+        return self._predictions(probs, novelty, k), whole
+
+    def decide(self, probs: np.ndarray, novelty: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The rules, vectorised: (level per row: 2 species, 1 family, 0 not sure; family index;
+        family probability). Not sure when unlike the training images, else the species when its
+        probability reaches `threshold`, else the family when the family's reaches `family_threshold`."""
+        families = self.family_probabilities(probs)
+        best = probs.argmax(axis=1)
+        # the family answered is the best family; when the species is answered, the species' own
+        fam = np.where(probs.max(axis=1) >= self.threshold, self._family_index[best], families.argmax(axis=1))
+        fam_p = families[np.arange(len(fam)), fam]
+        novel = novelty > self.novelty_threshold
+        level = np.where(novel, 0, np.where(probs.max(axis=1) >= self.threshold, 2,
+                                            np.where(fam_p >= self.family_threshold, 1, 0)))
+        return level, fam, fam_p
 
     def _predictions(self, probs: np.ndarray, novelty: np.ndarray, k: int) -> list[Prediction]:
+        level, fam, fam_p = self.decide(probs, novelty)
         out = []
-        for p, nov in zip(probs, novelty):
+        for p, nov, lv, f, fp in zip(probs, novelty, level, fam, fam_p):
             order = np.argsort(-p)[:k]
             top = [(self.classes[i], float(p[i])) for i in order]
             why = None
             if nov > self.novelty_threshold:
                 why = "unlike the training images"
-            elif top[0][1] < self.threshold:
+            elif lv == 0:
                 why = "low confidence"
-            out.append(Prediction(top=top, not_sure=why is not None, why=why, novelty=float(nov)))
+            out.append(Prediction(top=top, not_sure=why is not None, why=why, novelty=float(nov),
+                                  level={2: SPECIES, 1: FAMILY}.get(int(lv)), family=self._family_names[f],
+                                  family_probability=float(fp)))
         return out
 
     # -- files -----------------------------------------------------------------------------------
@@ -166,8 +214,10 @@ class PortableModel:
         for i, (w, b) in enumerate(self.layers):
             arrays[f"w{i}"], arrays[f"b{i}"] = w, b
         np.savez_compressed(os.path.join(folder, PORTABLE), **arrays)
-        meta = {**self.meta, "classes": self.classes, "layers": len(self.layers), "threshold": self.threshold,
-                "novelty_threshold": self.novelty_threshold}
+        meta = {**self.meta, "classes": self.classes, "families": self.families, "layers": len(self.layers),
+                "threshold": self.threshold, "novelty_threshold": self.novelty_threshold,
+                "family_threshold": self.family_threshold if np.isfinite(self.family_threshold) else None,
+                "views": self.views}
         with open(os.path.join(folder, META), "w") as f:
             json.dump(meta, f, indent=2)
 
@@ -188,10 +238,14 @@ class PortableModel:
                 refs = data["refs"].astype(np.float32)
                 # Models saved before the search bound existed have none: the full product, same answers.
                 search = CosineSearch.from_arrays(refs, data, "refs")
+                family_threshold = meta.get("family_threshold")
                 return cls(classes=list(meta["classes"]), mean=data["mean"], std=data["std"],
                            projection=data["projection"] if "projection" in data.files else None, layers=layers,
                            threshold=float(meta["threshold"]), refs=refs,
-                           novelty_threshold=float(meta["novelty_threshold"]), meta=meta, refs_search=search)
+                           novelty_threshold=float(meta["novelty_threshold"]), meta=meta, refs_search=search,
+                           families=meta.get("families"),  # models before 0.2: each class its own family
+                           family_threshold=float("inf") if family_threshold is None else float(family_threshold),
+                           views=int(meta.get("views") or 1))
         except (KeyError, ValueError, TypeError, IndexError, OSError, zipfile.BadZipFile) as exc:
             raise FruitlensError(f"damaged model folder {folder}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 

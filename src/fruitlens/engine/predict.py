@@ -13,6 +13,7 @@ import numpy as np
 from .. import FruitlensError
 from ..embedding.decode import DecodeError
 from ..embedding.embedder import Embedder
+from ..embedding.views import DEFAULT_CROP, Views
 from ..storage.location import Location, read_failure
 from .model import PortableModel, Prediction
 
@@ -37,6 +38,13 @@ class Identification:
     timing_ms: dict  # decode, embed, classify
 
 
+def embedder_for(model: PortableModel, backbone_file: str | None = None, **settings) -> Embedder:
+    """The embedder a model's photos go through: the backbone, file and size its embeddings were
+    made with, and the views it averages."""
+    return Embedder.for_params(model.embedding_params, backbone_file,
+                               views=Views(model.views, float(model.meta.get("crop") or DEFAULT_CROP)), **settings)
+
+
 class Identifier:
     """A loaded classifier and the embedder its embeddings were made with: answers photos (bytes)
     in milliseconds. Safe for concurrent callers: each embedding takes one of the embedder's
@@ -50,9 +58,8 @@ class Identifier:
     def load(cls, model: str | Location, s3=None, backbone_file: str | None = None, threads: int | None = None,
              interpreters: int = 1) -> "Identifier":
         portable = PortableModel.load(Location.of(model, s3))
-        embedder = Embedder.for_params(portable.embedding_params, backbone_file,
-                                       threads=threads or max(1, os.cpu_count() or 1), interpreters=interpreters)
-        return cls(portable, embedder)
+        return cls(portable, embedder_for(portable, backbone_file, threads=threads or max(1, os.cpu_count() or 1),
+                                          interpreters=interpreters))
 
     def identify(self, data: bytes, k: int = 5) -> Prediction:
         """Raises DecodeError for bytes that are not a usable image."""
@@ -62,11 +69,11 @@ class Identifier:
         """The prediction, the classifier's inputs it came from, and the time each step took.
         `max_pixels`: a lower limit than the model's. Raises DecodeError."""
         t0 = time.perf_counter()
-        pixels = self.embedder.decode(data, max_pixels)
+        pixels = self.embedder.view_pixels(data, max_pixels)  # the views the model averages, whole first
         t1 = time.perf_counter()
-        embedding = self.embedder.embed([pixels])
+        embedding = self.embedder.embed(pixels)
         t2 = time.perf_counter()
-        predictions, inputs = self.model.predict_with_inputs(embedding, k)
+        predictions, inputs = self.model.predict_with_inputs(embedding, k, views=len(pixels))
         t3 = time.perf_counter()
         return Identification(predictions[0], inputs[0], {"decode": round((t1 - t0) * 1e3, 2),
                                                           "embed": round((t2 - t1) * 1e3, 2),

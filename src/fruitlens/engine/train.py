@@ -1,95 +1,279 @@
-"""Training the identification engine on Spark ML, with fit/transform vocabulary.
+"""Training the identification engine: one or more collections of embeddings -> a model folder.
 
-Candidates (all on the embeddings `featurize` wrote, StandardScaler first):
-- `lr_pca`:  PCA (smallest k reaching --pca-variance of the train split) -> multinomial logistic regression
-- `lr_full`: multinomial logistic regression on every standardized dimension of the embedding
-- `mlp`:     PCA -> MultilayerPerceptronClassifier (128 sigmoid units, softmax output)
+1. **Collections and the catalogue.** Each EMBEDDINGS is a collection (a `featurize`/`run` OUTPUT);
+   the catalogue (`--catalogue FILE`, `builtin`, or none: each label its own class) maps each
+   photo's label (folder name) to the species the model names and its family, so one species is
+   learnt from every collection that shows it. Photos whose label the catalogue does not know are
+   left out (counted in the report).
+2. **Splits.** `train` rows fit, `test` rows evaluate once at the end. Choices are made on a
+   validation split: a collection's own `validation` rows (a `val/` folder) when it has them, else
+   the last `--validation` share of each class's train photos in path order (Fruits-360's frames of
+   one fruit are near-copies: a contiguous block behaves like the separately shot Test split).
+3. **Views.** A collection featurized with `--views N` contributes every view of each training
+   photo as a training row; validation and test photos are scored on their whole photo and on the
+   views averaged (1, 2, 4 or 12 of them), and the number of views `predict` averages is chosen on
+   validation.
+4. **Candidates** (`--candidates`, KIND:SETTING): the scaler and the PCA fitted once per split and
+   shared; each candidate's validation accuracy, macro-F1 and seconds go to the report. The
+   default list is the best trade of accuracy for time on validation (docs/benchmarks.md).
+5. **Thresholds** on validation: the species is answered when its probability reaches the
+   threshold at which answered validation photos are `--target-precision` right; else the family
+   when its probability (its species' summed) reaches the threshold at which those family answers
+   are as precise; "unlike the training images" above the `--target-precision` quantile of the
+   validation photos' novelty.
+6. **Refit** the chosen candidate on every train photo (fit + validation), score test per
+   collection (species and family), export: `spark/` (Spark ML PipelineModel), `portable.npz` +
+   `model.json`, `catalogue.csv`, `report.json`, `confusion.png`, `per_class.csv`.
 
-Hyper-parameters and the default model are chosen on a validation split carved from train, never
-on test. Fruits-360 training images of a class are consecutive frames of one fruit turning, so a
-random split would put near-copies of the training frames in validation and flatter every model;
-validation is instead the last `--validation` share of each class's images in path order (a
-contiguous block of frames), which behaves like the separately shot Test split. The chosen model
-is then refit on the whole train split and evaluated once on test.
+Solvers (`engine/solvers.py`): on the driver when the training rows fit in its memory (`--solver
+auto`), else on Spark; both fit the same model.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from .. import FruitlensError, schemas
+from ..catalogue import Catalogue, normalise
 from ..config import TrainConfig
+from ..embedding.views import Views
 from ..spark.progress import spark_progress
+from ..storage.location import Location
+from ..storage.manifest import dataset_files, read_manifest
 from ..storage.publish import publish_tree
 from ..storage.writer import Target
 from .model import PortableModel, novelty, stored_refs
 from .nearest import CosineSearch
+from .solvers import Candidate, DriverSolver, Fit, SparkSolver
 
-GRIDS = {  # small on purpose: each point is one Spark ML fit
-    "lr_pca": [{"regParam": r} for r in (1e-4, 3e-4, 1e-3, 1e-2)],
-    "lr_full": [{"regParam": r} for r in (1e-4, 3e-4, 1e-3, 1e-2)],
-    "mlp": [{"hidden": h} for h in (128,)],
-}
-
-
-# -- the Spark ML pipelines --------------------------------------------------------------------------
-
-def _pipeline(name: str, hp: dict, n_classes: int, k: int | None, dim: int, cfg: TrainConfig):
-    from pyspark.ml import Pipeline
-    from pyspark.ml.classification import (
-        LogisticRegression,
-        MultilayerPerceptronClassifier,
-    )
-    from pyspark.ml.feature import StandardScaler
-
-    from ..reduction.sparkml import ArrayToVector, EigenPCA
-
-    stages = [ArrayToVector(inputCol="embedding", outputCol="features"),
-              StandardScaler(withMean=True, withStd=True, inputCol="features", outputCol="scaled")]
-    features = "scaled"
-    if name in ("lr_pca", "mlp"):
-        stages.append(EigenPCA(k=k, inputCol="scaled", outputCol="pca"))  # fits Spark ML's PCAModel
-        features = "pca"
-    if name == "mlp":
-        stages.append(MultilayerPerceptronClassifier(
-            featuresCol=features, labelCol="label_idx", layers=[k, hp["hidden"], n_classes],
-            maxIter=min(cfg.max_iter, 100),  # L-BFGS on a network: each iteration costs ~10 logistic ones
-            seed=cfg.seed, blockSize=128))
-    else:
-        stages.append(LogisticRegression(
-            featuresCol=features, labelCol="label_idx", family="multinomial", regParam=hp["regParam"],
-            elasticNetParam=0.0, maxIter=cfg.max_iter, standardization=False))
-    return Pipeline(stages=stages)
+FIT, VAL, TEST = "fit", "validation", "test"
+# Parameters every collection's embeddings must share (views may differ between collections).
+SHARED_PARAMS = ("backbone", "model_sha256", "input_size", "resize")
+_DRIVER_BYTES = 3 * 2**30  # --solver auto: the driver solver up to this many bytes of training rows
 
 
-def portable_from(model, classes: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, list]:
-    """(mean, std, projection, layers) of a fitted pipeline, for `engine.PortableModel`."""
-    stages = model.stages
-    scaler, last = stages[1], stages[-1]
-    projection = stages[2].pc.toArray() if len(stages) == 4 else None
-    if hasattr(last, "coefficientMatrix"):
-        layers = [(last.coefficientMatrix.toArray(), last.interceptVector.toArray())]
-    else:  # MLP: Spark's flat weights, per affine layer a column-major (out x in) matrix then the bias
-        sizes, flat, layers, offset = list(last.getLayers()), last.weights.toArray(), [], 0
-        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-            w = flat[offset:offset + n_in * n_out].reshape(n_in, n_out).T
-            offset += n_in * n_out
-            layers.append((w, flat[offset:offset + n_out]))
-            offset += n_out
-    return scaler.mean.toArray(), scaler.std.toArray(), projection, layers
+@dataclass
+class Collection:
+    name: str
+    location: Location  # its embeddings dataset
+    params: dict  # what its embeddings were made with (the manifest's)
 
 
-# -- metrics (NumPy, on the collected predictions) ------------------------------------------------
+@dataclass
+class Photos:
+    """One role's photos on the driver: whole-photo embeddings, their views, species, collection."""
+
+    x: np.ndarray  # float32 (n, dim)
+    views: list  # per photo: float32 (views - 1, dim), or None
+    y: np.ndarray  # species index
+    collection: np.ndarray  # collection index
+    paths: list[str]
+    view_names: list  # per photo: the names of its views (embedding/views.py), whole first
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+# -- reading -----------------------------------------------------------------------------------------
+
+def read_photos(collections: list[Collection], catalogue: Catalogue, cfg: TrainConfig):
+    """Every photo of every collection on the driver, with its role: ({role: Photos}, species,
+    families, report of what was read and left out). Reads Parquet with pyarrow (no JVM)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    chunks: dict[str, list] = {FIT: [], VAL: [], TEST: []}
+    unknown: dict[str, dict[str, int]] = {}
+    counts: dict[str, dict] = {}
+    for index, coll in enumerate(collections):
+        tables = []
+        for f in dataset_files(coll.location):
+            with f.open("rb") as fh:
+                pf = pq.ParquetFile(fh)
+                names = pf.schema_arrow.names
+                schemas.check_embeddings_columns(names, coll.location.uri)
+                tables.append(pf.read(columns=[c for c in ("path", "label", "split", "embedding", "views") if c in names]))
+        import pyarrow as pa
+
+        table = pa.concat_tables(tables, promote_options="default") if tables else None
+        if table is None or table.num_rows == 0:
+            raise FruitlensError(f"{coll.location.uri} holds no embeddings")
+        labels = table.column("label").to_pylist()
+        splits = table.column("split").to_pylist()
+        species = [catalogue.species_of(label) for label in labels]
+        left_out = {}
+        for label, s in zip(labels, species):
+            if s is None:
+                left_out[str(label)] = left_out.get(str(label), 0) + 1
+        if left_out:
+            unknown[coll.name] = dict(sorted(left_out.items()))
+        emb = table.column("embedding").combine_chunks()
+        dim = len(emb[0].as_py())
+        flat = np.asarray(pc.list_flatten(emb).to_numpy(zero_copy_only=False), np.float32)
+        if len(flat) != dim * len(labels):
+            raise FruitlensError(f"{coll.location.uri}: embeddings of different lengths")
+        x = flat.reshape(len(labels), dim)
+        views = table.column("views").to_pylist() if "views" in table.column_names else None
+        names = list(Views.of_params(coll.params).names)
+        paths = table.column("path").to_pylist()
+        has_validation = any(s == schemas.VALIDATION for s in splits)
+        roles = _roles(paths, labels, species, splits, has_validation, cfg.validation)
+        counts[coll.name] = {"photos": len(labels), "left_out": sum(left_out.values()),
+                             "validation_split": "its own validation split" if has_validation
+                             else f"the last {cfg.validation:.0%} of each class's train photos in path order",
+                             "views": len(names)}
+        for role in (FIT, VAL, TEST):
+            keep = [i for i, r in enumerate(roles) if r == role]
+            counts[coll.name][role] = len(keep)
+            if keep:
+                chunks[role].append((index, x[keep], [np.asarray(views[i], np.float32) if views and views[i] else None
+                                                      for i in keep],
+                                     [species[i] for i in keep], [paths[i] for i in keep], names))
+    trained = sorted({s for c in chunks[FIT] for s in c[3]} | {s for c in chunks[VAL] for s in c[3]})
+    if not chunks[FIT]:
+        raise FruitlensError("no train photos to fit on (images under a train/ or Training/ folder whose label the "
+                             "catalogue names)" + (f"; labels not in the catalogue: {_unknown_text(unknown)}" if unknown else ""))
+    if len(trained) < 2:
+        raise FruitlensError(f"{len(trained)} class in the train photos: need at least 2")
+    index_of = {s: i for i, s in enumerate(trained)}
+    photos = {}
+    for role, parts in chunks.items():
+        rows = [(ci, x[i], v[i], index_of.get(s[i], -1), p[i], n) for ci, x, v, s, p, n in parts for i in range(len(s))]
+        if role != TEST:
+            rows = [r for r in rows if r[3] >= 0]
+        photos[role] = Photos(
+            x=np.stack([r[1] for r in rows]) if rows else np.zeros((0, 1), np.float32),
+            views=[r[2] for r in rows], y=np.array([r[3] for r in rows], np.int64),
+            collection=np.array([r[0] for r in rows], np.int64), paths=[r[4] for r in rows],
+            view_names=[r[5] for r in rows])
+    if len(photos[VAL]) == 0:
+        raise FruitlensError("too few train photos per class to carve a validation split")
+    families = catalogue.families()
+    return photos, trained, [families.get(s, s) for s in trained], {"collections": counts,
+                                                                    "left_out_labels": unknown}
+
+
+def _unknown_text(unknown: dict) -> str:
+    labels = sorted({label for per in unknown.values() for label in per})
+    return ", ".join(labels[:8]) + (f" and {len(labels) - 8} more" if len(labels) > 8 else "")
+
+
+def _roles(paths, labels, species, splits, has_validation: bool, share: float) -> list[str | None]:
+    """fit / validation / test / None for each photo of one collection."""
+    roles: list[str | None] = [None] * len(paths)
+    by_class: dict[str, list[int]] = {}
+    for i, (s, split) in enumerate(zip(species, splits)):
+        if split == schemas.TEST:
+            roles[i] = TEST
+        elif s is None:
+            continue
+        elif split == schemas.VALIDATION:
+            roles[i] = VAL
+        elif split == schemas.TRAIN:
+            if has_validation:
+                roles[i] = FIT
+            else:
+                by_class.setdefault(str(labels[i]), []).append(i)
+    for members in by_class.values():  # the last `share` of each class's photos in path order
+        members.sort(key=lambda i: paths[i])
+        n = len(members)
+        for rank, i in enumerate(members):
+            roles[i] = VAL if n > 1 and rank / (n - 1) >= 1.0 - share else FIT
+    return roles
+
+
+# -- the rows a solver fits on ------------------------------------------------------------------------
+
+def training_rows(photos: Photos) -> tuple[np.ndarray, np.ndarray]:
+    """Every view of every photo as a row (views are extra training photos)."""
+    extra = [(v, y) for v, y in zip(photos.views, photos.y) if v is not None and len(v)]
+    if not extra:
+        return photos.x, photos.y
+    x = np.concatenate([photos.x, *[v for v, _ in extra]])
+    y = np.concatenate([photos.y, *[np.full(len(v), label) for v, label in extra]])
+    return x, y
+
+
+def predict_view_sets(photos: Photos) -> list[int]:
+    """The view counts `predict` could average that every photo of `photos` has (1, 2, 4, 12)."""
+    sets = [1]
+    for count in (2, 4, 12):
+        names = Views(count).names
+        if all(set(names) <= set(n) for n in photos.view_names):
+            sets.append(count)
+    return sets
+
+
+def view_rows(photos: Photos, count: int) -> np.ndarray:
+    """(photos * count, dim): each photo's `count` views (Views(count).names), the whole photo first."""
+    if count == 1:
+        return photos.x
+    wanted = Views(count).names
+    out = np.empty((len(photos) * count, photos.x.shape[1]), np.float32)
+    for i in range(len(photos)):
+        names = photos.view_names[i]
+        for j, name in enumerate(wanted):
+            k = names.index(name)
+            out[i * count + j] = photos.x[i] if k == 0 else photos.views[i][k - 1]
+    return out
+
+
+# -- scoring ------------------------------------------------------------------------------------------
+
+def portable(fit: Fit, classes: list[str], families: list[str], refs: np.ndarray, meta: dict) -> PortableModel:
+    return PortableModel(classes=classes, mean=fit.front.mean, std=fit.front.std, projection=fit.projection,
+                         layers=fit.layers, threshold=0.0, refs=refs, novelty_threshold=np.inf, meta=meta,
+                         families=families)
+
+
+def scored(model: PortableModel, photos: Photos, views: int) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities averaged over `views` views, novelty) of each photo."""
+    if not len(photos):
+        return np.zeros((0, len(model.classes))), np.zeros(0)
+    from .model import one_blas_thread
+
+    probs, nov = [], []
+    for start in range(0, len(photos), 512):
+        part = Photos(photos.x[start:start + 512], photos.views[start:start + 512], photos.y[start:start + 512],
+                      photos.collection[start:start + 512], photos.paths[start:start + 512],
+                      photos.view_names[start:start + 512])
+        rows = view_rows(part, views)
+        inputs = model.inputs(rows)
+        p = model.probabilities_of(inputs)
+        probs.append(p.reshape(len(part), views, -1).mean(axis=1) if views > 1 else p)
+        with one_blas_thread():
+            nov.append(model.novelty_of(inputs[::views]))
+    return np.concatenate(probs), np.concatenate(nov)
+
+
+def reference_rows(photos: Photos, per_class: int) -> np.ndarray:
+    """Up to `per_class` whole photos of each class, evenly spread over its photos in path order."""
+    keep = []
+    for c in np.unique(photos.y):
+        members = sorted(np.flatnonzero(photos.y == c), key=lambda i: photos.paths[i])
+        step = max(1.0, len(members) / per_class)
+        keep += [members[int(j * step)] for j in range(min(per_class, len(members)))]
+    return photos.x[sorted(keep)]
+
+
+def normalized(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+# -- metrics ------------------------------------------------------------------------------------------
 
 def metrics(y: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
     n_classes = len(classes)
-    pred = probs.argmax(axis=1)
+    known = y >= 0
+    y, probs = y[known], probs[known]
+    pred = probs.argmax(axis=1) if len(probs) else np.zeros(0, np.int64)
     top5 = np.argsort(-probs, axis=1)[:, :5]
     confusion = np.zeros((n_classes, n_classes), np.int64)
     np.add.at(confusion, (y, pred), 1)
@@ -117,6 +301,8 @@ def metrics(y: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
 def choose_threshold(y: np.ndarray, probs: np.ndarray, target: float) -> tuple[float, float, float]:
     """Smallest winning-probability threshold whose answered predictions are at least `target`
     precise: (threshold, precision, coverage) on the data given (validation)."""
+    if not len(y):
+        return 1.0, 1.0, 0.0
     p = probs.max(axis=1)
     correct = probs.argmax(axis=1) == y
     order = np.argsort(-p, kind="stable")
@@ -126,198 +312,323 @@ def choose_threshold(y: np.ndarray, probs: np.ndarray, target: float) -> tuple[f
     last_of_value = np.r_[p_sorted[1:] != p_sorted[:-1], True]
     ok = np.nonzero((precision >= target) & last_of_value)[0]
     if not len(ok):
-        return float(np.nextafter(p_sorted[0], 2.0)), 1.0, 0.0
+        return float(np.nextafter(p_sorted[0], 2.0)), 1.0, 0.0  # above every photo: none answered
     i = ok[-1]
     return float(p_sorted[i]), float(precision[i]), float((i + 1) / len(p))
 
 
-def answered(y, probs, threshold, not_novel=None) -> dict:
-    keep = probs.max(axis=1) >= threshold
-    if not_novel is not None:
-        keep &= not_novel
-    n = int(keep.sum())
-    right = int((probs.argmax(axis=1)[keep] == y[keep]).sum())
-    return {"coverage": n / len(y) if len(y) else None, "precision": right / n if n else None, "answered": n}
+def answers(model: PortableModel, y: np.ndarray, probs: np.ndarray, nov: np.ndarray) -> dict:
+    """What the rules answer and how often it is right, per level (species and family)."""
+    level, fam, _ = model.decide(probs, nov)
+    n = len(y)
+    fam_of = np.array([model._family_names.index(f) for f in model.families])
+    true_fam = np.where(y >= 0, fam_of[np.clip(y, 0, None)], -1)
+    species_right = (level == 2) & (probs.argmax(axis=1) == y)
+    family_right = (level >= 1) & (fam == true_fam)  # a species answer's family counts at family level
+    answered = level > 0
+    return {
+        "photos": int(n),
+        "answered": round(float(answered.mean()), 4) if n else None,
+        "answered_species": round(float((level == 2).mean()), 4) if n else None,
+        "answered_family_only": round(float((level == 1).mean()), 4) if n else None,
+        "answers_right": round(float(((level == 2) & species_right | (level == 1) & family_right).sum()
+                                     / max(1, answered.sum())), 4) if answered.any() else None,
+        "species_answers_right": round(float(species_right.sum() / max(1, (level == 2).sum())), 4)
+        if (level == 2).any() else None,
+        "family_answers_right": round(float(family_right[level == 1].mean()), 4) if (level == 1).any() else None,
+        "not_sure": round(float((level == 0).mean()), 4) if n else None,
+    }
 
 
-def normalized(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+def per_collection(model: PortableModel, photos: Photos, probs: np.ndarray, nov: np.ndarray,
+                   names: list[str]) -> dict:
+    """Accuracy (species and family, from the labels through the catalogue) and answers per collection."""
+    out = {}
+    fam_of = np.array([model._family_names.index(f) for f in model.families])
+    fam_probs = model.family_probabilities(probs) if len(probs) else np.zeros((0, 1))
+    for c, name in enumerate(names):
+        rows = photos.collection == c
+        y = photos.y[rows]
+        known = y >= 0
+        if not rows.any():
+            continue
+        p, fp = probs[rows][known], fam_probs[rows][known]
+        yk = y[known]
+        out[name] = {
+            "photos": int(rows.sum()), "photos_of_a_known_species": int(known.sum()),
+            "species_accuracy": float((p.argmax(axis=1) == yk).mean()) if len(yk) else None,
+            "family_accuracy": float((fp.argmax(axis=1) == fam_of[yk]).mean()) if len(yk) else None,
+            "answers": answers(model, yk, p, nov[rows][known]) if len(yk) else None,
+        }
+    return out
 
 
-# -- the job ----------------------------------------------------------------------------------------
+# -- the job ------------------------------------------------------------------------------------------
 
-def train(spark, cfg: TrainConfig, embeddings, params: dict | None, target: Target) -> dict:
-    """Fit, compare and evaluate; publish the model folder at `target.final`; return the report."""
-    from pyspark.ml.feature import StringIndexer
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
+def solver_for(cfg: TrainConfig, rows: int, dim: int, candidates: list[Candidate]) -> str:
+    if cfg.solver != "auto":
+        return cfg.solver
+    if any(c.kind == "mlp" for c in candidates):
+        return "spark"
+    return "driver" if rows * dim * 4 <= _DRIVER_BYTES else "spark"
 
-    schemas.check_embeddings_columns(embeddings.columns, cfg.input)
-    data = embeddings.select("path", "label", "split", "embedding").filter(F.col("label").isNotNull())
-    by_class = Window.partitionBy("label").orderBy("path")
-    train_all = (data.filter(F.col("split") == "train")
-                 .withColumn("_pos", F.percent_rank().over(by_class))
-                 .withColumn("_val", F.col("_pos") >= 1.0 - cfg.validation).drop("_pos").cache())
-    test = data.filter(F.col("split") == "test")
-    counts = {r["split"]: r["count"] for r in data.groupBy("split").count().collect()}
-    if not counts.get("train"):
-        raise FruitlensError(f"{cfg.input} has no `train` rows (images under a Training/ folder): nothing to fit on")
-    indexer = StringIndexer(inputCol="label", outputCol="label_idx", stringOrderType="alphabetAsc",
-                            handleInvalid="skip").fit(train_all)
-    classes = list(indexer.labels)
-    if len(classes) < 2:
-        raise FruitlensError(f"{cfg.input} has {len(classes)} class in its train split: need at least 2")
-    fit_part = indexer.transform(train_all.filter(~F.col("_val"))).cache()
-    val_part = indexer.transform(train_all.filter(F.col("_val"))).cache()
-    full_train = indexer.transform(train_all).cache()
-    test_part = indexer.transform(test).cache()
-    n_val, n_fit = val_part.count(), fit_part.count()
-    if n_val == 0 or n_fit == 0:
-        raise FruitlensError("too few train images per class to carve a validation split")
-    dim = len(full_train.first()["embedding"])
-    k = _pca_k(spark, fit_part, cfg.pca_variance, dim) if {"lr_pca", "mlp"} & set(cfg.models) else None
 
-    report: dict = {"config": asdict(cfg), "classes": len(classes), "embedding_dim": dim, "pca_k": k,
-                    "rows": {"fit": n_fit, "validation": n_val, "train": n_fit + n_val,
-                             "test": test_part.count(), "test_unknown_label": counts.get("test", 0) - test_part.count()},
-                    "validation_split": f"last {cfg.validation:.0%} of each class's train images in path order",
-                    "candidates": []}
+def make_solver(kind: str, spark_session, x, y, n_classes: int, cfg: TrainConfig):
+    if kind == "driver":
+        return DriverSolver(x, y, n_classes, cfg.pca_variance, cfg.max_iter)
+    spark = spark_session()
+    rows = spark.createDataFrame(
+        [(e.tolist(), int(label)) for e, label in zip(x, y)], "embedding array<float>, label_idx int")
+    return SparkSolver(spark, rows, n_classes, cfg.pca_variance, cfg.max_iter, cfg.seed)
+
+
+def train(spark_session, cfg: TrainConfig, collections: list[Collection], target: Target, say=print) -> dict:
+    """Fit, compare and evaluate; publish the model folder at `target.final`; return the report.
+    `spark_session`: a function returning the SparkSession (started only when needed)."""
+    t_start = time.perf_counter()
+    first = collections[0].params or {}
+    for coll in collections[1:]:
+        for key in SHARED_PARAMS:
+            if (coll.params or {}).get(key) != first.get(key):
+                raise FruitlensError(f"{coll.location.uri} was made with {key} {coll.params.get(key)!r}, "
+                                     f"{collections[0].location.uri} with {first.get(key)!r}: featurize every "
+                                     "collection with the same backbone and image size")
+    catalogue = Catalogue.load(cfg.catalogue, _all_labels(collections))
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    photos, classes, families, read_report = read_photos(collections, catalogue, cfg)
+    timings["read_s"] = time.perf_counter() - t0
+    candidates = [Candidate.parse(c) for c in cfg.candidates]
+    names = [c.name for c in collections]
+    fit_x, fit_y = training_rows(photos[FIT])
+    dim = fit_x.shape[1]
+    kind = solver_for(cfg, len(fit_x), dim, candidates)
+    say(f"[train] {len(photos[FIT]):,} fit photos ({len(fit_x):,} rows with their views), "
+        f"{len(photos[VAL]):,} validation, {len(photos[TEST]):,} test; {len(classes)} classes; "
+        f"solver: {kind}")
+
+    t0 = time.perf_counter()
+    solver = make_solver(kind, spark_session, fit_x, fit_y, len(classes), cfg)
+    timings["scaler_pca_s"] = time.perf_counter() - t0
+    refs_fit = reference_rows(photos[FIT], cfg.refs_per_class)
+    view_sets = predict_view_sets(photos[VAL])
+    report: dict = {
+        "config": {**asdict(cfg), "candidates": [c.name for c in candidates]}, "classes": len(classes),
+        "catalogue": {"source": catalogue.source, "species": len(classes), "families": len(set(families))},
+        "embedding_dim": dim, "pca_k": solver.pca_k, "solver": kind, "blas": blas_report(kind, spark_session),
+        **read_report,
+        "rows": {"fit": len(photos[FIT]), "fit_rows_with_views": len(fit_x), "validation": len(photos[VAL]),
+                 "train": len(photos[FIT]) + len(photos[VAL]), "test": int((photos[TEST].y >= 0).sum()),
+                 "test_unknown_label": int((photos[TEST].y < 0).sum())},
+        "candidates": [],
+    }
     fitted = []
-    for name in cfg.models:
-        for hp in GRIDS[name]:
-            t0 = time.perf_counter()
-            with spark_progress(spark, f"fitting {name} {hp} on {n_fit:,} rows"):
-                model = _pipeline(name, hp, len(classes), k, dim, cfg).fit(fit_part)
-            fit_s = time.perf_counter() - t0
-            y, probs = _collect(model, val_part, len(classes))
-            m = metrics(y, probs, classes)
-            report["candidates"].append({"model": name, "params": hp, "fit_s": round(fit_s, 1),
-                                         "validation_accuracy": m["accuracy"], "validation_top5": m["top5_accuracy"],
-                                         "validation_macro_f1": m["macro_f1"]})
-            fitted.append({"name": name, "hp": hp, "score": (m["accuracy"], m["macro_f1"]), "model": model,
-                           "y": y, "probs": probs})
-    eligible = [f for f in fitted if cfg.default in (None, f["name"])]
-    best = max(eligible, key=lambda f: f["score"])  # first among equals: the order of --models
+    # strongest regularisation first: each fit of a kind starts from the one before (driver solver)
+    for candidate in sorted(candidates, key=lambda c: (c.kind, -c.setting)):
+        with _progress(spark_session, kind, f"fitting {candidate.name} on {len(fit_x):,} rows", say):
+            fit = solver.fit(candidate)
+        refs = normalized(_inputs(fit, refs_fit)).astype(np.float32)
+        model = portable(fit, classes, families, refs, {})
+        scores = {v: scored(model, photos[VAL], v) for v in view_sets}
+        by_views = {v: metrics(photos[VAL].y, probs, classes) for v, (probs, _) in scores.items()}
+        best_views = _fewest_views(by_views)
+        m = by_views[best_views]
+        report["candidates"].append({
+            "candidate": candidate.name, "model": candidate.kind, "params": _params(candidate),
+            "seconds": round(fit.seconds, 1), "iterations": fit.iterations,
+            "validation_accuracy": m["accuracy"], "validation_macro_f1": m["macro_f1"],
+            "validation_top5": m["top5_accuracy"], "predict_views": best_views,
+            "validation_accuracy_by_views": {str(v): round(mv["accuracy"], 4) for v, mv in by_views.items()}})
+        fitted.append((candidate, fit, model, scores[best_views], best_views, (m["accuracy"], m["macro_f1"])))
+    eligible = [f for f in fitted if cfg.default in (None, f[0].kind, f[0].name)]
+    if not eligible:
+        raise FruitlensError(f"--default {cfg.default} is not among --candidates")
+    best_candidate, best_fit, best_model, (val_probs, _), views, _ = max(eligible, key=lambda f: f[5])
 
-    # Thresholds on validation: confidence for 99.5% precision, novelty from the nearest reference.
-    threshold, val_precision, val_coverage = choose_threshold(best["y"], best["probs"], cfg.target_precision)
-    val_feats = _features(best["model"], val_part)
-    fit_refs = _features(best["model"], _refs(fit_part, cfg.refs_per_class))
-    # the same computation, on references stored the same way, as the model's novelty_of at serve time
-    val_novelty = novelty(val_feats, CosineSearch(stored_refs(normalized(fit_refs))))
-    novelty_threshold = float(np.quantile(val_novelty, cfg.target_precision))
+    # Thresholds on validation (the chosen candidate fitted on the fit split).
+    val_inputs = _inputs(best_fit, photos[VAL].x)
+    val_novelty = novelty(val_inputs, CosineSearch(stored_refs(best_model.refs)))
+    novelty_threshold = float(np.quantile(val_novelty, cfg.target_precision)) if len(val_novelty) else np.inf
+    threshold, val_precision, val_coverage = choose_threshold(photos[VAL].y, val_probs, cfg.target_precision)
+    best_model.threshold = threshold
+    fam_probs = best_model.family_probabilities(val_probs)
+    below = val_probs.max(axis=1) < threshold
+    fam_of = np.array([best_model._family_names.index(f) for f in best_model.families])
+    family_threshold, fam_precision, fam_coverage = choose_threshold(fam_of[photos[VAL].y[below]], fam_probs[below],
+                                                                     cfg.target_precision)
+    if fam_coverage == 0.0:
+        family_threshold = float("inf")
 
-    # Every compared model (its best point) refit on the whole train split and scored on test.
-    comparison, final = [], None
-    for name in cfg.models:
-        points = [c for c in report["candidates"] if c["model"] == name]
-        point = max(points, key=lambda c: (c["validation_accuracy"], c["validation_macro_f1"]))
-        t0 = time.perf_counter()
-        with spark_progress(spark, f"refitting {name} on {n_fit + n_val:,} train rows"):
-            model = _pipeline(name, point["params"], len(classes), k, dim, cfg).fit(full_train)
-        fit_s = time.perf_counter() - t0
-        y, probs = _collect(model, test_part, len(classes))
-        m = metrics(y, probs, classes)
-        comparison.append({"model": name, "params": point["params"], "train_s": round(fit_s, 1),
-                           "validation_accuracy": point["validation_accuracy"], "test_accuracy": m["accuracy"],
-                           "test_top5": m["top5_accuracy"], "test_macro_f1": m["macro_f1"]})
-        if name == best["name"]:
-            final = {"model": model, "y": y, "probs": probs, "metrics": m, "params": point["params"]}
-    report["comparison"] = comparison
-
-    mean, std, projection, layers = portable_from(final["model"], classes)
-    refs = normalized(_features(final["model"], _refs(full_train, cfg.refs_per_class)))
-    portable = PortableModel(classes=classes, mean=mean, std=std, projection=projection, layers=layers,
-                             threshold=threshold, refs=refs.astype(np.float32), novelty_threshold=novelty_threshold,
-                             meta={"kind": best["name"], "params": final["params"], "embedding_params": params or {},
-                                   "embedding_dim": dim, "pca_k": k if best["name"] != "lr_full" else None})
-    test_feats = _features(final["model"], test_part)
-    test_novel = portable.novelty_of(test_feats) > novelty_threshold if len(test_feats) else np.zeros(0, bool)
-    m = final["metrics"]
+    # The chosen candidate refit on every train photo, scored once on test.
+    everyone = _join(photos[FIT], photos[VAL])
+    all_x, all_y = training_rows(everyone)
+    t0 = time.perf_counter()
+    refit_solver = make_solver(kind, spark_session, all_x, all_y, len(classes), cfg)
+    with _progress(spark_session, kind, f"refitting {best_candidate.name} on {len(all_x):,} train rows", say):
+        final = refit_solver.fit(best_candidate, start=best_fit)
+    timings["refit_s"] = time.perf_counter() - t0
+    refs = normalized(_inputs(final, reference_rows(everyone, cfg.refs_per_class))).astype(np.float32)
+    meta = {"kind": best_candidate.kind, "candidate": best_candidate.name, "params": _params(best_candidate),
+            "embedding_params": {k: v for k, v in first.items() if k not in ("views", "crop")},
+            "embedding_dim": dim, "pca_k": final.projection.shape[1] if final.projection is not None else None,
+            "crop": _crop(collections)}
+    model = PortableModel(classes=classes, mean=final.front.mean, std=final.front.std, projection=final.projection,
+                          layers=final.layers, threshold=threshold, refs=refs, novelty_threshold=novelty_threshold,
+                          meta=meta, families=families, family_threshold=family_threshold, views=views)
+    test_probs, test_nov = scored(model, photos[TEST], views)
+    m = metrics(photos[TEST].y, test_probs, classes)
     report["chosen"] = {
-        "model": best["name"], "params": final["params"], "chosen_on": "validation accuracy (then macro-F1)",
-        "test": {k2: v for k2, v in m.items() if not k2.startswith("_")},
+        "candidate": best_candidate.name, "model": best_candidate.kind, "params": _params(best_candidate),
+        "chosen_on": "validation accuracy (then macro-F1)", "predict_views": views,
+        "test": {k: v for k, v in m.items() if not k.startswith("_")},
+        "test_by_collection": per_collection(model, photos[TEST], test_probs, test_nov, names),
+        "validation_by_collection": per_collection(best_model, photos[VAL], val_probs, val_novelty, names),
         "not_sure": {
-            "thresholds_from": "the chosen model fit on the fit split (train minus validation), scored on validation; "
-                               "applied unchanged to the model refit on all of train",
+            "thresholds_from": "the chosen model fit on the fit split, scored on validation; applied unchanged to "
+                               "the model refit on all of train",
             "target_precision": cfg.target_precision,
             "threshold": threshold, "validation_precision": val_precision, "validation_coverage": val_coverage,
-            "test_confidence_only": answered(final["y"], final["probs"], threshold),
+            "family_threshold": family_threshold if np.isfinite(family_threshold) else None,
+            "family_validation_precision": fam_precision, "family_validation_coverage_of_the_rest": fam_coverage,
             "novelty_threshold": novelty_threshold,
-            "test_with_novelty": answered(final["y"], final["probs"], threshold, ~test_novel),
+            "test": answers(model, photos[TEST].y[photos[TEST].y >= 0], test_probs[photos[TEST].y >= 0],
+                            test_nov[photos[TEST].y >= 0]) if (photos[TEST].y >= 0).any() else None,
         },
     }
-    _publish(spark, final["model"], portable, report, m["_confusion"], classes, target)
-    for df in (train_all, fit_part, val_part, full_train, test_part):
-        df.unpersist()
+    report["timings"] = {k: round(v, 1) for k, v in timings.items()}
+    t0 = time.perf_counter()
+    _publish(spark_session(), final, model, catalogue.restricted_to(_trained_labels(photos, catalogue, collections)),
+             report, m["_confusion"], classes, target)
+    report["timings"]["save_s"] = round(time.perf_counter() - t0, 1)
+    report["timings"]["total_s"] = round(time.perf_counter() - t_start, 1)
+    if hasattr(solver, "release"):
+        solver.release()
+        refit_solver.release()
     return report
 
 
-def _pca_k(spark, fit_part, variance: float, dim: int) -> int:
-    from pyspark.ml.feature import StandardScaler
+def _all_labels(collections: list[Collection]) -> list[str]:
+    import pyarrow.parquet as pq
 
-    from ..reduction.sparkml import ArrayToVector, choose_k, spectrum
-
-    with spark_progress(spark, "choosing the PCA size on the fit split"):
-        vec = ArrayToVector(inputCol="embedding", outputCol="features").transform(fit_part)
-        scaled = StandardScaler(withMean=True, withStd=True, inputCol="features", outputCol="scaled").fit(vec).transform(vec)
-        explained = spectrum(scaled, "scaled")
-    return choose_k(explained, variance)
-
-
-def _collect(model, df, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    from pyspark.ml.functions import vector_to_array
-
-    rows = model.transform(df).select("label_idx", vector_to_array("probability").alias("p")).collect()
-    if not rows:
-        return np.zeros(0, np.int64), np.zeros((0, n_classes))
-    return np.array([r["label_idx"] for r in rows], np.int64), np.array([r["p"] for r in rows], np.float64)
+    labels = set()
+    for coll in collections:
+        for f in dataset_files(coll.location):
+            with f.open("rb") as fh:
+                table = pq.read_table(fh, columns=["label"])
+            labels.update(x for x in table.column("label").to_pylist() if x)
+    return sorted(labels)
 
 
-def _features(model, df) -> np.ndarray:
-    """The classifier's input features (after scaler, and PCA when there is one) of `df`'s rows."""
-    from pyspark.ml import PipelineModel
-    from pyspark.ml.functions import vector_to_array
-
-    front = PipelineModel(stages=model.stages[:-1])
-    col = "pca" if len(model.stages) == 4 else "scaled"
-    rows = front.transform(df).select(vector_to_array(col).alias("x")).collect()
-    return np.array([r["x"] for r in rows], np.float64) if rows else np.zeros((0, 1))
+def _trained_labels(photos: dict, catalogue: Catalogue, collections) -> list[str]:
+    labels = _all_labels(collections)
+    return [label for label in labels if catalogue.species_of(label) is not None]
 
 
-def _refs(df, per_class: int):
-    """Up to `per_class` rows of each class, evenly spread over its images in path order."""
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
-    w = Window.partitionBy("label").orderBy("path")
-    n = Window.partitionBy("label")
-    ranked = df.withColumn("_i", F.row_number().over(w) - 1).withColumn("_n", F.count("*").over(n))
-    step = F.greatest(F.lit(1.0), F.col("_n") / per_class)
-    return ranked.filter(F.floor(F.col("_i") / step) != F.floor((F.col("_i") - 1) / step)).drop("_i", "_n")
+def _crop(collections: list[Collection]) -> float:
+    crops = {float(c.params.get("crop")) for c in collections if c.params and c.params.get("crop")}
+    return crops.pop() if len(crops) == 1 else 0.7
 
 
-def _publish(spark, model, portable: PortableModel, report: dict, confusion, classes, target: Target) -> None:
+def _fewest_views(by_views: dict) -> int:
+    """The fewest views averaged at predict time within half a point of the best on validation."""
+    best = max(m["accuracy"] for m in by_views.values())
+    return min(v for v, m in by_views.items() if m["accuracy"] >= best - 0.005)
+
+
+def _inputs(fit: Fit, x: np.ndarray) -> np.ndarray:
+    return fit.front.inputs(x, fit.candidate.uses_pca).astype(np.float64)
+
+
+def _params(candidate: Candidate) -> dict:
+    return {"hidden": int(candidate.setting)} if candidate.kind == "mlp" else {"regParam": candidate.setting}
+
+
+def _join(a: Photos, b: Photos) -> Photos:
+    return Photos(np.concatenate([a.x, b.x]), a.views + b.views, np.concatenate([a.y, b.y]),
+                  np.concatenate([a.collection, b.collection]), a.paths + b.paths, a.view_names + b.view_names)
+
+
+class _progress:
+    """A Spark progress bar for the Spark solver; a start/end line for the driver solver."""
+
+    def __init__(self, spark_session, kind, description, say):
+        self.kind, self.description, self.say, self.spark_session = kind, description, say, spark_session
+
+    def __enter__(self):
+        if self.kind == "spark":
+            self._inner = spark_progress(self.spark_session(), self.description)
+            return self._inner.__enter__()
+        self.t0 = time.perf_counter()
+        self.say(f"[fruitlens] {self.description} ...")
+        return self
+
+    def __exit__(self, *exc):
+        if self.kind == "spark":
+            return self._inner.__exit__(*exc)
+        if exc[0] is None:
+            self.say(f"[fruitlens] {self.description} done in {time.perf_counter() - self.t0:.1f}s")
+        return False
+
+
+def blas_report(kind: str, spark_session) -> dict:
+    """Which BLAS runs the products: NumPy's (driver solver, scoring) and Spark ML's (its JVM)."""
+    from threadpoolctl import threadpool_info
+
+    numpy_blas = [f"{i.get('internal_api')} {i.get('version')} ({i.get('num_threads')} threads)"
+                  for i in threadpool_info() if i.get("user_api") == "blas"]
+    out = {"numpy": numpy_blas[0] if numpy_blas else "unknown"}
+    if kind == "spark":
+        out["spark_ml"] = spark_blas(spark_session())
+    return out
+
+
+def spark_blas(spark) -> str:
+    """The BLAS Spark ML's JVM uses: `native (JNIBLAS)` when the system's libblas.so.3 loaded, else a
+    Java one (slower: setup.sh installs OpenBLAS)."""
+    try:
+        jvm = spark.sparkContext._jvm
+        name = jvm.dev.ludovic.netlib.blas.BLAS.getInstance().getClass().getSimpleName()
+    except Exception:  # noqa: BLE001 - an older Spark without dev.ludovic.netlib
+        return "unknown"
+    return f"native ({name})" if name.startswith("JNI") else f"Java ({name}): no system libblas.so.3 found"
+
+
+def _publish(spark, fit: Fit, model: PortableModel, catalogue: Catalogue, report: dict, confusion, classes,
+             target: Target) -> None:
+    from ..reduction.sparkml import classifier_pipeline
     from ..report import write_confusion_png
 
     tmp = tempfile.mkdtemp(prefix="fruitlens-train-")
     try:
         folder = os.path.join(tmp, "model")
-        model.write().overwrite().save("file://" + os.path.join(folder, "spark"))
-        portable.save(folder)
-        import json
-
+        os.makedirs(folder)
+        pipeline = fit.spark_model or classifier_pipeline(spark, model.mean, model.std, model.projection, model.layers,
+                                                          fit.front.explained)
+        pipeline.write().overwrite().save("file://" + os.path.join(folder, "spark"))
+        model.save(folder)
+        with open(os.path.join(folder, "catalogue.csv"), "w", encoding="utf-8") as f:
+            f.write(catalogue.to_csv())
         with open(os.path.join(folder, "per_class.csv"), "w") as f:
             f.write("class,precision,recall,support\n")
             for c, v in report["chosen"]["test"]["per_class"].items():
                 f.write(f"\"{c}\",{v['precision']},{v['recall']},{v['support']}\n")
         accuracy = report["chosen"]["test"]["accuracy"]
         write_confusion_png(os.path.join(folder, "confusion.png"), confusion, classes,
-                            f"{report['chosen']['model']}: test accuracy "
+                            f"{report['chosen']['candidate']}: test accuracy "
                             + (f"{accuracy:.2%}" if accuracy is not None else "n/a (no test rows)"))
         with open(os.path.join(folder, "report.json"), "w") as f:
             json.dump(report, f, indent=2, default=float)
         shutil.rmtree(os.path.join(folder, "spark", "_temporary"), ignore_errors=True)
-        publish_tree(folder, target, portable.embedding_params)
+        publish_tree(folder, target, model.embedding_params)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def collection_of(where: Location, name: str | None = None) -> Collection:
+    """An embeddings dataset as a collection, named after its folder."""
+    manifest = read_manifest(where)
+    folder = where.parent if where.name == "embeddings" else where
+    return Collection(name or folder.name, where, manifest.params if manifest else {})
+
+
+__all__ = ["Collection", "collection_of", "normalise", "train"]

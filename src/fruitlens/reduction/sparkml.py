@@ -2,17 +2,21 @@
 column (array<float>) as it is in the embeddings dataset. Pure Python (saved with Spark ML's
 DefaultParamsWriter), so `PipelineModel.load` needs fruitlens importable on the driver.
 `EigenPCA` fits Spark ML's own PCAModel from the covariance's eigendecomposition (see
-`principal_components`)."""
+`pca.principal_components`), the covariance summed over the partitions in a Spark tree."""
 
 from __future__ import annotations
 
 import numpy as np
-import pyarrow as pa
 from pyspark import keyword_only
 from pyspark.ml import Estimator, Transformer
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasInputCol, HasOutputCol
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
+
+from .pca import Moments, choose_k, principal_components  # noqa: F401 - choose_k: part of this module's API
+
+_MOMENTS = "n long, mean binary, m2 binary"  # a block's row count, mean and centred X'X (float64 bytes)
+_GRAM_ROWS = 2048  # rows per X'X product: bounds the float64 block a Python worker converts at a time
 
 
 class ArrayToVector(Transformer, HasInputCol, HasOutputCol, DefaultParamsReadable, DefaultParamsWritable):
@@ -28,83 +32,6 @@ class ArrayToVector(Transformer, HasInputCol, HasOutputCol, DefaultParamsReadabl
         from pyspark.ml.functions import array_to_vector
 
         return dataset.withColumn(self.getOutputCol(), array_to_vector(dataset[self.getInputCol()]))
-
-
-def choose_k(explained_variance, target: float) -> int:
-    """Smallest k whose cumulative explained variance reaches `target` (all, if none does)."""
-    cumulative = np.cumsum(np.asarray(explained_variance, dtype=np.float64))
-    reached = np.nonzero(cumulative >= target - 1e-12)[0]
-    return int(reached[0] + 1) if reached.size else int(len(cumulative))
-
-
-def principal_components(covariance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(components, explained): the eigenvectors of a covariance matrix as columns (dim x dim), by
-    decreasing variance, and the explained variance ratio of each (summing to 1), as Spark ML's PCA
-    defines them; a PCA at k keeps the first k columns. A symmetric eigensolver (LAPACK syevd through
-    NumPy) instead of Spark's SVD of the same matrix: the same spectrum, without the SVD's failures to
-    converge on rank-deficient covariances (fewer rows than dimensions: breeze's dgesdd threw
-    `NotConvergedException` now and then). Each component's sign is fixed (its largest entry
-    positive), so refits on the same data give the same features, except along components of equal
-    (or zero) variance, whose directions within their subspace are not unique."""
-    cov = np.asarray(covariance, dtype=np.float64)
-    values, vectors = np.linalg.eigh((cov + cov.T) / 2)
-    order = np.argsort(values)[::-1]
-    values = np.clip(values[order], 0.0, None)  # rounding leaves tiny negatives on a rank-deficient matrix
-    vectors = vectors[:, order]
-    signs = np.sign(vectors[np.abs(vectors).argmax(axis=0), np.arange(vectors.shape[1])])
-    vectors *= np.where(signs == 0, 1.0, signs)
-    total = values.sum()
-    return vectors, (values / total if total > 0 else np.zeros_like(values))
-
-
-_MOMENTS = "n long, mean binary, m2 binary"  # a block's row count, mean and centred X'X (float64 bytes)
-_GRAM_ROWS = 2048  # rows per X'X product: bounds the float64 block a Python worker converts at a time
-
-
-class Moments:
-    """Row count, mean and centred scatter matrix sum((x - mean)(x - mean)') of a block of rows.
-    Blocks merge exactly (Chan et al.'s pairwise update), so the covariance is computed from
-    centred data wherever the rows are summed: no cancellation on uncentred inputs."""
-
-    def __init__(self, n: int = 0, mean: np.ndarray | None = None, m2: np.ndarray | None = None):
-        self.n, self.mean, self.m2 = n, mean, m2
-
-    @classmethod
-    def of(cls, rows: np.ndarray) -> "Moments":
-        x = np.asarray(rows, dtype=np.float64)
-        mean = x.mean(axis=0)
-        centred = x - mean
-        return cls(len(x), mean, centred.T @ centred)  # BLAS's symmetric rank-k update
-
-    def add(self, other: "Moments") -> "Moments":
-        if not other.n:
-            return self
-        if not self.n:
-            self.n, self.mean, self.m2 = other.n, other.mean.copy(), other.m2.copy()
-            return self
-        n = self.n + other.n
-        delta = other.mean - self.mean
-        self.m2 += other.m2
-        self.m2 += np.outer(delta, delta) * (self.n * other.n / n)
-        self.mean = self.mean + delta * (other.n / n)
-        self.n = n
-        return self
-
-    def covariance(self) -> np.ndarray:
-        """The sample covariance (divided by n - 1, as Spark's RowMatrix does)."""
-        if self.n < 2:
-            raise ValueError(f"a covariance needs at least 2 rows, got {self.n}")
-        return self.m2 / (self.n - 1)
-
-    def batch(self) -> pa.RecordBatch:
-        return pa.RecordBatch.from_pydict({"n": [self.n], "mean": [self.mean.tobytes()], "m2": [self.m2.tobytes()]})
-
-    @classmethod
-    def rows_of(cls, batch: pa.RecordBatch):
-        ns, means, m2s = (batch.column(i) for i in range(3))
-        for i in range(batch.num_rows):  # views on the Arrow buffers, no copy into Python bytes
-            mean = np.frombuffer(means[i].as_buffer(), np.float64)
-            yield cls(ns[i].as_py(), mean, np.frombuffer(m2s[i].as_buffer(), np.float64).reshape(len(mean), len(mean)))
 
 
 def covariance(dataset, input_col: str) -> np.ndarray:
@@ -223,3 +150,56 @@ def pca_model(spark, pc: np.ndarray, explained: np.ndarray, input_col: str, outp
     model._set(k=k, inputCol=input_col, outputCol=output_col)
     model._transfer_params_to_java()
     return model
+
+
+def scaler_model(spark, mean: np.ndarray, std: np.ndarray, input_col: str, output_col: str):
+    """A Spark ML StandardScalerModel (with mean and std), as `StandardScaler.fit` makes, from arrays."""
+    from pyspark.ml.common import _py2java
+    from pyspark.ml.feature import StandardScaler, StandardScalerModel
+    from pyspark.ml.linalg import DenseVector
+
+    sc = spark.sparkContext
+    java = sc._jvm.org.apache.spark.ml.feature.StandardScalerModel(
+        StandardScaler().uid, _py2java(sc, DenseVector(np.asarray(std, np.float64).tolist())),
+        _py2java(sc, DenseVector(np.asarray(mean, np.float64).tolist())))
+    model = StandardScalerModel(java)
+    model._set(withMean=True, withStd=True, inputCol=input_col, outputCol=output_col)
+    model._transfer_params_to_java()
+    return model
+
+
+def logistic_model(spark, coefficients: np.ndarray, intercepts: np.ndarray, features_col: str):
+    """A Spark ML multinomial LogisticRegressionModel from its coefficient matrix (classes x
+    features) and intercepts, as `LogisticRegression.fit` makes it."""
+    from pyspark.ml.classification import LogisticRegression, LogisticRegressionModel
+    from pyspark.ml.common import _py2java
+    from pyspark.ml.linalg import DenseMatrix, DenseVector
+
+    w = np.asarray(coefficients, np.float64)
+    sc = spark.sparkContext
+    java = sc._jvm.org.apache.spark.ml.classification.LogisticRegressionModel(
+        LogisticRegression().uid, _py2java(sc, DenseMatrix(w.shape[0], w.shape[1], w.ravel(order="F").tolist())),
+        _py2java(sc, DenseVector(np.asarray(intercepts, np.float64).tolist())), int(w.shape[0]), True)
+    model = LogisticRegressionModel(java)
+    model._set(featuresCol=features_col, family="multinomial")
+    model._transfer_params_to_java()
+    return model
+
+
+def classifier_pipeline(spark, mean, std, projection, layers, explained=None):
+    """The classifier as a Spark ML PipelineModel that takes the `embedding` column as it is and
+    outputs `probability` and `prediction`: ArrayToVector -> StandardScaler -> [PCA] -> logistic
+    regression, built from the arrays a solver fitted."""
+    from pyspark.ml import PipelineModel
+
+    if len(layers) != 1:
+        raise ValueError("only a logistic regression is built from arrays; a perceptron keeps its Spark model")
+    stages = [ArrayToVector(inputCol="embedding", outputCol="features"),
+              scaler_model(spark, mean, std, "features", "scaled")]
+    if projection is not None:
+        k = projection.shape[1]
+        stages.append(pca_model(spark, projection, explained[:k] if explained is not None else np.full(k, 1.0 / k),
+                                "scaled", "pca"))
+    w, b = layers[0]
+    stages.append(logistic_model(spark, w, b, "pca" if projection is not None else "scaled"))
+    return PipelineModel(stages=stages)

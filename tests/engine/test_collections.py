@@ -1,0 +1,150 @@
+"""One model from several collections: real shop photos (GroceryStore's layout: train/ val/ test/,
+views) and turntable frames (Fruits-360's Training/ Test/), one species from every collection
+that shows it through the catalogue, answers at species or family level."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.dataset as ds
+import pytest
+from conftest import MODELS, SAMPLE, SHARED, shared
+
+from fruitlens import FruitlensError
+from fruitlens.catalogue import Catalogue, Names
+from fruitlens.config import ClassifyConfig, FeaturizeConfig, SparkConfig, TrainConfig
+from fruitlens.engine.predict import Identifier
+from fruitlens.jobs import run_classify, run_featurize, run_train
+
+pytestmark = shared
+SPARK = SparkConfig()
+GROCERY = SHARED / "data" / "grocerystore"
+SHOP = {"Fruit/Apple/Granny-Smith": 9, "Fruit/Apple/Golden-Delicious": 9, "Fruit/Banana": 9, "Fruit/Lime": 9,
+        "Packages/Milk/Arla-Standard-Milk": 3}  # cartons: not in the catalogue, left out
+TURNTABLE = ("Apple Granny Smith", "Apple Golden 1", "Banana", "Limes")
+
+
+def read(path) -> pd.DataFrame:
+    return ds.dataset(str(path), format="parquet").to_table().to_pandas()
+
+
+@pytest.fixture(scope="module")
+def collections(spark, tmp_path_factory):
+    if not (GROCERY / "train").is_dir():
+        pytest.skip(f"needs GroceryStore's photos in {GROCERY}")
+    root = tmp_path_factory.mktemp("collections")
+    for folder, n in SHOP.items():  # shop photos: 5 train, 2 val, 2 test per class
+        photos = sorted((GROCERY / "train" / folder).glob("*.jpg"))[:n]
+        for split, chosen in (("train", photos[:-4]), ("val", photos[-4:-2]), ("test", photos[-2:])):
+            (root / "shop" / split / folder).mkdir(parents=True, exist_ok=True)
+            for p in chosen:
+                shutil.copy(p, root / "shop" / split / folder / p.name)
+    for name in TURNTABLE:
+        for split, count in (("Training", 10), ("Test", 3)):
+            (root / "turntable" / split / name).mkdir(parents=True)
+            for p in sorted((SAMPLE / split / name).glob("*.jpg"))[:count]:
+                shutil.copy(p, root / "turntable" / split / name / p.name)
+    run_featurize(FeaturizeConfig(input=str(root / "shop"), output=str(root / "shop-emb"), views=4), SPARK,
+                  spark=spark, quiet=True)
+    run_featurize(FeaturizeConfig(input=str(root / "turntable"), output=str(root / "turntable-emb")), SPARK,
+                  spark=spark, quiet=True)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(spark, collections):
+    root = collections
+    report = run_train(TrainConfig(input=(str(root / "shop-emb"), str(root / "turntable-emb")), output=str(root / "model"),
+                                   catalogue="builtin", candidates=("lr_full:1e-3",), target_precision=0.9),
+                       SPARK, spark=spark, quiet=True)
+    return root / "model", report
+
+
+def test_views_are_embedded_beside_the_whole_photo(collections):
+    emb = read(collections / "shop-emb" / "embeddings")
+    assert set(emb.split) == {"train", "validation", "test"}
+    assert {len(v) for v in emb.views} == {3}  # whole photo in `embedding`, 3 more views
+    params = json.loads((collections / "shop-emb" / "embeddings" / "_SUCCESS").read_text())["params"]
+    assert params["views"] == 4 and params["crop"] == 0.7
+    assert "views" not in read(collections / "turntable-emb" / "embeddings").columns
+
+
+def test_one_species_from_every_collection_through_the_catalogue(trained):
+    model, report = trained
+    meta = json.loads((model / "model.json").read_text())
+    assert meta["classes"] == ["Apple Golden Delicious", "Apple Granny Smith", "Banana", "Lime"]
+    assert meta["families"] == ["Apple", "Apple", "Banana", "Lime"]
+    shop, turntable = report["collections"]["shop-emb"], report["collections"]["turntable-emb"]
+    assert shop["validation_split"] == "its own validation split" and shop["fit"] == 20 and shop["validation"] == 8
+    assert turntable["validation_split"].startswith("the last 20%")
+    assert report["left_out_labels"] == {"shop-emb": {"Arla-Standard-Milk": 3}}  # the cartons
+    assert report["rows"]["fit_rows_with_views"] == 20 * 4 + turntable["fit"]  # every view a training row
+    kept = Catalogue.parse((model / "catalogue.csv").read_text(), "model")
+    assert {r[0] for r in kept.rows} == {"Granny-Smith", "Golden-Delicious", "Banana", "Lime", "Apple Granny Smith",
+                                         "Apple Golden 1", "Limes"}
+    by_collection = report["chosen"]["test_by_collection"]
+    assert set(by_collection) == {"shop-emb", "turntable-emb"}
+    for c in by_collection.values():
+        assert c["family_accuracy"] >= c["species_accuracy"] >= 0.5
+    assert report["chosen"]["predict_views"] in (1, 2, 4)
+    assert report["chosen"]["not_sure"]["test"]["answered"] is not None
+
+
+def test_predict_and_classify_answer_at_species_or_family_level(spark, trained, collections, tmp_path):
+    model, report = trained
+    identifier = Identifier.load(str(model), threads=1)
+    assert identifier.embedder.views.count == report["chosen"]["predict_views"]
+    photos = sorted((collections / "shop" / "test").rglob("*.jpg"))
+    env = {**os.environ, "FRUITLENS_MODEL_DIR": str(MODELS)}
+    res = subprocess.run([sys.executable, "-m", "fruitlens", "predict", "--model", str(model), "--json",
+                          *map(str, photos)], capture_output=True, text=True, env=env, timeout=300)
+    answers = json.loads(res.stdout)
+    assert len(answers) == len(photos)
+    for a in answers:
+        assert a["level"] in ("species", "family", None) and (a["answer"] is None) == a["not_sure"]
+        if a["level"] == "family":
+            assert a["answer"] == a["family"]
+    out = tmp_path / "classified"
+    result = run_classify(ClassifyConfig(model=str(model), input=str(collections / "shop" / "test"), output=str(out)),
+                          SPARK, spark=spark, quiet=True)
+    pred = read(out / "predictions")
+    assert {"level", "species", "family", "family_probability"} <= set(pred.columns)
+    assert ((pred.level == "species") == pred.species.notna()).all()
+    c = result["classify"]
+    assert c["labelled_with_a_known_class"] == 8  # the 2 carton photos are no species of the catalogue
+    assert set(c["by_collection"]) == {"test"} and c["family_accuracy"] >= c["accuracy"]
+    assert c["views_averaged"] == report["chosen"]["predict_views"]
+
+
+def test_a_catalogue_that_is_not_one_is_a_one_line_error(tmp_path):
+    bad = {"header.csv": "name,kind\nA,B\n", "fields.csv": "label,species,family\nA,,Apple\n",
+           "twice.csv": "label,species,family\nA,Apple Red,Apple\na,Apple Green,Apple\n",
+           "families.csv": "label,species,family\nA,Kiwi,Kiwi\nB,Kiwi,Fruit\n"}
+    messages = {"header.csv": "first line", "fields.csv": "line 2", "twice.csv": "given twice",
+                "families.csv": "two families"}
+    for name, text in bad.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(FruitlensError, match=messages[name]):
+            Catalogue.load(str(tmp_path / name))
+    with pytest.raises(FruitlensError, match="no file"):
+        Catalogue.load(str(tmp_path / "none.csv"))
+    (tmp_path / "latin1.csv").write_bytes("label,species,family\nPêche,Peach,Peach\n".encode("latin-1"))
+    with pytest.raises(FruitlensError, match="UTF-8"):
+        Catalogue.load(str(tmp_path / "latin1.csv"))
+
+
+def test_the_builtin_catalogue_names_every_sample_folder_in_english_and_french():
+    catalogue, names = Catalogue.load("builtin"), Names.builtin()
+    for label in os.listdir(SAMPLE / "Training"):
+        species = catalogue.species_of(label)
+        assert species, label
+        assert names.name(species, "fr") and names.name(catalogue.family_of(species), "fr")
+    for folder in Path(GROCERY / "train").glob("[FV]*/**/"):
+        if any(folder.glob("*.jpg")):
+            assert catalogue.species_of(folder.name), folder
+    assert catalogue.species_of("Golden-Delicious") == catalogue.species_of("Apple Golden 2") == "Apple Golden Delicious"
+    assert names.name("Apple Golden Delicious", "fr") == "Pomme Golden" and names.name("Pepper Red", "fr") == "Poivron rouge"
