@@ -307,6 +307,28 @@ def _print_answers(answers) -> None:
 
 
 @cli.command()
+@click.argument("model_dir", metavar="MODEL")
+@click.argument("dest", metavar="FILE.tflite", type=click.Path(dir_okay=False))
+@click.option("--check", "check", multiple=True, metavar="PHOTO",
+              help="Run the file on this photo (repeatable, local or s3://) beside `predict` and say how often both "
+                   "name the same species.")
+@backbone_file_option
+@s3_options
+def export(model_dir, dest, check, backbone_file, s3):
+    """MODEL (a folder `train` wrote) -> FILE.tflite: one LiteRT file holding the backbone and the
+    classifier, for an app that identifies offline with any LiteRT runtime. Input: one RGB uint8
+    photo (1, 224, 224, 3) resized to it (bilinear). Outputs: probabilities (the model's classes, in
+    model.json's order), family probabilities, novelty; the thresholds and names in its `fruitlens`
+    metadata (README, "Take it with you")."""
+    import json as json_
+
+    from .engine.export import export as export_file
+
+    report = export_file(model_dir, dest, list(check), backbone_file, s3)
+    click.echo(json_.dumps(report, indent=2))
+
+
+@cli.command()
 @click.option("--model", "model_dir", required=True, help="Model folder `fruitlens train` wrote (local or s3://).")
 @click.argument("input")
 @click.argument("output")

@@ -148,3 +148,30 @@ def test_the_builtin_catalogue_names_every_sample_folder_in_english_and_french()
             assert catalogue.species_of(folder.name), folder
     assert catalogue.species_of("Golden-Delicious") == catalogue.species_of("Apple Golden 2") == "Apple Golden Delicious"
     assert names.name("Apple Golden Delicious", "fr") == "Pomme Golden" and names.name("Pepper Red", "fr") == "Poivron rouge"
+
+
+def test_the_exported_litert_file_answers_as_predict_does(trained, collections, tmp_path):
+    import numpy as np
+
+    from fruitlens.embedding.decode import decode_image
+    from fruitlens.engine.export import Exported, export
+
+    model, _ = trained
+    photos = sorted((collections / "shop" / "test").rglob("*.jpg")) + sorted(
+        (GROCERY / "val" / "Fruit" / "Banana").glob("*.jpg"))[:4]
+    env_report = export(str(model), str(tmp_path / "fruit.tflite"), [str(p) for p in photos])
+    assert env_report["bytes"] == (tmp_path / "fruit.tflite").stat().st_size > 1_000_000
+    check = env_report["check"]
+    assert check["photos"] == len(photos) and check["same_top1_as_predict_on_the_whole_photo"] == 1.0
+    exported = Exported((tmp_path / "fruit.tflite").read_bytes())
+    info = exported.info
+    identifier = Identifier.load(str(model), threads=1)
+    assert info["classes"] == identifier.model.classes and info["input"]["shape"] == [1, 224, 224, 3]
+    for p in photos[:4]:  # the same numbers as the portable model on the same pixels
+        pixels = decode_image(p.read_bytes(), (224, 224), 10**8)
+        probs, families, novelty = exported.run(pixels)
+        embedding = identifier.embedder.embed([pixels])
+        want = identifier.model.probabilities_of(identifier.model.inputs(embedding))[0]
+        np.testing.assert_allclose(probs, want, atol=1e-4)
+        np.testing.assert_allclose(families, identifier.model.family_probabilities(want[None])[0], atol=1e-4)
+        assert novelty == pytest.approx(identifier.model.novelty_of(identifier.model.inputs(embedding))[0], abs=1e-3)

@@ -139,23 +139,23 @@ def cut_at_tensors(model_bytes: bytes, tensor_names: list[str], averaged: int = 
     names = [graph.tensors[t].name.decode() for t in targets]
     outputs = list(targets)
     if averaged:
-        dequantize = _opcode(model, schema, schema.BuiltinOperator.DEQUANTIZE, 2)  # version 2: int8 input
-        mean = _opcode(model, schema, schema.BuiltinOperator.MEAN, 1)  # float
-        columns = _constant(model, graph, schema, "fruitlens/axis_2", np.array([2], np.int32))
-        rows = _constant(model, graph, schema, "fruitlens/axis_1", np.array([1], np.int32))
+        dequantize = opcode(model, schema, schema.BuiltinOperator.DEQUANTIZE, 2)  # version 2: int8 input
+        mean = opcode(model, schema, schema.BuiltinOperator.MEAN, 1)  # float
+        columns = constant(model, graph, schema, "fruitlens/axis_2", np.array([2], np.int32))
+        rows = constant(model, graph, schema, "fruitlens/axis_1", np.array([1], np.int32))
         for k in range(len(targets) - averaged, len(targets)):
             source = graph.tensors[targets[k]]
             if len(source.shape) != 4:
                 raise ValueError(f"tensor {names[k]!r} is not a 4-D activation: cannot average it")
             shape = [int(d) for d in source.shape]
-            floats = _tensor(model, graph, schema, f"fruitlens/dequantized/{k}", shape)
-            row_means = _tensor(model, graph, schema, f"fruitlens/row_mean/{k}", [shape[0], shape[1], shape[3]])
-            averages = _tensor(model, graph, schema, f"fruitlens/spatial_mean/{k}", [shape[0], shape[3]])
-            graph.operators.append(_operator(schema, dequantize, [targets[k]], [floats]))
+            floats = tensor(model, graph, schema, f"fruitlens/dequantized/{k}", shape)
+            row_means = tensor(model, graph, schema, f"fruitlens/row_mean/{k}", [shape[0], shape[1], shape[3]])
+            averages = tensor(model, graph, schema, f"fruitlens/spatial_mean/{k}", [shape[0], shape[3]])
+            graph.operators.append(operator(schema, dequantize, [targets[k]], [floats]))
             # Along each row, then over the rows: float32 sums of at most 112 terms, which keeps
             # the rounding near 1e-6 where one mean over 112 x 112 positions drifts to ~1e-4.
             for tensor_in, axis, tensor_out in ((floats, columns, row_means), (row_means, rows, averages)):
-                op = _operator(schema, mean, [tensor_in, axis], [tensor_out])
+                op = operator(schema, mean, [tensor_in, axis], [tensor_out])
                 op.builtinOptionsType = schema.BuiltinOptions.ReducerOptions
                 op.builtinOptions = schema.ReducerOptionsT()
                 op.builtinOptions.keepDims = False
@@ -175,12 +175,12 @@ def _resize_input(model, graph, schema, size: tuple[int, int]) -> None:
     Upscaling small photos here costs a fraction of what Pillow's resize costs in the decoder."""
     old = int(graph.inputs[0])
     source = graph.tensors[old]
-    pixels = _tensor(model, graph, schema, "fruitlens/pixels", [1, 1, 1, int(source.shape[-1])], source.type)
+    pixels = tensor(model, graph, schema, "fruitlens/pixels", [1, 1, 1, int(source.shape[-1])], source.type)
     graph.tensors[pixels].shapeSignature = np.array([-1, -1, -1, int(source.shape[-1])], np.int32)
     graph.tensors[pixels].quantization = source.quantization
     width, height = size
-    target = _constant(model, graph, schema, "fruitlens/resize_to", np.array([height, width], np.int32))
-    op = _operator(schema, _opcode(model, schema, schema.BuiltinOperator.RESIZE_BILINEAR, 3), [pixels, target], [old])
+    target = constant(model, graph, schema, "fruitlens/resize_to", np.array([height, width], np.int32))
+    op = operator(schema, opcode(model, schema, schema.BuiltinOperator.RESIZE_BILINEAR, 3), [pixels, target], [old])
     op.builtinOptionsType = schema.BuiltinOptions.ResizeBilinearOptions
     op.builtinOptions = schema.ResizeBilinearOptionsT()
     op.builtinOptions.alignCorners = False
@@ -189,7 +189,7 @@ def _resize_input(model, graph, schema, size: tuple[int, int]) -> None:
     graph.inputs = np.array([pixels], np.int32)
 
 
-def _opcode(model, schema, builtin: int, version: int) -> int:
+def opcode(model, schema, builtin: int, version: int) -> int:
     for i, code in enumerate(model.operatorCodes):
         if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin:
             code.version = max(code.version, version)
@@ -202,7 +202,7 @@ def _opcode(model, schema, builtin: int, version: int) -> int:
     return len(model.operatorCodes) - 1
 
 
-def _buffer(model, schema, data: bytes | None = None) -> int:
+def buffer(model, schema, data: bytes | None = None) -> int:
     buffer = schema.BufferT()
     if data is not None:
         buffer.data = np.frombuffer(data, np.uint8)
@@ -210,23 +210,23 @@ def _buffer(model, schema, data: bytes | None = None) -> int:
     return len(model.buffers) - 1
 
 
-def _tensor(model, graph, schema, name: str, shape: list[int], dtype=None, data: bytes | None = None) -> int:
+def tensor(model, graph, schema, name: str, shape: list[int], dtype=None, data: bytes | None = None) -> int:
     tensor = schema.TensorT()
     tensor.name = name.encode()
     tensor.shape = np.array(shape, np.int32)
     if data is None:  # an activation: its batch dimension follows the input's
         tensor.shapeSignature = np.array([-1, *shape[1:]], np.int32)
     tensor.type = schema.TensorType.FLOAT32 if dtype is None else dtype
-    tensor.buffer = _buffer(model, schema, data)
+    tensor.buffer = buffer(model, schema, data)
     graph.tensors.append(tensor)
     return len(graph.tensors) - 1
 
 
-def _constant(model, graph, schema, name: str, values: np.ndarray) -> int:
-    return _tensor(model, graph, schema, name, list(values.shape), schema.TensorType.INT32, values.tobytes())
+def constant(model, graph, schema, name: str, values: np.ndarray) -> int:
+    return tensor(model, graph, schema, name, list(values.shape), schema.TensorType.INT32, values.tobytes())
 
 
-def _operator(schema, opcode: int, inputs: list[int], outputs: list[int]):
+def operator(schema, opcode: int, inputs: list[int], outputs: list[int]):
     op = schema.OperatorT()
     op.opcodeIndex = opcode
     op.inputs = np.array(inputs, np.int32)
