@@ -26,9 +26,11 @@ if [ "$(java_major)" -lt 17 ] 2>/dev/null; then
     say "could not install a JDK: install Java 17+ yourself (or set JAVA_HOME) and rerun"; exit 1; }
 fi
 
-if ! ldconfig -p 2>/dev/null | grep -q 'liblapack.so.3'; then
+# Spark ML's JVM loads the system's libblas.so.3 / liblapack.so.3 (dev.ludovic.netlib's JNIBLAS) when
+# they are there; `train` reports which BLAS ran (report.json "blas").
+if ! ldconfig -p 2>/dev/null | grep -q 'libblas.so.3' || ! ldconfig -p 2>/dev/null | grep -q 'liblapack.so.3'; then
   say "installing a system BLAS/LAPACK for Spark ML (optional)"
-  apt_install libopenblas0-pthread liblapack3 || say "no system BLAS: Spark ML falls back to Java (slower train)"
+  apt_install libopenblas0-pthread liblapack3 || say "no system BLAS: Spark ML falls back to Java (slower train on Spark)"
 fi
 
 if ! command -v uv >/dev/null 2>&1; then

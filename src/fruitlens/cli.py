@@ -346,8 +346,9 @@ def classify(model_dir, input, output, spark_cfg, s3, quiet, **kw):
 @click.option("--model", "model_dir", required=True, help="Model folder `fruitlens train` wrote (local or s3://).")
 @click.option("--index", required=True,
               help="Output folder `fruitlens run`/`featurize` wrote (its embeddings/), local or s3://: the similar images.")
-@click.option("--info", required=True,
-              help="The Fruits-360 metadata folder (dictionary.txt, Meta/<class>/info.txt), local or s3://.")
+@click.option("--info", multiple=True, metavar="FOLDER",
+              help="Species information, repeatable: the Fruits-360 metadata folder (dictionary.txt, Meta/) and/or "
+                   "GroceryStore's folder (classes.csv, iconic-images-and-descriptions/), local or s3://.")
 @click.option("--host", default=default(ServeConfig, "host"), show_default=True,
               help="Address to listen on (0.0.0.0: every interface).")
 @click.option("--port", type=click.IntRange(0, 65535), default=default(ServeConfig, "port"), show_default=True)
@@ -358,19 +359,78 @@ def classify(model_dir, input, output, spark_cfg, s3, quiet, **kw):
               help="Inference threads per interpreter (default: cores / interpreters).")
 @click.option("--max-upload-mb", type=click.FloatRange(0.01, 1024),
               default=default(ServeConfig, "max_upload_bytes") / 2**20, show_default=True, help="Largest photo accepted.")
+@click.option("--max-photos", type=click.IntRange(1, 20), default=default(ServeConfig, "max_photos"), show_default=True,
+              help="Photos of one fruit in one identify request.")
 @click.option("--max-pixels", type=click.IntRange(1), default=default(ServeConfig, "max_pixels"), show_default=True,
               help="Photos with more pixels are refused as decompression bombs.")
+@click.option("--max-connections", type=click.IntRange(1), default=default(ServeConfig, "max_connections"),
+              show_default=True, help="Requests in flight; beyond, a JSON 503 that says to retry.")
+@click.option("--feedback", default=None, metavar="LOCATION",
+              help="Keep users' corrections (with their consent, without metadata) in this folder or s3:// prefix, "
+                   "in the layout featurize reads (README, 'Privacy'). Default: feedback off.")
+@click.option("--feedback-retention-days", type=click.IntRange(1), default=default(ServeConfig, "feedback_retention_days"),
+              show_default=True, help="Kept photos are deleted this long after they were given.")
+@click.option("--api-keys", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Keys' hashes (`fruitlens keys add FILE NAME` makes a key): requests with a key get "
+                   "--key-rate-limit.")
+@click.option("--require-key", is_flag=True, help="Refuse requests without a key (401).")
+@click.option("--rate-limit", type=click.IntRange(1), default=default(ServeConfig, "rate_limit"), show_default=True,
+              help="identify/feedback requests a minute per client address.")
+@click.option("--key-rate-limit", type=click.IntRange(1), default=default(ServeConfig, "key_rate_limit"),
+              show_default=True, help="... per API key.")
 @backbone_file_option
 @s3_options
-def serve(model_dir, index, info, host, port, ann, interpreters, threads, max_upload_mb, max_pixels, backbone_file, s3):
+def serve(model_dir, index, info, host, port, ann, interpreters, threads, max_upload_mb, max_photos, max_pixels,
+          max_connections, feedback, feedback_retention_days, api_keys, require_key, rate_limit, key_rate_limit,
+          backbone_file, s3):
     """HTTP identification service and web page: open http://HOST:PORT/ (API under /api/v1/,
-    schema at /api/v1/openapi.json). Upload a photo: top-5 species, "not sure", the species'
-    information (Fruits-360 metadata) and the most similar images of --index."""
+    schema at /api/v1/openapi.json). Send 1 to 5 photos of a fruit: the species (or its family,
+    or "not sure"), its names and information in English or French, the most similar images of
+    --index; corrections kept with consent (--feedback)."""
     from .serve import run as run_server
 
-    run_server(ServeConfig(model=model_dir, index=index, info=info, host=host, port=port, ann=ann,
+    run_server(ServeConfig(model=model_dir, index=index, info=tuple(info), host=host, port=port, ann=ann,
                            interpreters=interpreters, threads=threads, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-                           max_pixels=max_pixels, backbone_file=backbone_file, s3=s3))
+                           max_photos=max_photos, max_pixels=max_pixels, max_connections=max_connections,
+                           feedback=feedback, feedback_retention_days=feedback_retention_days, api_keys=api_keys,
+                           require_key=require_key, rate_limit=rate_limit, key_rate_limit=key_rate_limit,
+                           backbone_file=backbone_file, s3=s3))
+
+
+@cli.command()
+@click.argument("output")
+@click.option("--model", "model_dir", required=True, help="The model folder `serve` will answer with (local or s3://).")
+@click.option("--dtype", type=click.Choice(["f16", "f32", "i8"]), default="f16", show_default=True,
+              help="How the graph stores each vector (f16: half of f32's memory, the same neighbours).")
+@s3_options
+def index(output, model_dir, dtype, s3):
+    """The similar-images index of OUTPUT (a folder run/featurize wrote), for MODEL: a usearch HNSW
+    graph saved as OUTPUT/index, which `serve --ann` memory-maps (start-up in seconds at a million
+    images). Rerun after `run`: only new, changed and removed images are updated."""
+    import json as json_
+
+    from .engine.model import PortableModel
+    from .serve.saved_index import build
+    from .storage.location import Location
+
+    report = build(Location.of(output, s3), PortableModel.load(Location.of(model_dir, s3)), dtype)
+    click.echo(json_.dumps(report, indent=2))
+
+
+@cli.group()
+def keys():
+    """API keys for `serve --api-keys FILE` (the file holds only their hashes)."""
+
+
+@keys.command("add")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("name")
+def keys_add(file, name):
+    """Make a key for NAME (who holds it), append its hash to FILE, print the key once."""
+    from .serve.limits import add_key
+
+    click.echo(add_key(file, name))
+    click.echo(f"fruitlens: the key above is shown once; {file} holds only its hash", err=True)
 
 
 from .emr.cli import emr  # noqa: E402

@@ -164,21 +164,34 @@ class ClassifyConfig(EmbedSettings):
 class ServeConfig:
     model: str
     index: str
-    info: str
+    info: str | tuple[str, ...] = ()  # species information folders (Fruits-360 metadata, GroceryStore)
     host: str = "127.0.0.1"
     port: int = 8000
     ann: bool = False
     interpreters: int = 2
     threads: int | None = None  # per interpreter; default: cores / interpreters
     neighbours: int = 8
-    max_upload_bytes: int = 10 * 1024 * 1024
+    max_upload_bytes: int = 10 * 1024 * 1024  # per photo
+    max_photos: int = 5  # photos of one fruit in one identify request
     max_pixels: int = 50_000_000
-    max_connections: int = 64  # beyond: 503, so a flood cannot exhaust memory
+    max_connections: int = 64  # requests in flight; beyond: a JSON 503 (retry)
     backbone_file: str | None = None
+    feedback: str | None = None  # where consented photos go (a folder or s3://); None: feedback off
+    feedback_retention_days: int = 365
+    photo_cache_s: int = 900  # an identified photo stays referable by its id for feedback this long
+    api_keys: str | None = None  # a file of keys' hashes (serve/limits.py)
+    require_key: bool = False  # refuse requests without a key (else: the client address's rate)
+    rate_limit: int = 60  # identify/feedback requests per minute per client address
+    key_rate_limit: int = 600  # ... per API key
     s3: S3Options = S3Options()
 
     def __post_init__(self):
-        _positive("--interpreters", self.interpreters)
+        object.__setattr__(self, "info", (self.info,) if isinstance(self.info, str) else tuple(self.info))
+        for name in ("interpreters", "max_photos", "max_connections", "feedback_retention_days", "rate_limit",
+                     "key_rate_limit", "photo_cache_s"):
+            _positive(f"--{name.replace('_', '-')}", getattr(self, name))
+        if self.require_key and not self.api_keys:
+            raise FruitlensError("--require-key needs --api-keys FILE")
 
 
 def _positive(name: str, value: int) -> None:

@@ -24,7 +24,7 @@ pytestmark = shared
 SPARK = SparkConfig()
 GROCERY = SHARED / "data" / "grocerystore"
 SHOP = {"Fruit/Apple/Granny-Smith": 9, "Fruit/Apple/Golden-Delicious": 9, "Fruit/Banana": 9, "Fruit/Lime": 9,
-        "Packages/Milk/Arla-Standard-Milk": 3}  # cartons: not in the catalogue, left out
+        "Packages/Milk/Arla-Standard-Milk": 9}  # cartons: no species, "(not produce)" in the catalogue
 TURNTABLE = ("Apple Granny Smith", "Apple Golden 1", "Banana", "Limes")
 
 
@@ -76,16 +76,17 @@ def test_views_are_embedded_beside_the_whole_photo(collections):
 def test_one_species_from_every_collection_through_the_catalogue(trained):
     model, report = trained
     meta = json.loads((model / "model.json").read_text())
-    assert meta["classes"] == ["Apple Golden Delicious", "Apple Granny Smith", "Banana", "Lime"]
-    assert meta["families"] == ["Apple", "Apple", "Banana", "Lime"]
+    assert meta["classes"] == ["(not produce)", "Apple Golden Delicious", "Apple Granny Smith", "Banana", "Lime"]
+    assert meta["families"] == ["(not produce)", "Apple", "Apple", "Banana", "Lime"]
     shop, turntable = report["collections"]["shop-emb"], report["collections"]["turntable-emb"]
-    assert shop["validation_split"] == "its own validation split" and shop["fit"] == 20 and shop["validation"] == 8
+    assert shop["validation_split"] == "its own validation split" and shop["fit"] == 25 and shop["validation"] == 10
     assert turntable["validation_split"].startswith("the last 20%")
-    assert report["left_out_labels"] == {"shop-emb": {"Arla-Standard-Milk": 3}}  # the cartons
-    assert report["rows"]["fit_rows_with_views"] == 20 * 4 + turntable["fit"]  # every view a training row
+    assert report["left_out_labels"] == {}  # the cartons are learnt as "(not produce)"
+    assert report["rows"]["fit_rows_with_views"] == 25 * 4 + turntable["fit"]  # every view a training row
+    assert report["chosen"]["not_sure"]["not_produce"]["test"]["photos"] == 2
     kept = Catalogue.parse((model / "catalogue.csv").read_text(), "model")
     assert {r[0] for r in kept.rows} == {"Granny-Smith", "Golden-Delicious", "Banana", "Lime", "Apple Granny Smith",
-                                         "Apple Golden 1", "Limes"}
+                                         "Apple Golden 1", "Limes", "Arla-Standard-Milk"}
     by_collection = report["chosen"]["test_by_collection"]
     assert set(by_collection) == {"shop-emb", "turntable-emb"}
     for c in by_collection.values():
@@ -115,7 +116,9 @@ def test_predict_and_classify_answer_at_species_or_family_level(spark, trained, 
     assert {"level", "species", "family", "family_probability"} <= set(pred.columns)
     assert ((pred.level == "species") == pred.species.notna()).all()
     c = result["classify"]
-    assert c["labelled_with_a_known_class"] == 8  # the 2 carton photos are no species of the catalogue
+    assert c["labelled_with_a_known_class"] == 10  # 8 fruit photos and 2 cartons, "(not produce)"
+    cartons = pred[pred.label == "Arla-Standard-Milk"]
+    assert (cartons.not_sure | (cartons.predicted != "(not produce)")).all()  # never answered "(not produce)"
     assert set(c["by_collection"]) == {"test"} and c["family_accuracy"] >= c["accuracy"]
     assert c["views_averaged"] == report["chosen"]["predict_views"]
 
@@ -175,3 +178,30 @@ def test_the_exported_litert_file_answers_as_predict_does(trained, collections, 
         np.testing.assert_allclose(probs, want, atol=1e-4)
         np.testing.assert_allclose(families, identifier.model.family_probabilities(want[None])[0], atol=1e-4)
         assert novelty == pytest.approx(identifier.model.novelty_of(identifier.model.inputs(embedding))[0], abs=1e-3)
+
+
+def test_two_photos_of_a_fruit_beat_one_where_one_is_ambiguous(trained, collections):
+    model, _ = trained
+    identifier = Identifier.load(str(model), threads=1)
+    catalogue = Catalogue.load("builtin")
+    photos = [p for split in ("val", "test") for p in sorted((collections / "shop" / split / "Fruit").rglob("*.jpg"))]
+    species = {p: catalogue.species_of(p.parent.name) for p in photos}
+    alone = {p: identifier.identify(p.read_bytes()) for p in photos}
+    right = {p: a.answer == species[p] for p, a in alone.items()}
+    ambiguous = [p for p in photos if not right[p]]  # wrong, only the family, or not sure on its own
+    assert ambiguous, "the small model answers every real photo right alone: nothing to show"
+    helped = 0
+    for a in ambiguous:
+        partners = [b for b in photos if b != a and species[b] == species[a] and right[b]]
+        if not partners:
+            continue
+        pair = identifier.identify_photos([a.read_bytes(), partners[0].read_bytes()]).prediction
+        assert pair.predicted == species[a]  # the pair names it, where the photo alone did not
+        helped += 1
+    assert helped >= 1
+    # and over every pair of photos of a species, two photos are right at least as often as one
+    pairs = [(a, b) for a in photos for b in photos if a < b and species[a] == species[b]]
+    pair_right = sum(identifier.identify_photos([a.read_bytes(), b.read_bytes()]).prediction.predicted == species[a]
+                     for a, b in pairs) / len(pairs)
+    single_right = sum(alone[p].predicted == species[p] for p in photos) / len(photos)
+    assert pair_right >= single_right

@@ -33,6 +33,7 @@ from fruitlens.serve.metadata import Catalog, match_class, parse_dictionary, par
 from fruitlens.storage.location import Location
 
 META = SHARED / "data" / "fruits-360-meta"
+GROCERY = SHARED / "data" / "grocerystore"
 CHROMIUM = "/usr/bin/chromium"
 # 2019 names: exact ("Tomato 1"), "<name> 1" ("Apple Braeburn"), an alias ("Redcurrant" -> "Currant red 1");
 # Lemon's metadata is removed from the test's copy of the metadata folder: a class without information.
@@ -68,15 +69,36 @@ def test_class_names_mapped_exact_then_normalised_then_numbered_then_aliases():
 def test_every_class_of_the_sample_has_metadata():
     needs_shared()
     classes = sorted(p.name for p in (SAMPLE / "Training").iterdir())
-    catalog = Catalog.load(Location.of(str(META)), classes)
+    catalog = Catalog.load([Location.of(str(META))], classes)
     assert catalog.missing == []
     size = {a["attribute"]: a["value"] for a in catalog.get("Apple Braeburn").attributes}["SIZE"]
     assert catalog.get("Apple Braeburn").metadata_class == "Apple Braeburn 1" and size == "MEDIUM"
 
 
+def test_the_builtin_catalogues_species_find_information_in_both_sources_and_speak_french():
+    needs_shared()
+    from fruitlens.catalogue import Catalogue, Names
+
+    catalogue = Catalogue.load("builtin")
+    families = catalogue.families()
+    species = sorted(families)
+    catalog = Catalog.load([Location.of(str(META)), Location.of(str(GROCERY))], species,
+                           [families[s] for s in species], catalogue)
+    golden = catalog.get("Apple Golden Delicious")  # Fruits-360's "Apple Golden 1" and GroceryStore's "Golden-Delicious"
+    assert golden.metadata_class.startswith("Apple Golden") and "Golden Delicious" in golden.description
+    assert {s["dataset"] for s in golden.sources} == {"Fruits-360", "GroceryStore"}
+    fr = golden.to_json(Names.builtin(), "fr")
+    assert fr["display_name"] == "Pomme Golden" and fr["family_name"] == "Pomme"
+    assert {"Taille", "Type"} <= {a["attribute"] for a in fr["attributes"]} and fr["note"] == "description en anglais"
+    assert {a["value"] for a in fr["attributes"] if a["attribute"] == "Type"} == {"Fruit"}
+    leek = catalog.get("Leek")  # GroceryStore only
+    assert leek.description and not leek.attributes and leek.sources[0]["license"] == "MIT"
+    assert len(catalog.missing) < len(species) / 4
+
+
 def test_bad_info_folder_is_one_line(tmp_path):
-    with pytest.raises(FruitlensError, match="no dictionary.txt"):
-        Catalog.load(Location.of(str(tmp_path)), ["Banana"])
+    with pytest.raises(FruitlensError, match="neither the Fruits-360 metadata folder"):
+        Catalog.load([Location.of(str(tmp_path))], ["Banana"])
 
 
 # -- a small real model and index --------------------------------------------------------------------
@@ -102,6 +124,9 @@ def serve_cmd(root: Path, port: int, *extra: str, model=None, index=None, info=N
     return [sys.executable, "-m", "fruitlens", "serve", "--model", model or str(root / "model"),
             "--index", index or str(root / "index"), "--info", info or str(root / "meta"),
             "--host", "127.0.0.1", "--port", str(port), *extra]
+
+
+FEEDBACK_ARGS = ("--feedback", "{root}/feedback", "--rate-limit", "100000")  # the main server: no limit in the way
 
 
 class Server:
@@ -136,7 +161,8 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server(built, tmp_path_factory):
-    s = Server(built, tmp_path_factory.mktemp("serve-log") / "serve.log")
+    s = Server(built, tmp_path_factory.mktemp("serve-log") / "serve.log",
+               *(a.format(root=built) for a in FEEDBACK_ARGS))
     yield s
     alive = s.proc.poll() is None
     s.stop()
@@ -162,8 +188,9 @@ def post_photo(client, data: bytes, filename="photo.jpg", ctype="image/jpeg", **
 # -- the API -------------------------------------------------------------------------------------------
 def test_startup_says_which_classes_have_no_metadata(server):
     log = server.log.read_text()
-    assert f"no metadata for: {NO_META}" in log and "5 of 6 classes" in log
+    assert f"none for: {NO_META}" in log and "5 of 6 species" in log
     assert "index: 120 images" in log and "exact search" in log
+    assert "feedback: kept with consent in" in log
 
 
 def test_identify_a_real_photo_species_information_and_similar_images(client, built):
@@ -247,7 +274,7 @@ def test_hostile_uploads_get_a_4xx_with_one_line_and_the_service_keeps_serving(c
         "decompression bomb": (post_photo(client, png_header_only(20_000, 20_000), "bomb.png", "image/png"), 422,
                                "decompression bomb"),
         "too large": (post_photo(client, jpeg + b"\0" * (11 * 1024 * 1024)), 413, "too large"),
-        "too large, chunked": (client.post("/api/v1/identify", content=iter([b"x" * 1024 * 1024] * 12),
+        "too large, chunked": (client.post("/api/v1/identify", content=iter([b"x" * 1024 * 1024] * 52),  # > 5 photos
                                            headers={"content-type": "multipart/form-data; boundary=zz"}), 413, "too large"),
         "missing field": (client.post("/api/v1/identify", files={"image": ("a.jpg", jpeg, "image/jpeg")}), 422,
                           "invalid request"),
@@ -378,7 +405,7 @@ def test_model_index_info_and_images_on_s3_with_the_approximate_index(s3_server,
                index="s3://serve-test/app/index", info="s3://serve-test/app/meta")
     try:
         log = s.log.read_text()
-        assert "5 of 6 classes" in log and "index: 120 images" in log and "approximate (usearch HNSW) search" in log
+        assert "5 of 6 species" in log and "index: 120 images" in log and "approximate (usearch HNSW) search" in log
         with httpx.Client(base_url=s.url, timeout=60) as c:
             a = post_photo(c, photo_of("Tomato 1").read_bytes()).json()
             assert a["ok"] and a["species"]["metadata_class"] == "Tomato 1" and len(a["similar"]) == 8
@@ -412,6 +439,212 @@ def test_cli_mistakes_are_one_line_exit_2(built, flag, value, message, tmp_path)
                          env={**os.environ, "FRUITLENS_MODEL_DIR": str(MODELS)})
     assert res.returncode == 2 and message in res.stderr, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+
+
+# -- several photos, languages -------------------------------------------------------------------------
+def post_photos(client, datas: list[bytes], **kw):
+    return client.post("/api/v1/identify", files=[("photo", (f"p{i}.jpg", d, "image/jpeg")) for i, d in enumerate(datas)],
+                       **kw)
+
+
+def test_several_photos_of_one_fruit_get_one_answer(client):
+    one = post_photo(client, photo_of("Kiwi").read_bytes()).json()
+    two = post_photos(client, [photo_of("Kiwi").read_bytes(), photo_of("Kiwi", 1).read_bytes()]).json()
+    assert two["ok"] and len(two["photos"]) == 2 and two["combined"].startswith("the photos' probabilities averaged")
+    assert len(one["photos"]) == 1 and one["combined"] == "one photo"
+    alone = [p["probability"] for p in two["photos"]]
+    assert two["predicted"] == "Kiwi" and min(alone) - 1e-6 <= two["probability"] <= max(alone) + 1e-6
+    too_many = post_photos(client, [photo_of("Kiwi").read_bytes()] * 6)
+    assert too_many.status_code == 422 and "1 to 5 photos" in too_many.json()["detail"]
+    bad = post_photos(client, [photo_of("Kiwi").read_bytes(), b"not an image at all"])
+    assert bad.status_code == 422 and bad.json()["reason"] == "not an image" and "photo 2" in bad.json()["detail"]
+
+
+def test_names_and_information_in_french_or_english(client):
+    jpeg = photo_of("Banana").read_bytes()
+    fr = post_photo(client, jpeg, params={"lang": "fr"}).json()
+    assert fr["lang"] == "fr" and fr["species"]["display_name"] == "Banane" and fr["species"]["family_name"] == "Banane"
+    assert {"Type": "Fruit"}.items() <= {a["attribute"]: a["value"] for a in fr["species"]["attributes"]}.items()
+    assert any(t["name"] == "Banane" for t in fr["top5"])
+    by_header = post_photo(client, jpeg, headers={"Accept-Language": "de-DE, fr;q=0.8, en;q=0.5"}).json()
+    assert by_header["lang"] == "fr"
+    en = post_photo(client, jpeg, params={"lang": "xx"}, headers={"Accept-Language": "es"}).json()
+    assert en["lang"] == "en" and en["species"]["display_name"] == "Banana"
+    listed = client.get("/api/v1/species", params={"lang": "fr"}).json()
+    assert listed["lang"] == "fr" and {s["display_name"] for s in listed["species"]} >= {"Banane", "Kiwi", "Citron"}
+
+
+# -- feedback ------------------------------------------------------------------------------------------
+def jpeg_with_gps() -> bytes:
+    """A real photo carrying EXIF with a GPS position and a camera, as phones write them."""
+    img = Image.open(photo_of("Banana"))
+    exif = Image.Exif()
+    exif[0x010F] = "PhoneMaker"  # Make
+    exif[0x0110] = "Phone 12"  # Model
+    exif[0x8825] = {1: "N", 2: (48.0, 51.0, 24.0), 3: "E", 4: (2.0, 21.0, 3.0)}  # GPS: Paris
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", exif=exif, comment=b"secret note")
+    return buf.getvalue()
+
+
+def test_feedback_is_kept_only_with_consent_without_metadata_and_can_be_deleted(client, built):
+    store = built / "feedback"
+    photo = jpeg_with_gps()
+    assert Image.open(io.BytesIO(photo)).getexif().get_ifd(0x8825)  # the upload has a GPS position
+    no = client.post("/api/v1/feedback", data={"said": "Kiwi", "consent": "false"},
+                     files={"photo": ("p.jpg", photo, "image/jpeg")})
+    assert no.status_code == 200 and no.json()["stored"] is False and no.json()["receipt"] is None
+    assert not list(store.rglob("*.jpg"))  # without consent nothing is stored
+    yes = client.post("/api/v1/feedback", data={"said": "Kiwi", "consent": "true", "answered": "Banana"},
+                      files={"photo": ("p.jpg", photo, "image/jpeg")}).json()
+    assert yes["stored"] and yes["confirmed"] is True and yes["delete_url"] == f"/api/v1/feedback/{yes['receipt']}"
+    kept = store / "train" / "Kiwi" / f"{yes['receipt']}.jpg"  # the layout featurize reads: label Kiwi, split train
+    assert kept.is_file()
+    clean = Image.open(kept)
+    assert not clean.getexif() and "comment" not in clean.info and "icc_profile" not in clean.info
+    assert b"PhoneMaker" not in kept.read_bytes() and b"secret note" not in kept.read_bytes()
+    receipt = json.loads((store / "receipts" / f"{yes['receipt']}.json").read_text())
+    assert receipt["said"] == "Kiwi" and receipt["answered"] == "Banana" and receipt["keep_until"] == yes["keep_until"]
+    # free text, and a photo named by the id identify gave it
+    ident = post_photo(client, photo_of("Lemon").read_bytes()).json()
+    quince = client.post("/api/v1/feedback", data={"said": "a quince!", "consent": "yes",
+                                                   "photo_id": ident["photos"][0]["id"]}).json()
+    assert quince["stored"] and quince["confirmed"] is False
+    assert (store / "unconfirmed" / "a quince" / f"{quince['receipt']}.jpg").is_file()
+    # deletion by the receipt, once
+    assert client.delete(yes["delete_url"]).json() == {"ok": True, "deleted": True}
+    assert not kept.exists() and not (store / "receipts" / f"{yes['receipt']}.json").exists()
+    assert client.delete(yes["delete_url"]).status_code == 404
+    # hostile fields
+    cases = [
+        (dict(data={"said": "x" * 201, "consent": "true"}, files={"photo": ("p.jpg", photo, "image/jpeg")}), 422),
+        (dict(data={"said": "\x00\x01", "consent": "true"}, files={"photo": ("p.jpg", photo, "image/jpeg")}), 422),
+        (dict(data={"said": "Kiwi", "consent": "true", "photo_id": "../../etc/passwd"}), 422),
+        (dict(data={"said": "Kiwi", "consent": "true", "photo_id": "0" * 32}), 404),
+        (dict(data={"said": "Kiwi", "consent": "true"}), 422),
+        (dict(data={"said": "Kiwi", "consent": "true"}, files={"photo": ("p.jpg", b"GIF89a-not really", "image/gif")}), 422),
+        (dict(data={"said": "Kiwi", "consent": "maybe"}, files={"photo": ("p.jpg", photo, "image/jpeg")}), 422),
+        (dict(data={"said": "../../../tmp/x", "consent": "true"}, files={"photo": ("p.jpg", photo, "image/jpeg")}), 200),
+    ]
+    for kwargs, status in cases:
+        r = client.post("/api/v1/feedback", **kwargs)
+        assert r.status_code == status, (kwargs.get("data"), r.status_code, r.text)
+    assert not list((built.parent).glob("tmp/x*")) and not Path("/tmp/x").exists()
+    assert {p.parent.name for p in (store / "unconfirmed").iterdir()} <= {"unconfirmed"}  # names stay inside
+    for bad in ("0" * 31, "../../etc/passwd", "g" * 32, "0" * 32):
+        assert client.delete(f"/api/v1/feedback/{bad}").status_code == 404
+
+
+def test_feedback_past_its_retention_period_is_deleted(tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    from fruitlens.serve.feedback import FeedbackStore
+
+    store = FeedbackStore(Location.of(str(tmp_path)), retention_days=30, species=["Kiwi"])
+    old = store.store(photo_of("Kiwi").read_bytes(), "Kiwi", None)
+    assert store.expire(datetime.now(timezone.utc) + timedelta(days=29)) == 0
+    assert store.expire(datetime.now(timezone.utc) + timedelta(days=31)) == 1
+    assert not list(tmp_path.rglob("*.jpg")) and not list(tmp_path.rglob("*.json"))
+    assert old.keep_until.startswith((datetime.now(timezone.utc) + timedelta(days=30)).date().isoformat())
+
+
+# -- keys, rate limits, capacity --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def limited_server(built, tmp_path_factory):
+    from fruitlens.serve.limits import add_key
+
+    folder = tmp_path_factory.mktemp("limits")
+    keys = folder / "keys.txt"
+    key = add_key(str(keys), "partner")
+    assert key not in keys.read_text()  # only its hash is kept
+    s = Server(built, folder / "serve.log", "--api-keys", str(keys), "--rate-limit", "3", "--key-rate-limit", "50",
+               "--max-connections", "2")
+    yield s, key
+    s.stop()
+
+
+def test_rate_limit_per_address_and_per_key_with_ratelimit_headers_and_429s(limited_server):
+    server, key = limited_server
+    jpeg = photo_of("Kiwi").read_bytes()
+    with httpx.Client(base_url=server.url, timeout=60) as c:
+        answers = [post_photo(c, jpeg) for _ in range(4)]
+        assert [r.status_code for r in answers] == [200, 200, 200, 429]
+        assert [r.headers["RateLimit-Remaining"] for r in answers[:3]] == ["2", "1", "0"]
+        assert answers[0].headers["RateLimit-Limit"] == "3" and int(answers[3].headers["Retry-After"]) >= 1
+        assert answers[3].json()["reason"] == "too many requests"
+        keyed = post_photo(c, jpeg, headers={"Authorization": f"Bearer {key}"})
+        assert keyed.status_code == 200 and keyed.headers["RateLimit-Limit"] == "50"
+        assert post_photo(c, jpeg, headers={"X-API-Key": key}).headers["RateLimit-Remaining"] == "48"
+        wrong = post_photo(c, jpeg, headers={"X-API-Key": "fl_not-a-key"})
+        assert wrong.status_code == 401 and wrong.json()["reason"] == "unauthorized"
+        assert c.get("/api/v1/health").status_code == 200  # reading is not rate limited
+
+
+def test_beyond_capacity_a_json_503_that_says_to_retry(limited_server):
+    server, key = limited_server
+    photos = [photo_of(c).read_bytes() for c in CLASSES[:5]]
+
+    def one(_):
+        with httpx.Client(base_url=server.url, timeout=120) as c:
+            return post_photos(c, photos, headers={"X-API-Key": key})
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(one, range(8)))
+    busy = [r for r in answers if r.status_code == 503]
+    assert busy and all(r.status_code in (200, 503) for r in answers)
+    assert all(r.json()["reason"] == "busy" and r.headers["Retry-After"] == "1" for r in busy)
+    assert server.proc.poll() is None
+
+
+def test_keys_can_be_required(built, tmp_path):
+    from fruitlens.serve.limits import add_key
+
+    key = add_key(str(tmp_path / "keys.txt"), "app")
+    s = Server(built, tmp_path / "serve.log", "--api-keys", str(tmp_path / "keys.txt"), "--require-key")
+    try:
+        with httpx.Client(base_url=s.url, timeout=60) as c:
+            anonymous = post_photo(c, photo_of("Kiwi").read_bytes())
+            assert anonymous.status_code == 401 and anonymous.headers["WWW-Authenticate"] == "Bearer"
+            assert post_photo(c, photo_of("Kiwi").read_bytes(), headers={"X-API-Key": key}).status_code == 200
+    finally:
+        s.stop()
+    bad = tmp_path / "bad.txt"
+    bad.write_text("fl_a-key-written-in-clear partner\n")
+    res = subprocess.run(serve_cmd(built, free_port(), "--api-keys", str(bad)), capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "FRUITLENS_MODEL_DIR": str(MODELS)})
+    assert res.returncode == 2 and "holds keys' hashes, never keys" in res.stderr
+
+
+# -- the saved index --------------------------------------------------------------------------------------
+def test_a_saved_index_is_built_once_updated_incrementally_and_memory_mapped_by_serve(built, tmp_path):
+    from fruitlens.serve.saved_index import SavedIndex, build
+
+    out = tmp_path / "out"
+    shutil.copytree(built / "index", out)
+    model = PortableModel.load_folder(str(built / "model"))
+    first = build(Location.of(str(out)), model)
+    assert first["added"] == 120 and not first["incremental"]
+    again = build(Location.of(str(out)), model)
+    assert again["incremental"] and again["added"] == 0 and again["kept"] == 120
+    exact = NeighbourIndex.load(Location.of(str(out)), model)
+    saved = SavedIndex.open(Location.of(str(out)), model)
+    hits = total = 0
+    for i in range(0, len(exact), 7):
+        want = {n.entry.id for n in exact.search(exact.vectors[i], 8)}
+        got = saved.search(exact.vectors[i], 8)
+        hits += len(want & {n.entry.id for n in got})
+        total += 8
+        assert got[0].entry.path == exact.entries[i].path and got[0].similarity == pytest.approx(1.0, abs=2e-3)
+    assert hits / total >= 0.95
+    assert saved.entry(exact.entries[3].id).path == exact.entries[3].path and saved.entry("0" * 16) is None
+    s = Server(built, tmp_path / "serve.log", "--ann", index=str(out))
+    try:
+        assert "saved index memory-mapped" in s.log.read_text()
+        with httpx.Client(base_url=s.url, timeout=60) as c:
+            a = post_photo(c, photo_of("Tomato 1").read_bytes()).json()
+            assert a["similar"][0]["label"] == "Tomato 1" and c.get(a["similar"][0]["url"]).status_code == 200
+    finally:
+        s.stop()
 
 
 # -- property-based: the OpenAPI schema against the running service --------------------------------
@@ -449,16 +682,23 @@ def test_api_conforms_to_its_openapi_schema(server, built):
                 assert mode is GenerationMode.NEGATIVE  # nothing to make invalid (no parameters, any string)
     # ... and the success answers, from real values
     jpeg = photo_of("Kiwi").read_bytes()
-    ident = schema["/api/v1/identify"]["POST"].Case(body={"photo": jpeg}, media_type="multipart/form-data",
-                                                     query={"k": 3}).call_and_validate(checks=checks)
+    ident = schema["/api/v1/identify"]["POST"].Case(body={"photo": [jpeg, jpeg]}, media_type="multipart/form-data",
+                                                     query={"k": 3, "lang": "fr"}).call_and_validate(checks=checks)
     assert ident.status_code == 200 and len(ident.json()["similar"]) == 3
     image = ident.json()["similar"][0]["id"]
     assert schema["/api/v1/images/{image_id}"]["GET"].Case(path_parameters={"image_id": image}) \
         .call_and_validate(checks=checks).status_code == 200
     assert schema["/api/v1/species/{name}"]["GET"].Case(path_parameters={"name": "Apple Braeburn"}) \
         .call_and_validate(checks=checks).status_code == 200
+    kept = schema["/api/v1/feedback"]["POST"].Case(
+        body={"said": "Kiwi", "consent": True, "photo_id": ident.json()["photos"][0]["id"]},
+        media_type="multipart/form-data").call_and_validate(checks=checks)
+    assert kept.status_code == 200 and kept.json()["stored"]
+    assert schema["/api/v1/feedback/{receipt}"]["DELETE"].Case(path_parameters={"receipt": kept.json()["receipt"]}) \
+        .call_and_validate(checks=checks).status_code == 200
     assert set(seen) == {"POST /api/v1/identify", "GET /api/v1/species", "GET /api/v1/species/{name}",
-                         "GET /api/v1/images/{image_id}", "GET /api/v1/health"}
+                         "GET /api/v1/images/{image_id}", "GET /api/v1/health", "POST /api/v1/feedback",
+                         "DELETE /api/v1/feedback/{receipt}"}
     assert server.proc.poll() is None
 
 

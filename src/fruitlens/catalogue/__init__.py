@@ -7,7 +7,8 @@ the species and its family, so one model learns one species from every collectio
 `names.csv` (`name,en,fr`) gives every species and family its English and French name.
 
 The product ships both (`builtin`: Fruits-360's 2019/2020 and current folder names, GroceryStore's
-fruit and vegetable folders; its cartons are not species and are left out). `train --catalogue
+fruit and vegetable folders; its cartons are no species: they map to NOT_PRODUCE, a class the
+model learns so that it can say "not a fruit or vegetable"). `train --catalogue
 FILE` takes another; without one, every label is its own species and family (the model names the
 folders). A model folder keeps the catalogue it was trained with (`catalogue.csv`).
 """
@@ -23,6 +24,10 @@ from importlib import resources
 from .. import FruitlensError
 
 BUILTIN = "builtin"  # --catalogue builtin: the catalogue shipped in the package
+# The one "species" that is none: photos of things that are not fruit or vegetables (GroceryStore's
+# milk, juice and yoghurt cartons in the builtin catalogue). A model learns it as a class, and an
+# answer of it is always "not sure" ("not a fruit or vegetable").
+NOT_PRODUCE = "(not produce)"
 HEADER = ("label", "species", "family")
 LANGUAGES = ("en", "fr")
 
@@ -51,6 +56,8 @@ class Catalogue:
                 raise FruitlensError(f"catalogue {self.source}: species {species!r} is in two families, "
                                      f"{family_of[species]!r} and {family!r}")
             by_label[key] = (species, family)
+        for _, species, family in self.rows:  # a folder named after a species is that species (feedback photos)
+            by_label.setdefault(normalise(species), (species, family))
         object.__setattr__(self, "_by_label", by_label)
 
     # -- making one --------------------------------------------------------------------------------

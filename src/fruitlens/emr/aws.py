@@ -99,7 +99,12 @@ def short(exc) -> str:
 def aws_errors(what: str):
     """botocore's errors (a failed upload, an unknown profile, no credentials) as one line
     (FruitlensError), never a traceback."""
-    from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        EndpointConnectionError,
+        NoCredentialsError,
+    )
 
     try:
         yield

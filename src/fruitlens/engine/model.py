@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import FruitlensError
+from ..catalogue import NOT_PRODUCE
 from ..storage.location import Location
 from .nearest import CosineSearch
 
@@ -74,7 +75,7 @@ SPECIES, FAMILY = "species", "family"  # the levels an answer can be at
 class Prediction:
     top: list[tuple[str, float]]  # (species, probability), best first
     not_sure: bool
-    why: str | None  # "low confidence" | "unlike the training images" | None
+    why: str | None  # "low confidence" | "unlike the training images" | "not a fruit or vegetable" | None
     novelty: float
     level: str | None = SPECIES  # the level answered: species, family, or None when not sure
     family: str | None = None  # the answered family, or the best species' family
@@ -124,6 +125,7 @@ class PortableModel:
         self.refs = search.vectors
         self.refs.flags.writeable = False  # the search's bound describes these values: no edits in place
         self.families = list(self.families) if self.families else list(self.classes)
+        self._not_produce = self.classes.index(NOT_PRODUCE) if NOT_PRODUCE in self.classes else -1
         names = sorted(set(self.families))
         self._family_index = np.array([names.index(f) for f in self.families], np.int64)
         self._family_names = names
@@ -175,6 +177,25 @@ class PortableModel:
             novelty = self.novelty_of(whole)
         return self._predictions(probs, novelty, k), whole
 
+    def predict_photos(self, embeddings: list[np.ndarray], k: int = 5
+                       ) -> tuple[Prediction, list[Prediction], list[np.ndarray]]:
+        """Several photos of one fruit (each a (views, dim) array, the whole photo first): one answer.
+        Each photo's probabilities (its views averaged) are averaged over the photos; the set is
+        unlike the training images only when every photo is (a cut fruit or a leaf beside a whole
+        fruit may be unusual alone). Returns the answer, each photo's own answer, and each photo's
+        inputs (its whole view)."""
+        with one_blas_thread():
+            per_photo, inputs, novelties = [], [], []
+            for e in embeddings:
+                x = self.inputs(e)
+                per_photo.append(self.probabilities_of(x).mean(axis=0))
+                inputs.append(x[0])
+                novelties.append(float(self.novelty_of(x[:1])[0]))
+        probs = np.stack(per_photo)
+        alone = self._predictions(probs, np.array(novelties), k)
+        combined = self._predictions(probs.mean(axis=0)[None], np.array([min(novelties)]), k)[0]
+        return combined, alone, inputs
+
     def decide(self, probs: np.ndarray, novelty: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The rules, vectorised: (level per row: 2 species, 1 family, 0 not sure; family index;
         family probability). Not sure when unlike the training images, else the species when its
@@ -187,6 +208,9 @@ class PortableModel:
         novel = novelty > self.novelty_threshold
         level = np.where(novel, 0, np.where(probs.max(axis=1) >= self.threshold, 2,
                                             np.where(fam_p >= self.family_threshold, 1, 0)))
+        if self._not_produce >= 0:  # "not a fruit or vegetable" is never an answer, at either level
+            np_family = self._family_index[self._not_produce]
+            level = np.where((best == self._not_produce) | ((level == 1) & (fam == np_family)), 0, level)
         return level, fam, fam_p
 
     def _predictions(self, probs: np.ndarray, novelty: np.ndarray, k: int) -> list[Prediction]:
@@ -198,6 +222,8 @@ class PortableModel:
             why = None
             if nov > self.novelty_threshold:
                 why = "unlike the training images"
+            elif lv == 0 and order[0] == self._not_produce:
+                why = "not a fruit or vegetable"
             elif lv == 0:
                 why = "low confidence"
             out.append(Prediction(top=top, not_sure=why is not None, why=why, novelty=float(nov),

@@ -33,9 +33,10 @@ class Answer:
 
 @dataclass
 class Identification:
-    prediction: Prediction
+    prediction: Prediction  # the answer (for several photos: combined)
     inputs: np.ndarray  # the classifier's inputs (the service searches similar images with them)
     timing_ms: dict  # decode, embed, classify
+    photos: list[Prediction] | None = None  # each photo's own answer, when there were several
 
 
 def embedder_for(model: PortableModel, backbone_file: str | None = None, **settings) -> Embedder:
@@ -78,6 +79,31 @@ class Identifier:
         return Identification(predictions[0], inputs[0], {"decode": round((t1 - t0) * 1e3, 2),
                                                           "embed": round((t2 - t1) * 1e3, 2),
                                                           "classify": round((t3 - t2) * 1e3, 2)})
+
+    def identify_photos(self, photos: list[bytes], k: int = 5, max_pixels: int | None = None) -> Identification:
+        """Several photos of one fruit -> one answer (`PortableModel.predict_photos`); the inputs are
+        the photos' whole views' unit vectors averaged (the similar images of the set). Raises
+        DecodeError for the first photo that cannot be used, with its position."""
+        t0 = time.perf_counter()
+        pixels = []
+        for i, data in enumerate(photos):
+            try:
+                pixels.append(self.embedder.view_pixels(data, max_pixels))
+            except DecodeError as exc:
+                raise DecodeError(exc.reason, f"photo {i + 1}: {exc.detail}" if len(photos) > 1 else exc.detail) from None
+        t1 = time.perf_counter()
+        flat = self.embedder.embed([p for views in pixels for p in views])
+        t2 = time.perf_counter()
+        per_photo, start = [], 0
+        for views in pixels:
+            per_photo.append(flat[start:start + len(views)])
+            start += len(views)
+        combined, alone, inputs = self.model.predict_photos(per_photo, k)
+        units = [x / max(float(np.linalg.norm(x)), 1e-12) for x in inputs]
+        t3 = time.perf_counter()
+        return Identification(combined, np.mean(units, axis=0), {"decode": round((t1 - t0) * 1e3, 2),
+                                                                 "embed": round((t2 - t1) * 1e3, 2),
+                                                                 "classify": round((t3 - t2) * 1e3, 2)}, alone)
 
     def answer_paths(self, paths: list[str], s3=None) -> list[Answer]:
         out = []

@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .. import FruitlensError, schemas
-from ..catalogue import Catalogue, normalise
+from ..catalogue import NOT_PRODUCE, Catalogue, normalise
 from ..config import TrainConfig
 from ..embedding.views import Views
 from ..spark.progress import spark_progress
@@ -202,17 +202,20 @@ def training_rows(photos: Photos) -> tuple[np.ndarray, np.ndarray]:
 
 
 def predict_view_sets(photos: Photos) -> list[int]:
-    """The view counts `predict` could average that every photo of `photos` has (1, 2, 4, 12)."""
+    """The view counts `predict` could average (1, 2, 4, 12) that some photos of `photos` have
+    every view of (photos without them are scored on what they have: see `view_rows`)."""
     sets = [1]
     for count in (2, 4, 12):
-        names = Views(count).names
-        if all(set(names) <= set(n) for n in photos.view_names):
+        names = set(Views(count).names)
+        if any(names <= set(n) for n in photos.view_names):
             sets.append(count)
     return sets
 
 
 def view_rows(photos: Photos, count: int) -> np.ndarray:
-    """(photos * count, dim): each photo's `count` views (Views(count).names), the whole photo first."""
+    """(photos * count, dim): each photo's `count` views (Views(count).names), the whole photo first;
+    a view a photo was not featurized with counts as its whole photo again (so a photo without
+    views is scored on its whole photo alone)."""
     if count == 1:
         return photos.x
     wanted = Views(count).names
@@ -220,7 +223,7 @@ def view_rows(photos: Photos, count: int) -> np.ndarray:
     for i in range(len(photos)):
         names = photos.view_names[i]
         for j, name in enumerate(wanted):
-            k = names.index(name)
+            k = names.index(name) if name in names else 0
             out[i * count + j] = photos.x[i] if k == 0 else photos.views[i][k - 1]
     return out
 
@@ -349,7 +352,7 @@ def per_collection(model: PortableModel, photos: Photos, probs: np.ndarray, nov:
     for c, name in enumerate(names):
         rows = photos.collection == c
         y = photos.y[rows]
-        known = y >= 0
+        known = (y >= 0) & (y != model._not_produce)  # photos of a species
         if not rows.any():
             continue
         p, fp = probs[rows][known], fam_probs[rows][known]
@@ -361,6 +364,60 @@ def per_collection(model: PortableModel, photos: Photos, probs: np.ndarray, nov:
             "answers": answers(model, yk, p, nov[rows][known]) if len(yk) else None,
         }
     return out
+
+
+def _produce(model: PortableModel, photos: Photos, probs: np.ndarray, nov: np.ndarray):
+    """(y, probs, novelty) of the photos of a species (known, and not NOT_PRODUCE)."""
+    keep = (photos.y >= 0) & (photos.y != model._not_produce)
+    return photos.y[keep], probs[keep], nov[keep]
+
+
+def _not_produce_report(model: PortableModel, photos: dict, scores: dict) -> dict | None:
+    """How often photos of no fruit or vegetable (NOT_PRODUCE) get "not sure", per split."""
+    if model._not_produce < 0:
+        return None
+    out = {}
+    for role, (probs, nov) in scores.items():
+        rows = photos[role].y == model._not_produce
+        if rows.any():
+            level, _, _ = model.decide(probs[rows], nov[rows])
+            out[role] = {"photos": int(rows.sum()), "not_sure": round(float((level == 0).mean()), 4)}
+    return out
+
+
+def _macro_accuracy(photos: Photos, probs: np.ndarray, classes: list[str]) -> float:
+    """The mean over collections of the species accuracy (photos of a known class)."""
+    accs = []
+    not_produce = classes.index(NOT_PRODUCE) if NOT_PRODUCE in classes else -1
+    for c in np.unique(photos.collection):
+        rows = (photos.collection == c) & (photos.y >= 0) & (photos.y != not_produce)
+        if rows.any():
+            accs.append(float((probs[rows].argmax(axis=1) == photos.y[rows]).mean()))
+    return float(np.mean(accs)) if accs else 0.0
+
+
+def thresholds(model: PortableModel, photos: Photos, probs: np.ndarray, target: float) -> tuple[float, float]:
+    """(species, family) thresholds: in every collection, the answered validation photos (of a
+    species) at least `target` right at each level; the strictest collection's. A photo answered
+    "not a fruit or vegetable" is no answer."""
+    fam_of = np.array([model._family_names.index(f) for f in model.families])
+    t_species, t_family = 0.0, 0.0
+    for c in np.unique(photos.collection):
+        rows = (photos.collection == c) & (photos.y >= 0) & (photos.y != model._not_produce)
+        if not rows.any():
+            continue
+        p, y = probs[rows].copy(), photos.y[rows]
+        if model._not_produce >= 0:  # photos it calls no produce are not answered: below every threshold
+            p[p.argmax(axis=1) == model._not_produce] = 0.0
+        t, _, _ = choose_threshold(y, p, target)
+        t_species = max(t_species, t)
+        below = p.max(axis=1) < t
+        fam = model.family_probabilities(p[below])
+        if model._not_produce >= 0:
+            fam[:, model._family_index[model._not_produce]] = 0.0
+        tf, _, coverage = choose_threshold(fam_of[y[below]], fam, target)
+        t_family = max(t_family, tf if coverage > 0 else float("inf"))
+    return t_species, t_family
 
 
 # -- the job ------------------------------------------------------------------------------------------
@@ -431,12 +488,16 @@ def train(spark_session, cfg: TrainConfig, collections: list[Collection], target
         model = portable(fit, classes, families, refs, {})
         scores = {v: scored(model, photos[VAL], v) for v in view_sets}
         by_views = {v: metrics(photos[VAL].y, probs, classes) for v, (probs, _) in scores.items()}
+        for v, (probs, _) in scores.items():  # the collections count alike, whatever their size
+            by_views[v]["accuracy"] = _macro_accuracy(photos[VAL], probs, classes)
         best_views = _fewest_views(by_views)
         m = by_views[best_views]
         report["candidates"].append({
             "candidate": candidate.name, "model": candidate.kind, "params": _params(candidate),
             "seconds": round(fit.seconds, 1), "iterations": fit.iterations,
-            "validation_accuracy": m["accuracy"], "validation_macro_f1": m["macro_f1"],
+            "validation_accuracy": m["accuracy"], "validation_accuracy_is": "the mean of the collections' "
+                                                                             "species accuracies",
+            "validation_macro_f1": m["macro_f1"],
             "validation_top5": m["top5_accuracy"], "predict_views": best_views,
             "validation_accuracy_by_views": {str(v): round(mv["accuracy"], 4) for v, mv in by_views.items()}})
         fitted.append((candidate, fit, model, scores[best_views], best_views, (m["accuracy"], m["macro_f1"])))
@@ -449,15 +510,9 @@ def train(spark_session, cfg: TrainConfig, collections: list[Collection], target
     val_inputs = _inputs(best_fit, photos[VAL].x)
     val_novelty = novelty(val_inputs, CosineSearch(stored_refs(best_model.refs)))
     novelty_threshold = float(np.quantile(val_novelty, cfg.target_precision)) if len(val_novelty) else np.inf
-    threshold, val_precision, val_coverage = choose_threshold(photos[VAL].y, val_probs, cfg.target_precision)
-    best_model.threshold = threshold
-    fam_probs = best_model.family_probabilities(val_probs)
-    below = val_probs.max(axis=1) < threshold
-    fam_of = np.array([best_model._family_names.index(f) for f in best_model.families])
-    family_threshold, fam_precision, fam_coverage = choose_threshold(fam_of[photos[VAL].y[below]], fam_probs[below],
-                                                                     cfg.target_precision)
-    if fam_coverage == 0.0:
-        family_threshold = float("inf")
+    threshold, family_threshold = thresholds(best_model, photos[VAL], val_probs, cfg.target_precision)
+    best_model.threshold, best_model.family_threshold = threshold, family_threshold
+    val_answers = answers(best_model, *_produce(best_model, photos[VAL], val_probs, val_novelty))
 
     # The chosen candidate refit on every train photo, scored once on test.
     everyone = _join(photos[FIT], photos[VAL])
@@ -487,12 +542,16 @@ def train(spark_session, cfg: TrainConfig, collections: list[Collection], target
             "thresholds_from": "the chosen model fit on the fit split, scored on validation; applied unchanged to "
                                "the model refit on all of train",
             "target_precision": cfg.target_precision,
-            "threshold": threshold, "validation_precision": val_precision, "validation_coverage": val_coverage,
+            "rule": "each collection's validation answers at least target_precision right, at species level and at "
+                    "family level: the strictest collection's thresholds",
+            "threshold": threshold, "validation_precision": val_answers["species_answers_right"],
+            "validation_coverage": val_answers["answered_species"],
             "family_threshold": family_threshold if np.isfinite(family_threshold) else None,
-            "family_validation_precision": fam_precision, "family_validation_coverage_of_the_rest": fam_coverage,
-            "novelty_threshold": novelty_threshold,
-            "test": answers(model, photos[TEST].y[photos[TEST].y >= 0], test_probs[photos[TEST].y >= 0],
-                            test_nov[photos[TEST].y >= 0]) if (photos[TEST].y >= 0).any() else None,
+            "novelty_threshold": novelty_threshold, "validation": val_answers,
+            "test": answers(model, *_produce(model, photos[TEST], test_probs, test_nov))
+            if (photos[TEST].y >= 0).any() else None,
+            "not_produce": _not_produce_report(model, photos, {VAL: (val_probs, val_novelty),
+                                                               TEST: (test_probs, test_nov)}),
         },
     }
     report["timings"] = {k: round(v, 1) for k, v in timings.items()}

@@ -1,8 +1,9 @@
 """`fruitlens serve`: the identification service (HTTP API + web page).
 
-One role per module: `metadata.py` (species information and class-name mapping), `index.py` (the
-neighbour index), `service.py` (everything loaded once, shared by requests), `app.py` (the FastAPI
-app built from a loaded service), `static/` (the page: plain HTML/CSS/JS).
+One role per module: `metadata.py` (species names and information, in English and French),
+`index.py` (the neighbour index), `feedback.py` (users' corrections, kept with consent), `limits.py`
+(API keys, rate limits), `service.py` (everything loaded once, shared by requests), `app.py` (the
+FastAPI app built from a loaded service), `static/` (the page: plain HTML/CSS/JS).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ def run(cfg: ServeConfig) -> None:
     print(f"[serve] page http://{cfg.host}:{cfg.port}/  API http://{cfg.host}:{cfg.port}/api/v1/  "
           f"schema http://{cfg.host}:{cfg.port}/api/v1/openapi.json", flush=True)
     config = uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False,
-                            limit_concurrency=cfg.max_connections, timeout_keep_alive=5, server_header=False)
+                            limit_concurrency=4 * cfg.max_connections, timeout_keep_alive=5, server_header=False)
     uvicorn.Server(config).run()
 
 

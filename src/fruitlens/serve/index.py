@@ -120,8 +120,23 @@ class NeighbourIndex:
         return data, MEDIA_TYPES.get(image_format(data) or "", "application/octet-stream")
 
     # -- loading ---------------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
     @classmethod
-    def load(cls, where: Location, model: PortableModel, ann: bool = False) -> "NeighbourIndex":
+    def load(cls, where: Location, model: PortableModel, ann: bool = False, say=None):
+        """`ann`: the saved index (OUTPUT/index, `fruitlens index`) memory-mapped when it was built
+        for this model, else an HNSW graph built here from the embeddings."""
+        if ann:
+            from .saved_index import SavedIndex
+
+            saved = SavedIndex.open(where, model)
+            if saved is not None:
+                return saved
+            if say is not None:
+                say(f"[serve] no saved index of this model in {(where / 'index').uri}: building one in memory "
+                    f"(`fruitlens index {where.uri} --model MODEL` saves it once: start-up in seconds)")
         dataset = where / "embeddings"
         if read_manifest(dataset) is None and not _has_parquet(dataset):
             dataset = where  # the embeddings dataset itself

@@ -1,28 +1,34 @@
-"""The species' information: the Fruits-360 author's per-class metadata, decoded to words, and the
-mapping from the model's class names to the metadata's.
+"""The species' information and names: what the page and the API say about a species, in English
+or French, and where it comes from.
 
-The metadata folder (`--info`, local or s3://) is the dataset's `meta` branch: `dictionary.txt`
-explains every attribute and its coded values (`SIZE[5 values]=SMALL (0), SMALL-MEDIUM (1), ...`),
-and `Meta/<class>/info.txt` gives one class's codes (`SIZE[5]=2`), so SIZE is "MEDIUM". Values are
-presented in the dictionary's own words.
+Names: every species and family of the model in each language, from the catalogue's `names.csv`
+(a name the table does not know is shown as the catalogue writes it).
 
-Class names: the 2019 release (the sample, most trained models) says "Apple Braeburn", the
-current metadata "Apple Braeburn 1". A class is matched exactly, then with case and spaces
-normalised, then as "<name> 1", "<name> 2", ... (the first that exists), then through the few
-renames listed in ALIASES. A class with no match has no information, and says so.
-
-The metadata is CC BY-SA 4.0 (Mihai Oltean): ATTRIBUTION goes with every answer that shows it.
+Information (`--info FOLDER`, repeatable, local or s3://), found for a species through the labels
+(folder names) the model's catalogue maps to it, in whichever source has them:
+- the Fruits-360 author's per-class metadata (its `meta` branch: `dictionary.txt` explains every
+  attribute and its coded values, `Meta/<class>/info.txt` gives one class's codes, so SIZE[5]=2 is
+  "MEDIUM"), presented in the dictionary's words, or their French translation below; a class is
+  matched exactly, then with case and spaces normalised, then as "<name> 1", "<name> 2", ...,
+  then through the renames in ALIASES. CC BY-SA 4.0 (Mihai Oltean);
+- GroceryStore's product descriptions (`classes.csv` and `iconic-images-and-descriptions/`: a
+  shop's short text about each product, in English). MIT (Klasson, Zhang, Kjellström).
+Every answer that shows information carries the attribution of its source.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from dataclasses import dataclass, field
 
 from .. import FruitlensError
+from ..catalogue import Catalogue, Names
+from ..catalogue import normalise as normalise_label
 from ..storage.location import Location
 
-ATTRIBUTION = {
+FRUITS360 = {
     "text": "Species information from the Fruits-360 dataset by Mihai Oltean, licensed under CC BY-SA 4.0; "
             "attribute codes decoded to words through the dataset's dictionary.txt.",
     "author": "Mihai Oltean",
@@ -30,11 +36,45 @@ ATTRIBUTION = {
     "source": "https://github.com/fruits-360",
     "license": "CC BY-SA 4.0",
     "license_url": "https://creativecommons.org/licenses/by-sa/4.0/",
-    "changes": "attribute codes decoded to words",
+    "changes": "attribute codes decoded to words (and translated to French on request)",
 }
+GROCERYSTORE = {
+    "text": "Product descriptions from the GroceryStore dataset by Marcus Klasson, Cheng Zhang and Hedvig "
+            "Kjellström (WACV 2019), MIT licence.",
+    "author": "Marcus Klasson, Cheng Zhang, Hedvig Kjellström",
+    "dataset": "GroceryStore",
+    "source": "https://github.com/marcusklasson/GroceryStoreDataset",
+    "license": "MIT",
+    "license_url": "https://opensource.org/license/mit",
+    "changes": "none",
+}
+ATTRIBUTION = FRUITS360  # the one the service started with (kept for clients of the first API)
 
 # 2019 names that the current release renamed beyond a suffix or case (left: the model's class).
 ALIASES = {"redcurrant": "Currant red 1"}
+
+# The Fruits-360 dictionary's words in French (attributes, then each attribute's values).
+ATTRIBUTES_FR = {
+    "CLUSTERS": ("En grappes", {"NO": "Non", "YES": "Oui"}),
+    "DEFECTS": ("Défauts", {"ALMOST NO DEFECTS": "Presque aucun", "WITH OBVIOUS DEFECTS": "Visibles"}),
+    "FAT": ("Matières grasses", {"LOW": "Peu", "MEDIUM": "Moyennement", "HIGH": "Beaucoup"}),
+    "FRUCTOSE": ("Fructose", {"LOW": "Peu", "MEDIUM": "Moyennement", "HIGH": "Beaucoup"}),
+    "GROWTH LOCATION": ("Pousse", {"UNDERGROUND": "Sous terre", "GROUND LEVEL": "Au ras du sol",
+                                   "ABOVE GROUND": "Au-dessus du sol"}),
+    "HARDNESS": ("Fermeté", {"SOFT": "Tendre", "MEDIUM": "Moyenne", "HARD": "Ferme"}),
+    "MATURITY": ("Maturité", {"UNRIPE": "Pas mûr", "RIPEN": "Mûr", "OVERRIPE": "Trop mûr"}),
+    "NUMBER OF SEEDS": ("Graines", {"NONE": "Aucune", "ONE": "Une", "FEW": "Quelques-unes", "MANY": "Beaucoup"}),
+    "PROCESSED": ("Transformé", {"NO": "Non", "YES": "Oui"}),
+    "PURCHASED": ("Acheté", {"NO": "Non", "YES": "Oui"}),
+    "SIZE": ("Taille", {"SMALL": "Petite", "SMALL-MEDIUM": "Petite à moyenne", "MEDIUM": "Moyenne",
+                        "MEDIUM-HUGE": "Moyenne à très grande", "HUGE": "Très grande"}),
+    "SKIN HARDNESS": ("Peau", {"SOFT": "Tendre", "MEDIUM": "Moyennement dure", "HARD": "Dure"}),
+    "SKIN ROUGHNESS": ("Aspect de la peau", {"SOFT": "Lisse", "MEDIUM": "Un peu rugueux", "ROUGH": "Rugueux"}),
+    "TYPE": ("Type", {"FRUIT": "Fruit", "VEGETABLE": "Légume", "NUT": "Fruit à coque", "SEED": "Graine",
+                      "OTHER": "Autre"}),
+    "YEARLY TREE": ("Plante", {"ANNUALLY": "Annuelle", "MULTI-YEAR": "Vivace"}),
+    "WATER": ("Eau", {"LOW": "Peu", "MEDIUM": "Moyennement", "HIGH": "Beaucoup"}),
+}
 
 _DICT_LINE = re.compile(r"^\s*([A-Z][A-Z ]*?)\s*\[\s*(\d+)\s*values?\s*\]\s*=\s*(.*)$", re.IGNORECASE)
 _VALUE = re.compile(r"([^,()]+?)\s*\(\s*(\d+)\s*\)")
@@ -74,18 +114,15 @@ def parse_info(text: str, dictionary: dict[str, dict[int, str]]) -> list[dict]:
     return out
 
 
-@dataclass
-class Species:
-    name: str  # the model's class name
-    metadata_class: str | None  # the folder under Meta/ it matched, or None
-    attributes: list[dict] = field(default_factory=list)
-
-    def to_json(self) -> dict:
-        if self.metadata_class is None:
-            return {"name": self.name, "has_information": False, "metadata_class": None, "attributes": [],
-                    "note": "the Fruits-360 metadata has no information on this class"}
-        return {"name": self.name, "has_information": True, "metadata_class": self.metadata_class,
-                "attributes": self.attributes, "note": None}
+def translated(attributes: list[dict], lang: str) -> list[dict]:
+    """The attributes in `lang` (English: the dictionary's own words)."""
+    if lang != "fr":
+        return attributes
+    out = []
+    for a in attributes:
+        name, values = ATTRIBUTES_FR.get(a["attribute"], (a["attribute"], {}))
+        out.append({**a, "attribute": name, "value": values.get(a["value"].upper(), a["value"])})
+    return out
 
 
 def match_class(name: str, available: list[str]) -> str | None:
@@ -107,35 +144,26 @@ def match_class(name: str, available: list[str]) -> str | None:
     return None
 
 
-class Catalog:
-    """Every class of the model with its information (or none)."""
+# -- the sources ------------------------------------------------------------------------------------
 
-    def __init__(self, classes: list[str], dictionary: dict[str, dict[int, str]], infos: dict[str, str]):
-        self.dictionary = dictionary
-        available = sorted(infos)
-        self.species: dict[str, Species] = {}
-        for c in classes:
-            meta = match_class(c, available)
-            attrs = parse_info(infos[meta], dictionary) if meta is not None else []
-            self.species[c] = Species(c, meta, attrs)
+@dataclass
+class Fruits360Meta:
+    dictionary: dict[str, dict[int, str]]
+    infos: dict[str, str]  # Meta/<class> -> info.txt
+    attribution: dict = field(default_factory=lambda: FRUITS360)
 
-    @property
-    def missing(self) -> list[str]:
-        return [s.name for s in self.species.values() if s.metadata_class is None]
-
-    def get(self, name: str) -> Species | None:
-        return self.species.get(name)
+    def lookup(self, labels: list[str]) -> tuple[str, list[dict]] | None:
+        """(the Meta class, its attributes) of the first label that has one."""
+        available = sorted(self.infos)
+        for label in labels:
+            found = match_class(label, available)
+            if found is not None:
+                return found, parse_info(self.infos[found], self.dictionary)
+        return None
 
     @classmethod
-    def load(cls, where: Location, classes: list[str]) -> "Catalog":
-        """From the metadata folder (holding dictionary.txt and Meta/), local or on S3."""
-        try:
-            dictionary = parse_dictionary((where / "dictionary.txt").read_bytes().decode("utf-8", "replace"))
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            raise FruitlensError(f"--info: no dictionary.txt in {where.uri} (the Fruits-360 metadata folder, "
-                                 "with dictionary.txt and Meta/<class>/info.txt)") from None
-        except OSError as exc:
-            raise FruitlensError(f"--info: cannot read {where.uri}: {exc}") from None
+    def load(cls, where: Location) -> "Fruits360Meta":
+        dictionary = parse_dictionary((where / "dictionary.txt").read_bytes().decode("utf-8", "replace"))
         if not dictionary:
             raise FruitlensError(f"--info: {where.uri}/dictionary.txt lists no attributes")
         meta = where / "Meta"
@@ -150,4 +178,120 @@ class Catalog:
                 infos[parts[0]] = meta.child(p).read_bytes().decode("utf-8", "replace")
         if not infos:
             raise FruitlensError(f"--info: no Meta/<class>/info.txt under {where.uri}")
-        return cls(classes, dictionary, infos)
+        return cls(dictionary, infos)
+
+
+@dataclass
+class GroceryStoreInfo:
+    descriptions: dict[str, str]  # normalised class name (fine or coarse) -> description
+    names: dict[str, str]  # normalised -> the dataset's class name
+    attribution: dict = field(default_factory=lambda: GROCERYSTORE)
+
+    def lookup(self, labels: list[str]) -> tuple[str, str] | None:
+        for label in labels:
+            key = normalise_label(label)
+            if key in self.descriptions:
+                return self.names[key], self.descriptions[key]
+        return None
+
+    @classmethod
+    def load(cls, where: Location) -> "GroceryStoreInfo":
+        rows = list(csv.reader(io.StringIO((where / "classes.csv").read_bytes().decode("utf-8-sig", "replace"))))
+        descriptions, names = {}, {}
+        for row in rows[1:]:
+            if len(row) < 6:
+                continue
+            fine, coarse, path = row[0].strip(), row[2].strip(), row[5].strip().lstrip("/")
+            try:
+                text = " ".join((where / path).read_bytes().decode("utf-8", "replace").split())
+            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+                continue
+            for name in (fine, coarse):
+                descriptions.setdefault(normalise_label(name), text)
+                names.setdefault(normalise_label(name), name)
+        if not descriptions:
+            raise FruitlensError(f"--info: {where.uri}/classes.csv names no product description that is there")
+        return cls(descriptions, names)
+
+
+def load_source(where: Location):
+    """The information folder by what it holds: Fruits-360's metadata or GroceryStore's descriptions."""
+    try:
+        if (where / "dictionary.txt").exists():
+            return Fruits360Meta.load(where)
+        if (where / "classes.csv").exists():
+            return GroceryStoreInfo.load(where)
+    except OSError as exc:
+        raise FruitlensError(f"--info: cannot read {where.uri}: {exc}") from None
+    raise FruitlensError(f"--info: {where.uri} is neither the Fruits-360 metadata folder (dictionary.txt, "
+                         "Meta/<class>/info.txt) nor GroceryStore's (classes.csv, iconic-images-and-descriptions/)")
+
+
+# -- a species' information -------------------------------------------------------------------------
+
+@dataclass
+class Species:
+    name: str  # the model's class (a species of the catalogue)
+    family: str
+    metadata_class: str | None = None  # the Fruits-360 Meta class it matched
+    attributes: list[dict] = field(default_factory=list)
+    description: str | None = None  # GroceryStore's, in English
+    description_class: str | None = None
+    sources: list[dict] = field(default_factory=list)  # the attributions of what is shown
+
+    @property
+    def has_information(self) -> bool:
+        return bool(self.attributes or self.description)
+
+    def to_json(self, names: Names, lang: str = "en") -> dict:
+        note = None
+        if not self.has_information:
+            note = ("aucune des sources d'information ne décrit cette espèce" if lang == "fr"
+                    else "no information source describes this species")
+        elif self.description and lang == "fr":
+            note = "description en anglais"
+        return {"name": self.name, "display_name": names.name(self.name, lang), "family": self.family,
+                "family_name": names.name(self.family, lang), "has_information": self.has_information,
+                "metadata_class": self.metadata_class, "attributes": translated(self.attributes, lang),
+                "description": self.description, "note": note, "sources": self.sources}
+
+
+class Catalog:
+    """Every class of the model with its names and information (or none)."""
+
+    def __init__(self, classes: list[str], families: list[str], catalogue: Catalogue, sources: list,
+                 names: Names | None = None):
+        self.names = names or Names.builtin()
+        self.species: dict[str, Species] = {}
+        labels_of: dict[str, list[str]] = {}
+        for label, species, _ in catalogue.rows:
+            labels_of.setdefault(species, []).append(label)
+        for c, family in zip(classes, families):
+            labels = [c, *labels_of.get(c, [])]
+            s = Species(c, family)
+            for source in sources:
+                found = source.lookup(labels)
+                if found is None:
+                    continue
+                if isinstance(source, Fruits360Meta) and not s.attributes:
+                    s.metadata_class, s.attributes = found
+                    s.sources.append(source.attribution)
+                elif isinstance(source, GroceryStoreInfo) and s.description is None:
+                    s.description_class, s.description = found
+                    s.sources.append(source.attribution)
+            self.species[c] = s
+        self.attributions = [src.attribution for src in sources]
+
+    @property
+    def missing(self) -> list[str]:
+        return [s.name for s in self.species.values() if not s.has_information]
+
+    def get(self, name: str) -> Species | None:
+        return self.species.get(name)
+
+    @classmethod
+    def load(cls, places: list[Location], classes: list[str], families: list[str] | None = None,
+             catalogue: Catalogue | None = None) -> "Catalog":
+        """From the information folders (local or on S3)."""
+        sources = [load_source(where) for where in places]
+        return cls(classes, families or list(classes), catalogue or Catalogue.of_labels(classes), sources)

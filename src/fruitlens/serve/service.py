@@ -12,66 +12,130 @@ worker thread.
 from __future__ import annotations
 
 import os
+import secrets
+import threading
 import time
+from collections import OrderedDict
 
 from .. import FruitlensError
+from ..catalogue import Catalogue
 from ..config import ServeConfig
 from ..embedding.decode import DecodeError, image_format
-from ..embedding.embedder import Embedder
 from ..engine.model import PortableModel
-from ..engine.predict import Identification, Identifier
+from ..engine.predict import Identification, Identifier, embedder_for
 from ..storage.location import Location
+from .feedback import FeedbackStore
 from .index import NeighbourIndex
+from .limits import ApiKeys, RateLimiter
 from .metadata import Catalog
 
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
 
 
+class PhotoCache:
+    """The photos just identified, by a random id, for a while: feedback can name a photo by its id
+    instead of sending it again. Bounded in count and bytes; nothing is written anywhere."""
+
+    def __init__(self, ttl_s: float, max_photos: int = 512, max_bytes: int = 256 * 2**20):
+        self.ttl, self.max_photos, self.max_bytes = ttl_s, max_photos, max_bytes
+        self._photos: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def put(self, data: bytes) -> str:
+        pid = secrets.token_hex(16)
+        with self._lock:
+            self._photos[pid] = (time.monotonic() + self.ttl, data)
+            self._bytes += len(data)
+            while self._photos and (len(self._photos) > self.max_photos or self._bytes > self.max_bytes):
+                _, (_, old) = self._photos.popitem(last=False)
+                self._bytes -= len(old)
+        return pid
+
+    def get(self, pid: str) -> bytes | None:
+        with self._lock:
+            found = self._photos.get(pid or "")
+            if found is None:
+                return None
+            if found[0] < time.monotonic():
+                del self._photos[pid]
+                self._bytes -= len(found[1])
+                return None
+            return found[1]
+
+
 class Service:
-    def __init__(self, identifier: Identifier, catalog: Catalog, index: NeighbourIndex, cfg: ServeConfig):
+    def __init__(self, identifier: Identifier, catalog: Catalog, index: NeighbourIndex, cfg: ServeConfig,
+                 catalogue: Catalogue | None = None, feedback: FeedbackStore | None = None,
+                 keys: ApiKeys | None = None):
         self.identifier = identifier
         self.model = identifier.model
         self.catalog = catalog
+        self.catalogue = catalogue or Catalogue.of_labels(self.model.classes)
         self.index = index
         self.cfg = cfg
+        self.feedback = feedback
+        self.keys = keys
+        self.address_limit = RateLimiter(cfg.rate_limit)
+        self.key_limit = RateLimiter(cfg.key_rate_limit)
+        self.photos = PhotoCache(cfg.photo_cache_s)
 
     @property
     def interpreters(self) -> int:
         return self.identifier.embedder.interpreters
 
-    def identify(self, data: bytes) -> Identification:
-        """A photo's prediction and the classifier's inputs (for the neighbours). Raises
+    def identify(self, photos: list[bytes]) -> Identification:
+        """One fruit's photos -> its answer and the classifier's inputs (for the neighbours). Raises
         DecodeError, also for formats the service does not accept."""
-        if data and image_format(data) is None:
-            raise DecodeError("not an image", "format not recognised (accepted: JPEG, PNG, WebP, BMP, GIF)")
-        return self.identifier.identification(data, 5, self.cfg.max_pixels)
+        for i, data in enumerate(photos):
+            if data and image_format(data) is None:
+                where = f"photo {i + 1}: " if len(photos) > 1 else ""
+                raise DecodeError("not an image", f"{where}format not recognised (accepted: JPEG, PNG, WebP, BMP, GIF)")
+        if len(photos) == 1:
+            return self.identifier.identification(photos[0], 5, self.cfg.max_pixels)
+        return self.identifier.identify_photos(photos, 5, self.cfg.max_pixels)
 
 
 def load_service(cfg: ServeConfig, say=print) -> Service:
     """Load everything once; one-line FruitlensErrors for what the user got wrong."""
     t0 = time.perf_counter()
-    model = PortableModel.load(Location.of(cfg.model, cfg.s3))
-    info = Location.of(cfg.info, cfg.s3)
-    if info.is_local and not os.path.isdir(info.path):
-        raise FruitlensError(f"--info: no folder at {info.uri} (the Fruits-360 metadata: dictionary.txt, Meta/)")
-    catalog = Catalog.load(info, model.classes)
+    model_at = Location.of(cfg.model, cfg.s3)
+    model = PortableModel.load(model_at)
+    catalogue = Catalogue.of_model(model_at, model.classes)
+    places = [Location.of(i, cfg.s3) for i in cfg.info]
+    for info in places:
+        if info.is_local and not os.path.isdir(info.path):
+            raise FruitlensError(f"--info: no folder at {info.uri} (the Fruits-360 metadata or GroceryStore's folder)")
+    catalog = Catalog.load(places, model.classes, model.families, catalogue)
     index_loc = Location.of(cfg.index, cfg.s3)
     if index_loc.is_local and not os.path.isdir(index_loc.path):
         raise FruitlensError(f"--index: no folder at {index_loc.uri} (a folder `fruitlens run` wrote)")
+    keys = ApiKeys.load(cfg.api_keys) if cfg.api_keys else None
+    feedback = None
+    if cfg.feedback:
+        feedback = FeedbackStore(Location.of(cfg.feedback, cfg.s3), cfg.feedback_retention_days, model.classes)
     threads = cfg.threads or max(1, (os.cpu_count() or 1) // cfg.interpreters)
-    embedder = Embedder.for_params(model.embedding_params, cfg.backbone_file, threads=threads,
-                                   interpreters=cfg.interpreters)
+    embedder = embedder_for(model, cfg.backbone_file, threads=threads, interpreters=cfg.interpreters)
     embedder.load()
     identifier = Identifier(model, embedder)
     t1 = time.perf_counter()
-    index = NeighbourIndex.load(index_loc, model, ann=cfg.ann)
+    index = NeighbourIndex.load(index_loc, model, ann=cfg.ann, say=say)
     t2 = time.perf_counter()
-    say(f"[serve] model: {len(model.classes)} classes ({model.meta.get('kind', '?')}), "
-        f"backbone {embedder.spec.name}, {cfg.interpreters} interpreter(s) x {threads} thread(s)")
-    say(f"[serve] index: {len(index):,} images, {index.vectors.shape[1]}-d features, {index.kind} search "
+    say(f"[serve] model: {len(model.classes)} species in {len(set(model.families))} families "
+        f"({model.meta.get('candidate') or model.meta.get('kind', '?')}), backbone {embedder.spec.name}, "
+        f"{model.views} view(s) a photo, {cfg.interpreters} interpreter(s) x {threads} thread(s)")
+    say(f"[serve] index: {len(index):,} images, {index.dim}-d features, {index.kind} search "
         f"(loaded in {t2 - t1:.1f} s)")
     missing = catalog.missing
-    say(f"[serve] species information: {len(model.classes) - len(missing)} of {len(model.classes)} classes"
-        + (f"; no metadata for: {', '.join(missing)}" if missing else "; every class has metadata"))
+    say(f"[serve] species information: {len(model.classes) - len(missing)} of {len(model.classes)} species"
+        + (f"; none for: {', '.join(missing[:12])}{' ...' if len(missing) > 12 else ''}" if missing
+           else "; every species has some"))
+    say("[serve] feedback: " + (f"kept with consent in {feedback.where.uri}, {cfg.feedback_retention_days} days"
+                                 if feedback else "off (--feedback LOCATION to keep consented corrections)"))
+    say("[serve] keys: " + (f"{len(keys)} key(s), {'required' if cfg.require_key else 'optional'}; "
+                             if keys else "none; ") + f"{cfg.rate_limit} requests/min per address"
+        + (f", {cfg.key_rate_limit} per key" if keys else ""))
     say(f"[serve] ready in {time.perf_counter() - t0:.1f} s")
-    return Service(identifier, catalog, index, cfg)
+    if feedback is not None:
+        feedback.start_expiry()
+    return Service(identifier, catalog, index, cfg, catalogue, feedback, keys)

@@ -50,6 +50,11 @@ def get_session(cfg: SparkConfig):
         check_java()
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    # Native BLAS on one thread per task, as Spark's linear algebra guide recommends: every task slot
+    # already has its core, and OpenBLAS's own threads fighting for them made Spark ML's iterations
+    # 1.3-1.7x slower here (docs/benchmarks.md, "Train"). Inherited by the local JVM and its Python
+    # workers; executors elsewhere get it through spark.executorEnv unless you set it.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     builder = SparkSession.builder.appName(cfg.app_name)
     if not submitted:
         # The driver JVM starts here, so its options are fruitlens's to add to; under spark-submit it
@@ -63,6 +68,8 @@ def get_session(cfg: SparkConfig):
         .config("spark.python.worker.reuse", "true")
         .config("spark.sql.parquet.compression.codec", "zstd")
     )
+    if "spark.executorEnv.OPENBLAS_NUM_THREADS" not in cfg.extra_conf:
+        builder = builder.config("spark.executorEnv.OPENBLAS_NUM_THREADS", os.environ["OPENBLAS_NUM_THREADS"])
     for key, value in cfg.extra_conf.items():
         if key == "spark.driver.extraJavaOptions" and not submitted:
             continue  # already in driver_java_options
