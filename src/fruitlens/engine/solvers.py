@@ -206,6 +206,7 @@ class SparkSolver:
         self._scaler = StandardScaler(withMean=True, withStd=True, inputCol="features", outputCol="scaled").fit(vectors)
         self._scaled = (self._scaler.transform(vectors).select("scaled", "label_idx").repartition(parts)
                         .persist(StorageLevel.MEMORY_AND_DISK))
+        self.rows = self._scaled.count()  # cached here, once for every candidate
         estimator = EigenPCA(variance=pca_variance, inputCol="scaled", outputCol="pca")
         self._pca = estimator.fit(self._scaled)
         self._projected = None

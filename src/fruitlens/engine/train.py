@@ -36,196 +36,25 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import numpy as np
 
-from .. import FruitlensError, schemas
+from .. import FruitlensError
 from ..catalogue import NOT_PRODUCE, Catalogue, normalise
 from ..config import TrainConfig
-from ..embedding.views import Views
 from ..spark.progress import spark_progress
 from ..storage.location import Location
 from ..storage.manifest import dataset_files, read_manifest
 from ..storage.publish import publish_tree
 from ..storage.writer import Target
-from .model import PortableModel, novelty, stored_refs
-from .nearest import CosineSearch
+from .data import FIT, TEST, VAL, Collection, Scores, load, views_in
+from .model import PortableModel
 from .solvers import Candidate, DriverSolver, Fit, SparkSolver
 
-FIT, VAL, TEST = "fit", "validation", "test"
 # Parameters every collection's embeddings must share (views may differ between collections).
 SHARED_PARAMS = ("backbone", "model_sha256", "input_size", "resize")
 _DRIVER_BYTES = 3 * 2**30  # --solver auto: the driver solver up to this many bytes of training rows
-
-
-@dataclass
-class Collection:
-    name: str
-    location: Location  # its embeddings dataset
-    params: dict  # what its embeddings were made with (the manifest's)
-
-
-@dataclass
-class Photos:
-    """One role's photos on the driver: whole-photo embeddings, their views, species, collection."""
-
-    x: np.ndarray  # float32 (n, dim)
-    views: list  # per photo: float32 (views - 1, dim), or None
-    y: np.ndarray  # species index
-    collection: np.ndarray  # collection index
-    paths: list[str]
-    view_names: list  # per photo: the names of its views (embedding/views.py), whole first
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-
-# -- reading -----------------------------------------------------------------------------------------
-
-def read_photos(collections: list[Collection], catalogue: Catalogue, cfg: TrainConfig):
-    """Every photo of every collection on the driver, with its role: ({role: Photos}, species,
-    families, report of what was read and left out). Reads Parquet with pyarrow (no JVM)."""
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    chunks: dict[str, list] = {FIT: [], VAL: [], TEST: []}
-    unknown: dict[str, dict[str, int]] = {}
-    counts: dict[str, dict] = {}
-    for index, coll in enumerate(collections):
-        tables = []
-        for f in dataset_files(coll.location):
-            with f.open("rb") as fh:
-                pf = pq.ParquetFile(fh)
-                names = pf.schema_arrow.names
-                schemas.check_embeddings_columns(names, coll.location.uri)
-                tables.append(pf.read(columns=[c for c in ("path", "label", "split", "embedding", "views") if c in names]))
-        import pyarrow as pa
-
-        table = pa.concat_tables(tables, promote_options="default") if tables else None
-        if table is None or table.num_rows == 0:
-            raise FruitlensError(f"{coll.location.uri} holds no embeddings")
-        labels = table.column("label").to_pylist()
-        splits = table.column("split").to_pylist()
-        species = [catalogue.species_of(label) for label in labels]
-        left_out = {}
-        for label, s in zip(labels, species):
-            if s is None:
-                left_out[str(label)] = left_out.get(str(label), 0) + 1
-        if left_out:
-            unknown[coll.name] = dict(sorted(left_out.items()))
-        emb = table.column("embedding").combine_chunks()
-        dim = len(emb[0].as_py())
-        flat = np.asarray(pc.list_flatten(emb).to_numpy(zero_copy_only=False), np.float32)
-        if len(flat) != dim * len(labels):
-            raise FruitlensError(f"{coll.location.uri}: embeddings of different lengths")
-        x = flat.reshape(len(labels), dim)
-        views = table.column("views").to_pylist() if "views" in table.column_names else None
-        names = list(Views.of_params(coll.params).names)
-        paths = table.column("path").to_pylist()
-        has_validation = any(s == schemas.VALIDATION for s in splits)
-        roles = _roles(paths, labels, species, splits, has_validation, cfg.validation)
-        counts[coll.name] = {"photos": len(labels), "left_out": sum(left_out.values()),
-                             "validation_split": "its own validation split" if has_validation
-                             else f"the last {cfg.validation:.0%} of each class's train photos in path order",
-                             "views": len(names)}
-        for role in (FIT, VAL, TEST):
-            keep = [i for i, r in enumerate(roles) if r == role]
-            counts[coll.name][role] = len(keep)
-            if keep:
-                chunks[role].append((index, x[keep], [np.asarray(views[i], np.float32) if views and views[i] else None
-                                                      for i in keep],
-                                     [species[i] for i in keep], [paths[i] for i in keep], names))
-    trained = sorted({s for c in chunks[FIT] for s in c[3]} | {s for c in chunks[VAL] for s in c[3]})
-    if not chunks[FIT]:
-        raise FruitlensError("no train photos to fit on (images under a train/ or Training/ folder whose label the "
-                             "catalogue names)" + (f"; labels not in the catalogue: {_unknown_text(unknown)}" if unknown else ""))
-    if len(trained) < 2:
-        raise FruitlensError(f"{len(trained)} class in the train photos: need at least 2")
-    index_of = {s: i for i, s in enumerate(trained)}
-    photos = {}
-    for role, parts in chunks.items():
-        rows = [(ci, x[i], v[i], index_of.get(s[i], -1), p[i], n) for ci, x, v, s, p, n in parts for i in range(len(s))]
-        if role != TEST:
-            rows = [r for r in rows if r[3] >= 0]
-        photos[role] = Photos(
-            x=np.stack([r[1] for r in rows]) if rows else np.zeros((0, 1), np.float32),
-            views=[r[2] for r in rows], y=np.array([r[3] for r in rows], np.int64),
-            collection=np.array([r[0] for r in rows], np.int64), paths=[r[4] for r in rows],
-            view_names=[r[5] for r in rows])
-    if len(photos[VAL]) == 0:
-        raise FruitlensError("too few train photos per class to carve a validation split")
-    families = catalogue.families()
-    return photos, trained, [families.get(s, s) for s in trained], {"collections": counts,
-                                                                    "left_out_labels": unknown}
-
-
-def _unknown_text(unknown: dict) -> str:
-    labels = sorted({label for per in unknown.values() for label in per})
-    return ", ".join(labels[:8]) + (f" and {len(labels) - 8} more" if len(labels) > 8 else "")
-
-
-def _roles(paths, labels, species, splits, has_validation: bool, share: float) -> list[str | None]:
-    """fit / validation / test / None for each photo of one collection."""
-    roles: list[str | None] = [None] * len(paths)
-    by_class: dict[str, list[int]] = {}
-    for i, (s, split) in enumerate(zip(species, splits)):
-        if split == schemas.TEST:
-            roles[i] = TEST
-        elif s is None:
-            continue
-        elif split == schemas.VALIDATION:
-            roles[i] = VAL
-        elif split == schemas.TRAIN:
-            if has_validation:
-                roles[i] = FIT
-            else:
-                by_class.setdefault(str(labels[i]), []).append(i)
-    for members in by_class.values():  # the last `share` of each class's photos in path order
-        members.sort(key=lambda i: paths[i])
-        n = len(members)
-        for rank, i in enumerate(members):
-            roles[i] = VAL if n > 1 and rank / (n - 1) >= 1.0 - share else FIT
-    return roles
-
-
-# -- the rows a solver fits on ------------------------------------------------------------------------
-
-def training_rows(photos: Photos) -> tuple[np.ndarray, np.ndarray]:
-    """Every view of every photo as a row (views are extra training photos)."""
-    extra = [(v, y) for v, y in zip(photos.views, photos.y) if v is not None and len(v)]
-    if not extra:
-        return photos.x, photos.y
-    x = np.concatenate([photos.x, *[v for v, _ in extra]])
-    y = np.concatenate([photos.y, *[np.full(len(v), label) for v, label in extra]])
-    return x, y
-
-
-def predict_view_sets(photos: Photos) -> list[int]:
-    """The view counts `predict` could average (1, 2, 4, 12) that some photos of `photos` have
-    every view of (photos without them are scored on what they have: see `view_rows`)."""
-    sets = [1]
-    for count in (2, 4, 12):
-        names = set(Views(count).names)
-        if any(names <= set(n) for n in photos.view_names):
-            sets.append(count)
-    return sets
-
-
-def view_rows(photos: Photos, count: int) -> np.ndarray:
-    """(photos * count, dim): each photo's `count` views (Views(count).names), the whole photo first;
-    a view a photo was not featurized with counts as its whole photo again (so a photo without
-    views is scored on its whole photo alone)."""
-    if count == 1:
-        return photos.x
-    wanted = Views(count).names
-    out = np.empty((len(photos) * count, photos.x.shape[1]), np.float32)
-    for i in range(len(photos)):
-        names = photos.view_names[i]
-        for j, name in enumerate(wanted):
-            k = names.index(name) if name in names else 0
-            out[i * count + j] = photos.x[i] if k == 0 else photos.views[i][k - 1]
-    return out
 
 
 # -- scoring ------------------------------------------------------------------------------------------
@@ -234,36 +63,6 @@ def portable(fit: Fit, classes: list[str], families: list[str], refs: np.ndarray
     return PortableModel(classes=classes, mean=fit.front.mean, std=fit.front.std, projection=fit.projection,
                          layers=fit.layers, threshold=0.0, refs=refs, novelty_threshold=np.inf, meta=meta,
                          families=families)
-
-
-def scored(model: PortableModel, photos: Photos, views: int) -> tuple[np.ndarray, np.ndarray]:
-    """(probabilities averaged over `views` views, novelty) of each photo."""
-    if not len(photos):
-        return np.zeros((0, len(model.classes))), np.zeros(0)
-    from .model import one_blas_thread
-
-    probs, nov = [], []
-    for start in range(0, len(photos), 512):
-        part = Photos(photos.x[start:start + 512], photos.views[start:start + 512], photos.y[start:start + 512],
-                      photos.collection[start:start + 512], photos.paths[start:start + 512],
-                      photos.view_names[start:start + 512])
-        rows = view_rows(part, views)
-        inputs = model.inputs(rows)
-        p = model.probabilities_of(inputs)
-        probs.append(p.reshape(len(part), views, -1).mean(axis=1) if views > 1 else p)
-        with one_blas_thread():
-            nov.append(model.novelty_of(inputs[::views]))
-    return np.concatenate(probs), np.concatenate(nov)
-
-
-def reference_rows(photos: Photos, per_class: int) -> np.ndarray:
-    """Up to `per_class` whole photos of each class, evenly spread over its photos in path order."""
-    keep = []
-    for c in np.unique(photos.y):
-        members = sorted(np.flatnonzero(photos.y == c), key=lambda i: photos.paths[i])
-        step = max(1.0, len(members) / per_class)
-        keep += [members[int(j * step)] for j in range(min(per_class, len(members)))]
-    return photos.x[sorted(keep)]
 
 
 def normalized(x: np.ndarray) -> np.ndarray:
@@ -343,15 +142,15 @@ def answers(model: PortableModel, y: np.ndarray, probs: np.ndarray, nov: np.ndar
     }
 
 
-def per_collection(model: PortableModel, photos: Photos, probs: np.ndarray, nov: np.ndarray,
-                   names: list[str]) -> dict:
+def per_collection(model: PortableModel, scores: Scores, names: list[str]) -> dict:
     """Accuracy (species and family, from the labels through the catalogue) and answers per collection."""
     out = {}
+    probs, nov = scores.probs, scores.novelty
     fam_of = np.array([model._family_names.index(f) for f in model.families])
     fam_probs = model.family_probabilities(probs) if len(probs) else np.zeros((0, 1))
     for c, name in enumerate(names):
-        rows = photos.collection == c
-        y = photos.y[rows]
+        rows = scores.collection == c
+        y = scores.y[rows]
         known = (y >= 0) & (y != model._not_produce)  # photos of a species
         if not rows.any():
             continue
@@ -366,47 +165,47 @@ def per_collection(model: PortableModel, photos: Photos, probs: np.ndarray, nov:
     return out
 
 
-def _produce(model: PortableModel, photos: Photos, probs: np.ndarray, nov: np.ndarray):
+def _produce(model: PortableModel, scores: Scores):
     """(y, probs, novelty) of the photos of a species (known, and not NOT_PRODUCE)."""
-    keep = (photos.y >= 0) & (photos.y != model._not_produce)
-    return photos.y[keep], probs[keep], nov[keep]
+    keep = (scores.y >= 0) & (scores.y != model._not_produce)
+    return scores.y[keep], scores.probs[keep], scores.novelty[keep]
 
 
-def _not_produce_report(model: PortableModel, photos: dict, scores: dict) -> dict | None:
+def _not_produce_report(model: PortableModel, by_role: dict) -> dict | None:
     """How often photos of no fruit or vegetable (NOT_PRODUCE) get "not sure", per split."""
     if model._not_produce < 0:
         return None
     out = {}
-    for role, (probs, nov) in scores.items():
-        rows = photos[role].y == model._not_produce
+    for role, scores in by_role.items():
+        rows = scores.y == model._not_produce
         if rows.any():
-            level, _, _ = model.decide(probs[rows], nov[rows])
+            level, _, _ = model.decide(scores.probs[rows], scores.novelty[rows])
             out[role] = {"photos": int(rows.sum()), "not_sure": round(float((level == 0).mean()), 4)}
     return out
 
 
-def _macro_accuracy(photos: Photos, probs: np.ndarray, classes: list[str]) -> float:
+def _macro_accuracy(scores: Scores, classes: list[str]) -> float:
     """The mean over collections of the species accuracy (photos of a known class)."""
     accs = []
     not_produce = classes.index(NOT_PRODUCE) if NOT_PRODUCE in classes else -1
-    for c in np.unique(photos.collection):
-        rows = (photos.collection == c) & (photos.y >= 0) & (photos.y != not_produce)
+    for c in np.unique(scores.collection):
+        rows = (scores.collection == c) & (scores.y >= 0) & (scores.y != not_produce)
         if rows.any():
-            accs.append(float((probs[rows].argmax(axis=1) == photos.y[rows]).mean()))
+            accs.append(float((scores.probs[rows].argmax(axis=1) == scores.y[rows]).mean()))
     return float(np.mean(accs)) if accs else 0.0
 
 
-def thresholds(model: PortableModel, photos: Photos, probs: np.ndarray, target: float) -> tuple[float, float]:
+def thresholds(model: PortableModel, scores: Scores, target: float) -> tuple[float, float]:
     """(species, family) thresholds: in every collection, the answered validation photos (of a
     species) at least `target` right at each level; the strictest collection's. A photo answered
     "not a fruit or vegetable" is no answer."""
     fam_of = np.array([model._family_names.index(f) for f in model.families])
     t_species, t_family = 0.0, 0.0
-    for c in np.unique(photos.collection):
-        rows = (photos.collection == c) & (photos.y >= 0) & (photos.y != model._not_produce)
+    for c in np.unique(scores.collection):
+        rows = (scores.collection == c) & (scores.y >= 0) & (scores.y != model._not_produce)
         if not rows.any():
             continue
-        p, y = probs[rows].copy(), photos.y[rows]
+        p, y = scores.probs[rows].copy(), scores.y[rows]
         if model._not_produce >= 0:  # photos it calls no produce are not answered: below every threshold
             p[p.argmax(axis=1) == model._not_produce] = 0.0
         t, _, _ = choose_threshold(y, p, target)
@@ -422,21 +221,14 @@ def thresholds(model: PortableModel, photos: Photos, probs: np.ndarray, target: 
 
 # -- the job ------------------------------------------------------------------------------------------
 
-def solver_for(cfg: TrainConfig, rows: int, dim: int, candidates: list[Candidate]) -> str:
-    if cfg.solver != "auto":
-        return cfg.solver
-    if any(c.kind == "mlp" for c in candidates):
-        return "spark"
-    return "driver" if rows * dim * 4 <= _DRIVER_BYTES else "spark"
-
-
-def make_solver(kind: str, spark_session, x, y, n_classes: int, cfg: TrainConfig):
-    if kind == "driver":
-        return DriverSolver(x, y, n_classes, cfg.pca_variance, cfg.max_iter)
-    spark = spark_session()
-    rows = spark.createDataFrame(
-        [(e.tolist(), int(label)) for e, label in zip(x, y)], "embedding array<float>, label_idx int")
-    return SparkSolver(spark, rows, n_classes, cfg.pca_variance, cfg.max_iter, cfg.seed)
+def make_solver(data, spark_session, roles: tuple[str, ...], n_classes: int, cfg: TrainConfig):
+    """The solver of the data's kind, on the training rows of `roles` (every view a row)."""
+    if data.kind == "driver":
+        x, y = data.training_rows(roles)
+        return DriverSolver(x, y, n_classes, cfg.pca_variance, cfg.max_iter), len(x)
+    rows = data.training_rows(roles)
+    solver = SparkSolver(spark_session(), rows, n_classes, cfg.pca_variance, cfg.max_iter, cfg.seed)
+    return solver, solver.rows
 
 
 def train(spark_session, cfg: TrainConfig, collections: list[Collection], target: Target, say=print) -> dict:
@@ -451,45 +243,43 @@ def train(spark_session, cfg: TrainConfig, collections: list[Collection], target
                                      f"{collections[0].location.uri} with {first.get(key)!r}: featurize every "
                                      "collection with the same backbone and image size")
     catalogue = Catalogue.load(cfg.catalogue, _all_labels(collections))
+    candidates = [Candidate.parse(c) for c in cfg.candidates]
+    solver_kind = "spark" if any(c.kind == "mlp" for c in candidates) and cfg.solver == "auto" else cfg.solver
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    photos, classes, families, read_report = read_photos(collections, catalogue, cfg)
+    data = load(collections, catalogue, cfg.validation, solver_kind, spark_session, _DRIVER_BYTES)
+    classes, families = data.classes, data.families
     timings["read_s"] = time.perf_counter() - t0
-    candidates = [Candidate.parse(c) for c in cfg.candidates]
     names = [c.name for c in collections]
-    fit_x, fit_y = training_rows(photos[FIT])
-    dim = fit_x.shape[1]
-    kind = solver_for(cfg, len(fit_x), dim, candidates)
-    say(f"[train] {len(photos[FIT]):,} fit photos ({len(fit_x):,} rows with their views), "
-        f"{len(photos[VAL]):,} validation, {len(photos[TEST]):,} test; {len(classes)} classes; "
-        f"solver: {kind}")
-
     t0 = time.perf_counter()
-    solver = make_solver(kind, spark_session, fit_x, fit_y, len(classes), cfg)
+    solver, fit_rows = make_solver(data, spark_session, (FIT,), len(classes), cfg)
     timings["scaler_pca_s"] = time.perf_counter() - t0
-    refs_fit = reference_rows(photos[FIT], cfg.refs_per_class)
-    view_sets = predict_view_sets(photos[VAL])
+    dim = len(solver.front.mean)
+    kind = data.kind
+    say(f"[train] {data.size(FIT):,} fit photos ({fit_rows:,} rows with their views), {data.size(VAL):,} "
+        f"validation, {data.size(TEST):,} test; {len(classes)} classes; solver: {kind}")
+    refs_fit = data.references((FIT,), cfg.refs_per_class)
+    view_sets = views_in(collections)
     report: dict = {
         "config": {**asdict(cfg), "candidates": [c.name for c in candidates]}, "classes": len(classes),
         "catalogue": {"source": catalogue.source, "species": len(classes), "families": len(set(families))},
         "embedding_dim": dim, "pca_k": solver.pca_k, "solver": kind, "blas": blas_report(kind, spark_session),
-        **read_report,
-        "rows": {"fit": len(photos[FIT]), "fit_rows_with_views": len(fit_x), "validation": len(photos[VAL]),
-                 "train": len(photos[FIT]) + len(photos[VAL]), "test": int((photos[TEST].y >= 0).sum()),
-                 "test_unknown_label": int((photos[TEST].y < 0).sum())},
+        "collections": data.counts, "left_out_labels": data.unknown,
+        "rows": {"fit": data.size(FIT), "fit_rows_with_views": fit_rows, "validation": data.size(VAL),
+                 "train": data.size(FIT) + data.size(VAL), "test": data.size(TEST)},
         "candidates": [],
     }
     fitted = []
     # strongest regularisation first: each fit of a kind starts from the one before (driver solver)
     for candidate in sorted(candidates, key=lambda c: (c.kind, -c.setting)):
-        with _progress(spark_session, kind, f"fitting {candidate.name} on {len(fit_x):,} rows", say):
+        with _progress(spark_session, kind, f"fitting {candidate.name} on {fit_rows:,} rows", say):
             fit = solver.fit(candidate)
         refs = normalized(_inputs(fit, refs_fit)).astype(np.float32)
         model = portable(fit, classes, families, refs, {})
-        scores = {v: scored(model, photos[VAL], v) for v in view_sets}
-        by_views = {v: metrics(photos[VAL].y, probs, classes) for v, (probs, _) in scores.items()}
-        for v, (probs, _) in scores.items():  # the collections count alike, whatever their size
-            by_views[v]["accuracy"] = _macro_accuracy(photos[VAL], probs, classes)
+        scores = {v: data.score(model, VAL, v) for v in view_sets}
+        by_views = {v: metrics(sc.y, sc.probs, classes) for v, sc in scores.items()}
+        for v, sc in scores.items():  # the collections count alike, whatever their size
+            by_views[v]["accuracy"] = _macro_accuracy(sc, classes)
         best_views = _fewest_views(by_views)
         m = by_views[best_views]
         report["candidates"].append({
@@ -504,25 +294,26 @@ def train(spark_session, cfg: TrainConfig, collections: list[Collection], target
     eligible = [f for f in fitted if cfg.default in (None, f[0].kind, f[0].name)]
     if not eligible:
         raise FruitlensError(f"--default {cfg.default} is not among --candidates")
-    best_candidate, best_fit, best_model, (val_probs, _), views, _ = max(eligible, key=lambda f: f[5])
+    best_candidate, best_fit, best_model, val_scores, views, _ = max(eligible, key=lambda f: f[5])
 
     # Thresholds on validation (the chosen candidate fitted on the fit split).
-    val_inputs = _inputs(best_fit, photos[VAL].x)
-    val_novelty = novelty(val_inputs, CosineSearch(stored_refs(best_model.refs)))
-    novelty_threshold = float(np.quantile(val_novelty, cfg.target_precision)) if len(val_novelty) else np.inf
-    threshold, family_threshold = thresholds(best_model, photos[VAL], val_probs, cfg.target_precision)
+    novelty_threshold = (float(np.quantile(val_scores.novelty, cfg.target_precision)) if len(val_scores.novelty)
+                         else np.inf)
+    threshold, family_threshold = thresholds(best_model, val_scores, cfg.target_precision)
     best_model.threshold, best_model.family_threshold = threshold, family_threshold
-    val_answers = answers(best_model, *_produce(best_model, photos[VAL], val_probs, val_novelty))
+    best_model.novelty_threshold = novelty_threshold
+    val_answers = answers(best_model, *_produce(best_model, val_scores))
+    if hasattr(solver, "release"):
+        solver.release()
 
     # The chosen candidate refit on every train photo, scored once on test.
-    everyone = _join(photos[FIT], photos[VAL])
-    all_x, all_y = training_rows(everyone)
     t0 = time.perf_counter()
-    refit_solver = make_solver(kind, spark_session, all_x, all_y, len(classes), cfg)
-    with _progress(spark_session, kind, f"refitting {best_candidate.name} on {len(all_x):,} train rows", say):
+    refit_solver, all_rows = make_solver(data, spark_session, (FIT, VAL), len(classes), cfg)
+    with _progress(spark_session, kind, f"refitting {best_candidate.name} on {all_rows:,} train rows", say):
         final = refit_solver.fit(best_candidate, start=best_fit)
     timings["refit_s"] = time.perf_counter() - t0
-    refs = normalized(_inputs(final, reference_rows(everyone, cfg.refs_per_class))).astype(np.float32)
+    refs = normalized(_inputs(final, data.references((FIT, VAL), cfg.refs_per_class))).astype(np.float32)
+    first = collections[0].params or {}
     meta = {"kind": best_candidate.kind, "candidate": best_candidate.name, "params": _params(best_candidate),
             "embedding_params": {k: v for k, v in first.items() if k not in ("views", "crop")},
             "embedding_dim": dim, "pca_k": final.projection.shape[1] if final.projection is not None else None,
@@ -530,14 +321,16 @@ def train(spark_session, cfg: TrainConfig, collections: list[Collection], target
     model = PortableModel(classes=classes, mean=final.front.mean, std=final.front.std, projection=final.projection,
                           layers=final.layers, threshold=threshold, refs=refs, novelty_threshold=novelty_threshold,
                           meta=meta, families=families, family_threshold=family_threshold, views=views)
-    test_probs, test_nov = scored(model, photos[TEST], views)
-    m = metrics(photos[TEST].y, test_probs, classes)
+    test = data.score(model, TEST, views)
+    m = metrics(test.y, test.probs, classes)
+    report["rows"]["test_unknown_label"] = int((test.y < 0).sum())
+    report["rows"]["test"] = int((test.y >= 0).sum())
     report["chosen"] = {
         "candidate": best_candidate.name, "model": best_candidate.kind, "params": _params(best_candidate),
-        "chosen_on": "validation accuracy (then macro-F1)", "predict_views": views,
+        "chosen_on": "validation accuracy (the collections' mean, then macro-F1)", "predict_views": views,
         "test": {k: v for k, v in m.items() if not k.startswith("_")},
-        "test_by_collection": per_collection(model, photos[TEST], test_probs, test_nov, names),
-        "validation_by_collection": per_collection(best_model, photos[VAL], val_probs, val_novelty, names),
+        "test_by_collection": per_collection(model, test, names),
+        "validation_by_collection": per_collection(best_model, val_scores, names),
         "not_sure": {
             "thresholds_from": "the chosen model fit on the fit split, scored on validation; applied unchanged to "
                                "the model refit on all of train",
@@ -548,20 +341,17 @@ def train(spark_session, cfg: TrainConfig, collections: list[Collection], target
             "validation_coverage": val_answers["answered_species"],
             "family_threshold": family_threshold if np.isfinite(family_threshold) else None,
             "novelty_threshold": novelty_threshold, "validation": val_answers,
-            "test": answers(model, *_produce(model, photos[TEST], test_probs, test_nov))
-            if (photos[TEST].y >= 0).any() else None,
-            "not_produce": _not_produce_report(model, photos, {VAL: (val_probs, val_novelty),
-                                                               TEST: (test_probs, test_nov)}),
+            "test": answers(model, *_produce(model, test)) if (test.y >= 0).any() else None,
+            "not_produce": _not_produce_report(model, {VAL: val_scores, TEST: test}),
         },
     }
     report["timings"] = {k: round(v, 1) for k, v in timings.items()}
     t0 = time.perf_counter()
-    _publish(spark_session(), final, model, catalogue.restricted_to(_trained_labels(photos, catalogue, collections)),
+    _publish(spark_session(), final, model, catalogue.restricted_to(_trained_labels(catalogue, collections)),
              report, m["_confusion"], classes, target)
     report["timings"]["save_s"] = round(time.perf_counter() - t0, 1)
     report["timings"]["total_s"] = round(time.perf_counter() - t_start, 1)
-    if hasattr(solver, "release"):
-        solver.release()
+    if hasattr(refit_solver, "release"):
         refit_solver.release()
     return report
 
@@ -578,7 +368,7 @@ def _all_labels(collections: list[Collection]) -> list[str]:
     return sorted(labels)
 
 
-def _trained_labels(photos: dict, catalogue: Catalogue, collections) -> list[str]:
+def _trained_labels(catalogue: Catalogue, collections) -> list[str]:
     labels = _all_labels(collections)
     return [label for label in labels if catalogue.species_of(label) is not None]
 
@@ -600,11 +390,6 @@ def _inputs(fit: Fit, x: np.ndarray) -> np.ndarray:
 
 def _params(candidate: Candidate) -> dict:
     return {"hidden": int(candidate.setting)} if candidate.kind == "mlp" else {"regParam": candidate.setting}
-
-
-def _join(a: Photos, b: Photos) -> Photos:
-    return Photos(np.concatenate([a.x, b.x]), a.views + b.views, np.concatenate([a.y, b.y]),
-                  np.concatenate([a.collection, b.collection]), a.paths + b.paths, a.view_names + b.view_names)
 
 
 class _progress:
