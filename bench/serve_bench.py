@@ -1,10 +1,10 @@
-"""Benchmark of `fruitlens serve`: identify requests/s and p50/p99 latency under a bounded concurrent
-load on loopback, against predict's single-image time (Identifier.identify) measured in the same
-run; then the neighbour search: one exact query on the index, its extrapolation to 1M images,
-and the approximate (usearch HNSW) index.
+"""Benchmark of `fruitlens serve`: identify requests/s and p50/p95/p99 latency under a bounded
+concurrent load on loopback (1, 4 and 16 clients; 1 or more photos a request), against predict's
+single-image time (Identifier.identify) measured in the same run; then the neighbour search: one
+exact query on the index, its extrapolation to 1M images, and the approximate (usearch HNSW) index.
 
-    flock /tmp/fruitlens-spark.lock .venv/bin/python bench/serve_bench.py \\
-        --model out/model --index out/demo --info ../shared/data/fruits-360-meta
+    .venv/bin/python bench/serve_bench.py --model out/model --index out/demo \\
+        --info ../shared/data/fruits-360-meta --clients 1,4,16 --photos 1,2
 
 Writes bench/_work/serve_bench.json and prints a Markdown summary (docs/benchmarks.md has one).
 Run it alone on the machine: the client shares the cores with the server.
@@ -62,7 +62,7 @@ def bench_predict(model: str, data: list[bytes]) -> dict:
 def start_server(args, interpreters: int, extra=()) -> tuple[subprocess.Popen, str]:
     port = free_port()
     cmd = [sys.executable, "-m", "fruitlens", "serve", "--model", args.model, "--index", args.index, "--info", args.info,
-           "--port", str(port), "--interpreters", str(interpreters), *extra]
+           "--port", str(port), "--interpreters", str(interpreters), "--rate-limit", "100000000", *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 300
@@ -77,14 +77,16 @@ def start_server(args, interpreters: int, extra=()) -> tuple[subprocess.Popen, s
     raise SystemExit("serve did not start")
 
 
-def load(url: str, data: list[bytes], clients: int, per_client: int) -> dict:
+def load(url: str, data: list[bytes], clients: int, per_client: int, photos_per_request: int = 1) -> dict:
     def worker(c):
         lat = []
         with httpx.Client(base_url=url, timeout=120) as http:
             for i in range(per_client):
-                d = data[(c * per_client + i) % len(data)]
+                first = (c * per_client + i) * photos_per_request
+                files = [("photo", (f"p{j}.jpg", data[(first + j) % len(data)], "image/jpeg"))
+                         for j in range(photos_per_request)]
                 t = time.perf_counter()
-                r = http.post("/api/v1/identify", files={"photo": ("p.jpg", d, "image/jpeg")})
+                r = http.post("/api/v1/identify", files=files)
                 lat.append((time.perf_counter() - t) * 1e3)
                 assert r.status_code == 200, r.text
         return lat
@@ -93,8 +95,9 @@ def load(url: str, data: list[bytes], clients: int, per_client: int) -> dict:
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
         lat = [x for part in pool.map(worker, range(clients)) for x in part]
     wall = time.perf_counter() - t0
-    return {"clients": clients, "requests": len(lat), "req_per_s": round(len(lat) / wall, 1),
-            "p50_ms": round(pct(lat, 50), 1), "p99_ms": round(pct(lat, 99), 1)}
+    return {"clients": clients, "photos_per_request": photos_per_request, "requests": len(lat),
+            "req_per_s": round(len(lat) / wall, 1), "p50_ms": round(pct(lat, 50), 1), "p95_ms": round(pct(lat, 95), 1),
+            "p99_ms": round(pct(lat, 99), 1)}
 
 
 def bench_neighbours(args) -> dict:
@@ -164,9 +167,11 @@ def main() -> None:
     ap.add_argument("--index", default="out/demo")
     ap.add_argument("--info", default=str(REPO.parent / "shared" / "data" / "fruits-360-meta"))
     ap.add_argument("--sample", default=str(REPO.parent / "shared" / "data" / "fruits-360-sample"))
-    ap.add_argument("--clients", default="1,2,4")
+    ap.add_argument("--clients", default="1,4,16")
+    ap.add_argument("--photos", default="1", help="photos per request, comma-separated (e.g. 1,2)")
     ap.add_argument("--requests", type=int, default=40, help="requests per client")
-    ap.add_argument("--interpreters", default="1,2")
+    ap.add_argument("--interpreters", default="2")
+    ap.add_argument("--skip-neighbours", action="store_true")
     ap.add_argument("--scale", type=int, default=200_000, help="images in the synthetic neighbour-search collection")
     ap.add_argument("--out", default=str(REPO / "bench" / "_work" / "serve_bench.json"))
     args = ap.parse_args()
@@ -179,28 +184,31 @@ def main() -> None:
         proc, url = start_server(args, interpreters)
         try:
             load(url, data[:8], 1, 8)  # warm-up
-            for c in [int(x) for x in args.clients.split(",")]:
-                row = {"interpreters": interpreters, **load(url, data, c, args.requests),
-                       "server_rss_mb": round(psutil.Process(proc.pid).memory_info().rss / 2**20)}
-                result["serve"].append(row)
-                print("serve:", row, flush=True)
+            for per in [int(x) for x in args.photos.split(",")]:
+                for c in [int(x) for x in args.clients.split(",")]:
+                    row = {"interpreters": interpreters, **load(url, data, c, args.requests, per),
+                           "server_rss_mb": round(psutil.Process(proc.pid).memory_info().rss / 2**20)}
+                    result["serve"].append(row)
+                    print("serve:", row, flush=True)
         finally:
             proc.terminate()
             proc.wait(30)
-    result["neighbours"] = bench_neighbours(args)
-    print("neighbours:", result["neighbours"], flush=True)
+    if not args.skip_neighbours:
+        result["neighbours"] = bench_neighbours(args)
+        print("neighbours:", result["neighbours"], flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
 
     p = result["predict"]
     print(f"\npredict, one image at a time: p50 {p['p50_ms']} ms, p99 {p['p99_ms']} ms ({p['per_s_one_at_a_time']}/s)\n")
-    print("| interpreters | concurrent clients | requests | requests/s | p50 ms | p99 ms | server RSS MB |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| interpreters | photos a request | concurrent clients | requests | requests/s | p50 ms | p95 ms | p99 ms | "
+          "server RSS MB |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in result["serve"]:
-        print(f"| {r['interpreters']} | {r['clients']} | {r['requests']} | {r['req_per_s']} | {r['p50_ms']} | "
-              f"{r['p99_ms']} | {r['server_rss_mb']} |")
-    nb = result["neighbours"]
-    print(f"\nneighbours: {nb}")
+        print(f"| {r['interpreters']} | {r['photos_per_request']} | {r['clients']} | {r['requests']} | {r['req_per_s']} | "
+              f"{r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r['server_rss_mb']} |")
+    if "neighbours" in result:
+        print(f"\nneighbours: {result['neighbours']}")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Sets up fruitlens and runs the whole chain (Spark local mode) on the Fruits-360 sample in
-# ../shared when it is there. Usage: scripts/demo.sh [INPUT] [OUTPUT]
+# Sets up fruitlens, runs the whole chain (Spark local mode) on the Fruits-360 sample in ../shared,
+# then trains the product model on both collections there (the sample's turntable frames and
+# GroceryStore's shop photos) and saves the similar-images index for it.
+# Usage: scripts/demo.sh [INPUT] [OUTPUT]      (INPUT: the Fruits-360 folder; OUTPUT: out/demo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
 SAMPLE=../shared/data/fruits-360-sample
+GROCERY=../shared/data/grocerystore
 INPUT="${1:-$SAMPLE}"
 OUTPUT="${2:-out/demo}"
 if [ ! -d "$INPUT" ]; then
@@ -17,9 +20,31 @@ fruitlens: no input folder at $INPUT.
 MSG
   exit 2
 fi
-# Use the reference models in ../shared when present; otherwise fruitlens downloads the model
+# Use the reference models in ../shared when present; otherwise fruitlens downloads the backbone
 # from its public URL once (sha256-checked) into the user cache.
 if [ -z "${FRUITLENS_MODEL_DIR:-}" ] && [ -d ../shared/models ]; then
   export FRUITLENS_MODEL_DIR="$(cd ../shared/models && pwd)"
 fi
-exec .venv/bin/fruitlens run "$INPUT" "$OUTPUT"
+F=.venv/bin/fruitlens
+$F run "$INPUT" "$OUTPUT"                                     # the chain: embeddings, errors, features, pca
+
+if [ ! -d "$GROCERY/train" ]; then
+  cat >&2 <<MSG
+fruitlens: no GroceryStore photos at $GROCERY: the product model (shop photos) is not trained.
+  Get them from https://github.com/marcusklasson/GroceryStoreDataset (its dataset/ folder: train/, val/,
+  classes.csv, iconic-images-and-descriptions/), then:
+    $F featurize PATH/TO/GroceryStoreDataset/dataset out/grocery --views 12
+    $F train out/grocery $OUTPUT out/product --catalogue builtin --target-precision 0.95
+MSG
+  exit 0
+fi
+$F featurize "$GROCERY" out/grocery --views 12                # shop photos: the whole photo and 11 views each
+$F train out/grocery "$OUTPUT" out/product --catalogue builtin --target-precision 0.95
+$F index "$OUTPUT" --model out/product >/dev/null             # the similar images, saved for serve --ann
+INFO=""
+for d in ../shared/data/fruits-360-meta "$GROCERY"; do [ -d "$d" ] && INFO="$INFO --info $d"; done
+cat <<MSG
+fruitlens: the product model is out/product. Identify a photo, or start the service and open http://127.0.0.1:8000/:
+  $F predict --model out/product PHOTO.jpg
+  $F serve --model out/product --index $OUTPUT --ann$INFO --feedback out/feedback
+MSG

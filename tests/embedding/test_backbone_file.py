@@ -74,7 +74,7 @@ def test_local_override_file_or_folder_is_verified(tmp_path, monkeypatch):
     wrong.write_bytes(b"not a model")
     with pytest.raises(FruitlensError, match="expected"):
         model_store.resolve(SPEC, str(wrong))
-    with pytest.raises(FruitlensError, match="no model file"):
+    with pytest.raises(FruitlensError, match="no backbone file"):
         model_store.resolve(SPEC, str(tmp_path / "missing.tflite"))
 
 

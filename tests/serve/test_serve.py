@@ -762,3 +762,44 @@ def test_page_on_a_phone_identifies_a_photo_shows_information_and_similar_images
     page.wait_for_selector(".status.error", timeout=30_000)
     assert "not an image" in page.inner_text("#status")
     page.close()
+
+
+def test_page_in_french_with_several_photos_and_feedback_with_and_without_consent(browser, server, built, tmp_path):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True,
+                                  locale="fr-FR")
+    page = context.new_page()
+    page.goto(server.url + "/")
+    assert page.get_attribute("html", "lang") == "fr" and page.inner_text("label[for=camera]") == "Prendre une photo"
+    page.set_input_files("#choose", str(photo_of("Kiwi", 0)))
+    page.wait_for_selector("#result:not([hidden])", timeout=30_000)
+    assert page.inner_text("#verdict") in ("Kiwi", "Pas sûr")
+    assert "Taille" in page.inner_text("#info") or "Type" in page.inner_text("#info")
+    assert "Mihai Oltean" in page.inner_text("footer")
+    # a second photo of the same fruit: one answer from both
+    page.set_input_files("#more", str(photo_of("Kiwi", 1)))
+    page.wait_for_function("document.querySelector('#combined') && !document.querySelector('#combined').hidden",
+                           timeout=30_000)
+    assert page.locator("#thumbs li").count() == 2 and "2 photos" in page.inner_text("#combined")
+    # the same answer in English, with the switch
+    page.click("#lang-en")
+    page.wait_for_function("document.documentElement.lang === 'en'", timeout=10_000)
+    assert page.inner_text("label[for=camera]") == "Take a photo" and page.inner_text("#verdict") in ("Kiwi", "Not sure")
+    store = built / "feedback"
+    before = set(store.rglob("*.jpg")) if store.exists() else set()
+    # feedback without consent: nothing kept
+    page.fill("#said", "Kiwi")
+    page.click("#feedback button[type=submit]")
+    page.wait_for_function("document.querySelector('#feedback-status').textContent.includes('Nothing was kept')",
+                           timeout=30_000)
+    assert (set(store.rglob("*.jpg")) if store.exists() else set()) == before
+    # with consent: kept, a receipt, and deleted from the page
+    page.check("#consent")
+    page.click("#feedback button[type=submit]")
+    page.wait_for_selector("#delete", timeout=30_000)
+    kept = set(store.rglob("*.jpg")) - before
+    assert len(kept) == 1 and next(iter(kept)).parent.name == "Kiwi"
+    page.click("#delete")
+    page.wait_for_function("document.querySelector('#feedback-status').textContent === 'Deleted.'", timeout=30_000)
+    assert not next(iter(kept)).exists()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    context.close()
