@@ -20,7 +20,7 @@
    threshold at which answered validation photos are `--target-precision` right; else the family
    when its probability (its species' summed) reaches the threshold at which those family answers
    are as precise; "unlike the training images" above the `--target-precision` quantile of the
-   validation photos' novelty.
+   validation photos' novelty (each collection's photos of a species; the loosest collection's).
 6. **Refit** the chosen candidate on every train photo (fit + validation), score test per
    collection (species and family), export: `spark/` (Spark ML PipelineModel), `portable.npz` +
    `model.json`, `catalogue.csv`, `report.json`, `confusion.png`, `per_class.csv`.
@@ -98,25 +98,6 @@ def metrics(y: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
         "most_confused": [{"true": t, "predicted": p, "count": n} for n, t, p in pairs[:20]],
         "_confusion": confusion,
     }
-
-
-def choose_threshold(y: np.ndarray, probs: np.ndarray, target: float) -> tuple[float, float, float]:
-    """Smallest winning-probability threshold whose answered predictions are at least `target`
-    precise: (threshold, precision, coverage) on the data given (validation)."""
-    if not len(y):
-        return 1.0, 1.0, 0.0
-    p = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == y
-    order = np.argsort(-p, kind="stable")
-    p_sorted, c_sorted = p[order], correct[order]
-    precision = np.cumsum(c_sorted) / np.arange(1, len(p) + 1)
-    # Only cut between distinct probabilities: everything at or above the threshold is answered.
-    last_of_value = np.r_[p_sorted[1:] != p_sorted[:-1], True]
-    ok = np.nonzero((precision >= target) & last_of_value)[0]
-    if not len(ok):
-        return float(np.nextafter(p_sorted[0], 2.0)), 1.0, 0.0  # above every photo: none answered
-    i = ok[-1]
-    return float(p_sorted[i]), float(precision[i]), float((i + 1) / len(p))
 
 
 def answers(model: PortableModel, y: np.ndarray, probs: np.ndarray, nov: np.ndarray) -> dict:
@@ -197,26 +178,62 @@ def _macro_accuracy(scores: Scores, classes: list[str]) -> float:
 
 def thresholds(model: PortableModel, scores: Scores, target: float) -> tuple[float, float]:
     """(species, family) thresholds: in every collection, the answered validation photos (of a
-    species) at least `target` right at each level; the strictest collection's. A photo answered
-    "not a fruit or vegetable" is no answer."""
+    species) at least `target` right at each level; the strictest collection's. The species
+    threshold first (the model has one, so the family level is chosen on the photos each collection
+    leaves below it; a collection with none there sets nothing). A photo answered "not a fruit or
+    vegetable" is no answer."""
     fam_of = np.array([model._family_names.index(f) for f in model.families])
-    t_species, t_family = 0.0, 0.0
+    produce = []
     for c in np.unique(scores.collection):
         rows = (scores.collection == c) & (scores.y >= 0) & (scores.y != model._not_produce)
-        if not rows.any():
-            continue
-        p, y = scores.probs[rows].copy(), scores.y[rows]
-        if model._not_produce >= 0:  # photos it calls no produce are not answered: below every threshold
-            p[p.argmax(axis=1) == model._not_produce] = 0.0
-        t, _, _ = choose_threshold(y, p, target)
-        t_species = max(t_species, t)
-        below = p.max(axis=1) < t
-        fam = model.family_probabilities(p[below])
+        if rows.any():
+            p = scores.probs[rows].copy()
+            if model._not_produce >= 0:  # photos it calls no produce are not answered: below every threshold
+                p[p.argmax(axis=1) == model._not_produce] = 0.0
+            produce.append((p, scores.y[rows]))
+    t_species = common_threshold([(y, p) for p, y in produce], target)
+    below = [(p, y, p.max(axis=1) < t_species) for p, y in produce]
+    family = []
+    for p, y, rows in below:
+        fam = model.family_probabilities(p[rows])
         if model._not_produce >= 0:
             fam[:, model._family_index[model._not_produce]] = 0.0
-        tf, _, coverage = choose_threshold(fam_of[y[below]], fam, target)
-        t_family = max(t_family, tf if coverage > 0 else float("inf"))
-    return t_species, t_family
+        family.append((fam_of[y[rows]], fam))
+    return t_species, common_threshold(family, target)
+
+
+def common_threshold(groups: list[tuple[np.ndarray, np.ndarray]], target: float) -> float:
+    """The smallest winning-probability threshold at which every group's answered photos ((labels,
+    probabilities) of one collection) are at least `target` right (a group with none answered
+    sets nothing); above every photo when only answering none would do; `inf` with no photos."""
+    groups = [(y, p) for y, p in groups if len(y)]
+    if not groups:
+        return float("inf")
+    candidates = np.unique(np.concatenate([p.max(axis=1) for _, p in groups]))
+    ok = np.ones(len(candidates), bool)
+    for y, p in groups:
+        best = p.max(axis=1)
+        order = np.argsort(best)
+        ascending, right = best[order], (p.argmax(axis=1) == y)[order]
+        right_from = np.r_[np.cumsum(right[::-1])[::-1], 0]  # right answers among photos order[i:]
+        first = np.searchsorted(ascending, candidates, side="left")
+        answered = len(y) - first
+        ok &= (answered == 0) | (right_from[first] >= target * answered)
+    feasible = candidates[ok & (candidates > 0)]  # 0: photos called "not produce", never answered
+    return float(feasible[0]) if len(feasible) else float(np.nextafter(candidates[-1], 2.0))
+
+
+def novelty_threshold_of(model: PortableModel, scores: Scores, target: float) -> float:
+    """The novelty above which a photo is "unlike the training images": in every collection, at
+    least `target` of the validation photos of a species stay below it (each collection's
+    `target` quantile; the loosest). Shop photos lie farther from their references than turntable
+    frames do from theirs: one quantile over every photo would send most shop photos to "not sure"."""
+    quantiles = []
+    for c in np.unique(scores.collection):
+        rows = (scores.collection == c) & (scores.y >= 0) & (scores.y != model._not_produce)
+        if rows.any():
+            quantiles.append(float(np.quantile(scores.novelty[rows], target)))
+    return max(quantiles) if quantiles else np.inf
 
 
 # -- the job ------------------------------------------------------------------------------------------
@@ -297,8 +314,7 @@ def train(spark_session, cfg: TrainConfig, collections: list[Collection], target
     best_candidate, best_fit, best_model, val_scores, views, _ = max(eligible, key=lambda f: f[5])
 
     # Thresholds on validation (the chosen candidate fitted on the fit split).
-    novelty_threshold = (float(np.quantile(val_scores.novelty, cfg.target_precision)) if len(val_scores.novelty)
-                         else np.inf)
+    novelty_threshold = novelty_threshold_of(best_model, val_scores, cfg.target_precision)
     threshold, family_threshold = thresholds(best_model, val_scores, cfg.target_precision)
     best_model.threshold, best_model.family_threshold = threshold, family_threshold
     best_model.novelty_threshold = novelty_threshold

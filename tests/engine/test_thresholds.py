@@ -1,0 +1,69 @@
+"""The "not sure" rules chosen on validation, with several collections (plain Python, no Spark):
+the species threshold every collection's answers keep the precision at, the family level chosen on
+the photos left below it, and a novelty limit that keeps each collection's own photos."""
+
+import numpy as np
+
+from fruitlens.engine.data import Scores
+from fruitlens.engine.model import PortableModel
+from fruitlens.engine.train import answers, novelty_threshold_of, thresholds
+
+CLASSES = ["Apple Golden", "Apple Granny Smith", "Banana", "Lime"]
+FAMILIES = ["Apple", "Apple", "Banana", "Lime"]
+
+
+def model() -> PortableModel:
+    d = 3
+    return PortableModel(classes=CLASSES, families=FAMILIES, mean=np.zeros(d), std=np.ones(d), projection=None,
+                         layers=[(np.zeros((4, d)), np.zeros(4))], threshold=0.0, refs=np.eye(4, d),
+                         novelty_threshold=np.inf)
+
+
+def scores() -> Scores:
+    """Collection 0, turntable frames: always sure and right. Collection 1, shop photos: sure and right
+    (p 0.91), unsure and right (0.61), unsure and wrong (0.58), or torn between the two apples (0.48
+    each: the family is right, the species half the time)."""
+    rng = np.random.default_rng(0)
+    rows_y, rows_c, rows_p, rows_n = [], [], [], []
+
+    def row(y, c, winner, p, rest, novelty):
+        probs = np.full(4, rest)
+        probs[winner] = p
+        rows_y.append(y), rows_c.append(c), rows_p.append(probs), rows_n.append(novelty)
+
+    for i in range(200):  # turntable: near their references
+        row(i % 4, 0, i % 4, 0.97, 0.01, rng.uniform(0.1, 0.3))
+    for i in range(200):  # shop photos: farther from theirs
+        y, novelty = i % 4, rng.uniform(0.3, 0.6)
+        if i < 120:
+            row(y, 1, y, 0.91, 0.03, novelty)
+        elif i < 180 and y in (0, 1):
+            row(y, 1, 0, 0.48, 0.02, novelty)
+            rows_p[-1][1] = 0.48
+        elif i < 180:
+            row(y, 1, y, 0.61, 0.13, novelty)
+        else:
+            row(y, 1, (y + 2) % 4, 0.58, 0.14, novelty)
+    return Scores(np.array(rows_y), np.array(rows_c), np.array(rows_p), np.array(rows_n))
+
+
+def test_family_level_is_chosen_even_when_one_collection_is_always_sure():
+    m, s = model(), scores()
+    t_species, t_family = thresholds(m, s, 0.95)
+    assert 0.58 < t_species <= 0.61  # every right shop answer, none of the wrong ones
+    assert 0.58 < t_family <= 0.96  # "an apple": the two apples' summed probability, not the wrong ones'
+    m.threshold, m.family_threshold = t_species, t_family
+    shop = s.collection == 1
+    a = answers(m, s.y[shop], s.probs[shop], s.novelty[shop])
+    assert a["answered_species"] == 0.75 and a["answered_family_only"] == 0.15 and a["family_answers_right"] == 1.0
+    assert a["answers_right"] >= 0.95
+
+
+def test_novelty_limit_keeps_each_collections_own_photos():
+    m, s = model(), scores()
+    limit = novelty_threshold_of(m, s, 0.95)
+    for c in (0, 1):
+        assert (s.novelty[s.collection == c] <= limit).mean() >= 0.95
+    # one quantile over all photos would have turned away many more of the shop photos
+    pooled = np.quantile(s.novelty, 0.95)
+    assert (s.novelty[s.collection == 1] > pooled).mean() > (s.novelty[s.collection == 1] > limit).mean()
