@@ -30,6 +30,8 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from fruitlens.storage.writer import ROW_GROUP_ROWS  # featurize's row groups: what Spark reads in production
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 WORK = REPO / "bench" / "_work"
@@ -129,7 +131,7 @@ def synthetic(rows: int, seed: int = 0) -> Path:
                           "embedding": pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), base.shape[1])
                           .cast(pa.list_(pa.float32()))})
         name = f"part-{part:05d}.parquet"
-        pq.write_table(table, out / "embeddings" / name, compression="zstd")
+        pq.write_table(table, out / "embeddings" / name, compression="zstd", row_group_size=ROW_GROUP_ROWS)
         files.append({"path": name, "rows": n, "bytes": (out / "embeddings" / name).stat().st_size})
         written, part = written + n, part + 1
     manifest = json.loads((embeddings() / "embeddings" / "_SUCCESS").read_text())

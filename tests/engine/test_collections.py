@@ -95,6 +95,22 @@ def test_one_species_from_every_collection_through_the_catalogue(trained):
     assert report["chosen"]["not_sure"]["test"]["answered"] is not None
 
 
+def test_the_spark_data_path_counts_every_photo_once_as_the_driver_does(spark, trained, collections, tmp_path):
+    """The rows beyond the driver's memory stay in Spark (engine/data.SparkData): each photo is read,
+    labelled and given its role once, whatever splits its label appears in."""
+    _, driver = trained
+    root = collections
+    report = run_train(TrainConfig(input=(str(root / "shop-emb"), str(root / "turntable-emb")), output=str(tmp_path / "m"),
+                                   catalogue="builtin", candidates=("lr_full:1e-3",), target_precision=0.9,
+                                   solver="spark", max_iter=30),
+                       SPARK, spark=spark, quiet=True)
+    assert report["solver"] == "spark"
+    assert report["rows"] == driver["rows"] and report["collections"] == driver["collections"]
+    for role in ("validation_by_collection", "test_by_collection"):
+        assert ({c: v["photos"] for c, v in report["chosen"][role].items()}
+                == {c: v["photos"] for c, v in driver["chosen"][role].items()})
+
+
 def test_predict_and_classify_answer_at_species_or_family_level(spark, trained, collections, tmp_path):
     model, report = trained
     identifier = Identifier.load(str(model), threads=1)

@@ -301,8 +301,8 @@ class SparkData:
                                             sum(r["count"] for r in rows))
         self.classes, self.families = _classes(per_role, self.unknown, catalogue)
         index_of = {s: i for i, s in enumerate(self.classes)}
-        truth = [(int(r["collection"]), r["label"], index_of.get(catalogue.species_of(r["label"]), -1))
-                 for r in groups if r["label"] is not None]
+        truth = sorted({(int(r["collection"]), r["label"], index_of.get(catalogue.species_of(r["label"]), -1))
+                        for r in groups if r["label"] is not None})  # one row per label: groups has one per split
         labels = spark.createDataFrame(truth or [(0, "", -1)], "collection int, label string, y int")
         data = data.join(F.broadcast(labels), ["collection", "label"], "left").fillna(-1, ["y"])
         by_class = Window.partitionBy("collection", "label").orderBy("path")
