@@ -187,6 +187,9 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, n_classes: int, reg: float, max_i
 
 # -- Spark ------------------------------------------------------------------------------------------
 
+CACHED_PARTITION_BYTES = 64 * 2**20
+
+
 class SparkSolver:
     """Every fit by Spark ML on a DataFrame of `embedding` (array<float>) and `label_idx` rows (a
     split, its views exploded): the scaler and the PCA fitted once, the scaled (and projected)
@@ -201,9 +204,11 @@ class SparkSolver:
         from ..reduction.sparkml import ArrayToVector, EigenPCA
 
         self.spark, self.n_classes, self.max_iter, self.seed, self.tol = spark, n_classes, max_iter, seed, tol
-        parts = spark.sparkContext.defaultParallelism
         vectors = ArrayToVector(inputCol="embedding", outputCol="features").transform(rows).select("features", "label_idx")
         self._scaler = StandardScaler(withMean=True, withStd=True, inputCol="features", outputCol="scaled").fit(vectors)
+        # cached partitions of at most CACHED_PARTITION_BYTES (a task builds its block in the heap)
+        row_bytes = 8 * len(self._scaler.mean)
+        parts = max(spark.sparkContext.defaultParallelism, -(-rows.count() * row_bytes // CACHED_PARTITION_BYTES))
         self._scaled = (self._scaler.transform(vectors).select("scaled", "label_idx").repartition(parts)
                         .persist(StorageLevel.MEMORY_AND_DISK))
         self.rows = self._scaled.count()  # cached here, once for every candidate
