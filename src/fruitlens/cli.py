@@ -119,8 +119,8 @@ def featurize_options(f):
                        "classify/predict/serve use the size the model was trained with.")
     @click.option("--views", type=click.Choice([str(n) for n in VIEW_SIZES]), default=str(default(FeaturizeConfig, "views")),
                   show_default=True, callback=lambda ctx, param, value: int(value),
-                  help="Views of each photo embedded: 1 = the whole photo; 2 = and its mirror image; 4 = and the "
-                       "centre crop and its mirror; 6 = the whole photo, four corner crops and the centre crop; 12 = "
+                  help="Views of each photo embedded: 1 = the whole photo; 2 = and its centre crop; 4 = those and "
+                       "their mirror images; 6 = the whole photo, four corner crops and the centre crop; 12 = "
                        "those and their mirror images. The whole photo is the `embedding` column, the others the "
                        "`views` column: `train` learns from every view (README, 'Real photos').")
     @click.option("--crop", type=click.FloatRange(0.2, 1.0), default=default(FeaturizeConfig, "crop"), show_default=True,
