@@ -56,9 +56,17 @@ def decode_image(data: bytes, size: tuple[int, int], max_pixels: int, *, upscale
     Returns a C-contiguous uint8 array (height, width, 3). Raises DecodeError with a reason of
     `empty`, `not an image`, `decompression bomb`, `truncated` or `corrupt`.
     """
+    return fit(open_rgb(data, max_pixels, draft=size), size, upscale)
+
+
+def open_rgb(data: bytes, max_pixels: int, draft: tuple[int, int] | None = None) -> Image.Image:
+    """The photo decoded, turned as its EXIF orientation says, in RGB (transparency on white): the
+    one way bytes become a picture here (photos, their views, photos kept as feedback). `draft`:
+    a JPEG may be decoded at 1/2..1/8 scale while still covering that size (libjpeg's draft mode:
+    much faster for large photos). Raises DecodeError (`empty`, `not an image`, `decompression
+    bomb`, `truncated`, `corrupt`)."""
     if not data:
         raise DecodeError("empty", "file has 0 bytes")
-    width, height = size
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         Image.MAX_IMAGE_PIXELS = max_pixels
@@ -71,19 +79,24 @@ def decode_image(data: bytes, size: tuple[int, int], max_pixels: int, *, upscale
                 raise DecodeError(
                     "decompression bomb", f"{img.width}x{img.height} exceeds {max_pixels:,} pixels"
                 )
-            if img.format == "JPEG":
-                # Let libjpeg scale down by 1/2..1/8 while decoding large photos: much faster.
-                img.draft("RGB", (width, height))
+            if draft is not None and img.format == "JPEG":
+                img.draft("RGB", draft)
             img.load()
             ImageOps.exif_transpose(img, in_place=True)  # no copy when there is nothing to turn
-            rgb = to_rgb(img)
-            if rgb.size != (width, height) and (upscale or rgb.width > width or rgb.height > height):
-                rgb = rgb.resize((width, height), Image.Resampling.BILINEAR)
-            return np.asarray(rgb, dtype=np.uint8)
+            return to_rgb(img)
         except DecodeError:
             raise
         except Exception as exc:  # noqa: BLE001
             raise _failure(data, exc, max_pixels) from None
+
+
+def fit(img: Image.Image, size: tuple[int, int], upscale: bool = True) -> np.ndarray:
+    """An RGB picture as the backbone's input pixels: brought down to `size` by Pillow (bilinear);
+    one no larger than `size` keeps its own size when `upscale` is False (the backbone resizes in
+    its graph)."""
+    if img.size != size and (upscale or img.width > size[0] or img.height > size[1]):
+        img = img.resize(size, Image.Resampling.BILINEAR)
+    return np.asarray(img, dtype=np.uint8)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -18,17 +18,14 @@ same with or without views; the other views go to its `views` column.
 
 from __future__ import annotations
 
-import io
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image
 
 from .. import FruitlensError
-from .decode import DecodeError, decode_image, to_rgb
+from .decode import decode_image, fit, open_rgb
 
-ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 WHOLE, CENTRE, CORNERS = "whole", "centre", ("top-left", "top-right", "bottom-left", "bottom-right")
 _SETS = {
@@ -85,30 +82,11 @@ class Views:
             base = name.rstrip("~")
             if base not in cut:
                 x, y = boxes[base]
-                cut[base] = _fit(photo.crop((x, y, x + side, y + side)), size, upscale)
+                cut[base] = fit(photo.crop((x, y, x + side, y + side)), size, upscale)
             out.append(np.ascontiguousarray(cut[base][:, ::-1]) if name.endswith("~") else cut[base])
         return out
 
 
 def _open(data: bytes, size: tuple[int, int], crop: float, max_pixels: int) -> Image.Image:
     """The photo, oriented and in RGB, at no less than the resolution its crops need."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        Image.MAX_IMAGE_PIXELS = max_pixels
-        try:
-            img = Image.open(io.BytesIO(data))
-            if img.format == "JPEG":
-                img.draft("RGB", (int(size[0] / crop) + 1, int(size[1] / crop) + 1))
-            img.load()
-            ImageOps.exif_transpose(img, in_place=True)
-            return to_rgb(img)
-        except Exception as exc:  # noqa: BLE001 - decode_image accepted these bytes a moment ago
-            raise DecodeError("corrupt", f"cannot cut views: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}") from None
-
-
-def _fit(img: Image.Image, size: tuple[int, int], upscale: bool) -> np.ndarray:
-    """As decode_image's last step: down to `size` by Pillow; a smaller crop keeps its size when
-    the backbone resizes in its graph."""
-    if img.size != size and (upscale or img.width > size[0] or img.height > size[1]):
-        img = img.resize(size, Image.Resampling.BILINEAR)
-    return np.asarray(img, dtype=np.uint8)
+    return open_rgb(data, max_pixels, draft=(int(size[0] / crop) + 1, int(size[1] / crop) + 1))

@@ -104,8 +104,7 @@ def answers(model: PortableModel, y: np.ndarray, probs: np.ndarray, nov: np.ndar
     """What the rules answer and how often it is right, per level (species and family)."""
     level, fam, _ = model.decide(probs, nov)
     n = len(y)
-    fam_of = np.array([model._family_names.index(f) for f in model.families])
-    true_fam = np.where(y >= 0, fam_of[np.clip(y, 0, None)], -1)
+    true_fam = np.where(y >= 0, model._family_index[np.clip(y, 0, None)], -1)
     species_right = (level == 2) & (probs.argmax(axis=1) == y)
     family_right = (level >= 1) & (fam == true_fam)  # a species answer's family counts at family level
     answered = level > 0
@@ -127,12 +126,11 @@ def per_collection(model: PortableModel, scores: Scores, names: list[str]) -> di
     """Accuracy (species and family, from the labels through the catalogue) and answers per collection."""
     out = {}
     probs, nov = scores.probs, scores.novelty
-    fam_of = np.array([model._family_names.index(f) for f in model.families])
     fam_probs = model.family_probabilities(probs) if len(probs) else np.zeros((0, 1))
     for c, name in enumerate(names):
         rows = scores.collection == c
+        known = of_a_species(scores, model._not_produce)[rows]
         y = scores.y[rows]
-        known = (y >= 0) & (y != model._not_produce)  # photos of a species
         if not rows.any():
             continue
         p, fp = probs[rows][known], fam_probs[rows][known]
@@ -140,15 +138,29 @@ def per_collection(model: PortableModel, scores: Scores, names: list[str]) -> di
         out[name] = {
             "photos": int(rows.sum()), "photos_of_a_known_species": int(known.sum()),
             "species_accuracy": float((p.argmax(axis=1) == yk).mean()) if len(yk) else None,
-            "family_accuracy": float((fp.argmax(axis=1) == fam_of[yk]).mean()) if len(yk) else None,
+            "family_accuracy": float((fp.argmax(axis=1) == model._family_index[yk]).mean()) if len(yk) else None,
             "answers": answers(model, yk, p, nov[rows][known]) if len(yk) else None,
         }
     return out
 
 
+def of_a_species(scores: Scores, not_produce: int) -> np.ndarray:
+    """The photos of a species: of a class of the model, and not NOT_PRODUCE (index `not_produce`, -1: none)."""
+    return (scores.y >= 0) & (scores.y != not_produce)
+
+
+def species_rows_by_collection(scores: Scores, not_produce: int):
+    """Each collection's photos of a species (a mask), for the collections that have any."""
+    species = of_a_species(scores, not_produce)
+    for c in np.unique(scores.collection):
+        rows = species & (scores.collection == c)
+        if rows.any():
+            yield rows
+
+
 def _produce(model: PortableModel, scores: Scores):
     """(y, probs, novelty) of the photos of a species (known, and not NOT_PRODUCE)."""
-    keep = (scores.y >= 0) & (scores.y != model._not_produce)
+    keep = of_a_species(scores, model._not_produce)
     return scores.y[keep], scores.probs[keep], scores.novelty[keep]
 
 
@@ -167,12 +179,9 @@ def _not_produce_report(model: PortableModel, by_role: dict) -> dict | None:
 
 def _macro_accuracy(scores: Scores, classes: list[str]) -> float:
     """The mean over collections of the species accuracy (photos of a known class)."""
-    accs = []
     not_produce = classes.index(NOT_PRODUCE) if NOT_PRODUCE in classes else -1
-    for c in np.unique(scores.collection):
-        rows = (scores.collection == c) & (scores.y >= 0) & (scores.y != not_produce)
-        if rows.any():
-            accs.append(float((scores.probs[rows].argmax(axis=1) == scores.y[rows]).mean()))
+    accs = [float((scores.probs[rows].argmax(axis=1) == scores.y[rows]).mean())
+            for rows in species_rows_by_collection(scores, not_produce)]
     return float(np.mean(accs)) if accs else 0.0
 
 
@@ -182,15 +191,12 @@ def thresholds(model: PortableModel, scores: Scores, target: float) -> tuple[flo
     threshold first (the model has one, so the family level is chosen on the photos each collection
     leaves below it; a collection with none there sets nothing). A photo answered "not a fruit or
     vegetable" is no answer."""
-    fam_of = np.array([model._family_names.index(f) for f in model.families])
     produce = []
-    for c in np.unique(scores.collection):
-        rows = (scores.collection == c) & (scores.y >= 0) & (scores.y != model._not_produce)
-        if rows.any():
-            p = scores.probs[rows].copy()
-            if model._not_produce >= 0:  # photos it calls no produce are not answered: below every threshold
-                p[p.argmax(axis=1) == model._not_produce] = 0.0
-            produce.append((p, scores.y[rows]))
+    for rows in species_rows_by_collection(scores, model._not_produce):
+        p = scores.probs[rows].copy()
+        if model._not_produce >= 0:  # photos it calls no produce are not answered: below every threshold
+            p[p.argmax(axis=1) == model._not_produce] = 0.0
+        produce.append((p, scores.y[rows]))
     t_species = common_threshold([(y, p) for p, y in produce], target)
     below = [(p, y, p.max(axis=1) < t_species) for p, y in produce]
     family = []
@@ -198,7 +204,7 @@ def thresholds(model: PortableModel, scores: Scores, target: float) -> tuple[flo
         fam = model.family_probabilities(p[rows])
         if model._not_produce >= 0:
             fam[:, model._family_index[model._not_produce]] = 0.0
-        family.append((fam_of[y[rows]], fam))
+        family.append((model._family_index[y[rows]], fam))
     return t_species, common_threshold(family, target)
 
 
@@ -228,11 +234,8 @@ def novelty_threshold_of(model: PortableModel, scores: Scores, target: float) ->
     least `target` of the validation photos of a species stay below it (each collection's
     `target` quantile; the loosest). Shop photos lie farther from their references than turntable
     frames do from theirs: one quantile over every photo would send most shop photos to "not sure"."""
-    quantiles = []
-    for c in np.unique(scores.collection):
-        rows = (scores.collection == c) & (scores.y >= 0) & (scores.y != model._not_produce)
-        if rows.any():
-            quantiles.append(float(np.quantile(scores.novelty[rows], target)))
+    quantiles = [float(np.quantile(scores.novelty[rows], target))
+                 for rows in species_rows_by_collection(scores, model._not_produce)]
     return max(quantiles) if quantiles else np.inf
 
 

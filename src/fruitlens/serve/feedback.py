@@ -29,10 +29,10 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from PIL import Image, ImageOps
+from PIL import Image
 
 from .. import FruitlensError
-from ..embedding.decode import to_rgb
+from ..embedding.decode import open_rgb
 from ..storage.location import Location, storage_errors
 
 RECEIPT = re.compile(r"^[0-9a-f]{32}$")
@@ -41,14 +41,11 @@ RECEIPTS = "receipts"
 
 def clean_jpeg(data: bytes, max_side: int = 2048, max_pixels: int = 50_000_000) -> bytes:
     """The photo's pixels alone as a new JPEG: oriented as it was shown, at most `max_side` pixels
-    a side, with no metadata of any kind."""
-    Image.MAX_IMAGE_PIXELS = max_pixels
-    with Image.open(io.BytesIO(data)) as img:
-        img.load()
-        img = to_rgb(ImageOps.exif_transpose(img))
-        if max(img.size) > max_side:
-            img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-        clean = Image.frombytes("RGB", img.size, img.tobytes())  # pixels only: no info, no exif, no icc
+    a side, with no metadata of any kind. Raises DecodeError for bytes that are no photo we take."""
+    img = open_rgb(data, max_pixels)
+    if max(img.size) > max_side:
+        img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    clean = Image.frombytes("RGB", img.size, img.tobytes())  # pixels only: no info, no exif, no icc
     out = io.BytesIO()
     clean.save(out, format="JPEG", quality=90, optimize=True)
     return out.getvalue()
@@ -86,7 +83,7 @@ class FeedbackStore:
             probe.rm()
 
     def store(self, photo: bytes, said: str, answered: str | None) -> Receipt:
-        """Clean and store one photo; its receipt. Raises ValueError for bytes that are no image."""
+        """Clean and store one photo; its receipt. Raises DecodeError for bytes that are no photo we take."""
         clean = clean_jpeg(photo)
         rid = secrets.token_hex(16)
         species = self.species.get(" ".join(said.split()).casefold())
