@@ -187,7 +187,7 @@ def _macro_accuracy(scores: Scores, classes: list[str]) -> float:
 
 def thresholds(model: PortableModel, scores: Scores, target: float) -> tuple[float, float]:
     """(species, family) thresholds: in every collection, the answered validation photos (of a
-    species) at least `target` right at each level; the strictest collection's. The species
+    species) at least `target` right at each level: the smallest thresholds every collection keeps. The species
     threshold first (the model has one, so the family level is chosen on the photos each collection
     leaves below it; a collection with none there sets nothing). A photo answered "not a fruit or
     vegetable" is no answer."""
@@ -354,8 +354,9 @@ def train(spark_session, cfg: TrainConfig, collections: list[Collection], target
             "thresholds_from": "the chosen model fit on the fit split, scored on validation; applied unchanged to "
                                "the model refit on all of train",
             "target_precision": cfg.target_precision,
-            "rule": "each collection's validation answers at least target_precision right, at species level and at "
-                    "family level: the strictest collection's thresholds",
+            "rule": "the smallest species threshold at which every collection's validation answers are at least "
+                    "target_precision right, then the family threshold chosen so on the photos left below it; "
+                    "novelty: the loosest collection's target_precision quantile",
             "threshold": threshold, "validation_precision": val_answers["species_answers_right"],
             "validation_coverage": val_answers["answered_species"],
             "family_threshold": family_threshold if np.isfinite(family_threshold) else None,
