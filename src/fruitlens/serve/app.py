@@ -488,11 +488,10 @@ def create_app(service: Service) -> FastAPI:
                 return _error(413, "too large", f"photos are limited to {cfg.max_upload_bytes:,} bytes", rate)
         if not data:
             return _error(422, "invalid request", "send the photo (field photo) or its id (field photo_id)", rate)
-        try:
-            service.identifier.embedder.decode(data, cfg.max_pixels)  # the photo must be one we accept
+        try:  # decoded once, off the event loop: a photo we would not identify is not kept either
+            receipt = await run_in_threadpool(service.feedback.store, data, said, answered, cfg.max_pixels)
         except DecodeError as exc:
             return _error(422, exc.reason, exc.detail, rate)
-        receipt = await run_in_threadpool(service.feedback.store, data, said, answered)
         return JSONResponse({"ok": True, "stored": True, "receipt": receipt.id, "confirmed": receipt.confirmed,
                              "keep_until": receipt.keep_until, "delete_url": f"{API}/feedback/{receipt.id}",
                              "message": "stored without its metadata, to train the next model"

@@ -32,6 +32,7 @@ from datetime import datetime, timedelta, timezone
 from PIL import Image
 
 from .. import FruitlensError
+from ..config import ServeConfig
 from ..embedding.decode import open_rgb
 from ..storage.location import Location, storage_errors
 
@@ -39,7 +40,7 @@ RECEIPT = re.compile(r"^[0-9a-f]{32}$")
 RECEIPTS = "receipts"
 
 
-def clean_jpeg(data: bytes, max_side: int = 2048, max_pixels: int = 50_000_000) -> bytes:
+def clean_jpeg(data: bytes, max_side: int = 2048, max_pixels: int = ServeConfig.max_pixels) -> bytes:
     """The photo's pixels alone as a new JPEG: oriented as it was shown, at most `max_side` pixels
     a side, with no metadata of any kind. Raises DecodeError for bytes that are no photo we take."""
     img = open_rgb(data, max_pixels)
@@ -82,9 +83,9 @@ class FeedbackStore:
             probe.write_bytes(b"")
             probe.rm()
 
-    def store(self, photo: bytes, said: str, answered: str | None) -> Receipt:
+    def store(self, photo: bytes, said: str, answered: str | None, max_pixels: int = ServeConfig.max_pixels) -> Receipt:
         """Clean and store one photo; its receipt. Raises DecodeError for bytes that are no photo we take."""
-        clean = clean_jpeg(photo)
+        clean = clean_jpeg(photo, max_pixels=max_pixels)
         rid = secrets.token_hex(16)
         species = self.species.get(" ".join(said.split()).casefold())
         relative = (f"train/{species}/{rid}.jpg" if species else f"unconfirmed/{folder_name(said)}/{rid}.jpg")
