@@ -43,8 +43,10 @@ $F train out/grocery "$OUTPUT" out/product --catalogue builtin --target-precisio
 $F index "$OUTPUT" --model out/product >/dev/null             # the similar images, saved for serve --ann
 INFO=""
 for d in ../shared/data/fruits-360-meta "$GROCERY"; do [ -d "$d" ] && INFO="$INFO --info $d"; done
+ENVP=""   # the backbone from ../shared, as above (otherwise fruitlens downloads it once)
+[ -n "${FRUITLENS_MODEL_DIR:-}" ] && ENVP="FRUITLENS_MODEL_DIR=$FRUITLENS_MODEL_DIR "
 cat <<MSG
 fruitlens: the product model is out/product. Identify a photo, or start the service and open http://127.0.0.1:8000/:
-  $F predict --model out/product PHOTO.jpg
-  $F serve --model out/product --index $OUTPUT --ann$INFO --feedback out/feedback
+  $ENVP$F predict --model out/product PHOTO.jpg
+  $ENVP$F serve --model out/product --index $OUTPUT --ann$INFO --feedback out/feedback
 MSG
