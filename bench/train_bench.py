@@ -9,8 +9,8 @@ with this checkout's code, then with the old one (PYTHONPATH), and reports the w
 ratio and each model's choice and test accuracy. `scale` writes N rows of the sample's train
 embeddings replicated with small noise (labels kept, a test split of 10%) and trains on them with
 the Spark solver (`--solver spark`, the path for rows beyond the driver's memory), sampling the
-resident memory of the driver process and of its children (the JVM, the Python workers) every
-0.5 s: wall time, peak driver and workers memory, per row count.
+resident memory of the driver process, of its JVM and of the Python workers every 0.5 s: wall
+time, peak memory of each, disk used by Spark's spills, per row count.
 """
 
 from __future__ import annotations
@@ -47,10 +47,12 @@ def embeddings() -> Path:
 
 
 class Peak:
-    """Peak RSS of a process and, separately, of all its descendants (sampled)."""
+    """Peak RSS, sampled every 0.5 s, of a process (the driver's Python), of its JVM (local mode:
+    the driver and the executor) and of the Python workers together (Spark's daemon and workers)."""
 
-    def __init__(self, pid: int):
-        self.proc, self.driver, self.children, self._stop = psutil.Process(pid), 0, 0, False
+    def __init__(self, pid: int, spill: Path | None = None):
+        self.proc, self.driver, self.jvm, self.workers, self._stop = psutil.Process(pid), 0, 0, 0, False
+        self.spill_folder, self.spill = spill, 0
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
@@ -58,15 +60,24 @@ class Peak:
         while not self._stop:
             try:
                 self.driver = max(self.driver, self.proc.memory_info().rss)
-                kids = 0
+                jvm = workers = 0
                 for c in self.proc.children(recursive=True):
                     try:
-                        kids += c.memory_info().rss
+                        rss = c.memory_info().rss
+                        if "java" in c.name():
+                            jvm += rss
+                        else:
+                            workers += rss
                     except psutil.Error:
                         pass
-                self.children = max(self.children, kids)
+                self.jvm, self.workers = max(self.jvm, jvm), max(self.workers, workers)
+                if self.spill_folder is not None:
+                    self.spill = max(self.spill, sum(f.stat().st_size for f in self.spill_folder.rglob("*")
+                                                     if f.is_file()))
             except psutil.Error:
                 return
+            except OSError:  # a spill file removed while counted
+                pass
             time.sleep(0.5)
 
     def stop(self):
@@ -74,18 +85,28 @@ class Peak:
         self.thread.join(2)
 
 
-def train(args: list[str], pythonpath: str | None = None) -> dict:
+def train(args: list[str], pythonpath: str | None = None, spill: Path | None = None) -> dict:
+    """`fruitlens train ARGS` as a user runs it; with `spill`, Spark's local folder (its spills) there."""
     env = {**ENV, **({"PYTHONPATH": pythonpath} if pythonpath else {})}
+    if spill is not None:
+        shutil.rmtree(spill, ignore_errors=True)
+        spill.mkdir(parents=True)
+        args = [*args, "--conf", f"spark.local.dir={spill}"]
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "fruitlens", "train", *args, "--quiet"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak = Peak(proc.pid)
+    peak = Peak(proc.pid, spill)
     out, err = proc.communicate()
     peak.stop()
     wall = time.perf_counter() - t0
     if proc.returncode:
         raise SystemExit(f"train failed: {err[-2000:]}")
-    return {"wall_s": round(wall, 1), "peak_driver_mb": round(peak.driver / 2**20), "peak_children_mb": round(peak.children / 2**20)}
+    out = {"wall_s": round(wall, 1), "peak_driver_mb": round(peak.driver / 2**20), "peak_jvm_mb": round(peak.jvm / 2**20),
+           "peak_workers_mb": round(peak.workers / 2**20)}
+    if spill is not None:
+        out["peak_spill_mb"] = round(peak.spill / 2**20)
+        shutil.rmtree(spill, ignore_errors=True)
+    return out
 
 
 def compare(old_src: str) -> dict:
@@ -146,7 +167,8 @@ def scale(rows: list[int], max_iter: int, extra: list[str]) -> dict:
         data = synthetic(n)
         model = WORK / f"train-scale-model-{n}"
         shutil.rmtree(model, ignore_errors=True)
-        r = train([str(data), str(model), "--solver", "spark", "--max-iter", str(max_iter), *extra])
+        r = train([str(data), str(model), "--solver", "spark", "--max-iter", str(max_iter), *extra],
+                  spill=WORK / "spark-local")
         report = json.loads((model / "report.json").read_text())
         r.update({"rows": n, "iterations": report["candidates"][0]["iterations"], "timings": report["timings"],
                   "test_accuracy": report["chosen"]["test"]["accuracy"]})

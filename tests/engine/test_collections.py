@@ -111,6 +111,32 @@ def test_the_spark_data_path_counts_every_photo_once_as_the_driver_does(spark, t
                 == {c: v["photos"] for c, v in driver["chosen"][role].items()})
 
 
+def test_spark_and_driver_data_give_every_photo_the_same_role_and_pick_the_same_references(spark, collections):
+    """SparkData ranks and picks on the light columns (the embeddings never shuffled): the same
+    roles (a collection without val/ cut by path, one with val/ kept whole), training rows and
+    novelty references as the driver's rule."""
+    import numpy as np
+    from pyspark.sql import functions as F
+
+    from fruitlens.engine.data import FIT, TEST, VAL, DriverData, SparkData
+    from fruitlens.engine.train import collection_of
+    from fruitlens.storage.location import Location
+
+    colls = [collection_of(Location.of(str(collections / n / "embeddings"))) for n in ("shop-emb", "turntable-emb")]
+    catalogue = Catalogue.load("builtin", [])
+    driver, spark_data = DriverData(colls, catalogue, 0.2), SparkData(spark, colls, catalogue, 0.2)
+    assert spark_data.classes == driver.classes
+    for role in (FIT, VAL, TEST):
+        theirs = sorted(r["path"] for r in spark_data.data.filter(F.col("role") == role).select("path").collect())
+        assert theirs == sorted(driver.photos[role].paths) and theirs, role
+        assert spark_data.size(role) == driver.size(role)
+    assert spark_data.training_rows((FIT,)).count() == len(driver.training_rows((FIT,))[0])
+    for roles in ((FIT,), (FIT, VAL)):
+        a, b = driver.references(roles, 2), spark_data.references(roles, 2)
+        assert a.shape == b.shape and len(a) > 2 * 4
+        np.testing.assert_array_equal(np.unique(a, axis=0), np.unique(b, axis=0))
+
+
 def test_predict_and_classify_answer_at_species_or_family_level(spark, trained, collections, tmp_path):
     model, report = trained
     identifier = Identifier.load(str(model), threads=1)

@@ -26,7 +26,15 @@ def test_the_driver_solver_fits_spark_mls_model(spark, candidate):
     rows = spark.createDataFrame([(r.tolist(), int(label)) for r, label in zip(x, y)], "embedding array<float>, label_idx int")
     ours = SparkSolver(spark, rows, 6, pca_variance=0.9, max_iter=1000, seed=1, tol=1e-10)
     spark_fit = ours.fit(c)
-    ours.release()
+    # the Spark solver's scaler (from the rows' moments, one pass) is Spark ML's StandardScaler's
+    from pyspark.ml.feature import StandardScaler
+
+    from fruitlens.reduction.sparkml import ArrayToVector
+
+    vectors = ArrayToVector(inputCol="embedding", outputCol="features").transform(rows)
+    theirs = StandardScaler(withMean=True, withStd=True, inputCol="features", outputCol="s").fit(vectors)
+    np.testing.assert_allclose(spark_fit.front.mean, theirs.mean.toArray(), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(spark_fit.front.std, theirs.std.toArray(), rtol=1e-6, atol=1e-12)
     np.testing.assert_allclose(driver.front.mean, spark_fit.front.mean, rtol=1e-5)
     np.testing.assert_allclose(driver.front.std, spark_fit.front.std, rtol=1e-5)
     assert driver.front.std[5] == 0 == spark_fit.front.std[5]

@@ -303,22 +303,24 @@ class SparkData:
         index_of = {s: i for i, s in enumerate(self.classes)}
         truth = sorted({(int(r["collection"]), r["label"], index_of.get(catalogue.species_of(r["label"]), -1))
                         for r in groups if r["label"] is not None})  # one row per label: groups has one per split
-        labels = spark.createDataFrame(truth or [(0, "", -1)], "collection int, label string, y int")
-        data = data.join(F.broadcast(labels), ["collection", "label"], "left").fillna(-1, ["y"])
-        by_class = Window.partitionBy("collection", "label").orderBy("path")
-        carved = F.percent_rank().over(by_class) >= 1.0 - share
+        # Where a collection without a val/ split cuts each class's train photos: the first path of
+        # its last `share`, ranked by a window over the light columns only (the embeddings never move)
         own_val = F.col("collection").isin(list(validation_in)) if validation_in else F.lit(False)
+        light = data.filter((F.col("split") == schemas.TRAIN) & ~own_val).select("collection", "label", "path")
+        by_class = Window.partitionBy("collection", "label").orderBy("path")
+        cuts = {(r["collection"], r["label"]): r["cut"] for r in
+                light.withColumn("_rank", F.percent_rank().over(by_class)).filter(F.col("_rank") >= 1.0 - share)
+                .groupBy("collection", "label").agg(F.min("path").alias("cut")).collect()}  # one row per class
+        labels = spark.createDataFrame([(c, label, y, cuts.get((c, label))) for c, label, y in truth] or [(0, "", -1, None)],
+                                       "collection int, label string, y int, cut string")
+        data = data.join(F.broadcast(labels), ["collection", "label"], "left").fillna(-1, ["y"])
+        carved = F.col("cut").isNotNull() & (F.col("path") >= F.col("cut"))
         role = (F.when(F.col("split") == schemas.TEST, TEST)
                 .when(F.col("y") < 0, None)
                 .when(F.col("split") == schemas.VALIDATION, VAL)
                 .when((F.col("split") == schemas.TRAIN) & own_val, FIT)
                 .when(F.col("split") == schemas.TRAIN, F.when(carved, VAL).otherwise(FIT)))
-        # the window ranks a class's train photos only: validation and test photos of the same label
-        # never shift where a collection without a val/ split cuts its train photos
-        train_only = data.filter(F.col("split") == schemas.TRAIN)
-        ranked = train_only.withColumn("role", role)
-        rest = data.filter(F.col("split") != schemas.TRAIN).withColumn("role", role)
-        self.data = ranked.unionByName(rest).filter(F.col("role").isNotNull())
+        self.data = data.withColumn("role", role).filter(F.col("role").isNotNull()).drop("cut")
         self.has_views = has_views
         roles = {(r["collection"], r["role"]): r["count"] for r in self.data.groupBy("collection", "role").count().collect()}
         for index, coll in enumerate(collections):
@@ -374,16 +376,28 @@ class SparkData:
                       if out else np.zeros((0, n)), np.array([r["novelty"] for r in out]))
 
     def references(self, roles: tuple[str, ...], per_class: int) -> np.ndarray:
+        """The driver's choice, picked on the light columns (a window per class over the paths),
+        then only the picked photos' embeddings read (a broadcast semi-join: nothing else moves)."""
         from pyspark.sql import Window
         from pyspark.sql import functions as F
 
         rows = self.data.filter(F.col("role").isin(list(roles)))
         w = Window.partitionBy("y").orderBy("path")
-        ranked = rows.withColumn("_i", F.row_number().over(w) - 1).withColumn("_n", F.count("*").over(
-            Window.partitionBy("y")))
+        ranked = rows.select("collection", "path", "y").withColumn("_i", F.row_number().over(w) - 1).withColumn(
+            "_n", F.count("*").over(Window.partitionBy("y")))
+        # the driver takes members[int(j * step)] for j < per_class: row i is one when j = floor or
+        # ceil of i / step gives floor(j * step) == i (the same double arithmetic)
         step = F.greatest(F.lit(1.0), F.col("_n") / per_class)
-        picked = ranked.filter(F.floor(F.col("_i") / step) != F.floor((F.col("_i") - 1) / step)).select("embedding")
-        return np.array([r["embedding"] for r in picked.collect()], np.float32)
+
+        def taken(j):
+            return (j < F.least(F.lit(per_class), F.col("_n"))) & (F.floor(j * step) == F.col("_i"))
+
+        picked = ranked.filter(taken(F.floor(F.col("_i") / step)) | taken(F.ceil(F.col("_i") / step))).select(
+            "collection", "path")
+        out = (rows.join(F.broadcast(picked), ["collection", "path"], "left_semi")
+               .select("y", "path", "embedding").collect())
+        out.sort(key=lambda r: (r["y"], r["path"]))
+        return np.array([r["embedding"] for r in out], np.float32)
 
 
 def load(collections: list[Collection], catalogue: Catalogue, share: float, solver: str, spark_session,

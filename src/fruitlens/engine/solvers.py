@@ -8,9 +8,10 @@ training rows (`train --solver auto`):
   with SciPy's L-BFGS on Spark ML's own objective (mean cross-entropy + regParam/2 ||W||^2, the
   intercept free and centred); the candidates of one kind warm-start each other along the
   regularisation path. No JVM until the model is saved.
-- `SparkSolver`: Spark ML (`StandardScaler`, `reduction.sparkml.EigenPCA`, `LogisticRegression`,
-  `MultilayerPerceptronClassifier`), the scaled rows cached once per split and shared by every
-  candidate, for training rows beyond the driver's memory (the same job on EMR).
+- `SparkSolver`: the same moments summed by Spark (`reduction.sparkml.moments`: one pass gives the
+  scaler and the PCA, as Spark ML models), then Spark ML's `LogisticRegression` and
+  `MultilayerPerceptronClassifier`, for training rows beyond the driver's memory (the same job on
+  EMR); each fit caches its own standardised blocks, spilled to disk past the executors' memory.
 
 The logistic regression's objective is strictly convex: both solvers converge to the same model
 (tests/engine/test_solvers.py fits one on both and compares). The perceptron is not, so it is
@@ -135,11 +136,17 @@ class DriverSolver:
 
 
 def _front(x: np.ndarray, pca_variance: float) -> tuple[Front, np.ndarray]:
-    """Scaler and PCA from one pass: the moments of the rows give the mean, the std and the
-    covariance of the scaled rows (= D^-1 C D^-1) without a second pass; the scaled rows float32."""
+    """Scaler and PCA from one pass over the rows in memory; the scaled rows float32."""
     moments = Moments()
     for start in range(0, len(x), _BLOCK):
         moments.add(Moments.of(x[start:start + _BLOCK]))
+    front = front_of(moments, pca_variance)
+    return front, front.scale(x)
+
+
+def front_of(moments: Moments, pca_variance: float) -> Front:
+    """The scaler and the PCA from the rows' moments: the mean, the std and the covariance of the
+    scaled rows (= D^-1 C D^-1), so one pass fits both (both solvers)."""
     if moments.n < 2:
         raise FruitlensError(f"too few training rows to fit on: {moments.n}")
     cov = moments.covariance()
@@ -147,8 +154,7 @@ def _front(x: np.ndarray, pca_variance: float) -> tuple[Front, np.ndarray]:
     inv = np.where(std > 0, 1.0 / np.where(std > 0, std, 1.0), 0.0)
     vectors, explained = principal_components(cov * inv[:, None] * inv[None, :])
     k = choose_k(explained, pca_variance)
-    front = Front(moments.mean, std, vectors[:, :k].copy(), explained)
-    return front, front.scale(x)
+    return Front(moments.mean, std, vectors[:, :k].copy(), explained)
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, n_classes: int, reg: float, max_iter: int, tol: float,
@@ -187,53 +193,45 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, n_classes: int, reg: float, max_i
 
 # -- Spark ------------------------------------------------------------------------------------------
 
-CACHED_PARTITION_BYTES = 64 * 2**20
-
-
 class SparkSolver:
     """Every fit by Spark ML on a DataFrame of `embedding` (array<float>) and `label_idx` rows (a
-    split, its views exploded): the scaler and the PCA fitted once, the scaled (and projected)
-    vectors cached once and shared by every candidate."""
+    split, its views exploded). The scaler and the PCA come from one pass (the rows' moments, as
+    the driver solver's); nothing is cached here: each logistic regression standardises its rows
+    into blocks and caches those itself (MEMORY_AND_DISK, spilled to disk beyond the executors'
+    storage memory), so caching the rows too would hold them twice (Spark warns of it). Memory
+    stays that of the executors whatever the rows: 1M rows of 1,992 floats trained in a 2 GB heap
+    (docs/benchmarks.md, "Train")."""
 
     name = "spark"
 
     def __init__(self, spark, rows, n_classes: int, pca_variance: float, max_iter: int, seed: int, tol: float = 1e-6):
-        from pyspark import StorageLevel
-        from pyspark.ml.feature import StandardScaler
-
-        from ..reduction.sparkml import ArrayToVector, EigenPCA
+        from ..reduction.sparkml import ArrayToVector, moments, pca_model, scaler_model
 
         self.spark, self.n_classes, self.max_iter, self.seed, self.tol = spark, n_classes, max_iter, seed, tol
-        vectors = ArrayToVector(inputCol="embedding", outputCol="features").transform(rows).select("features", "label_idx")
-        self._scaler = StandardScaler(withMean=True, withStd=True, inputCol="features", outputCol="scaled").fit(vectors)
-        # cached partitions of at most CACHED_PARTITION_BYTES (a task builds its block in the heap)
-        row_bytes = 8 * len(self._scaler.mean)
-        parts = max(spark.sparkContext.defaultParallelism, -(-rows.count() * row_bytes // CACHED_PARTITION_BYTES))
-        self._scaled = (self._scaler.transform(vectors).select("scaled", "label_idx").repartition(parts)
-                        .persist(StorageLevel.MEMORY_AND_DISK))
-        self.rows = self._scaled.count()  # cached here, once for every candidate
-        estimator = EigenPCA(variance=pca_variance, inputCol="scaled", outputCol="pca")
-        self._pca = estimator.fit(self._scaled)
-        self._projected = None
-        self.front = Front(self._scaler.mean.toArray(), self._scaler.std.toArray(), self._pca.pc.toArray(),
-                           estimator.spectrum_)
+        summary = moments(rows, "embedding")
+        self.rows = summary.n
+        self.front = front_of(summary, pca_variance)
+        self._scaler = scaler_model(spark, self.front.mean, self.front.std, "features", "scaled")
+        k = self.front.projection.shape[1]
+        self._pca = pca_model(spark, self.front.projection, self.front.explained[:k], "scaled", "pca")
+        vectors = ArrayToVector(inputCol="embedding", outputCol="features").transform(rows)
+        self._scaled = self._scaler.transform(vectors).select("scaled", "label_idx")
 
     @property
     def pca_k(self) -> int:
-        return self._pca.getK()
+        return self.front.projection.shape[1]
 
     def fit(self, candidate: Candidate, start: Fit | None = None) -> Fit:
         """(`start` is for the driver solver: Spark ML's LogisticRegression starts from zero.)"""
-        from pyspark import StorageLevel
+        from pyspark.ml import PipelineModel
         from pyspark.ml.classification import (
             LogisticRegression,
             MultilayerPerceptronClassifier,
         )
 
-        if candidate.uses_pca and self._projected is None:
-            self._projected = (self._pca.transform(self._scaled).select("pca", "label_idx")
-                               .persist(StorageLevel.MEMORY_AND_DISK))
-        data = self._projected if candidate.uses_pca else self._scaled
+        from ..reduction.sparkml import ArrayToVector
+
+        data = self._pca.transform(self._scaled).select("pca", "label_idx") if candidate.uses_pca else self._scaled
         column = "pca" if candidate.uses_pca else "scaled"
         t0 = time.perf_counter()
         if candidate.kind == "mlp":
@@ -255,16 +253,7 @@ class SparkSolver:
                 maxBlockSizeInMB=8.0).fit(data)  # 8 MB blocks: fewer, larger products (docs/benchmarks.md)
             layers = [(model.coefficientMatrix.toArray(), model.interceptVector.toArray())]
             iterations = model.summary.totalIterations
-        from pyspark.ml import PipelineModel
-
-        from ..reduction.sparkml import ArrayToVector
-
         stages = [ArrayToVector(inputCol="embedding", outputCol="features"), self._scaler]
         stages += [self._pca] if candidate.uses_pca else []
         pipeline = PipelineModel(stages=[*stages, model])  # takes the embedding column as it is
         return Fit(candidate, self.front, layers, iterations, time.perf_counter() - t0, spark_model=pipeline)
-
-    def release(self) -> None:
-        for df in (self._scaled, self._projected):
-            if df is not None:
-                df.unpersist()

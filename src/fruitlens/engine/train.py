@@ -322,8 +322,6 @@ def train(spark_session, cfg: TrainConfig, collections: list[Collection], target
     best_model.threshold, best_model.family_threshold = threshold, family_threshold
     best_model.novelty_threshold = novelty_threshold
     val_answers = answers(best_model, *_produce(best_model, val_scores))
-    if hasattr(solver, "release"):
-        solver.release()
 
     # The chosen candidate refit on every train photo, scored once on test.
     t0 = time.perf_counter()
@@ -371,8 +369,6 @@ def train(spark_session, cfg: TrainConfig, collections: list[Collection], target
              report, m["_confusion"], classes, target)
     report["timings"]["save_s"] = round(time.perf_counter() - t0, 1)
     report["timings"]["total_s"] = round(time.perf_counter() - t_start, 1)
-    if hasattr(refit_solver, "release"):
-        refit_solver.release()
     return report
 
 

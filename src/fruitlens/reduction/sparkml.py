@@ -35,7 +35,14 @@ class ArrayToVector(Transformer, HasInputCol, HasOutputCol, DefaultParamsReadabl
 
 
 def covariance(dataset, input_col: str) -> np.ndarray:
-    """The sample covariance of a vector or array column, as a dim x dim NumPy array on the driver.
+    """The sample covariance of a vector or array column, as a dim x dim NumPy array on the driver
+    (`moments(...).covariance()`)."""
+    return moments(dataset, input_col).covariance()
+
+
+def moments(dataset, input_col: str) -> Moments:
+    """The row count, mean and centred scatter matrix of a vector or array column, in one pass:
+    the mean, the standard deviations and the covariance of the column all follow from it.
     Spark moves the rows (Arrow, in batches of _GRAM_ROWS, so a Python worker holds about
     3 x dim x dim float64 plus one block, whatever the partition size) and merges the partitions'
     moments in a tree; NumPy computes each block's X'X with level-3 BLAS, where Spark's own
@@ -46,10 +53,15 @@ def covariance(dataset, input_col: str) -> np.ndarray:
     from pyspark.ml.linalg import VectorUDT
     from pyspark.sql import functions as F
 
+    from pyspark.sql.types import ArrayType, FloatType
+
     column = F.col(input_col)
-    if isinstance(dataset.schema[input_col].dataType, VectorUDT):
+    kind = dataset.schema[input_col].dataType
+    if isinstance(kind, VectorUDT):
         column = vector_to_array(column)
-    data = dataset.select(column.cast("array<double>").alias("x"))
+    elif not (isinstance(kind, ArrayType) and isinstance(kind.elementType, FloatType)):
+        column = column.cast("array<double>")  # floats travel as floats (half the bytes); NumPy sums in float64
+    data = dataset.select(column.alias("x"))
 
     def partition_moments(batches):
         total = Moments()
@@ -94,7 +106,7 @@ def covariance(dataset, input_col: str) -> np.ndarray:
         total.add(Moments(r["n"], mean, np.frombuffer(r["m2"], np.float64).reshape(len(mean), len(mean))))
     if not total.n:
         raise ValueError(f"no rows in {input_col} to compute a covariance from")
-    return total.covariance()
+    return total
 
 
 def spectrum(dataset, input_col: str) -> np.ndarray:
