@@ -119,7 +119,7 @@ def export_model(model: PortableModel, spec, backbone_file: str) -> bytes:
     # the families: probabilities summed by family
     names = model._family_names
     membership = np.zeros((len(names), len(model.classes)), np.float32)
-    membership[model._family_index, np.arange(len(model.classes))] = 1.0
+    membership[model.family_index, np.arange(len(model.classes))] = 1.0
     families = fully_connected("families", probabilities, const("membership", membership), None, len(names))
     graph.tensors[families].name = b"family_probabilities"
     # the novelty: 1 - the cosine to the nearest reference (float16 references, as the model keeps them)

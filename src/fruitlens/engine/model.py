@@ -125,9 +125,12 @@ class PortableModel:
         self.refs = search.vectors
         self.refs.flags.writeable = False  # the search's bound describes these values: no edits in place
         self.families = list(self.families) if self.families else list(self.classes)
-        self._not_produce = self.classes.index(NOT_PRODUCE) if NOT_PRODUCE in self.classes else -1
+        # derived, read-only: the class "(not produce)" (-1: none) and each class's family (an index
+        # into the sorted family names)
+        self.not_produce = self.classes.index(NOT_PRODUCE) if NOT_PRODUCE in self.classes else -1
         names = sorted(set(self.families))
-        self._family_index = np.array([names.index(f) for f in self.families], np.int64)
+        self.family_index = np.array([names.index(f) for f in self.families], np.int64)
+        self.family_index.flags.writeable = False
         self._family_names = names
 
     # -- inference -------------------------------------------------------------------------------
@@ -157,7 +160,7 @@ class PortableModel:
     def family_probabilities(self, probs: np.ndarray) -> np.ndarray:
         """(n, families): each family's probability, the sum of its species' (families sorted by name)."""
         out = np.zeros((len(probs), len(self._family_names)))
-        np.add.at(out.T, self._family_index, np.asarray(probs).T)
+        np.add.at(out.T, self.family_index, np.asarray(probs).T)
         return out
 
     def predict(self, embeddings: np.ndarray, k: int = 5, views: int = 1) -> list[Prediction]:
@@ -203,14 +206,14 @@ class PortableModel:
         families = self.family_probabilities(probs)
         best = probs.argmax(axis=1)
         # the family answered is the best family; when the species is answered, the species' own
-        fam = np.where(probs.max(axis=1) >= self.threshold, self._family_index[best], families.argmax(axis=1))
+        fam = np.where(probs.max(axis=1) >= self.threshold, self.family_index[best], families.argmax(axis=1))
         fam_p = families[np.arange(len(fam)), fam]
         novel = novelty > self.novelty_threshold
         level = np.where(novel, 0, np.where(probs.max(axis=1) >= self.threshold, 2,
                                             np.where(fam_p >= self.family_threshold, 1, 0)))
-        if self._not_produce >= 0:  # "not a fruit or vegetable" is never an answer, at either level
-            np_family = self._family_index[self._not_produce]
-            level = np.where((best == self._not_produce) | ((level == 1) & (fam == np_family)), 0, level)
+        if self.not_produce >= 0:  # "not a fruit or vegetable" is never an answer, at either level
+            np_family = self.family_index[self.not_produce]
+            level = np.where((best == self.not_produce) | ((level == 1) & (fam == np_family)), 0, level)
         return level, fam, fam_p
 
     def _predictions(self, probs: np.ndarray, novelty: np.ndarray, k: int) -> list[Prediction]:
@@ -222,7 +225,7 @@ class PortableModel:
             why = None
             if nov > self.novelty_threshold:
                 why = "unlike the training images"
-            elif lv == 0 and order[0] == self._not_produce:
+            elif lv == 0 and order[0] == self.not_produce:
                 why = "not a fruit or vegetable"
             elif lv == 0:
                 why = "low confidence"

@@ -104,7 +104,7 @@ def answers(model: PortableModel, y: np.ndarray, probs: np.ndarray, nov: np.ndar
     """What the rules answer and how often it is right, per level (species and family)."""
     level, fam, _ = model.decide(probs, nov)
     n = len(y)
-    true_fam = np.where(y >= 0, model._family_index[np.clip(y, 0, None)], -1)
+    true_fam = np.where(y >= 0, model.family_index[np.clip(y, 0, None)], -1)
     species_right = (level == 2) & (probs.argmax(axis=1) == y)
     family_right = (level >= 1) & (fam == true_fam)  # a species answer's family counts at family level
     answered = level > 0
@@ -129,7 +129,7 @@ def per_collection(model: PortableModel, scores: Scores, names: list[str]) -> di
     fam_probs = model.family_probabilities(probs) if len(probs) else np.zeros((0, 1))
     for c, name in enumerate(names):
         rows = scores.collection == c
-        known = of_a_species(scores, model._not_produce)[rows]
+        known = of_a_species(scores, model.not_produce)[rows]
         y = scores.y[rows]
         if not rows.any():
             continue
@@ -138,7 +138,7 @@ def per_collection(model: PortableModel, scores: Scores, names: list[str]) -> di
         out[name] = {
             "photos": int(rows.sum()), "photos_of_a_known_species": int(known.sum()),
             "species_accuracy": float((p.argmax(axis=1) == yk).mean()) if len(yk) else None,
-            "family_accuracy": float((fp.argmax(axis=1) == model._family_index[yk]).mean()) if len(yk) else None,
+            "family_accuracy": float((fp.argmax(axis=1) == model.family_index[yk]).mean()) if len(yk) else None,
             "answers": answers(model, yk, p, nov[rows][known]) if len(yk) else None,
         }
     return out
@@ -160,17 +160,17 @@ def species_rows_by_collection(scores: Scores, not_produce: int):
 
 def _produce(model: PortableModel, scores: Scores):
     """(y, probs, novelty) of the photos of a species (known, and not NOT_PRODUCE)."""
-    keep = of_a_species(scores, model._not_produce)
+    keep = of_a_species(scores, model.not_produce)
     return scores.y[keep], scores.probs[keep], scores.novelty[keep]
 
 
 def _not_produce_report(model: PortableModel, by_role: dict) -> dict | None:
     """How often photos of no fruit or vegetable (NOT_PRODUCE) get "not sure", per split."""
-    if model._not_produce < 0:
+    if model.not_produce < 0:
         return None
     out = {}
     for role, scores in by_role.items():
-        rows = scores.y == model._not_produce
+        rows = scores.y == model.not_produce
         if rows.any():
             level, _, _ = model.decide(scores.probs[rows], scores.novelty[rows])
             out[role] = {"photos": int(rows.sum()), "not_sure": round(float((level == 0).mean()), 4)}
@@ -192,19 +192,19 @@ def thresholds(model: PortableModel, scores: Scores, target: float) -> tuple[flo
     leaves below it; a collection with none there sets nothing). A photo answered "not a fruit or
     vegetable" is no answer."""
     produce = []
-    for rows in species_rows_by_collection(scores, model._not_produce):
+    for rows in species_rows_by_collection(scores, model.not_produce):
         p = scores.probs[rows].copy()
-        if model._not_produce >= 0:  # photos it calls no produce are not answered: below every threshold
-            p[p.argmax(axis=1) == model._not_produce] = 0.0
+        if model.not_produce >= 0:  # photos it calls no produce are not answered: below every threshold
+            p[p.argmax(axis=1) == model.not_produce] = 0.0
         produce.append((p, scores.y[rows]))
     t_species = common_threshold([(y, p) for p, y in produce], target)
     below = [(p, y, p.max(axis=1) < t_species) for p, y in produce]
     family = []
     for p, y, rows in below:
         fam = model.family_probabilities(p[rows])
-        if model._not_produce >= 0:
-            fam[:, model._family_index[model._not_produce]] = 0.0
-        family.append((model._family_index[y[rows]], fam))
+        if model.not_produce >= 0:
+            fam[:, model.family_index[model.not_produce]] = 0.0
+        family.append((model.family_index[y[rows]], fam))
     return t_species, common_threshold(family, target)
 
 
@@ -235,7 +235,7 @@ def novelty_threshold_of(model: PortableModel, scores: Scores, target: float) ->
     `target` quantile; the loosest). Shop photos lie farther from their references than turntable
     frames do from theirs: one quantile over every photo would send most shop photos to "not sure"."""
     quantiles = [float(np.quantile(scores.novelty[rows], target))
-                 for rows in species_rows_by_collection(scores, model._not_produce)]
+                 for rows in species_rows_by_collection(scores, model.not_produce)]
     return max(quantiles) if quantiles else np.inf
 
 
