@@ -96,16 +96,17 @@ def train(args: list[str], pythonpath: str | None = None, spill: Path | None = N
     proc = subprocess.Popen([sys.executable, "-m", "fruitlens", "train", *args, "--quiet"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = Peak(proc.pid, spill)
-    out, err = proc.communicate()
+    _, err = proc.communicate()
     peak.stop()
     wall = time.perf_counter() - t0
+    if spill is not None:
+        shutil.rmtree(spill, ignore_errors=True)
     if proc.returncode:
         raise SystemExit(f"train failed: {err[-2000:]}")
     out = {"wall_s": round(wall, 1), "peak_driver_mb": round(peak.driver / 2**20), "peak_jvm_mb": round(peak.jvm / 2**20),
            "peak_workers_mb": round(peak.workers / 2**20)}
     if spill is not None:
         out["peak_spill_mb"] = round(peak.spill / 2**20)
-        shutil.rmtree(spill, ignore_errors=True)
     return out
 
 
@@ -170,7 +171,8 @@ def scale(rows: list[int], max_iter: int, extra: list[str]) -> dict:
         r = train([str(data), str(model), "--solver", "spark", "--max-iter", str(max_iter), *extra],
                   spill=WORK / "spark-local")
         report = json.loads((model / "report.json").read_text())
-        r.update({"rows": n, "iterations": report["candidates"][0]["iterations"], "timings": report["timings"],
+        r.update({"rows": n, "iterations": report["candidates"][0]["iterations"],
+                  "fit_s": report["candidates"][0]["seconds"], "timings": report["timings"],
                   "test_accuracy": report["chosen"]["test"]["accuracy"]})
         results[n] = r
         print(json.dumps(r), flush=True)

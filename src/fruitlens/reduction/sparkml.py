@@ -52,7 +52,6 @@ def moments(dataset, input_col: str) -> Moments:
     from pyspark.ml.functions import vector_to_array
     from pyspark.ml.linalg import VectorUDT
     from pyspark.sql import functions as F
-
     from pyspark.sql.types import ArrayType, FloatType
 
     column = F.col(input_col)

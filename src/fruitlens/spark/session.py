@@ -83,8 +83,9 @@ def get_session(cfg: SparkConfig):
     conf = dict(sc.getConf().getAll())
     if "spark.sql.shuffle.partitions" not in conf:  # set by you (--conf, spark-defaults, the cluster): kept
         spark.conf.set("spark.sql.shuffle.partitions", str(shuffle_partitions(sc.master, conf, sc.defaultParallelism)))
-    # A cached row here is an embedding (1,992 doubles: 16 KB): Spark's default cache batch of 10,000
-    # rows is a 160 MB buffer per task, grown by doubling, and a 2 GB heap runs out; 512 rows: 8 MB.
+    # Cached rows here can be embeddings (reduce caches them as 1,992 doubles: 16 KB a row): Spark's
+    # default cache batch of 10,000 rows is a 160 MB buffer per task, grown by doubling, and a 2 GB
+    # heap runs out; 512 rows: 8 MB.
     if CACHE_BATCH_KEY not in conf:
         spark.conf.set(CACHE_BATCH_KEY, str(CACHE_BATCH_ROWS))
     from .packaging import ship_to_executors
