@@ -11,6 +11,10 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 # Never decode partially-written files silently: a truncated file is an error, not a grey image.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
+# Pillow's own default is ~89 Mpx; a phone photo is 12-50 Mpx. Anything larger is treated as a
+# decompression bomb and recorded as an error rather than decoded.
+DEFAULT_MAX_PIXELS = 100_000_000
+
 # Every DecodeError.reason is one of these.
 DECODE_REASONS = ("empty", "not an image", "truncated", "corrupt", "decompression bomb")
 
