@@ -37,8 +37,8 @@ def test_help_for_every_command_and_option(command):
 def assert_one_line_error(res, pattern):
     assert res.returncode != 0
     assert "Traceback" not in res.stderr
-    lines = [l for l in res.stderr.splitlines() if l.strip()]
-    assert any(pattern in l for l in lines), res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert any(pattern in line for line in lines), res.stderr
     assert len(lines) <= 3, res.stderr  # click's usage errors add a usage and a hint line
 
 

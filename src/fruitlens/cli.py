@@ -455,7 +455,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         _fail("interrupted")
         return 130
-    except Exception as exc:  # noqa: BLE001 - Spark/JVM or unexpected failures: one line, not a traceback
+    except Exception as exc:  # Spark/JVM or unexpected failures: one line, not a traceback
         if debug:
             raise
         _fail(f"{type(exc).__name__}: {_first_line(exc)} (set FRUITLENS_DEBUG=1 for the traceback)")

@@ -170,7 +170,7 @@ def fruitlens_cli(*args, env=None):
 def one_line(res, pattern):
     assert res.returncode == 2, res.stderr
     assert "Traceback" not in res.stderr
-    lines = [l for l in res.stderr.splitlines() if l.strip()]
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and pattern in lines[0], res.stderr
     assert SECRET not in res.stderr + res.stdout
 
