@@ -102,7 +102,7 @@ class ReduceConfig:
 
 
 MODELS = ("lr_pca", "lr_full", "mlp")  # the kinds of head `train` compares
-# `train --models` before 0.2: each kind's grid (still accepted, as --candidates)
+# `train --models` before 0.2: each kind's grid (accepted until 0.3.0, as --candidates)
 MODEL_GRIDS = {"lr_pca": ("1e-4", "3e-4", "1e-3", "1e-2"), "lr_full": ("1e-4", "3e-4", "1e-3", "1e-2"), "mlp": ("128",)}
 # The default candidates: the best trade of validation accuracy for time (docs/benchmarks.md, "Train").
 DEFAULT_CANDIDATES = ("lr_full:1e-4", "lr_full:1e-3")
@@ -156,7 +156,7 @@ class TrainConfig:
     seed: int = 7
     catalogue: str | None = None  # a CSV label,species,family, `builtin`, or None: each label its own class
     solver: str = "auto"  # driver (NumPy), spark (Spark ML), auto: driver when the rows fit its memory
-    models: tuple[str, ...] | None = None  # before 0.2: kinds, each with its grid (use candidates)
+    models: tuple[str, ...] | None = None  # before 0.2: kinds, each with its grid (use candidates; until 0.3.0)
 
     def __post_init__(self):
         inputs = (self.input,) if isinstance(self.input, str) else tuple(self.input)

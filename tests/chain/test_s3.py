@@ -184,8 +184,9 @@ def test_missing_bucket_empty_prefix_and_unreachable_endpoint(s3, tmp_path):
 
 
 @pytest.fixture
-def locked_server(tmp_path):
-    """A second S3 server, in its own process, that enforces authentication."""
+def locked_server(s3_server, tmp_path):
+    """A second S3 server, in its own process, that enforces authentication (its clients take the
+    credentials s3_server puts in the environment)."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

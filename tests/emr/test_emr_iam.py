@@ -74,6 +74,8 @@ def node_env(endpoint, key_id, secret):
     return env
 
 
+@pytest.mark.spark  # `fruitlens run` in a subprocess
+@pytest.mark.s3  # a moto server of its own
 def test_a_run_with_only_the_instance_role_policy_completes_and_nothing_else_is_writable(enforcing_s3, tmp_path):
     endpoint, key_id, secret = enforcing_s3
     env = node_env(endpoint, key_id, secret)

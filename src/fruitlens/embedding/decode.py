@@ -149,7 +149,7 @@ def _failure(data: bytes, exc: BaseException, max_pixels: int) -> DecodeError:
         return DecodeError("not an image", "format not recognised")
     message = "header not readable" if isinstance(exc, UnidentifiedImageError) else _describe(exc)
     complete = _has_end(fmt, data) if fmt else None
-    if complete is False:
+    if fmt and complete is False:  # (complete is None without fmt)
         end = _END_NAMES.get(fmt, "declared length")
         return DecodeError(
             "truncated", f"{fmt} stops after {len(data):,} bytes, before its {end}; {message}"

@@ -27,7 +27,6 @@ from PIL import Image
 from .. import FruitlensError
 from .decode import decode_image, fit, open_rgb
 
-
 WHOLE, CENTRE, CORNERS = "whole", "centre", ("top-left", "top-right", "bottom-left", "bottom-right")
 _SETS = {
     1: (WHOLE,),
