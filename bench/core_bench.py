@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import featurize_bench as fb  # noqa: E402
+import featurize_bench as fb
 
 
 def _core_worker(io_threads: int, files: list[str], queue) -> None:

@@ -142,8 +142,9 @@ def main() -> None:
     print(f"chosen {results['train']['chosen']}: test {test['accuracy']:.2%}, top-5 {test['top5_accuracy']:.2%}, "
           f"macro-F1 {test['macro_f1']:.4f}")
     lat = results["latency"]
-    print(f"\npredict one photo: p50 {lat['predict_one_photo']['p50_ms']} ms, p99 {lat['predict_one_photo']['p99_ms']} ms;"
-          f" model alone: p50 {lat['model_alone_one_image']['p50_ms']} ms, p99 {lat['model_alone_one_image']['p99_ms']} ms")
+    photo, alone = lat["predict_one_photo"], lat["model_alone_one_image"]
+    print(f"\npredict one photo: p50 {photo['p50_ms']} ms, p99 {photo['p99_ms']} ms;"
+          f" model alone: p50 {alone['p50_ms']} ms, p99 {alone['p99_ms']} ms")
     print("\n| photo | not sure | why | best guess | p | novelty |\n| --- | --- | --- | --- | --- | --- |")
     for name, v in results["non_fruit"].items():
         print(f"| {name} | {v['not_sure']} | {v['why']} | {v['best_guess']} | {v['probability']} | {v['novelty']} |")

@@ -249,14 +249,16 @@ def main() -> None:
     slots = f"-slots{args.slots}" if args.slots else ""
     (WORK / f"featurize_bench-{'-'.join(map(str, args.images))}-{args.image_size or 224}{slots}.json").write_text(json.dumps(results, indent=2))
     print()
-    print("| images | model alone img/s | embed img/s | **embed / model** | whole process s (img/s) | **process / model** "
-          "| embed tasks: n, median / p95 / max s (max/median) | peak RSS driver / JVM / workers MiB | CPU s driver / JVM / workers |")
+    print("| images | model alone img/s | embed img/s | **embed / model** | whole process s (img/s) "
+          "| **process / model** | embed tasks: n, median / p95 / max s (max/median) "
+          "| peak RSS driver / JVM / workers MiB | CPU s driver / JVM / workers |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in results["runs"]:
         base = max(row["model_only_images_per_s"].values())
         t, rss, cpu = row["embed_tasks"], row["peak_rss_mib"], row["cpu_s"]
         print(
-            f"| {row['images']:,} | {base:.1f} | {row['embed_images_per_s']:.1f} | **{row['embed_ratio_vs_model_only']:.2f}** | "
+            f"| {row['images']:,} | {base:.1f} | {row['embed_images_per_s']:.1f} | "
+            f"**{row['embed_ratio_vs_model_only']:.2f}** | "
             f"{row['process_wall_s']:.1f} ({row['process_images_per_s']:.1f}) | **{row['process_ratio']:.2f}** | "
             f"{t['tasks']}, {t['median_s']} / {t['p95_s']} / {t['max_s']} ({t['max_over_median']}) | "
             f"{rss.get('driver_python', 0)} / {rss.get('jvm', 0)} / {rss.get('python_workers', 0)} | "

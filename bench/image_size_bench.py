@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from featurize_bench import model_only  # noqa: E402
+from featurize_bench import model_only
 
 
 def main() -> None:

@@ -126,8 +126,9 @@ def main() -> None:
         print(
             f"| {row['run']} | {c['added']:,} / {c['removed']:,} / {c['changed']:,} | {row['embedded']:,} | "
             f"{s['embed']:.1f} | {s['embed'] / full['stage_wall_s']['embed']:.1%} | {row['infer_task_s']:.1f} | "
-            f"{row['infer_task_s'] / full['infer_task_s']:.1%} | {s['list']:.2f} | {s['plan']:.2f} | {s['rewrite']:.2f} | "
-            f"{s['publish']:.2f} | {row['process_wall_s']:.1f} | {row['process_wall_s'] / full['process_wall_s']:.1%} | "
+            f"{row['infer_task_s'] / full['infer_task_s']:.1%} | {s['list']:.2f} | {s['plan']:.2f} | "
+            f"{s['rewrite']:.2f} | {s['publish']:.2f} | {row['process_wall_s']:.1f} | "
+            f"{row['process_wall_s'] / full['process_wall_s']:.1%} | "
             f"{rss.get('driver_python', 0)} / {rss.get('jvm', 0)} / {rss.get('python_workers', 0)} |"
         )
 

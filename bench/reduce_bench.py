@@ -74,8 +74,9 @@ def main() -> None:
         ours = pca_model(spark, components[:, :k_ours], spectrum[:k_ours], "scaled", "pca")
         ours_s = time.perf_counter() - t0
 
-        project = lambda m: np.array([r.p for r in m.transform(scaled.limit(2000)).select(  # noqa: E731
-            vector_to_array("pca").alias("p")).collect()])
+        def project(m, data=scaled):
+            return np.array([r.p for r in m.transform(data.limit(2000)).select(vector_to_array("pca").alias("p")).collect()])
+
         a, b = project(ours), project(theirs)
         a, b = a[:, : min(k, k_ours)], b[:, : min(k, k_ours)]
         signs = np.sign((a * b).sum(axis=0))
@@ -95,8 +96,10 @@ def main() -> None:
     print("\n| rows | k | Spark ML PCA (full + k) s | EigenPCA s (covariance + eigh) | speed-up | max spectrum diff | "
           "max projection diff |\n| --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
-        print(f"| {r['rows']:,} | {r['k']} | {r['spark_pca_s']} | {r['eigen_pca_s']} ({r['covariance_s']} + {r['eigh_s']}) | "
-              f"**{r['speedup']}×** | {r['spectrum_max_diff']:.1e} | {r['projection_max_diff']:.1e} (of {r['projection_max']:.0f}) |")
+        print(f"| {r['rows']:,} | {r['k']} | {r['spark_pca_s']} | "
+              f"{r['eigen_pca_s']} ({r['covariance_s']} + {r['eigh_s']}) | "
+              f"**{r['speedup']}×** | {r['spectrum_max_diff']:.1e} | "
+              f"{r['projection_max_diff']:.1e} (of {r['projection_max']:.0f}) |")
 
 
 if __name__ == "__main__":

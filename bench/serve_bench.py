@@ -205,7 +205,8 @@ def main() -> None:
           "server RSS MB |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in result["serve"]:
-        print(f"| {r['interpreters']} | {r['photos_per_request']} | {r['clients']} | {r['requests']} | {r['req_per_s']} | "
+        print(f"| {r['interpreters']} | {r['photos_per_request']} | {r['clients']} | {r['requests']} | "
+              f"{r['req_per_s']} | "
               f"{r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r['server_rss_mb']} |")
     if "neighbours" in result:
         print(f"\nneighbours: {result['neighbours']}")

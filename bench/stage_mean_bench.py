@@ -48,7 +48,8 @@ def main() -> None:
     old = old_litert.LiteRTBackbone(old_litert.MOBILENET_V2_MULTISCALE, model, 2)
     plain = backbones.load(backbones.get_spec("mobilenet_v2"), model, 2)
     a, b = old.embed(images[:16]), new.embed(images[:16])
-    print(f"max |old - new| = {np.abs(a - b).max():.3g}; pooled part identical: {bool((a[:, :1280] == b[:, :1280]).all())}")
+    same = bool((a[:, :1280] == b[:, :1280]).all())
+    print(f"max |old - new| = {np.abs(a - b).max():.3g}; pooled part identical: {same}")
 
     def rate(m) -> float:
         batches = [images[i : i + 16] for i in range(0, 64, 16)]

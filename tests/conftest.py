@@ -93,6 +93,42 @@ def spark(s3_server):
     session.stop()
 
 
+# -- markers ------------------------------------------------------------------------------------
+# Registered in pyproject.toml (--strict-markers) and set here, from what a test uses, so a test
+# moved to another file keeps them: `spark` (the Spark session fixture, or a module that starts a
+# standalone cluster), `s3` (the S3 server fixture, other than through the Spark fixture), `cluster`
+# (tests/local_cluster.StandaloneCluster), `browser` (the Playwright `browser` fixture). `slow` and
+# `spark` for tests that start Spark in a subprocess (the CLI) are written on the tests themselves.
+# The fast tests: pytest -m "not spark and not s3 and not cluster and not browser and not slow".
+def _fixtures_requested(item, without: str) -> set[str]:
+    """The fixtures `item` uses, directly or through other fixtures, other than through `without`."""
+    defs = item._fixtureinfo.name2fixturedefs
+    seen: set[str] = set()
+    todo = [name for name in item._fixtureinfo.argnames if name != without]
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo += [arg for d in defs.get(name, ()) for arg in d.argnames if arg != without]
+    return seen
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if not isinstance(item, pytest.Function):
+            continue
+        uses = set(item.fixturenames)
+        if "spark" in uses:
+            item.add_marker(pytest.mark.spark)
+        if "s3_server" in _fixtures_requested(item, without="spark"):
+            item.add_marker(pytest.mark.s3)
+        if getattr(item.module, "StandaloneCluster", None) is not None:
+            item.add_marker(pytest.mark.cluster)
+            item.add_marker(pytest.mark.spark)
+        if "browser" in uses:
+            item.add_marker(pytest.mark.browser)
+
+
 @pytest.fixture(scope="session")
 def sample_dir(tmp_path_factory) -> Path:
     """10 classes x (16 Training + 6 Test) real images = 220 images."""

@@ -37,8 +37,8 @@ def test_help_for_every_command_and_option(command):
 def assert_one_line_error(res, pattern):
     assert res.returncode != 0
     assert "Traceback" not in res.stderr
-    lines = [l for l in res.stderr.splitlines() if l.strip()]
-    assert any(pattern in l for l in lines), res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert any(pattern in line for line in lines), res.stderr
     assert len(lines) <= 3, res.stderr  # click's usage errors add a usage and a hint line
 
 
@@ -94,6 +94,7 @@ def test_missing_backbone_file_is_refused_before_spark_starts_and_nothing_is_sta
     assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]  # nothing staged
 
 
+@pytest.mark.spark  # the listing runs in Spark
 def test_folder_without_images_is_a_clear_error(tmp_path):
     (tmp_path / "in" / "docs").mkdir(parents=True)
     (tmp_path / "in" / "docs" / "a.txt").write_text("x")
@@ -101,6 +102,7 @@ def test_folder_without_images_is_a_clear_error(tmp_path):
     assert_one_line_error(res, "no images")
 
 
+@pytest.mark.spark
 def test_featurize_then_reduce_then_run_from_the_command_line(tmp_path):
     data = copy_sample(tmp_path / "data", classes=4, train=10, test=5, start=3)
     emb = tmp_path / "emb"

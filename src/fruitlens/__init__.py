@@ -19,7 +19,7 @@ import importlib.abc
 import importlib.util
 import sys
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # the only place the version is written (pyproject.toml reads it; CHANGELOG.md)
 
 
 class FruitlensError(Exception):
@@ -36,7 +36,7 @@ def note(message: str) -> None:
 
 # Spark ML saves a Python stage under its module path: classifier folders saved before the package
 # layout (0.1's flat modules) name `fruitlens.sparkml.ArrayToVector`. They load through this alias
-# for one release.
+# until 0.3.0 (CHANGELOG.md).
 _MOVED = {"fruitlens.sparkml": "fruitlens.reduction.sparkml"}
 
 

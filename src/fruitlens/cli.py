@@ -67,7 +67,7 @@ def s3_options(f):
 
 def backbone_file_option(f):
     """--backbone-file, and its names before 0.2 (`--model` of featurize/run, `--backbone-model`
-    of predict/serve), still accepted for one release with a note."""
+    of predict/serve), accepted with a note until 0.3.0 (CHANGELOG.md)."""
     @click.option("--backbone-file", type=click.Path(), default=None,
                   help="Local backbone file (.tflite), or a folder holding it under its published name "
                        "(default: $FRUITLENS_MODEL_DIR, else downloaded once, sha256-checked, to the user cache).")
@@ -77,7 +77,7 @@ def backbone_file_option(f):
     def wrapper(*args, backbone_file, old_backbone_file, **kwargs):
         if old_backbone_file is not None:
             old = "--model" if f.__name__ in ("featurize", "run") else "--backbone-model"
-            note(f"{old} is now --backbone-file (the backbone's .tflite file); {old} is accepted until the next release")
+            note(f"{old} is now --backbone-file (the backbone's .tflite file); {old} is accepted until 0.3.0")
             backbone_file = backbone_file or old_backbone_file
         return f(*args, backbone_file=backbone_file, **kwargs)
 
@@ -222,7 +222,7 @@ def reduce(embeddings, output, spark_cfg, s3, k, variance, reuse_model, quiet):
               help="Heads to compare on validation, comma-separated KIND:SETTING: lr_full:REG (logistic regression on "
                    "every standardised dimension, REG its regParam), lr_pca:REG (on PCA), mlp:UNITS (PCA -> hidden "
                    "layer -> softmax; Spark solver). The report lists each one's validation accuracy and seconds.")
-@click.option("--models", default=None, hidden=True)  # before 0.2: kinds, each with its grid
+@click.option("--models", default=None, hidden=True)  # before 0.2: kinds, each with its grid; until 0.3.0
 @click.option("--default", "default_model", default=None,
               help="Export this candidate (or kind) whatever the validation says (default: the best on validation).")
 @click.option("--solver", type=click.Choice(list(SOLVERS)), default=default(TrainConfig, "solver"), show_default=True,
@@ -253,7 +253,7 @@ def train(embeddings, output, spark_cfg, s3, quiet, catalogue, candidates, model
     if models is not None:
         names = tuple(m.strip() for m in models.split(",") if m.strip())
         note("--models is now --candidates KIND:SETTING; --models KINDS (each with its old grid) is accepted until "
-             "the next release")
+             "0.3.0")
     run_train(TrainConfig(input=tuple(embeddings), output=output, catalogue=catalogue,
                           candidates=tuple(c for c in candidates.split(",") if c.strip()), models=names,
                           default=default_model, solver=solver, validation=validation, pca_variance=pca_variance,
@@ -455,7 +455,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         _fail("interrupted")
         return 130
-    except Exception as exc:  # noqa: BLE001 - Spark/JVM or unexpected failures: one line, not a traceback
+    except Exception as exc:  # Spark/JVM or unexpected failures: one line, not a traceback
         if debug:
             raise
         _fail(f"{type(exc).__name__}: {_first_line(exc)} (set FRUITLENS_DEBUG=1 for the traceback)")

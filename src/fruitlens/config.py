@@ -4,19 +4,19 @@ object that exists is valid, and nothing validates it again."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 
 from . import FruitlensError
+
+# The embedding's defaults are defined beside the code that applies them (embedding/, which sits
+# below config); everything else reads every default from here.
+from .embedding.backbones import DEFAULT_BACKBONE
+from .embedding.decode import DEFAULT_MAX_PIXELS
 from .embedding.views import DEFAULT_CROP, Views
 from .storage.location import S3Options
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
-# The TF2 MobileNetV2's pooled output plus its earlier stages' averages, one pass: chosen on the
-# validation split over the plain pooled output (docs/benchmarks.md, "The identification engine").
-DEFAULT_BACKBONE = "mobilenet_v2_multiscale"
-# Pillow's own default is ~89 Mpx; a phone photo is 12-50 Mpx. Anything larger is treated as a
-# decompression bomb and recorded as an error rather than decoded.
-DEFAULT_MAX_PIXELS = 100_000_000
 # Images per Spark task. Each task costs ~0.1 s of Python and ~0.04 s of JVM CPU besides its images
 # (stream set-up, part files, the UDF itself): 1024 instead of 256 took featurize on 40k images from
 # 209 to 192 CPU-seconds. Partitions are rounded up to whole waves of the task slots, so the last
@@ -102,18 +102,51 @@ class ReduceConfig:
 
 
 MODELS = ("lr_pca", "lr_full", "mlp")  # the kinds of head `train` compares
-# `train --models` before 0.2: each kind's grid (still accepted, as --candidates)
+# `train --models` before 0.2: each kind's grid (accepted until 0.3.0, as --candidates)
 MODEL_GRIDS = {"lr_pca": ("1e-4", "3e-4", "1e-3", "1e-2"), "lr_full": ("1e-4", "3e-4", "1e-3", "1e-2"), "mlp": ("128",)}
 # The default candidates: the best trade of validation accuracy for time (docs/benchmarks.md, "Train").
 DEFAULT_CANDIDATES = ("lr_full:1e-4", "lr_full:1e-3")
 SOLVERS = ("auto", "driver", "spark")
+KINDS = ("lr_full", "lr_pca", "mlp")  # logistic regression on every standardised dimension, on PCA; perceptron
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One head to compare: `kind`, and its setting (the regularisation of a logistic regression,
+    the hidden units of a perceptron). Written `lr_full:1e-4`, `mlp:128`."""
+
+    kind: str
+    setting: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}:{int(self.setting) if self.kind == 'mlp' else f'{self.setting:g}'}"
+
+    @classmethod
+    def parse(cls, text: str) -> Candidate:
+        kind, sep, value = text.strip().partition(":")
+        if kind not in KINDS or not sep:
+            raise FruitlensError(f"--candidates: {text.strip()!r} is not KIND:SETTING with KIND one of "
+                                 f"{', '.join(KINDS)} (e.g. lr_full:1e-4, mlp:128)")
+        try:
+            setting = float(value)
+        except ValueError:
+            raise FruitlensError(f"--candidates: {text.strip()!r}: {value!r} is not a number") from None
+        if not (setting > 0 if kind == "mlp" else setting >= 0) or not math.isfinite(setting):
+            raise FruitlensError(f"--candidates: {text.strip()!r}: the setting must be "
+                                 + ("a positive number of hidden units" if kind == "mlp" else "a regularisation >= 0"))
+        return cls(kind, setting)
+
+    @property
+    def uses_pca(self) -> bool:
+        return self.kind in ("lr_pca", "mlp")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     input: str | tuple[str, ...]  # one or more embeddings datasets (collections)
     output: str
-    candidates: tuple[str, ...] = DEFAULT_CANDIDATES  # KIND:SETTING (engine/solvers.py)
+    candidates: tuple[str, ...] = DEFAULT_CANDIDATES  # KIND:SETTING (`Candidate`)
     default: str | None = None  # force this candidate (or kind) as the exported one (default: best on validation)
     validation: float = 0.2
     pca_variance: float = DEFAULT_VARIANCE
@@ -123,7 +156,7 @@ class TrainConfig:
     seed: int = 7
     catalogue: str | None = None  # a CSV label,species,family, `builtin`, or None: each label its own class
     solver: str = "auto"  # driver (NumPy), spark (Spark ML), auto: driver when the rows fit its memory
-    models: tuple[str, ...] | None = None  # before 0.2: kinds, each with its grid (use candidates)
+    models: tuple[str, ...] | None = None  # before 0.2: kinds, each with its grid (use candidates; until 0.3.0)
 
     def __post_init__(self):
         inputs = (self.input,) if isinstance(self.input, str) else tuple(self.input)
@@ -135,8 +168,6 @@ class TrainConfig:
             if unknown or not self.models:
                 raise FruitlensError(f"--models: choose among {', '.join(MODELS)}, got {', '.join(self.models) or 'none'}")
             object.__setattr__(self, "candidates", tuple(f"{m}:{g}" for m in self.models for g in MODEL_GRIDS[m]))
-        from .engine.solvers import Candidate
-
         parsed = [Candidate.parse(c) for c in self.candidates]
         if not parsed:
             raise FruitlensError("--candidates: give at least one (e.g. lr_full:1e-4)")

@@ -43,7 +43,7 @@ from .storage.publish import cleanup
 from .storage.writer import STAGING, Target, new_run_id
 
 PCA = "pca"  # OUTPUT/pca/: the fitted StandardScaler + PCA (a Spark PipelineModel)
-OLD_PCA = "model"  # its name before 0.2, still read for one release
+OLD_PCA = "model"  # its name before 0.2, still read until 0.3.0
 DATASETS = ("embeddings", "errors", "features", PCA)
 FILES = ("report.json", "scree.png", "explained_variance.csv")
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import pyarrow as pa
 
@@ -36,7 +37,8 @@ class ImageRef:
 
     @classmethod
     def from_row(cls, row: dict) -> "ImageRef":
-        return cls(**{name: row.get(name) for name in INPUT.names})
+        fields: dict[str, Any] = {name: row.get(name) for name in INPUT.names}  # a row's values are untyped
+        return cls(**fields)
 
 
 IDENTITY_FIELDS = [

@@ -159,6 +159,7 @@ def _complete_parts(out: Path) -> list[Path]:
     return done
 
 
+@pytest.mark.spark  # the CLI, in a subprocess
 def test_driver_killed_mid_run_then_rerun_resumes_finished_partitions(tmp_path):
     data = copy_sample(tmp_path / "in", classes=20, train=12, test=6)  # 360 images
     out = tmp_path / "out"

@@ -170,7 +170,7 @@ def fruitlens_cli(*args, env=None):
 def one_line(res, pattern):
     assert res.returncode == 2, res.stderr
     assert "Traceback" not in res.stderr
-    lines = [l for l in res.stderr.splitlines() if l.strip()]
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and pattern in lines[0], res.stderr
     assert SECRET not in res.stderr + res.stdout
 
@@ -184,8 +184,9 @@ def test_missing_bucket_empty_prefix_and_unreachable_endpoint(s3, tmp_path):
 
 
 @pytest.fixture
-def locked_server(tmp_path):
-    """A second S3 server, in its own process, that enforces authentication."""
+def locked_server(s3_server, tmp_path):
+    """A second S3 server, in its own process, that enforces authentication (its clients take the
+    credentials s3_server puts in the environment)."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -331,9 +331,9 @@ def test_aws_configuration_and_upload_failures_are_one_line_exit_2(aws, tmp_path
         assert "nope-no-such-profile" in one_line_error(fruitlens("emr", *args, env=env))
     wheel = tmp_path / "x.whl"
     wheel.write_bytes(b"x")
-    with pytest.raises(FruitlensError, match="^upload artifacts: NoSuchBucket") as err:
-        with kit.aws_errors("upload artifacts"):  # what `up` wraps the upload in
-            artifacts.put_all(EmrSettings(bucket="no-such-bucket-here", region=REGION), aws, {"wheels/x.whl": wheel})
+    with (pytest.raises(FruitlensError, match="^upload artifacts: NoSuchBucket") as err,
+          kit.aws_errors("upload artifacts")):  # what `up` wraps the upload in
+        artifacts.put_all(EmrSettings(bucket="no-such-bucket-here", region=REGION), aws, {"wheels/x.whl": wheel})
     assert "\n" not in str(err.value)
 
 

@@ -74,6 +74,8 @@ def node_env(endpoint, key_id, secret):
     return env
 
 
+@pytest.mark.spark  # `fruitlens run` in a subprocess
+@pytest.mark.s3  # a moto server of its own
 def test_a_run_with_only_the_instance_role_policy_completes_and_nothing_else_is_writable(enforcing_s3, tmp_path):
     endpoint, key_id, secret = enforcing_s3
     env = node_env(endpoint, key_id, secret)
@@ -106,6 +108,7 @@ def test_a_run_with_only_the_instance_role_policy_completes_and_nothing_else_is_
     assert "AccessDenied" in res.stderr or "not authorized" in res.stderr.lower(), res.stderr
 
 
+@pytest.mark.s3  # a moto server of its own
 def test_what_emrfs_asks_s3_is_allowed_on_the_data_prefixes_and_nowhere_else(enforcing_s3):
     """EMRFS (Spark's s3:// on EMR) checks the status of every folder on a path, parents of the
     data prefix included (HEAD of the key, of `key/`, of `key_$folder$`, a LIST of `key/`), writes

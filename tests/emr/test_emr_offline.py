@@ -38,6 +38,7 @@ def wheels(tmp_path_factory) -> Path:
         pytest.skip(f"PyPI not reachable for pip download: {exc}")
 
 
+@pytest.mark.slow  # downloads the pinned set's wheels, installs them offline
 def test_offline_nodes_stage_wheels_and_models_then_bootstrap_installs_with_no_index(s3_server, wheels, tmp_path):
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket=BUCKET)
@@ -110,6 +111,7 @@ def arm_wheels(tmp_path_factory) -> Path:
         pytest.skip(f"PyPI not reachable for pip download: {exc}")
 
 
+@pytest.mark.slow  # downloads the pinned set's wheels for two platforms
 def test_graviton_nodes_get_aarch64_wheels_that_resolve_the_whole_pinned_set(s3_server, wheels, arm_wheels, tmp_path):
     both = tmp_path / "both"
     both.mkdir()

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import zipfile
 
+import pytest
 from conftest import REPO
 
 from fruitlens.spark.session import shuffle_partitions
@@ -43,6 +44,7 @@ def probe(tmp_path, master="local[2]", conf=None, spark_defaults=None, pythonpat
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.spark  # a session in a subprocess
 def test_driver_options_are_yours_then_fruitlenss_and_shuffle_partitions_follow_the_cores(tmp_path):
     found = probe(tmp_path, master="local[6]", spark_defaults="spark.driver.extraJavaOptions -Dfrom.defaults=1\n")
     jvm = found["jvm"]
@@ -58,6 +60,7 @@ def test_driver_options_are_yours_then_fruitlenss_and_shuffle_partitions_follow_
     assert found["shuffle"] == "3"
 
 
+@pytest.mark.spark  # a session in a subprocess
 def test_fruitlens_imported_from_a_zip_gives_the_jvm_a_real_log4j_file(tmp_path):
     from fruitlens.spark.packaging import package_zip
 

@@ -1,4 +1,4 @@
-"""`pip install "fruitlens[emr] @ file://…/fruitlens-0.1.0-py3-none-any.whl"` as a user would (the
+"""`pip install "fruitlens[emr] @ file://…/fruitlens-VERSION-py3-none-any.whl"` as a user would (the
 README's route: fruitlens is not on PyPI), from the built wheel, into a fresh virtual environment
 outside the checkout, two ways: plain pip with this machine's package index and no constraints
 (what a user types), and uv with the lock's versions as constraints (what the checkout has).
@@ -14,8 +14,9 @@ from pathlib import Path
 
 import boto3
 import pytest
-import tomllib
 from conftest import REPO
+
+from fruitlens import __version__
 
 os.environ["MOTO_IAM_LOAD_MANAGED_POLICIES"] = "true"  # AmazonEMRServicePolicy_v2 in moto's IAM
 BUCKET = "fruits-wheel"
@@ -33,8 +34,7 @@ def wheel(tmp_path_factory) -> Path:
     dist = tmp_path_factory.mktemp("dist")
     subprocess.run([uv(), "build", "--wheel", "--quiet", "-o", str(dist), str(REPO)], check=True, cwd=dist)
     built = next(dist.glob("fruitlens-*.whl"))
-    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
-    assert built.name == f"fruitlens-{version}-py3-none-any.whl"  # the name the README's install line uses
+    assert built.name == f"fruitlens-{__version__}-py3-none-any.whl"  # the name the README's install line finds
     names = set(zipfile.ZipFile(built).namelist())
     for name in ("bootstrap.sh", "requirements-emr7.txt", "requirements-emr7.in", "fruitlens_submit.py", "prices.json",
                  "policies/user-policy.json", "policies/service-role.json", "policies/ec2-trust.json"):
@@ -85,6 +85,7 @@ def user_env(**extra):
     return env
 
 
+@pytest.mark.slow  # builds the wheel, installs it with its dependencies into two fresh environments
 def test_the_installed_wheel_runs_fruitlens_emr_without_a_checkout(installed, s3_server, tmp_path):
     fruitlens = str(installed / "bin/fruitlens")
     where = subprocess.run([str(installed / "bin/python"), "-c", "import fruitlens, botocore; print(fruitlens.__file__)"],

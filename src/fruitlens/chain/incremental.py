@@ -130,8 +130,7 @@ def read_identities(sources: list[SourceFile], indices):
             reusable = [True] * n
         arrays = {"src": pa.array([i] * n, pa.int32()), "row": pa.array(range(n), pa.int64()),
                   **{c: table.column(c) for c in schemas.IDENTITY}, "reusable": pa.array(reusable, pa.bool_())}
-        for batch in pa.Table.from_pydict(arrays, schema=IDENTITY_ROWS).to_batches(max_chunksize=65536):
-            yield batch
+        yield from pa.Table.from_pydict(arrays, schema=IDENTITY_ROWS).to_batches(max_chunksize=65536)
 
 
 def plan(spark, current, n_current: int, sources: list[SourceFile]) -> Plan:

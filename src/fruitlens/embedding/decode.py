@@ -11,6 +11,10 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 # Never decode partially-written files silently: a truncated file is an error, not a grey image.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
+# Pillow's own default is ~89 Mpx; a phone photo is 12-50 Mpx. Anything larger is treated as a
+# decompression bomb and recorded as an error rather than decoded.
+DEFAULT_MAX_PIXELS = 100_000_000
+
 # Every DecodeError.reason is one of these.
 DECODE_REASONS = ("empty", "not an image", "truncated", "corrupt", "decompression bomb")
 
@@ -145,7 +149,7 @@ def _failure(data: bytes, exc: BaseException, max_pixels: int) -> DecodeError:
         return DecodeError("not an image", "format not recognised")
     message = "header not readable" if isinstance(exc, UnidentifiedImageError) else _describe(exc)
     complete = _has_end(fmt, data) if fmt else None
-    if complete is False:
+    if fmt and complete is False:  # (complete is None without fmt)
         end = _END_NAMES.get(fmt, "declared length")
         return DecodeError(
             "truncated", f"{fmt} stops after {len(data):,} bytes, before its {end}; {message}"

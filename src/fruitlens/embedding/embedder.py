@@ -23,11 +23,10 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from .. import FruitlensError
-from ..config import DEFAULT_BACKBONE, DEFAULT_MAX_PIXELS
 from . import backbones
 from .backbone_file import resolve
-from .backbones import Backbone, BackboneSpec
-from .decode import decode_image
+from .backbones import DEFAULT_BACKBONE, Backbone, BackboneSpec
+from .decode import DEFAULT_MAX_PIXELS, decode_image
 from .views import Views
 
 # How images smaller than the input size reach it: the bilinear resize the backbone's graph starts

@@ -11,7 +11,8 @@ A view set is named by its size: 1 (the whole photo), 2 (+ its centre crop), 4 (
 images), 6 (the whole photo, the four corner crops and the centre crop), 12 (those six and their
 mirror images). Each set's views are among the larger sets' (except 4's mirror of the whole photo
 and 6), so a model trained on 12 views chooses on validation how many `predict` averages: on
-GroceryStore the whole photo and its centre crop did as well as all 12, for a sixth of the cost. Crops are squares of `crop` (default 0.7) of the photo's short side. View 0
+GroceryStore the whole photo and its centre crop did as well as all 12, for a sixth of the cost.
+Crops are squares of `crop` (default 0.7) of the photo's short side. View 0
 is always the whole photo exactly as `decode` makes it, so a dataset's `embedding` column is the
 same with or without views; the other views go to its `views` column.
 """
@@ -25,7 +26,6 @@ from PIL import Image
 
 from .. import FruitlensError
 from .decode import decode_image, fit, open_rgb
-
 
 WHOLE, CENTRE, CORNERS = "whole", "centre", ("top-left", "top-right", "bottom-left", "bottom-right")
 _SETS = {

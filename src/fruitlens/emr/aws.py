@@ -70,7 +70,7 @@ class Aws:
     def has_credentials(self) -> bool:
         try:
             return self._session.get_credentials() is not None
-        except Exception:  # a broken profile or credential process: no credentials for optional look-ups
+        except Exception:  # noqa: BLE001 - a broken profile or credential process: no credentials
             return False
 
 

@@ -122,7 +122,7 @@ def check_quotas(settings: EmrSettings, aws: Aws, types: dict[str, InstanceType]
     notes = []
     try:
         used = running(aws.ec2, types)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure: the check is skipped, with the reason
         return [f"vCPU quotas not checked (ec2:DescribeInstances: {short(exc)})"]
     quotas = aws.client("service-quotas", quick=True)
     for market, vcpus in need.items():
@@ -131,7 +131,7 @@ def check_quotas(settings: EmrSettings, aws: Aws, types: dict[str, InstanceType]
         quota_code, name = QUOTAS[market]
         try:
             limit = quota(quotas, market)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure: this quota is skipped, with the reason
             notes.append(f"{market} vCPU quota not checked ({quota_code}: {short(exc)})")
             continue
         total = vcpus + used[market]

@@ -286,7 +286,7 @@ def judge(settings: EmrSettings, iam, error_code: str, text: str, changes: IamCh
                 if not found.get("Roles"):
                     missing.append(f"instance profile {name} holds no role")
             ages.append(now - _timestamp(created))
-        except Exception as exc:  # NoSuchEntity, or no permission to look
+        except Exception as exc:  # noqa: BLE001 - NoSuchEntity, or no permission to look
             if code(exc) == "NoSuchEntity":
                 missing.append(f"{kind} {name} does not exist")
     if missing:

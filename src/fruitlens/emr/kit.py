@@ -186,7 +186,7 @@ def plan_costs(settings: EmrSettings, aws: Aws | None, subnet: Subnet | None = N
     if subnet is None and ec2 is not None:
         try:
             subnet = find_subnet(settings, ec2)
-        except Exception:  # no permission, no default VPC: the defaults below
+        except Exception:  # noqa: BLE001 - no permission, no default VPC: the defaults below
             subnet = None
     spot = None
     if settings.task_count and settings.task_spot:
@@ -354,7 +354,7 @@ def status(region: str, cluster_id: str, spot_discount_given: float | None = Non
             try:
                 found = aws.ec2.describe_subnets(SubnetIds=[attrs["Ec2SubnetId"]])["Subnets"]
                 public = bool(found and found[0].get("MapPublicIpOnLaunch"))
-            except Exception:
+            except Exception:  # noqa: BLE001 - the subnet unreadable: priced with a public IP
                 pass
         out["cost_so_far"] = cost_so_far(groups, hours, prices, spot, cluster.get("EbsRootVolumeSize") or ROOT_VOLUME_GB,
                                          public_ip=public)

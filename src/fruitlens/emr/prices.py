@@ -172,7 +172,7 @@ def resolve(region: str, instance_types: list[str], aws=None, prices_path: str |
         return from_table(region, why_not_api="no AWS credentials")
     try:
         return from_price_list(aws.pricing(), region, instance_types)
-    except Exception as exc:  # no permission, no endpoint, a product not found: the table, with the reason
+    except Exception as exc:  # noqa: BLE001 - no permission or endpoint, no product: the table, with why
         return from_table(region, why_not_api=short(exc))
 
 
@@ -226,7 +226,7 @@ def spot_discount(prices: Prices, instance_type: str, ec2=None, zone: str | None
             value = max(1 - spot.usd_hour / on_demand, 0.0)  # a spot price above on demand: no discount
             return SpotDiscount(value, f"EC2 spot price history, {spot.zone}: mean of {spot.samples} prices over "
                                        f"24 h, {spot.usd_hour:.4f} USD/hour vs {on_demand:.4f} on demand", True)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure: the table's value, with the reason
             why = short(exc)
     return SpotDiscount(prices.default_spot_discount,
                         f"assumed, not measured: the price table's planning value; spot price history: {why}")

@@ -26,42 +26,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import FruitlensError
+from ..config import Candidate
 from ..reduction.pca import Moments, choose_k, principal_components
 
-KINDS = ("lr_full", "lr_pca", "mlp")  # logistic regression on every standardised dimension, on PCA; perceptron
 _BLOCK = 2048  # rows per float64 block when the driver sums moments (bounds its temporary memory)
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One head to compare: `kind`, and its setting (the regularisation of a logistic regression,
-    the hidden units of a perceptron). Written `lr_full:1e-4`, `mlp:128`."""
-
-    kind: str
-    setting: float
-
-    @property
-    def name(self) -> str:
-        return f"{self.kind}:{int(self.setting) if self.kind == 'mlp' else f'{self.setting:g}'}"
-
-    @classmethod
-    def parse(cls, text: str) -> "Candidate":
-        kind, sep, value = text.strip().partition(":")
-        if kind not in KINDS or not sep:
-            raise FruitlensError(f"--candidates: {text.strip()!r} is not KIND:SETTING with KIND one of "
-                                 f"{', '.join(KINDS)} (e.g. lr_full:1e-4, mlp:128)")
-        try:
-            setting = float(value)
-        except ValueError:
-            raise FruitlensError(f"--candidates: {text.strip()!r}: {value!r} is not a number") from None
-        if not (setting > 0 if kind == "mlp" else setting >= 0) or not np.isfinite(setting):
-            raise FruitlensError(f"--candidates: {text.strip()!r}: the setting must be "
-                                 + ("a positive number of hidden units" if kind == "mlp" else "a regularisation >= 0"))
-        return cls(kind, setting)
-
-    @property
-    def uses_pca(self) -> bool:
-        return self.kind in ("lr_pca", "mlp")
 
 
 @dataclass

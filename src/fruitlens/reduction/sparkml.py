@@ -13,7 +13,7 @@ from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasInputCol, HasOutputCol
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
-from .pca import Moments, choose_k, principal_components  # noqa: F401 - choose_k: part of this module's API
+from .pca import Moments, choose_k, principal_components  # choose_k: also part of this module's API
 
 _MOMENTS = "n long, mean binary, m2 binary"  # a block's row count, mean and centred X'X (float64 bytes)
 _GRAM_ROWS = 2048  # rows per X'X product: bounds the float64 block a Python worker converts at a time

@@ -76,7 +76,7 @@ def get_session(cfg: SparkConfig):
         builder = builder.config(key, value)
     try:
         spark = builder.getOrCreate()
-    except Exception as exc:  # the JVM failed to start: say so in one line
+    except Exception as exc:  # noqa: BLE001 - the JVM failed to start: say so in one line
         raise FruitlensError(f"cannot start Spark ({cfg.master}): {str(exc).splitlines()[0]}") from None
     spark.sparkContext.setLogLevel("WARN")
     sc = spark.sparkContext

@@ -215,7 +215,7 @@ def storage_errors(where: Location, what: str):
         yield
     except FruitlensError:
         raise
-    except Exception as exc:  # noqa: BLE001 - classified below, else re-raised
+    except Exception as exc:  # classified below, else re-raised
         message = describe(exc, where)
         if message is None:
             if isinstance(exc, OSError):

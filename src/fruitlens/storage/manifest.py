@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 
@@ -32,7 +33,7 @@ class Manifest:
         return sum(f.get("rows", 0) for f in self.files)
 
     def to_json(self) -> dict:
-        out = {"format": self.format, "run_id": self.run_id}
+        out: dict[str, Any] = {"format": self.format, "run_id": self.run_id}
         if self.format == "parquet":
             out["rows"] = self.rows
         out["files"] = self.files

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -53,7 +54,8 @@ class PartWriter:
         self.target, self.schema = target, schema
         self.name = f"part-{partition:05d}-{target.run_id}-{attempt}-{uuid.uuid4().hex[:6]}.parquet"
         self.rows = 0
-        self._file = self._writer = None
+        self._file: BinaryIO | None = None
+        self._writer: pq.ParquetWriter | None = None
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
 
@@ -77,7 +79,7 @@ class PartWriter:
 
     def close(self) -> tuple[str, int] | None:
         self._flush()
-        if self._writer is None:
+        if self._writer is None or self._file is None:  # nothing written (both are set together)
             return None
         self._writer.close()
         self._file.close()

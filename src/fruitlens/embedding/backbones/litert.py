@@ -66,9 +66,9 @@ class LiteRTBackbone:
             self._shape = batch.shape
             by_name = {o["name"]: o for o in self._interpreter.get_output_details()}
             # The spec's order; the averaged stages' outputs are named after the added MEAN.
-            self._outputs = [by_name.get(name) for name in self.cut_tensors]
+            found = [by_name.get(name) for name in self.cut_tensors]
             self._outputs = [o if o is not None else by_name[f"fruitlens/spatial_mean/{k}"]
-                             for k, o in enumerate(self._outputs)]
+                             for k, o in enumerate(found)]
         self._interpreter.set_tensor(self._input["index"], np.ascontiguousarray(batch, np.uint8))
         self._interpreter.invoke()
         parts = []
