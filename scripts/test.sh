@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Sets up fruitlens and runs every test (real Spark in local mode, real files, models from ../shared).
+# Sets up fruitlens, runs the checks (scripts/lint.sh: ruff, import contracts, mypy), then every test
+# (real Spark in local mode, real files, models from ../shared). Arguments go to pytest; only the tests:
+# .venv/bin/python -m pytest ...
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+bash scripts/lint.sh
 
 # The page's browser test (tests/serve/test_serve.py) drives Debian's chromium with Playwright (never
 # `playwright install`: it downloads its own browser build).
