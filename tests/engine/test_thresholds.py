@@ -6,7 +6,8 @@ import numpy as np
 
 from fruitlens.engine.data import Scores
 from fruitlens.engine.model import PortableModel
-from fruitlens.engine.train import answers, novelty_threshold_of, thresholds
+from fruitlens.engine.calibrate import novelty_threshold_of, thresholds
+from fruitlens.engine.evaluate import answers
 
 CLASSES = ["Apple Golden", "Apple Granny Smith", "Banana", "Lime"]
 FAMILIES = ["Apple", "Apple", "Banana", "Lime"]
