@@ -4,10 +4,10 @@ the photos left below it, and a novelty limit that keeps each collection's own p
 
 import numpy as np
 
-from fruitlens.engine.data import Scores
-from fruitlens.engine.model import PortableModel
 from fruitlens.engine.calibrate import novelty_threshold_of, thresholds
+from fruitlens.engine.data import Scores
 from fruitlens.engine.evaluate import answers
+from fruitlens.engine.model import PortableModel
 
 CLASSES = ["Apple Golden", "Apple Granny Smith", "Banana", "Lime"]
 FAMILIES = ["Apple", "Apple", "Banana", "Lime"]

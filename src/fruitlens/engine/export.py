@@ -72,8 +72,9 @@ class _Head:
     def const(self, name, values: np.ndarray, dtype=None) -> int:
         schema = self.schema
         values = np.ascontiguousarray(values, np.float32 if dtype is None else np.float16)
-        return litert.tensor(self.tf, self.graph, schema, f"fruitlens/head/{name}", list(values.shape),
-                             schema.TensorType.FLOAT32 if dtype is None else schema.TensorType.FLOAT16, values.tobytes())
+        kind = schema.TensorType.FLOAT32 if dtype is None else schema.TensorType.FLOAT16
+        return litert.tensor(self.tf, self.graph, schema, f"fruitlens/head/{name}", list(values.shape), kind,
+                             values.tobytes())
 
     def int32(self, name, values: np.ndarray) -> int:
         return litert.constant(self.tf, self.graph, self.schema, f"fruitlens/head/{name}", np.array(values, np.int32))
@@ -132,8 +133,9 @@ def _embedding(head: _Head, spec, model: PortableModel) -> int:
     if len(graph.tensors[pooled].shape) != 2:  # (1, 1, 1, 1280): flatten to (1, 1280)
         reshape = schema.ReshapeOptionsT()
         reshape.newShape = [-1, width_pooled]
-        pooled_f = head.op(schema.BuiltinOperator.RESHAPE, 1, [pooled_f, head.int32("pooled_shape", [-1, width_pooled])],
-                           head.act("pooled", [1, width_pooled]), schema.BuiltinOptions.ReshapeOptions, reshape)
+        shape = head.int32("pooled_shape", [-1, width_pooled])
+        pooled_f = head.op(schema.BuiltinOperator.RESHAPE, 1, [pooled_f, shape], head.act("pooled", [1, width_pooled]),
+                           schema.BuiltinOptions.ReshapeOptions, reshape)
     parts = [pooled_f] + outputs[1:]
     dim = spec.embedding_dim
     if len(model.mean) != dim:

@@ -43,7 +43,8 @@ def train_report(cfg: TrainConfig, prepared: Prepared, results: CandidateResults
 def _candidate(fitted: Fitted) -> dict:
     m = fitted.validation_metrics
     return {
-        "candidate": fitted.candidate.name, "model": fitted.candidate.kind, "params": candidate_params(fitted.candidate),
+        "candidate": fitted.candidate.name, "model": fitted.candidate.kind,
+        "params": candidate_params(fitted.candidate),
         "seconds": round(fitted.fit.seconds, 1), "iterations": fitted.fit.iterations,
         "validation_accuracy": m["accuracy"], "validation_accuracy_is": "the mean of the collections' "
                                                                          "species accuracies",
@@ -57,7 +58,8 @@ def _chosen(cfg: TrainConfig, prepared: Prepared, choice: Choice, thresholds: Th
     val_answers = produce_answers(validation_model, choice.validation)
     model, test = tested.model, tested.test
     return {
-        "candidate": choice.candidate.name, "model": choice.candidate.kind, "params": candidate_params(choice.candidate),
+        "candidate": choice.candidate.name, "model": choice.candidate.kind,
+        "params": candidate_params(choice.candidate),
         "chosen_on": "validation accuracy (the collections' mean, then macro-F1)", "predict_views": choice.views,
         "test": {k: v for k, v in tested.metrics.items() if not k.startswith("_")},
         "test_by_collection": per_collection(model, test, prepared.names),
@@ -99,9 +101,10 @@ def print_train_summary(report: dict, output) -> None:
     ns = chosen["not_sure"]
     rows = report["rows"]
     lines = [f"[bold green]fruitlens train[/] -> {output}",
-             f"  {rows['train']:,} train photos ({rows['validation']:,} for validation; {rows['fit_rows_with_views']:,} "
-             f"rows with their views), {rows['test']:,} test photos, {report['classes']} classes "
-             f"({report['catalogue']['families']} families; catalogue: {report['catalogue']['source']}); "
+             f"  {rows['train']:,} train photos ({rows['validation']:,} for validation; "
+             f"{rows['fit_rows_with_views']:,} rows with their views), {rows['test']:,} test photos, "
+             f"{report['classes']} classes ({report['catalogue']['families']} families; "
+             f"catalogue: {report['catalogue']['source']}); "
              f"solver: {report['solver']}, BLAS: {', '.join(f'{k} {v}' for k, v in report['blas'].items())}"]
     for name, left in report.get("left_out_labels", {}).items():
         lines.append(f"  {name}: {sum(left.values()):,} photos of {len(left)} labels not in the catalogue left out")
