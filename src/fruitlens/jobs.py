@@ -237,7 +237,7 @@ def run_train(cfg: TrainConfig, spark_cfg: SparkConfig, spark=None, quiet: bool 
         cleanup(target.output, target.run_id)
     report["wall_s"] = round(time.perf_counter() - t0, 3)
     if not quiet:
-        from .report import print_train_summary
+        from .engine.train_report import print_train_summary
 
         print_train_summary(report, out)
     return report

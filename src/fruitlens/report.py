@@ -222,36 +222,3 @@ def write_confusion_png(path: str, confusion, classes: list[str], title: str) ->
     fig.savefig(path)
     plt.close(fig)
 
-
-def print_train_summary(report: dict, output) -> None:
-    chosen = report["chosen"]
-    test = chosen["test"]
-    ns = chosen["not_sure"]
-    rows = report["rows"]
-    lines = [f"[bold green]fruitlens train[/] -> {output}",
-             f"  {rows['train']:,} train photos ({rows['validation']:,} for validation; {rows['fit_rows_with_views']:,} "
-             f"rows with their views), {rows['test']:,} test photos, {report['classes']} classes "
-             f"({report['catalogue']['families']} families; catalogue: {report['catalogue']['source']}); "
-             f"solver: {report['solver']}, BLAS: {', '.join(f'{k} {v}' for k, v in report['blas'].items())}"]
-    for name, left in report.get("left_out_labels", {}).items():
-        lines.append(f"  {name}: {sum(left.values()):,} photos of {len(left)} labels not in the catalogue left out")
-    for c in report["candidates"]:
-        mark = "*" if c["candidate"] == chosen["candidate"] else " "
-        lines.append(f"  {mark} {c['candidate']:<16} validation {c['validation_accuracy']:.2%} "
-                     f"({c['predict_views']} view{'s' if c['predict_views'] > 1 else ''}), {c['seconds']:.0f}s, "
-                     f"{c['iterations']} iterations")
-    if test["accuracy"] is not None:
-        lines.append(f"  chosen {chosen['candidate']} (on validation): test accuracy {test['accuracy']:.2%}, "
-                     f"top-5 {test['top5_accuracy']:.2%}, macro-F1 {test['macro_f1']:.3f}")
-        for name, c in chosen["test_by_collection"].items():
-            if c["species_accuracy"] is not None:
-                lines.append(f"    {name}: species {c['species_accuracy']:.2%}, family {c['family_accuracy']:.2%} "
-                             f"of {c['photos_of_a_known_species']:,} photos")
-        t = ns["test"]
-        if t and t["answered"] is not None:
-            right = f", {t['answers_right']:.2%} of them right" if t["answers_right"] is not None else ""
-            lines.append(f"  answers {t['answered']:.1%} of test ({t['answered_species']:.1%} the species, "
-                         f"{t['answered_family_only']:.1%} only the family){right}; not sure {t['not_sure']:.1%}")
-    lines.append(f"  report: {(output / 'report.json').uri}, confusion.png, per_class.csv, catalogue.csv "
-                 f"({report['timings']['total_s']:.0f}s)")
-    Console(highlight=False, soft_wrap=True).print("\n".join(lines))

@@ -1,12 +1,18 @@
 """The "not sure" rules chosen on validation, with several collections (plain Python, no Spark):
 the species threshold every collection's answers keep the precision at, the family level chosen on
-the photos left below it, and a novelty limit that keeps each collection's own photos."""
+the photos left below it, and a novelty limit that keeps each collection's own photos; and the
+candidate chosen on validation."""
 
 import numpy as np
+import pytest
 
+from fruitlens import FruitlensError
+from fruitlens.engine.calibrate import calibrate, novelty_threshold_of, thresholds
 from fruitlens.engine.data import Scores
+from fruitlens.engine.evaluate import answers
 from fruitlens.engine.model import PortableModel
-from fruitlens.engine.train import answers, novelty_threshold_of, thresholds
+from fruitlens.engine.solvers import Candidate
+from fruitlens.engine.stages import CandidateResults, Fitted, choose
 
 CLASSES = ["Apple Golden", "Apple Granny Smith", "Banana", "Lime"]
 FAMILIES = ["Apple", "Apple", "Banana", "Lime"]
@@ -67,3 +73,30 @@ def test_novelty_limit_keeps_each_collections_own_photos():
     # one quantile over all photos would have turned away many more of the shop photos
     pooled = np.quantile(s.novelty, 0.95)
     assert (s.novelty[s.collection == 1] > pooled).mean() > (s.novelty[s.collection == 1] > limit).mean()
+
+
+def test_calibrated_thresholds_hold_on_every_collection_and_leave_the_fit_split_model_as_it_was():
+    m, s = model(), scores()
+    t = calibrate(m, s, 0.95)
+    calibrated = t.applied_to(m)
+    assert (calibrated.threshold, calibrated.family_threshold, calibrated.novelty_threshold) == (
+        t.species, t.family, t.novelty)
+    for c in (0, 1):
+        rows = s.collection == c
+        a = answers(calibrated, s.y[rows], s.probs[rows], s.novelty[rows])
+        assert a["answers_right"] >= 0.95
+    assert (m.threshold, m.family_threshold, m.novelty_threshold) == (0.0, np.inf, np.inf)  # a copy was calibrated
+    assert answers(m, s.y, s.probs, s.novelty)["not_sure"] == 0.0
+
+
+def test_the_choice_is_the_best_on_validation_among_the_default_kind_the_first_fitted_on_a_tie():
+    def fitted(name, accuracy, f1):
+        return Fitted(Candidate.parse(name), None, None, {1: {"accuracy": accuracy, "macro_f1": f1}}, 1, None)
+
+    results = CandidateResults((fitted("lr_full:1e-3", 0.9, 0.8), fitted("lr_full:1e-4", 0.9, 0.8),
+                                fitted("lr_pca:1e-4", 0.9, 0.85), fitted("mlp:64", 0.95, 0.9)))
+    assert choose(results, None).candidate.name == "mlp:64"
+    assert choose(results, "lr_full").candidate.name == "lr_full:0.001"
+    assert choose(results, "lr_full:0.0001").candidate.name == "lr_full:0.0001"
+    with pytest.raises(FruitlensError, match="--default lr_full:1 is not among --candidates"):
+        choose(results, "lr_full:1")

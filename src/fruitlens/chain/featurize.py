@@ -15,6 +15,7 @@ import math
 import os
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import pyarrow as pa
@@ -64,35 +65,116 @@ def featurize(spark, cfg: EmbedSettings, embedder: Embedder, source: Location, e
     """Every image under `source` through `embedder` (resolved once by the job) into the
     `embeddings` and `errors` datasets. `listing`: what to embed, when already listed (default:
     list `source` now)."""
-    from pyspark import SparkFiles, TaskContext
-
-    sc = spark.sparkContext
     timings: dict[str, float] = {}
     params = embedder.params
     embeddings_schema = schemas.embeddings_schema(embedder.views.count > 1)
-    output = embeddings.output
+    targets = {"embeddings": embeddings, "errors": errors}
     (embeddings.staging_root / incremental.RUN_INFO).write_json(
         {"run_id": embeddings.run_id, "command": "featurize", "input": source.uri, "params": params})
-
-    t0 = time.perf_counter()
-    current, found, listing, mode, listed = _list(spark, source, listing)
-    timings["list_s"] = time.perf_counter() - t0
+    with _timed(timings, "list_s"):
+        listed = _list(spark, source, listing)
+    listing, found = listed.listing, listed.found
     if found == 0 and not listing.problems:
         others = f" ({listing.skipped_total} other files)" if listing.skipped_total else ""
         raise FruitlensError(f"no images (jpg, jpeg, png, webp, bmp) under {source.uri}{others}")
+    with _timed(timings, "plan_s"):
+        planned = _plan(spark, cfg, embeddings, params, listed)
+    plan = planned.plan
+    embedded = _embed(spark, cfg, embedder, source, targets, plan)
+    timings["embed_wall_s"] = embedded.wall_s
+    with _timed(timings, "rewrite_s"):
+        parts = embedded.parts + _rewritten(spark, plan, targets, listing, embedded.partitions, embeddings_schema)
+    with _timed(timings, "publish_s"):
+        manifests = _publish(plan, parts, targets, embeddings_schema, params, found + len(listing.problems))
+    plan.release()
+    if listed.persisted is not None:
+        listed.persisted.unpersist()
 
-    t0 = time.perf_counter()
-    sources, notes = incremental.find_sources(output, params, embeddings.run_id) if cfg.incremental else ([], [])
-    if not cfg.incremental:
-        notes.append("--full: every image embedded again")
+    ok = manifests["embeddings"]["rows"]
+    n_errors = manifests["errors"]["rows"]
+    if ok + n_errors != found + len(listing.problems):  # every input exactly once, or say so
+        raise FruitlensError(f"internal error: {found + len(listing.problems)} inputs but {ok} embeddings + "
+                             f"{n_errors} errors")
+    return FeaturizeResult(
+        listing=listing, found=found, ok=ok, errors=n_errors,
+        errors_by_reason=_reasons(errors.final) if n_errors else {},
+        stats=embedded.stats, timings=timings, backbone_file=embedder.file,
+        partitions=embedded.partitions if plan.n_embed else 0, manifests=manifests, listing_mode=listed.mode,
+        changes={**plan.counts, "embedded": plan.n_embed}, notes=planned.notes, resumed_runs=planned.resumed_runs,
+    )
+
+
+# -- the stages ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Listed:
+    rows: object  # DataFrame of INPUT rows
+    found: int
+    listing: Listing  # what the driver saw (the tasks' other files added to `skipped`)
+    mode: str  # "driver" | "in tasks, N prefixes"
+    persisted: object | None  # the listing the tasks made, persisted until the end (None: listed by the driver)
+
+
+@dataclass(frozen=True)
+class _Planned:
+    plan: incremental.Plan
+    notes: list[str]
+    resumed_runs: set[str]  # the interrupted runs rows are taken from
+
+
+@dataclass(frozen=True)
+class _Embedded:
+    parts: list[dict]  # (dataset, file, rows) of each part file the tasks wrote
+    partitions: int  # the tasks the images were (or would have been) spread over
+    stats: MapperStats  # summed over the tasks
+    wall_s: float  # the embedding job's seconds
+
+
+def _list(spark, source: Location, listing: Listing | None = None) -> _Listed:
+    """The INPUT rows as a DataFrame: listed by the driver (local folders, or `listing` given), or
+    inside tasks, one per class prefix (object stores)."""
+    with storage_errors(source, "cannot list INPUT"):
+        if listing is not None:
+            prefixes = []
+        elif source.is_local:
+            listing = list_local(source)
+            prefixes = []
+        else:
+            prefixes, listing = plan_prefixes(source)
+    names = schemas.INPUT.names
+    rows = [tuple(r.row()[n] for n in names) for r in listing.images]
+    found = len(rows)
+    df = spark.createDataFrame(spark.sparkContext.parallelize(rows, max(1, min(found // 2048, 64))) if rows else [],
+                               schemas.spark_type(schemas.INPUT))
+    del rows
+    if not prefixes:
+        return _Listed(df, found, listing, "driver", None)
+    images, remote_found, remote_skipped, listed = _list_in_tasks(spark, prefixes, source)
+    listing.skipped.update(remote_skipped)
+    return _Listed(df.unionByName(images), found + remote_found, listing, f"in tasks, {len(prefixes)} prefixes", listed)
+
+
+def _plan(spark, cfg: EmbedSettings, embeddings: Target, params: dict, listed: _Listed) -> _Planned:
+    """Which inputs to embed and which rows OUTPUT holds (published, or left by interrupted runs) are kept."""
+    if cfg.incremental:
+        sources, notes = incremental.find_sources(embeddings.output, params, embeddings.run_id)
+    else:
+        sources, notes = [], ["--full: every image embedded again"]
     with spark_progress(spark, "comparing with what OUTPUT holds") if sources else _nothing():
-        plan = incremental.plan(spark, current, found, sources)
-    timings["plan_s"] = time.perf_counter() - t0
+        plan = incremental.plan(spark, listed.rows, listed.found, sources)
+    return _Planned(plan, notes, {s.run_id for s in sources if s.origin == "resumed"})
 
+
+def _embed(spark, cfg: EmbedSettings, embedder: Embedder, source: Location, targets: dict[str, Target],
+           plan: incremental.Plan) -> _Embedded:
+    """The images the plan names embedded in tasks, each writing its own part files."""
+    from pyspark import SparkFiles, TaskContext
+
+    sc = spark.sparkContext
     # The backbone file travels to every executor with the job (no pre-installed copy needed on workers).
     sc.addFile(embedder.file)
     file_name = os.path.basename(embedder.file)
-    task = EmbedTask(input=source, embeddings=embeddings, errors=errors, embedder=embedder,
+    task = EmbedTask(input=source, embeddings=targets["embeddings"], errors=targets["errors"], embedder=embedder,
                      batch_size=cfg.batch_size, io_threads=cfg.io_threads)
     accumulator = sc.accumulator(MapperStats(), _StatsParam())
 
@@ -110,74 +192,41 @@ def featurize(spark, cfg: EmbedSettings, embedder: Embedder, source: Location, e
     if plan.n_embed:
         to_embed = plan.to_embed.select(*schemas.INPUT.names).repartition(partitions)
         with spark_progress(spark, f"embedding {plan.n_embed:,} images"):
-            parts = [r.asDict() for r in to_embed.mapInArrow(embed_partition, schemas.spark_type(schemas.PARTS)).collect()]
-    timings["embed_wall_s"] = time.perf_counter() - t0
+            embedded = to_embed.mapInArrow(embed_partition, schemas.spark_type(schemas.PARTS))
+            parts = [r.asDict() for r in embedded.collect()]
+    return _Embedded(parts, partitions, accumulator.value, time.perf_counter() - t0)
 
-    t0 = time.perf_counter()
-    if plan.rewrite:
-        parts += _rewrite(spark, plan.rewrite, {"embeddings": embeddings, "errors": errors}, partitions,
-                          embeddings_schema)
-    if listing.problems:  # what the listing could not read is an error row too
-        written = write_problems(errors, listing.problems, partitions + len(plan.rewrite) + 1)
+
+def _rewritten(spark, plan: incremental.Plan, targets: dict[str, Target], listing: Listing, partitions: int,
+               embeddings_schema) -> list[dict]:
+    """The part files of kept files rewritten without the rows no longer wanted, and of the errors
+    the listing met (a file it could not read is an error row too)."""
+    parts = _rewrite(spark, plan.rewrite, targets, partitions, embeddings_schema) if plan.rewrite else []
+    if listing.problems:
+        written = write_problems(targets["errors"], listing.problems, partitions + len(plan.rewrite) + 1)
         if written:
             parts.append({"dataset": "errors", "file": written[0], "rows": written[1]})
-    timings["rewrite_s"] = time.perf_counter() - t0
+    return parts
 
-    t0 = time.perf_counter()
-    targets = {"embeddings": embeddings, "errors": errors}
+
+def _publish(plan: incremental.Plan, parts: list[dict], targets: dict[str, Target], embeddings_schema, params: dict,
+             expected: int) -> dict:
+    """Both datasets published with their manifests (the new part files and the kept ones), once
+    every one of the `expected` inputs is in exactly one row; their manifests as JSON."""
     files: dict[str, list[Part]] = {"embeddings": [], "errors": []}
     for part in parts:
         files[part["dataset"]].append(Part(part["file"], part["rows"], targets[part["dataset"]].staging / part["file"]))
     for src, rows in plan.keep:
         files[src.dataset].append(Part(src.name, rows, src.location))
-    expected = found + len(listing.problems)
     publishing = sum(p.rows for parts_ in files.values() for p in parts_)
     if publishing != expected:  # every input exactly once, checked before anything is published
-        raise FruitlensError(f"internal error: {expected} inputs but {publishing} rows to publish; nothing was published")
+        raise FruitlensError(f"internal error: {expected} inputs but {publishing} rows to publish; "
+                             "nothing was published")
     manifests = {}
-    with storage_errors(output, "cannot write OUTPUT"):
+    with storage_errors(targets["embeddings"].output, "cannot write OUTPUT"):
         for name, schema in (("embeddings", embeddings_schema), ("errors", schemas.ERRORS)):
             manifests[name] = publish(targets[name], files[name], schema, params).to_json()
-    timings["publish_s"] = time.perf_counter() - t0
-    plan.release()
-    if listed is not None:
-        listed.unpersist()
-
-    ok = manifests["embeddings"]["rows"]
-    n_errors = manifests["errors"]["rows"]
-    if ok + n_errors != found + len(listing.problems):  # every input exactly once, or say so
-        raise FruitlensError(f"internal error: {found + len(listing.problems)} inputs but {ok} embeddings + "
-                             f"{n_errors} errors")
-    return FeaturizeResult(
-        listing=listing, found=found, ok=ok, errors=n_errors,
-        errors_by_reason=_reasons(errors.final) if n_errors else {},
-        stats=accumulator.value, timings=timings, backbone_file=embedder.file, partitions=partitions if plan.n_embed else 0,
-        manifests=manifests, listing_mode=mode, changes={**plan.counts, "embedded": plan.n_embed},
-        notes=notes, resumed_runs={s.run_id for s in sources if s.origin == "resumed"},
-    )
-
-
-def _list(spark, source: Location, listing: Listing | None = None):
-    """(DataFrame of INPUT rows, how many, the Listing of what the driver saw, mode, persisted)."""
-    with storage_errors(source, "cannot list INPUT"):
-        if listing is not None:
-            prefixes = []
-        elif source.is_local:
-            listing = list_local(source)
-            prefixes = []
-        else:
-            prefixes, listing = plan_prefixes(source)
-    names = schemas.INPUT.names
-    rows = [tuple(r.row()[n] for n in names) for r in listing.images]
-    found = len(rows)
-    df = spark.createDataFrame(spark.sparkContext.parallelize(rows, max(1, min(found // 2048, 64))) if rows else [],
-                               schemas.spark_type(schemas.INPUT))
-    del rows
-    if not prefixes:
-        return df, found, listing, "driver", None
-    images, remote_found, remote_skipped, listed = _list_in_tasks(spark, prefixes, source)
-    listing.skipped.update(remote_skipped)
-    return df.unionByName(images), found + remote_found, listing, f"in tasks, {len(prefixes)} prefixes", listed
+    return manifests
 
 
 def _list_in_tasks(spark, prefixes: list[Location], root: Location):
@@ -252,6 +301,14 @@ def _reasons(errors: Location) -> dict:
 def _parts_batch(parts) -> pa.RecordBatch:
     """(dataset, file, rows) of each part file a task wrote, for the driver."""
     return pa.RecordBatch.from_pylist([dict(zip(schemas.PARTS.names, p)) for p in parts], schema=schemas.PARTS)
+
+
+@contextmanager
+def _timed(timings: dict[str, float], key: str):
+    """timings[key]: the seconds the block took."""
+    t0 = time.perf_counter()
+    yield
+    timings[key] = time.perf_counter() - t0
 
 
 class _nothing:

@@ -139,8 +139,6 @@ def plan(spark, current, n_current: int, sources: list[SourceFile]) -> Plan:
     One full outer join of the current inputs with every source row on the path, one window per
     path, persisted; then one aggregation and (when some files are partly kept) one small collect.
     """
-    from pyspark import StorageLevel
-    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     counts = {"found": n_current, "new": n_current, "changed": 0, "retried": 0, "removed": 0, "unchanged": 0,
@@ -148,6 +146,35 @@ def plan(spark, current, n_current: int, sources: list[SourceFile]) -> Plan:
               "incomplete_files": 0}
     if not sources:
         return Plan(to_embed=current, n_embed=n_current, counts=counts)
+    published = [i for i, s in enumerate(sources) if s.origin == "published"]
+    decided = _decided(spark, current, sources, published)
+    summary = decided.groupBy("action", "category", "src", (F.col("row") < 0).alias("incomplete")).count().collect()
+    for r in summary:
+        if r["category"] in ("changed", "retried", "removed"):
+            counts[r["category"]] += r["count"]
+    n_embed = sum(r["count"] for r in summary if r["action"] == "embed")
+    files = _files(summary, sources)
+    drops: dict[int, list[int]] = {i: [] for i in files.partial}
+    if files.partial:
+        dropped = decided.filter((F.col("action") != "keep") & F.col("src").isin(files.partial))
+        for r in dropped.select("src", "row").collect():
+            drops[r["src"]].append(r["row"])
+    rewrite = [(sources[i], sorted(drops[i])) for i in files.partial]
+    resumed = {r["src"]: r["count"] for r in summary if r["action"] == "keep" and r["src"] not in published}
+    n_new = sum(r["count"] for r in summary if r["category"] == "new")
+    counts.update(new=n_new, unchanged=n_current - n_embed, resumed_rows=sum(resumed.values()),
+                  resumed_files=len(resumed), kept_files=len(files.keep), rewritten_files=len(rewrite),
+                  dropped_files=files.dropped, incomplete_files=files.incomplete)
+    to_embed = decided.filter(F.col("action") == "embed").select(*schemas.INPUT.names)
+    return Plan(to_embed=to_embed, n_embed=n_embed, keep=files.keep, rewrite=rewrite, counts=counts, cached=[decided])
+
+
+def _decided(spark, current, sources: list[SourceFile], published: list[int]):
+    """Every current input and every source row, joined on the path, each with its `action` (keep,
+    embed, drop) and `category` (unchanged, new, changed, retried, removed); persisted."""
+    from pyspark import StorageLevel
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
 
     def read(batches):
         for batch in batches:
@@ -155,7 +182,6 @@ def plan(spark, current, n_current: int, sources: list[SourceFile]) -> Plan:
 
     index = spark.createDataFrame([(i,) for i in range(len(sources))], "src int")
     index = index.repartition(max(1, min(len(sources), spark.sparkContext.defaultParallelism * 4)))
-    published = [i for i, s in enumerate(sources) if s.origin == "published"]
     rank = F.col("src").isin(published).cast("int") if published else F.lit(0)
     version = ["size_bytes", "modified_ns", "etag"]
     prev = (index.mapInArrow(read, schemas.spark_type(IDENTITY_ROWS))
@@ -164,13 +190,14 @@ def plan(spark, current, n_current: int, sources: list[SourceFile]) -> Plan:
     cur = current.select(*schemas.INPUT.names, F.struct(*version).alias("c_version"))
     on = cur["path"].eqNullSafe(prev["path"]) & cur["path_bytes"].eqNullSafe(prev["path_bytes"])
     joined = cur.join(prev, on, "full_outer").select(
-        F.coalesce(cur["path"], prev["path"]).alias("key"), F.coalesce(cur["path_bytes"], prev["path_bytes"]).alias("key_bytes"),
+        F.coalesce(cur["path"], prev["path"]).alias("key"),
+        F.coalesce(cur["path_bytes"], prev["path_bytes"]).alias("key_bytes"),
         *[cur[c] for c in schemas.INPUT.names], "c_version", "src", "row", "p_version", "reusable", "p_rank")
     same = F.col("c_version").eqNullSafe(F.col("p_version")) & F.col("c_version").isNotNull()
     match = same & F.coalesce(F.col("reusable"), F.lit(False))
     by_path = Window.partitionBy("key", "key_bytes")
     ordered = by_path.orderBy(match.desc(), F.col("p_rank"), F.col("src"), F.col("row"))
-    decided = (
+    return (
         joined.withColumn("match", match)
         .withColumn("first", F.row_number().over(ordered) == 1)
         .withColumn("any_match", F.max(match.cast("int")).over(by_path) == 1)
@@ -190,23 +217,30 @@ def plan(spark, current, n_current: int, sources: list[SourceFile]) -> Plan:
         .select("action", "category", "src", "row", "p_rank", *schemas.INPUT.names)
         .persist(StorageLevel.MEMORY_AND_DISK)
     )
-    summary = decided.groupBy("action", "category", "src", (F.col("row") < 0).alias("incomplete")).count().collect()
 
+
+@dataclass(frozen=True)
+class _Files:
+    """What becomes of the source files, from the decisions counted per file."""
+
+    keep: list[tuple[SourceFile, int]]  # every row kept: the file kept whole, (file, rows)
+    partial: list[int]  # some rows kept (indices into the sources): rewritten without the others
+    dropped: int  # no row kept
+    incomplete: int  # not read whole (cut short by a crash): no source
+
+
+def _files(summary, sources: list[SourceFile]) -> _Files:
     per_src: dict[int, dict] = {}
     incomplete: set[int] = set()
     for r in summary:
-        if r["category"] in ("changed", "retried", "removed"):
-            counts[r["category"]] += r["count"]
         if r["src"] is not None:
             if r["incomplete"]:
                 incomplete.add(r["src"])
             else:
                 per_src.setdefault(r["src"], {"keep": 0, "drop": 0, "embed": 0})[r["action"]] += r["count"]
-    n_embed = sum(r["count"] for r in summary if r["action"] == "embed")
-    keep, partial = [], []
+    keep, partial, dropped = [], [], 0
     for i, src in enumerate(sources):
         if i in incomplete:
-            counts["incomplete_files"] += 1
             continue
         got = per_src.get(i, {"keep": 0, "drop": 0, "embed": 0})
         kept, total = got["keep"], got["keep"] + got["drop"] + got["embed"]
@@ -215,15 +249,5 @@ def plan(spark, current, n_current: int, sources: list[SourceFile]) -> Plan:
         elif kept:
             partial.append(i)
         else:
-            counts["dropped_files"] += 1
-    drops: dict[int, list[int]] = {i: [] for i in partial}
-    if partial:
-        for r in decided.filter((F.col("action") != "keep") & F.col("src").isin(partial)).select("src", "row").collect():
-            drops[r["src"]].append(r["row"])
-    rewrite = [(sources[i], sorted(drops[i])) for i in partial]
-    resumed = {r["src"]: r["count"] for r in summary if r["action"] == "keep" and r["src"] not in published}
-    n_new = sum(r["count"] for r in summary if r["category"] == "new")
-    counts.update(new=n_new, unchanged=n_current - n_embed, resumed_rows=sum(resumed.values()),
-                  resumed_files=len(resumed), kept_files=len(keep), rewritten_files=len(rewrite))
-    to_embed = decided.filter(F.col("action") == "embed").select(*schemas.INPUT.names)
-    return Plan(to_embed=to_embed, n_embed=n_embed, keep=keep, rewrite=rewrite, counts=counts, cached=[decided])
+            dropped += 1
+    return _Files(keep, partial, dropped, len(incomplete))

@@ -7,6 +7,8 @@ and family), at species and at family level."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pyarrow as pa
 
@@ -21,10 +23,26 @@ from .model import PortableModel
 def predictions(spark, embeddings_df, model: PortableModel, catalogue: Catalogue, target: Target,
                 collection: str, batch: int = 1024) -> dict:
     """Apply `model` to an embeddings DataFrame; publish OUTPUT/predictions; return the summary."""
-    from pyspark.sql import functions as F
-
     shared = spark.sparkContext.broadcast(model)
-    views = model.views
+    df = _classified(embeddings_df, shared, model.views, batch).cache()
+    with spark_progress(spark, "classifying"):
+        manifest = write_dataframe(df, target, schemas.PREDICTIONS, {"model": model.meta.get("kind")})
+        counts = _counts(spark, df, model, catalogue)
+    df.unpersist()
+    shared.unpersist()
+    return _summary(manifest.rows, counts, model.views, catalogue, collection)
+
+
+@dataclass(frozen=True)
+class _Counts:
+    """The predictions counted against the labels (through the catalogue)."""
+
+    totals: dict  # rows, not_sure, labelled, correct, family_correct, answered, answered_species, answered_correct
+    not_sure_by_reason: dict
+
+
+def _classified(embeddings_df, shared, views: int, batch: int):
+    """A DataFrame of PREDICTIONS: the broadcast model applied inside tasks, `batch` photos at a time."""
 
     def classify_partition(batches):
         m = shared.value
@@ -51,32 +69,39 @@ def predictions(spark, embeddings_df, model: PortableModel, catalogue: Catalogue
                 }, schema=schemas.PREDICTIONS)
 
     columns = ["path", "label", "split", "path_bytes", "embedding"] + (["views"] if views > 1 else [])
-    df = embeddings_df.select(*columns).mapInArrow(classify_partition, schemas.spark_type(schemas.PREDICTIONS)).cache()
+    return embeddings_df.select(*columns).mapInArrow(classify_partition, schemas.spark_type(schemas.PREDICTIONS))
+
+
+def _counts(spark, df, model: PortableModel, catalogue: Catalogue) -> _Counts:
+    """One aggregation of the predictions joined with each label's species and family."""
+    from pyspark.sql import functions as F
+
     family_of = dict(zip(model.classes, model.families))
-    with spark_progress(spark, "classifying"):
-        manifest = write_dataframe(df, target, schemas.PREDICTIONS, {"model": model.meta.get("kind")})
-        labels = [r["label"] for r in df.select("label").distinct().collect() if r["label"] is not None]
-        truth = [(label, s, family_of[s]) for label in labels if (s := catalogue.species_of(label)) in family_of]
-        truth_df = spark.createDataFrame(truth or [("", "", "")], "label string, true_species string, true_family string")
-        guess_df = spark.createDataFrame(list(family_of.items()), "predicted string, predicted_family string")
-        known = F.col("true_species").isNotNull()
-        joined = df.join(F.broadcast(truth_df), "label", "left").join(F.broadcast(guess_df), "predicted", "left")
-        answered = known & ~F.col("not_sure")
-        right_answer = ((F.col("level") == "species") & (F.col("predicted") == F.col("true_species"))) | (
-            (F.col("level") == "family") & (F.col("family") == F.col("true_family")))
-        row = joined.agg(
-            F.count("*").alias("rows"),
-            F.sum(F.col("not_sure").cast("int")).alias("not_sure"),
-            F.sum(known.cast("int")).alias("labelled"),
-            F.sum((known & (F.col("predicted") == F.col("true_species"))).cast("int")).alias("correct"),
-            F.sum((known & (F.col("predicted_family") == F.col("true_family"))).cast("int")).alias("family_correct"),
-            F.sum(answered.cast("int")).alias("answered"),
-            F.sum((answered & (F.col("level") == "species")).cast("int")).alias("answered_species"),
-            F.sum((answered & right_answer).cast("int")).alias("answered_correct"),
-        ).first()
-        by_reason = {r["why_not_sure"]: r["count"] for r in df.filter("not_sure").groupBy("why_not_sure").count().collect()}
-    df.unpersist()
-    shared.unpersist()
+    labels = [r["label"] for r in df.select("label").distinct().collect() if r["label"] is not None]
+    truth = [(label, s, family_of[s]) for label in labels if (s := catalogue.species_of(label)) in family_of]
+    truth_df = spark.createDataFrame(truth or [("", "", "")], "label string, true_species string, true_family string")
+    guess_df = spark.createDataFrame(list(family_of.items()), "predicted string, predicted_family string")
+    known = F.col("true_species").isNotNull()
+    joined = df.join(F.broadcast(truth_df), "label", "left").join(F.broadcast(guess_df), "predicted", "left")
+    answered = known & ~F.col("not_sure")
+    right_answer = ((F.col("level") == "species") & (F.col("predicted") == F.col("true_species"))) | (
+        (F.col("level") == "family") & (F.col("family") == F.col("true_family")))
+    row = joined.agg(
+        F.count("*").alias("rows"),
+        F.sum(F.col("not_sure").cast("int")).alias("not_sure"),
+        F.sum(known.cast("int")).alias("labelled"),
+        F.sum((known & (F.col("predicted") == F.col("true_species"))).cast("int")).alias("correct"),
+        F.sum((known & (F.col("predicted_family") == F.col("true_family"))).cast("int")).alias("family_correct"),
+        F.sum(answered.cast("int")).alias("answered"),
+        F.sum((answered & (F.col("level") == "species")).cast("int")).alias("answered_species"),
+        F.sum((answered & right_answer).cast("int")).alias("answered_correct"),
+    ).first()
+    by_reason = {r["why_not_sure"]: r["count"] for r in df.filter("not_sure").groupBy("why_not_sure").count().collect()}
+    return _Counts(row.asDict(), by_reason)
+
+
+def _summary(rows: int, counts: _Counts, views: int, catalogue: Catalogue, collection: str) -> dict:
+    row = counts.totals
     labelled = row["labelled"] or 0
     accuracy = {
         "photos_of_a_known_species": labelled,
@@ -87,7 +112,7 @@ def predictions(spark, embeddings_df, model: PortableModel, catalogue: Catalogue
         "answers_right": (row["answered_correct"] / row["answered"]) if row["answered"] else None,
     }
     return {
-        "rows": manifest.rows, "not_sure": row["not_sure"] or 0, "not_sure_by_reason": by_reason,
+        "rows": rows, "not_sure": row["not_sure"] or 0, "not_sure_by_reason": counts.not_sure_by_reason,
         "views_averaged": views, "catalogue": catalogue.source,
         "labelled_with_a_known_class": labelled,
         "accuracy": accuracy["species_accuracy"],

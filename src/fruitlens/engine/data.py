@@ -264,13 +264,12 @@ class SparkData:
     kind = "spark"
 
     def __init__(self, spark, collections: list[Collection], catalogue: Catalogue, share: float):
-        from pyspark.sql import Window
         from pyspark.sql import functions as F
 
         from ..spark.datasets import read_parquet
 
         self.spark, self.collections = spark, collections
-        frames, truth = [], []
+        frames = []
         self.unknown, self.counts = {}, {}
         has_views = False
         for index, coll in enumerate(collections):
@@ -300,27 +299,8 @@ class SparkData:
             self.counts[coll.name] = _count(left_out, index in validation_in, share, len(coll.view_names),
                                             sum(r["count"] for r in rows))
         self.classes, self.families = _classes(per_role, self.unknown, catalogue)
-        index_of = {s: i for i, s in enumerate(self.classes)}
-        truth = sorted({(int(r["collection"]), r["label"], index_of.get(catalogue.species_of(r["label"]), -1))
-                        for r in groups if r["label"] is not None})  # one row per label: groups has one per split
-        # Where a collection without a val/ split cuts each class's train photos: the first path of
-        # its last `share`, ranked by a window over the light columns only (the embeddings never move)
-        own_val = F.col("collection").isin(list(validation_in)) if validation_in else F.lit(False)
-        light = data.filter((F.col("split") == schemas.TRAIN) & ~own_val).select("collection", "label", "path")
-        by_class = Window.partitionBy("collection", "label").orderBy("path")
-        cuts = {(r["collection"], r["label"]): r["cut"] for r in
-                light.withColumn("_rank", F.percent_rank().over(by_class)).filter(F.col("_rank") >= 1.0 - share)
-                .groupBy("collection", "label").agg(F.min("path").alias("cut")).collect()}  # one row per class
-        labels = spark.createDataFrame([(c, label, y, cuts.get((c, label))) for c, label, y in truth] or [(0, "", -1, None)],
-                                       "collection int, label string, y int, cut string")
-        data = data.join(F.broadcast(labels), ["collection", "label"], "left").fillna(-1, ["y"])
-        carved = F.col("cut").isNotNull() & (F.col("path") >= F.col("cut"))
-        role = (F.when(F.col("split") == schemas.TEST, TEST)
-                .when(F.col("y") < 0, None)
-                .when(F.col("split") == schemas.VALIDATION, VAL)
-                .when((F.col("split") == schemas.TRAIN) & own_val, FIT)
-                .when(F.col("split") == schemas.TRAIN, F.when(carved, VAL).otherwise(FIT)))
-        self.data = data.withColumn("role", role).filter(F.col("role").isNotNull()).drop("cut")
+        self.data = _with_roles(spark, data, groups, validation_in, {s: i for i, s in enumerate(self.classes)},
+                                catalogue, share)
         self.has_views = has_views
         roles = {(r["collection"], r["role"]): r["count"] for r in self.data.groupBy("collection", "role").count().collect()}
         for index, coll in enumerate(collections):
@@ -398,6 +378,33 @@ class SparkData:
                .select("y", "path", "embedding").collect())
         out.sort(key=lambda r: (r["y"], r["path"]))
         return np.array([r["embedding"] for r in out], np.float32)
+
+
+def _with_roles(spark, data, groups: list, validation_in: set, index_of: dict, catalogue: Catalogue, share: float):
+    """The photos of a known class (and every test photo) with their class index `y` and `role`. Where
+    a collection without a val/ split cuts each class's train photos: the first path of its last
+    `share`, ranked by a window over the light columns only (the embeddings never move)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    truth = sorted({(int(r["collection"]), r["label"], index_of.get(catalogue.species_of(r["label"]), -1))
+                    for r in groups if r["label"] is not None})  # one row per label: groups has one per split
+    own_val = F.col("collection").isin(list(validation_in)) if validation_in else F.lit(False)
+    light = data.filter((F.col("split") == schemas.TRAIN) & ~own_val).select("collection", "label", "path")
+    by_class = Window.partitionBy("collection", "label").orderBy("path")
+    cuts = {(r["collection"], r["label"]): r["cut"] for r in
+            light.withColumn("_rank", F.percent_rank().over(by_class)).filter(F.col("_rank") >= 1.0 - share)
+            .groupBy("collection", "label").agg(F.min("path").alias("cut")).collect()}  # one row per class
+    labels = spark.createDataFrame([(c, label, y, cuts.get((c, label))) for c, label, y in truth]
+                                   or [(0, "", -1, None)], "collection int, label string, y int, cut string")
+    data = data.join(F.broadcast(labels), ["collection", "label"], "left").fillna(-1, ["y"])
+    carved = F.col("cut").isNotNull() & (F.col("path") >= F.col("cut"))
+    role = (F.when(F.col("split") == schemas.TEST, TEST)
+            .when(F.col("y") < 0, None)
+            .when(F.col("split") == schemas.VALIDATION, VAL)
+            .when((F.col("split") == schemas.TRAIN) & own_val, FIT)
+            .when(F.col("split") == schemas.TRAIN, F.when(carved, VAL).otherwise(FIT)))
+    return data.withColumn("role", role).filter(F.col("role").isNotNull()).drop("cut")
 
 
 def load(collections: list[Collection], catalogue: Catalogue, share: float, solver: str, spark_session,

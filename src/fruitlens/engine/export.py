@@ -26,6 +26,7 @@ both name the same species on the photos given to check it.
 from __future__ import annotations
 
 import json
+from typing import NamedTuple
 
 import numpy as np
 
@@ -38,126 +39,183 @@ METADATA = "fruitlens"
 
 def export_model(model: PortableModel, spec, backbone_file: str) -> bytes:
     """The LiteRT flatbuffer of backbone + classifier (see the module's docstring)."""
-    import flatbuffers
-    from ai_edge_litert import schema_py_generated as schema
-
     if spec.factory is not litert.LiteRTBackbone:
         raise FruitlensError(f"export: the backbone {spec.name} is not a LiteRT model")
+    head, cut = _backbone(spec, backbone_file)
+    embedding = _embedding(head, spec, model)
+    classifier = _classifier(head, model, embedding, spec.embedding_dim)
+    families = _families(head, model, classifier.probabilities)
+    novelty = _novelty(head, model, classifier.inputs)
+    head.graph.outputs = np.array([classifier.probabilities, families, novelty], np.int32)
+    head.add_metadata(METADATA, _metadata(model, spec))
+    return head.pack(len(cut) + model.refs.nbytes + (1 << 20))
+
+
+class _Head:
+    """The backbone's graph (a flatbuffer object tree) the classifier's tensors and operators are
+    added to, named `fruitlens/head/...`; each method returns the index of the tensor it adds."""
+
+    def __init__(self, tf, schema):
+        self.tf, self.schema = tf, schema
+        self.graph = tf.subgraphs[0]
+
+    def op(self, builtin, version, inputs, out, options_type=None, options=None) -> int:
+        o = litert.operator(self.schema, litert.opcode(self.tf, self.schema, builtin, version), inputs, [out])
+        if options_type is not None:
+            o.builtinOptionsType, o.builtinOptions = options_type, options
+        self.graph.operators.append(o)
+        return out
+
+    def act(self, name, shape) -> int:
+        return litert.tensor(self.tf, self.graph, self.schema, f"fruitlens/head/{name}", shape)
+
+    def const(self, name, values: np.ndarray, dtype=None) -> int:
+        schema = self.schema
+        values = np.ascontiguousarray(values, np.float32 if dtype is None else np.float16)
+        kind = schema.TensorType.FLOAT32 if dtype is None else schema.TensorType.FLOAT16
+        return litert.tensor(self.tf, self.graph, schema, f"fruitlens/head/{name}", list(values.shape), kind,
+                             values.tobytes())
+
+    def int32(self, name, values: np.ndarray) -> int:
+        return litert.constant(self.tf, self.graph, self.schema, f"fruitlens/head/{name}", np.array(values, np.int32))
+
+    def fully_connected(self, name, x, weights, bias, out_dim) -> int:
+        schema = self.schema
+        options = schema.FullyConnectedOptionsT()
+        options.fusedActivationFunction = schema.ActivationFunctionType.NONE
+        return self.op(schema.BuiltinOperator.FULLY_CONNECTED, 1, [x, weights, bias if bias is not None else -1],
+                       self.act(name, [1, out_dim]), schema.BuiltinOptions.FullyConnectedOptions, options)
+
+    def add_metadata(self, name: str, info: dict) -> None:
+        entry = self.schema.MetadataT()
+        entry.name = name.encode()
+        entry.buffer = litert.buffer(self.tf, self.schema, json.dumps(info).encode())
+        self.tf.metadata = [*(self.tf.metadata or []), entry]
+
+    def pack(self, size_hint: int) -> bytes:
+        import flatbuffers
+
+        builder = flatbuffers.Builder(size_hint)
+        builder.Finish(self.tf.Pack(builder), file_identifier=b"TFL3")
+        return bytes(builder.Output())
+
+
+class _Classifier(NamedTuple):
+    inputs: int  # the classifier's inputs (scaled, projected): what the novelty compares with the references
+    probabilities: int
+
+
+def _backbone(spec, backbone_file: str) -> tuple[_Head, bytes]:
+    """The backbone's int8 graph cut at its pooled tensor (and the stages' averages), its input at
+    the spec's size; and the cut flatbuffer."""
+    from ai_edge_litert import schema_py_generated as schema
+
     with open(backbone_file, "rb") as f:
         original = f.read()
     stages = [*filter(None, spec.options_dict.get("stage_tensors", "").split("|"))]
     cut, _ = litert.cut_at_tensors(original, [spec.option("pooled_tensor"), *stages], len(stages))
-    tf = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(cut, 0))
-    graph = tf.subgraphs[0]
+    head = _Head(schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(cut, 0)), schema)
     width, height = spec.input_size
-    source = graph.tensors[int(graph.inputs[0])]
+    source = head.graph.tensors[int(head.graph.inputs[0])]
     if list(source.shape[1:3]) != [height, width]:  # --image-size: the network at another size
         source.shape = np.array([1, height, width, int(source.shape[-1])], np.int32)
+    return head, cut
+
+
+def _embedding(head: _Head, spec, model: PortableModel) -> int:
+    """The embedding: the pooled output dequantized, then the stages' averages (already float32)."""
+    schema, graph = head.schema, head.graph
     outputs = [int(i) for i in graph.outputs]
-
-    def op(builtin, version, inputs, out, options_type=None, options=None):
-        o = litert.operator(schema, litert.opcode(tf, schema, builtin, version), inputs, [out])
-        if options_type is not None:
-            o.builtinOptionsType, o.builtinOptions = options_type, options
-        graph.operators.append(o)
-        return out
-
-    def act(name, shape):
-        return litert.tensor(tf, graph, schema, f"fruitlens/head/{name}", shape)
-
-    def const(name, values: np.ndarray, dtype=None):
-        values = np.ascontiguousarray(values, np.float32 if dtype is None else np.float16)
-        return litert.tensor(tf, graph, schema, f"fruitlens/head/{name}", list(values.shape),
-                             schema.TensorType.FLOAT32 if dtype is None else schema.TensorType.FLOAT16, values.tobytes())
-
-    def fully_connected(name, x, weights, bias, out_dim):
-        options = schema.FullyConnectedOptionsT()
-        options.fusedActivationFunction = schema.ActivationFunctionType.NONE
-        return op(schema.BuiltinOperator.FULLY_CONNECTED, 1, [x, weights, bias if bias is not None else -1],
-                  act(name, [1, out_dim]), schema.BuiltinOptions.FullyConnectedOptions, options)
-
-    # the embedding: the pooled output dequantized, then the stages' averages (already float32)
     pooled = outputs[0]
     width_pooled = int(graph.tensors[pooled].shape[-1])
-    pooled_f = op(schema.BuiltinOperator.DEQUANTIZE, 2, [pooled],
-                  act("pooled_4d", [int(d) for d in graph.tensors[pooled].shape]))
+    pooled_f = head.op(schema.BuiltinOperator.DEQUANTIZE, 2, [pooled],
+                       head.act("pooled_4d", [int(d) for d in graph.tensors[pooled].shape]))
     if len(graph.tensors[pooled].shape) != 2:  # (1, 1, 1, 1280): flatten to (1, 1280)
         reshape = schema.ReshapeOptionsT()
         reshape.newShape = [-1, width_pooled]
-        pooled_f = op(schema.BuiltinOperator.RESHAPE, 1,
-                      [pooled_f, litert.constant(tf, graph, schema, "fruitlens/head/pooled_shape",
-                                                 np.array([-1, width_pooled], np.int32))],
-                      act("pooled", [1, width_pooled]), schema.BuiltinOptions.ReshapeOptions, reshape)
+        shape = head.int32("pooled_shape", [-1, width_pooled])
+        pooled_f = head.op(schema.BuiltinOperator.RESHAPE, 1, [pooled_f, shape], head.act("pooled", [1, width_pooled]),
+                           schema.BuiltinOptions.ReshapeOptions, reshape)
     parts = [pooled_f] + outputs[1:]
     dim = spec.embedding_dim
     if len(model.mean) != dim:
         raise FruitlensError(f"export: the model takes {len(model.mean)} values, the backbone {spec.name} gives {dim}")
-    x = parts[0]
-    if len(parts) > 1:
-        concat = schema.ConcatenationOptionsT()
-        concat.axis = 1
-        x = op(schema.BuiltinOperator.CONCATENATION, 1, parts, act("embedding", [1, dim]),
-               schema.BuiltinOptions.ConcatenationOptions, concat)
-    # the scaler (std 0 -> 0, as Spark's), the projection, the layers
+    if len(parts) == 1:
+        return parts[0]
+    concat = schema.ConcatenationOptionsT()
+    concat.axis = 1
+    return head.op(schema.BuiltinOperator.CONCATENATION, 1, parts, head.act("embedding", [1, dim]),
+                   schema.BuiltinOptions.ConcatenationOptions, concat)
+
+
+def _classifier(head: _Head, model: PortableModel, x: int, dim: int) -> _Classifier:
+    """The scaler (std 0 -> 0, as Spark's), the projection, the layers (LOGISTIC between), SOFTMAX."""
+    schema = head.schema
     inv = np.where(model.std > 0, 1.0 / np.where(model.std > 0, model.std, 1.0), 0.0)
-    x = op(schema.BuiltinOperator.SUB, 1, [x, const("mean", model.mean[None])], act("centred", [1, dim]),
-           schema.BuiltinOptions.SubOptions, schema.SubOptionsT())
-    x = op(schema.BuiltinOperator.MUL, 1, [x, const("inverse_std", inv[None])], act("scaled", [1, dim]),
-           schema.BuiltinOptions.MulOptions, schema.MulOptionsT())
+    x = head.op(schema.BuiltinOperator.SUB, 1, [x, head.const("mean", model.mean[None])], head.act("centred", [1, dim]),
+                schema.BuiltinOptions.SubOptions, schema.SubOptionsT())
+    x = head.op(schema.BuiltinOperator.MUL, 1, [x, head.const("inverse_std", inv[None])], head.act("scaled", [1, dim]),
+                schema.BuiltinOptions.MulOptions, schema.MulOptionsT())
     if model.projection is not None:
-        x = fully_connected("pca", x, const("components", model.projection.T), None, model.projection.shape[1])
+        x = head.fully_connected("pca", x, head.const("components", model.projection.T), None,
+                                 model.projection.shape[1])
     inputs = x
     for i, (w, b) in enumerate(model.layers):
-        x = fully_connected(f"layer_{i}", x, const(f"weights_{i}", w), const(f"bias_{i}", b), w.shape[0])
+        x = head.fully_connected(f"layer_{i}", x, head.const(f"weights_{i}", w), head.const(f"bias_{i}", b), w.shape[0])
         if i < len(model.layers) - 1:
-            x = op(schema.BuiltinOperator.LOGISTIC, 1, [x], act(f"hidden_{i}", [1, w.shape[0]]))
+            x = head.op(schema.BuiltinOperator.LOGISTIC, 1, [x], head.act(f"hidden_{i}", [1, w.shape[0]]))
     softmax = schema.SoftmaxOptionsT()
     softmax.beta = 1.0
-    probabilities = op(schema.BuiltinOperator.SOFTMAX, 1, [x], act("probabilities", [1, len(model.classes)]),
-                       schema.BuiltinOptions.SoftmaxOptions, softmax)
-    graph.tensors[probabilities].name = b"probabilities"
-    # the families: probabilities summed by family
+    probabilities = head.op(schema.BuiltinOperator.SOFTMAX, 1, [x], head.act("probabilities", [1, len(model.classes)]),
+                            schema.BuiltinOptions.SoftmaxOptions, softmax)
+    head.graph.tensors[probabilities].name = b"probabilities"
+    return _Classifier(inputs, probabilities)
+
+
+def _families(head: _Head, model: PortableModel, probabilities: int) -> int:
+    """The families' probabilities: the species' summed by family (the 0/1 membership matrix)."""
     names = model._family_names
     membership = np.zeros((len(names), len(model.classes)), np.float32)
     membership[model.family_index, np.arange(len(model.classes))] = 1.0
-    families = fully_connected("families", probabilities, const("membership", membership), None, len(names))
-    graph.tensors[families].name = b"family_probabilities"
-    # the novelty: 1 - the cosine to the nearest reference (float16 references, as the model keeps them)
+    families = head.fully_connected("families", probabilities, head.const("membership", membership), None, len(names))
+    head.graph.tensors[families].name = b"family_probabilities"
+    return families
+
+
+def _novelty(head: _Head, model: PortableModel, inputs: int) -> int:
+    """1 - the cosine to the nearest reference (float16 references, as the model keeps them)."""
+    schema, graph = head.schema, head.graph
     m = inputs_dim = model.refs.shape[1]
     l2 = schema.L2NormOptionsT()
-    unit = op(schema.BuiltinOperator.L2_NORMALIZATION, 1, [inputs], act("unit_inputs", [1, inputs_dim]),
-              schema.BuiltinOptions.L2NormOptions, l2)
-    refs16 = const("references_f16", model.refs, dtype=np.float16)
-    refs = op(schema.BuiltinOperator.DEQUANTIZE, 2, [refs16], litert.tensor(
-        tf, graph, schema, "fruitlens/head/references", [len(model.refs), m]))
+    unit = head.op(schema.BuiltinOperator.L2_NORMALIZATION, 1, [inputs], head.act("unit_inputs", [1, inputs_dim]),
+                   schema.BuiltinOptions.L2NormOptions, l2)
+    refs16 = head.const("references_f16", model.refs, dtype=np.float16)
+    refs = head.op(schema.BuiltinOperator.DEQUANTIZE, 2, [refs16], litert.tensor(
+        head.tf, graph, schema, "fruitlens/head/references", [len(model.refs), m]))
     graph.tensors[refs].shapeSignature = np.array([len(model.refs), m], np.int32)  # not a batch dimension
-    cosines = fully_connected("cosines", unit, refs, None, len(model.refs))
+    cosines = head.fully_connected("cosines", unit, refs, None, len(model.refs))
     reducer = schema.ReducerOptionsT()
     reducer.keepDims = False
-    best = op(schema.BuiltinOperator.REDUCE_MAX, 1, [cosines, litert.constant(tf, graph, schema, "fruitlens/head/axis_1",
-                                                                                np.array([1], np.int32))],
-              act("best_cosine", [1]), schema.BuiltinOptions.ReducerOptions, reducer)
-    novelty = op(schema.BuiltinOperator.SUB, 1, [const("one", np.ones(1)), best], act("novelty", [1]),
-                 schema.BuiltinOptions.SubOptions, schema.SubOptionsT())
+    best = head.op(schema.BuiltinOperator.REDUCE_MAX, 1, [cosines, head.int32("axis_1", [1])],
+                   head.act("best_cosine", [1]), schema.BuiltinOptions.ReducerOptions, reducer)
+    novelty = head.op(schema.BuiltinOperator.SUB, 1, [head.const("one", np.ones(1)), best], head.act("novelty", [1]),
+                      schema.BuiltinOptions.SubOptions, schema.SubOptionsT())
     graph.tensors[novelty].name = b"novelty"
-    graph.outputs = np.array([probabilities, families, novelty], np.int32)
+    return novelty
 
-    info = {"format": "fruitlens export 1", "input": {"shape": [1, height, width, 3], "dtype": "uint8",
+
+def _metadata(model: PortableModel, spec) -> dict:
+    """The `fruitlens` metadata entry: the names, the thresholds and how to read them."""
+    width, height = spec.input_size
+    return {"format": "fruitlens export 1", "input": {"shape": [1, height, width, 3], "dtype": "uint8",
                                                      "preprocessing": "RGB, the whole photo resized to it (bilinear)"},
             "outputs": ["probabilities", "family_probabilities", "novelty"], "classes": model.classes,
-            "families": names, "family_of_class": model.families, "threshold": model.threshold,
+            "families": model._family_names, "family_of_class": model.families, "threshold": model.threshold,
             "family_threshold": model.family_threshold if np.isfinite(model.family_threshold) else None,
             "novelty_threshold": model.novelty_threshold, "views_in_predict": model.views,
             "embedding_params": model.embedding_params,
             "rules": "not sure if novelty > novelty_threshold; else the species if its probability >= threshold; "
                      "else the family if its probability >= family_threshold; else not sure"}
-    entry = schema.MetadataT()
-    entry.name = METADATA.encode()
-    entry.buffer = litert.buffer(tf, schema, json.dumps(info).encode())
-    tf.metadata = [*(tf.metadata or []), entry]
-    builder = flatbuffers.Builder(len(cut) + model.refs.nbytes + (1 << 20))
-    builder.Finish(tf.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
 
 
 def read_metadata(content: bytes) -> dict:
