@@ -44,8 +44,8 @@ from .. import FruitlensError
 from ..catalogue import NOT_PRODUCE, Catalogue, normalise
 from ..config import TrainConfig
 from ..spark.progress import spark_progress
+from ..storage.dataset import Dataset
 from ..storage.location import Location
-from ..storage.manifest import dataset_files, read_manifest
 from ..storage.publish import publish_tree
 from ..storage.writer import Target
 from .data import FIT, TEST, VAL, Collection, Scores, load, views_in
@@ -373,13 +373,9 @@ def train(spark_session, cfg: TrainConfig, collections: list[Collection], target
 
 
 def _all_labels(collections: list[Collection]) -> list[str]:
-    import pyarrow.parquet as pq
-
     labels = set()
     for coll in collections:
-        for f in dataset_files(coll.location):
-            with f.open("rb") as fh:
-                table = pq.read_table(fh, columns=["label"])
+        for _, table in Dataset.at(coll.location).tables(["label"]):
             labels.update(x for x in table.column("label").to_pylist() if x)
     return sorted(labels)
 
@@ -486,9 +482,8 @@ def _publish(spark, fit: Fit, model: PortableModel, catalogue: Catalogue, report
 
 def collection_of(where: Location, name: str | None = None) -> Collection:
     """An embeddings dataset as a collection, named after its folder."""
-    manifest = read_manifest(where)
     folder = where.parent if where.name == "embeddings" else where
-    return Collection(name or folder.name, where, manifest.params if manifest else {})
+    return Collection(name or folder.name, where, Dataset.at(where).params)
 
 
 __all__ = ["Collection", "collection_of", "normalise", "train"]
