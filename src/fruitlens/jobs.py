@@ -35,10 +35,9 @@ from .report import (
     write_report,
     write_scree,
 )
-from .spark.datasets import read_parquet
 from .spark.session import get_session, versions
+from .storage.dataset import Dataset
 from .storage.location import Location, S3Options, storage_errors
-from .storage.manifest import dataset_files, read_manifest
 from .storage.publish import cleanup
 from .storage.writer import STAGING, Target, new_run_id
 
@@ -158,10 +157,10 @@ def run_reduce(cfg: ReduceConfig, spark_cfg: SparkConfig, spark=None, quiet: boo
     fitted = fitted_pca(out) if cfg.reuse_model else None
     with _job("reduce", out, {"reduce": {**asdict(cfg), "embeddings": source.uri}},
               ("features", PCA, "explained_variance.csv", "scree.png", "report.json"), spark_cfg, spark, quiet) as ctx:
+        dataset = Dataset.at(source)
         with storage_errors(source, "cannot read EMBEDDINGS"):
-            embeddings = read_parquet(ctx.spark, source)
-        manifest = read_manifest(source)
-        _reduce_into(ctx, cfg, embeddings, manifest.params if manifest else None, fitted)
+            embeddings = dataset.dataframe(ctx.spark)
+        _reduce_into(ctx, cfg, embeddings, dataset.params if dataset.published else None, fitted)
     return ctx.report
 
 
@@ -176,7 +175,8 @@ def run_all(feat_cfg: FeaturizeConfig, red_cfg: ReduceConfig, spark_cfg: SparkCo
         result = _featurize_into(ctx, feat_cfg, embedder, source)
         if result.ok == 0:
             raise FruitlensError(f"none of the {result.found:,} images could be used; see {ctx.run.path('errors').uri}")
-        _reduce_into(ctx, red_cfg, read_parquet(ctx.spark, ctx.run.path("embeddings")), embedder.params, fitted)
+        embeddings = Dataset.at(ctx.run.path("embeddings")).dataframe(ctx.spark)
+        _reduce_into(ctx, red_cfg, embeddings, embedder.params, fitted)
     return ctx.report
 
 
@@ -184,7 +184,7 @@ def fitted_pca(out: Location) -> Location:
     """The scaler + PCA OUTPUT holds (--reuse-model): OUTPUT/pca, or OUTPUT/model as written
     before 0.2 (with a note)."""
     for name in (PCA, OLD_PCA):
-        previous = read_manifest(out / name)
+        previous = Dataset.at(out / name).manifest
         if previous is not None and previous.format == "tree":
             if name == OLD_PCA:
                 note(f"{(out / OLD_PCA).uri} is the scaler + PCA saved before 0.2, now named OUTPUT/{PCA}/: reusing it")
@@ -202,7 +202,8 @@ def _reduce_into(ctx: _Context, cfg: ReduceConfig, embeddings, params: dict | No
         write_explained_variance_csv(run.path("explained_variance.csv"), result)
         write_scree(run.path("scree.png"), result, None if cfg.reuse_model else cfg.variance)
         old = run.path(OLD_PCA)
-        if read_manifest(old) is not None and read_manifest(old).format == "tree":
+        previous = Dataset.at(old).manifest
+        if previous is not None and previous.format == "tree":
             old.rm(recursive=True)
             note(f"{old.uri} (the scaler + PCA saved before 0.2) was replaced by OUTPUT/{PCA}/")
 
@@ -261,7 +262,7 @@ def _check_model_output(out: Location, source: Location) -> None:
         if source.uri == out.uri or source.uri.startswith(out.uri.rstrip("/") + "/"):
             raise FruitlensError(f"MODEL {out.uri} would replace the embeddings it is trained on: choose another folder")
         if out.exists() and (out.fs.isfile(out.path) or out.fs.ls(out.path)):
-            manifest = read_manifest(out)
+            manifest = Dataset.at(out).manifest
             if manifest is None or manifest.format != "tree" or not (out / "model.json").exists():
                 raise FruitlensError(f"MODEL {out.uri} exists and is not a fruitlens model folder: "
                                      "choose a new folder (train replaces MODEL whole)")
@@ -285,8 +286,9 @@ def run_classify(cfg: ClassifyConfig, spark_cfg: SparkConfig, spark=None, quiet:
         _featurize_into(ctx, cfg, embedder, source)
         t1 = time.perf_counter()
         with storage_errors(out, "cannot write OUTPUT"):
-            ctx.report["classify"] = predictions(ctx.spark, read_parquet(ctx.spark, ctx.run.path("embeddings")), model,
-                                                 catalogue, ctx.run.target("predictions"), source.name)
+            embeddings = Dataset.at(ctx.run.path("embeddings")).dataframe(ctx.spark)
+            ctx.report["classify"] = predictions(ctx.spark, embeddings, model, catalogue, ctx.run.target("predictions"),
+                                                 source.name)
         ctx.report["classify"]["wall_s"] = round(time.perf_counter() - t1, 3)
         ctx.report["classify"]["model"] = {"folder": Location.of(cfg.model, s3).uri, "kind": model.meta.get("kind"),
                                            "classes": len(model.classes)}
@@ -301,6 +303,6 @@ def embeddings_location(where: Location) -> Location:
         nested = where / "embeddings"
         if nested.exists():
             return nested
-        if dataset_files(where):
+        if Dataset.at(where).files:
             return where
     raise FruitlensError(f"EMBEDDINGS has no Parquet data: {where.uri} (give the folder featurize wrote)")

@@ -20,8 +20,8 @@ from fruitlens.chain.runner import EmbedTask, rewrite_part, run_partition
 from fruitlens.embedding.backbone_file import BackboneFile
 from fruitlens.embedding.backbones.base import BackboneSpec
 from fruitlens.embedding.embedder import Embedder
+from fruitlens.storage.dataset import Dataset
 from fruitlens.storage.location import Location
-from fruitlens.storage.manifest import dataset_files, read_manifest
 from fruitlens.storage.publish import Part, cleanup, publish, staged_parts
 from fruitlens.storage.writer import ROW_GROUP_ROWS, STAGING, PartWriter, Target
 
@@ -143,8 +143,9 @@ def test_publish_keeps_only_named_parts_and_links_kept_files(tmp_path):
     publish(second, [Part(a[0], 2, out / "embeddings" / a[0]), *staged_parts(second, [c])], _schema())
     assert sorted(os.listdir(second.final.path)) == sorted([a[0], c[0], "_SUCCESS"])
     assert os.stat(os.path.join(second.final.path, a[0])).st_ino == inode  # a hard link, not a copy
-    assert read_manifest(out / "embeddings").rows == 3
-    assert [f.name for f in dataset_files(out / "embeddings")] == sorted([a[0], c[0]])
+    published = Dataset.at(out / "embeddings")
+    assert published.rows == 3
+    assert [f.name for f in published.files] == sorted([a[0], c[0]])
     cleanup(out, "r1", "r2")
     assert not os.path.exists(os.path.join(out.path, STAGING))
 

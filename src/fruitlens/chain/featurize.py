@@ -25,6 +25,7 @@ from ..config import EmbedSettings
 from ..embedding.embedder import Embedder
 from ..schemas import ImageRef
 from ..spark.progress import spark_progress
+from ..storage.dataset import Dataset
 from ..storage.location import Location, storage_errors
 from ..storage.publish import Part, publish
 from ..storage.writer import Target
@@ -287,14 +288,9 @@ def _rewrite(spark, rewrites, targets: dict, first_partition: int, embeddings_sc
 
 def _reasons(errors: Location) -> dict:
     """Error rows by reason, read from the published errors dataset (small)."""
-    import pyarrow.parquet as pq
-
-    from ..storage.manifest import dataset_files
-
     counts: Counter = Counter()
-    for f in dataset_files(errors):
-        with f.open("rb") as fh:
-            counts.update(pq.read_table(fh, columns=["reason"]).column("reason").to_pylist())
+    for _, table in Dataset.at(errors).tables(["reason"]):
+        counts.update(table.column("reason").to_pylist())
     return dict(counts.most_common())
 
 

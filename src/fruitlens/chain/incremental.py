@@ -26,8 +26,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import schemas
+from ..storage.dataset import Dataset
 from ..storage.location import Location
-from ..storage.manifest import read_manifest
 from ..storage.writer import STAGING
 
 RUN_INFO = "_run.json"
@@ -65,7 +65,7 @@ def find_sources(output: Location, params: dict, current_run: str) -> tuple[list
     sources: list[SourceFile] = []
     notes: list[str] = []
     for dataset in DATASETS:
-        manifest = read_manifest(output / dataset)
+        manifest = Dataset.at(output / dataset).manifest
         if manifest is None:
             continue
         if manifest.params != params:

@@ -19,8 +19,8 @@ import numpy as np
 from .. import FruitlensError, schemas
 from ..catalogue import Catalogue
 from ..embedding.views import Views
+from ..storage.dataset import Dataset
 from ..storage.location import Location
-from ..storage.manifest import dataset_files, read_manifest
 
 FIT, VAL, TEST = "fit", "validation", "test"
 
@@ -37,7 +37,7 @@ class Collection:
 
     def rows(self) -> int:
         """Photos in it, from its manifest (0 when unknown)."""
-        manifest = read_manifest(self.location)
+        manifest = Dataset.at(self.location).manifest
         return int(manifest.rows) if manifest is not None and manifest.format == "parquet" else 0
 
 
@@ -167,7 +167,6 @@ class DriverData:
     def __init__(self, collections: list[Collection], catalogue: Catalogue, share: float):
         import pyarrow as pa
         import pyarrow.compute as pc
-        import pyarrow.parquet as pq
 
         self.collections = collections
         parts: dict[str, list] = {FIT: [], VAL: [], TEST: []}
@@ -175,13 +174,9 @@ class DriverData:
         self.counts: dict[str, dict] = {}
         for index, coll in enumerate(collections):
             tables = []
-            for f in dataset_files(coll.location):
-                with f.open("rb") as fh:
-                    pf = pq.ParquetFile(fh)
-                    names = pf.schema_arrow.names
-                    schemas.check_embeddings_columns(names, coll.location.uri)
-                    tables.append(pf.read(columns=[c for c in ("path", "label", "split", "embedding", "views")
-                                                   if c in names]))
+            for _, t in Dataset.at(coll.location).tables(["path", "label", "split", "embedding", "views"]):
+                schemas.check_embeddings_columns(t.column_names, coll.location.uri)
+                tables.append(t)
             table = pa.concat_tables(tables, promote_options="default") if tables else None
             if table is None or table.num_rows == 0:
                 raise FruitlensError(f"{coll.location.uri} holds no embeddings")
@@ -266,14 +261,12 @@ class SparkData:
     def __init__(self, spark, collections: list[Collection], catalogue: Catalogue, share: float):
         from pyspark.sql import functions as F
 
-        from ..spark.datasets import read_parquet
-
         self.spark, self.collections = spark, collections
         frames = []
         self.unknown, self.counts = {}, {}
         has_views = False
         for index, coll in enumerate(collections):
-            df = read_parquet(spark, coll.location)
+            df = Dataset.at(coll.location).dataframe(spark)
             schemas.check_embeddings_columns(df.columns, coll.location.uri)
             view_col = F.col("views") if "views" in df.columns else F.lit(None).cast("array<array<float>>")
             has_views |= "views" in df.columns

@@ -40,8 +40,8 @@ import time
 
 from ..catalogue import Catalogue, normalise
 from ..config import TrainConfig
+from ..storage.dataset import Dataset
 from ..storage.location import Location
-from ..storage.manifest import dataset_files, read_manifest
 from ..storage.publish import publish_tree
 from ..storage.writer import Target
 from .calibrate import calibrate
@@ -71,13 +71,9 @@ def train(spark_session, cfg: TrainConfig, collections: list[Collection], target
 
 
 def _all_labels(collections: list[Collection]) -> list[str]:
-    import pyarrow.parquet as pq
-
     labels = set()
     for coll in collections:
-        for f in dataset_files(coll.location):
-            with f.open("rb") as fh:
-                table = pq.read_table(fh, columns=["label"])
+        for _, table in Dataset.at(coll.location).tables(["label"]):
             labels.update(x for x in table.column("label").to_pylist() if x)
     return sorted(labels)
 
@@ -110,9 +106,8 @@ def _publish(spark, tested: Tested, catalogue: Catalogue, report: dict, classes:
 
 def collection_of(where: Location, name: str | None = None) -> Collection:
     """An embeddings dataset as a collection, named after its folder."""
-    manifest = read_manifest(where)
     folder = where.parent if where.name == "embeddings" else where
-    return Collection(name or folder.name, where, manifest.params if manifest else {})
+    return Collection(name or folder.name, where, Dataset.at(where).params)
 
 
 __all__ = ["Collection", "collection_of", "normalise", "train"]

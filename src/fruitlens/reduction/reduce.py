@@ -18,10 +18,10 @@ import numpy as np
 
 from .. import FruitlensError, schemas
 from ..config import ReduceConfig
-from ..spark.datasets import jvm_can_read, write_dataframe
+from ..spark.datasets import write_dataframe
 from ..spark.progress import spark_progress
+from ..storage.dataset import Dataset, jvm_can_read
 from ..storage.location import Location
-from ..storage.manifest import read_manifest
 from ..storage.publish import publish_staged_tree, publish_tree
 from ..storage.writer import Target
 
@@ -132,7 +132,7 @@ def load_model(spark, where: Location, params: dict | None):
     """The PipelineModel published at `where`, refused if it was fit on other embeddings."""
     from pyspark.ml import PipelineModel
 
-    manifest = read_manifest(where)
+    manifest = Dataset.at(where).manifest
     if manifest is None or manifest.format != "tree":
         raise FruitlensError(f"--reuse-model: no fitted model at {where.uri} (run once without --reuse-model)")
     if params and manifest.params and manifest.params != params:

@@ -11,49 +11,24 @@ skips the rows that cannot be among the k nearest; the answer is the full produc
 builds a usearch HNSW graph (inner product on the normalised vectors = cosine) instead: approximate,
 sub-linear, what a collection of millions of images would need (see docs/benchmarks.md).
 
-Images are addressed by a stable id only: the first 16 hex digits of the sha256 of the indexed
-path, looked up in a dict. No client-sent string ever becomes a path.
+Images are addressed by a stable id only (`entries.image_id`), looked up in a dict. No
+client-sent string ever becomes a path.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
-from dataclasses import dataclass
 
 import numpy as np
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from .. import FruitlensError
-from ..embedding.decode import image_format
 from ..engine.model import PortableModel, one_blas_thread
 from ..engine.nearest import CosineSearch
+from ..storage.dataset import Dataset
 from ..storage.location import Location, S3Options
-from ..storage.manifest import dataset_files, read_manifest
-
-ID_PATTERN = re.compile(r"^[0-9a-f]{16}$")
-MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp", "BMP": "image/bmp"}
-
-
-def image_id(path: str) -> str:
-    return hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class Entry:
-    id: str
-    path: str  # as indexed (for display: never sent to clients)
-    source: str  # what to open: the path, or the exact bytes' name for non-UTF-8 names
-    label: str | None
-    split: str | None
-
-
-@dataclass
-class Neighbour:
-    entry: Entry
-    similarity: float
+from .entries import ID_PATTERN, Entry, Neighbour, image_id, read_image
+from .saved_index import SavedIndex
 
 
 class NeighbourIndex:
@@ -116,8 +91,7 @@ class NeighbourIndex:
 
     def read_image(self, entry: Entry) -> tuple[bytes, str]:
         """The image's bytes and media type. Raises FileNotFoundError when it is gone."""
-        data = Location.of(entry.source, self.s3).read_bytes()
-        return data, MEDIA_TYPES.get(image_format(data) or "", "application/octet-stream")
+        return read_image(entry, self.s3)
 
     # -- loading ---------------------------------------------------------------------------------
     @property
@@ -129,31 +103,24 @@ class NeighbourIndex:
         """`ann`: the saved index (OUTPUT/index, `fruitlens index`) memory-mapped when it was built
         for this model, else an HNSW graph built here from the embeddings."""
         if ann:
-            from .saved_index import SavedIndex
-
             saved = SavedIndex.open(where, model)
             if saved is not None:
                 return saved
             if say is not None:
                 say(f"[serve] no saved index of this model in {(where / 'index').uri}: building one in memory "
                     f"(`fruitlens index {where.uri} --model MODEL` saves it once: start-up in seconds)")
-        dataset = where / "embeddings"
-        if read_manifest(dataset) is None and not _has_parquet(dataset):
-            dataset = where  # the embeddings dataset itself
-        manifest = read_manifest(dataset)
-        if manifest is None and not _has_parquet(dataset):
+        dataset = Dataset.at(where / "embeddings")
+        if not dataset.exists:
+            dataset = Dataset.at(where)  # the embeddings dataset itself
+        if not dataset.exists:
             raise FruitlensError(f"--index: no embeddings dataset at {where.uri} (give a folder `fruitlens run` "
                                  "or `featurize` wrote)")
-        if manifest is not None:
-            model.check_embeddings(manifest.params, "--index: the index's embeddings")
+        if dataset.published:
+            model.check_embeddings(dataset.params, "--index: the index's embeddings")
         entries: list[Entry] = []
         chunks: list[np.ndarray] = []
         dim = len(model.mean)
-        for f in dataset_files(dataset):
-            with f.open("rb") as fh:
-                pf = pq.ParquetFile(fh)
-                names = pf.schema_arrow.names
-                table = pf.read(columns=[c for c in ("path", "label", "split", "embedding", "path_bytes") if c in names])
+        for f, table in dataset.tables(["path", "label", "split", "embedding", "path_bytes"]):
             if "embedding" not in table.column_names or "path" not in table.column_names:
                 raise FruitlensError(f"--index: {f.uri} has no path/embedding columns")
             if not len(table):
@@ -177,10 +144,3 @@ class NeighbourIndex:
         # as tightly as the index's own (same pruning on the sample), and cost no eigendecomposition.
         basis = model.refs_search.basis if len(vectors) and vectors.shape[1] == model.refs.shape[1] else None
         return cls(entries, vectors, ann=ann, s3=where.s3, basis=basis)
-
-
-def _has_parquet(dataset: Location) -> bool:
-    try:
-        return any(p.endswith(".parquet") for p in dataset.fs.find(dataset.path))
-    except (FileNotFoundError, NotADirectoryError):
-        return False

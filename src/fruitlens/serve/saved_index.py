@@ -33,10 +33,11 @@ import pyarrow.parquet as pq
 
 from .. import FruitlensError
 from ..engine.model import PortableModel, one_blas_thread
+from ..storage.dataset import Dataset
 from ..storage.location import Location, S3Options
-from ..storage.manifest import dataset_files, read_manifest
 from ..storage.publish import publish_tree
 from ..storage.writer import Target, new_run_id
+from .entries import ID_PATTERN, Entry, Neighbour, image_id, read_image
 
 INDEX = "index"
 GRAPH = "hnsw.usearch"
@@ -47,7 +48,7 @@ ENTRY_COLUMNS = ("path", "label", "split", "path_bytes", "size_bytes", "modified
 
 def image_key(path: str) -> int:
     """The image's key: its API id (16 hex digits of the sha256 of its path) as a 64-bit integer."""
-    return int(hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:16], 16)
+    return int(image_id(path), 16)
 
 
 def model_fingerprint(model: PortableModel) -> str:
@@ -63,16 +64,6 @@ def index_params(model: PortableModel, embedding_params: dict, dtype: str) -> di
             "space": "the model's inputs, L2-normalised; inner product"}
 
 
-def _read(output: Location, columns):
-    dataset = output / "embeddings"
-    tables = []
-    for f in dataset_files(dataset):
-        with f.open("rb") as fh:
-            pf = pq.ParquetFile(fh)
-            tables.append(pf.read(columns=[c for c in columns if c in pf.schema_arrow.names]))
-    return pa.concat_tables(tables, promote_options="default") if tables else None
-
-
 def build(output: Location, model: PortableModel, dtype: str = "f16", say=print) -> dict:
     """Build or update OUTPUT/index for `model`; the report (added, removed, kept, seconds)."""
     from usearch.index import Index
@@ -80,20 +71,20 @@ def build(output: Location, model: PortableModel, dtype: str = "f16", say=print)
     if dtype not in DTYPES:
         raise FruitlensError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype}")
     t0 = time.perf_counter()
-    manifest = read_manifest(output / "embeddings")
-    if manifest is None:
-        raise FruitlensError(f"no embeddings dataset at {(output / 'embeddings').uri} (give a folder `fruitlens run` "
+    embeddings = Dataset.at(output / "embeddings")
+    if not embeddings.published:
+        raise FruitlensError(f"no embeddings dataset at {embeddings.location.uri} (give a folder `fruitlens run` "
                              "or `featurize` wrote)")
-    model.check_embeddings(manifest.params, "the embeddings")
-    params = index_params(model, {k: v for k, v in manifest.params.items() if k not in ("views", "crop")}, dtype)
-    table = _read(output, ENTRY_COLUMNS)
-    if table is None or table.num_rows == 0:
+    model.check_embeddings(embeddings.params, "the embeddings")
+    params = index_params(model, {k: v for k, v in embeddings.params.items() if k not in ("views", "crop")}, dtype)
+    table = embeddings.table(ENTRY_COLUMNS)
+    if table.num_rows == 0:
         raise FruitlensError(f"{(output / 'embeddings').uri} holds no embeddings")
     keys = np.array([image_key(p) for p in table.column("path").to_pylist()], np.uint64)
     if len(np.unique(keys)) != len(keys):
         raise FruitlensError("two images of the embeddings share a key (the same path twice)")
     identity = _identity(table)
-    previous = read_manifest(output / INDEX)
+    previous = Dataset.at(output / INDEX).manifest
     work = tempfile.mkdtemp(prefix="fruitlens-index-")
     try:
         graph_path = os.path.join(work, GRAPH)
@@ -102,8 +93,7 @@ def build(output: Location, model: PortableModel, dtype: str = "f16", say=print)
             with (output / INDEX / GRAPH).open("rb") as src, open(graph_path, "wb") as dst:
                 shutil.copyfileobj(src, dst, 16 << 20)
             index = Index.restore(graph_path)
-            with (output / INDEX / ENTRIES).open("rb") as fh:
-                old = pq.read_table(fh)
+            old = Dataset.at(output / INDEX / ENTRIES).table()
             old_identity = dict(zip(old.column("key").to_numpy(zero_copy_only=False).tolist(), _identity(old)))
         else:
             index = Index(ndim=_dim(model), metric="ip", dtype=dtype, connectivity=16, expansion_add=128,
@@ -115,7 +105,7 @@ def build(output: Location, model: PortableModel, dtype: str = "f16", say=print)
         added = [k for k in now if k not in old_identity]
         if removed or changed:
             index.remove(np.array(removed + changed, np.uint64))
-        _add(index, output, model, set(added) | set(changed))
+        _add(index, embeddings, model, set(added) | set(changed))
         index.save(graph_path)
         order = np.argsort(keys)
         entries = table.append_column("key", pa.array(keys, pa.uint64())).take(pa.array(order))
@@ -140,25 +130,22 @@ def _identity(table: pa.Table) -> list[tuple]:
     return list(zip(*cols))
 
 
-def _add(index, output: Location, model: PortableModel, todo: set[int]) -> None:
-    """Add the embeddings whose keys are in `todo`, one pass over the dataset's files, projected
-    and added a file (at most 8,192 rows) at a time: memory stays flat."""
+def _add(index, embeddings: Dataset, model: PortableModel, todo: set[int]) -> None:
+    """Add the embeddings whose keys are in `todo`, one pass over the dataset, projected and added
+    a batch (at most 8,192 rows) at a time: memory stays flat."""
     if not todo:
         return
-    for f in dataset_files(output / "embeddings"):
-        with f.open("rb") as fh:
-            pf = pq.ParquetFile(fh)
-            for batch in pf.iter_batches(batch_size=8192, columns=["path", "embedding"]):
-                keys = np.array([image_key(p) for p in batch.column(0).to_pylist()], np.uint64)
-                keep = np.array([int(k) in todo for k in keys], bool)
-                if not keep.any():
-                    continue
-                emb = batch.column(1).filter(pa.array(keep))
-                flat = np.asarray(pc.list_flatten(emb).to_numpy(zero_copy_only=False), np.float32)
-                with one_blas_thread():
-                    v = model.inputs(flat.reshape(int(keep.sum()), -1)).astype(np.float32)
-                v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-                index.add(keys[keep], v, threads=os.cpu_count() or 1)
+    for batch in embeddings.batches(["path", "embedding"], batch_size=8192):
+        keys = np.array([image_key(p) for p in batch.column("path").to_pylist()], np.uint64)
+        keep = np.array([int(k) in todo for k in keys], bool)
+        if not keep.any():
+            continue
+        emb = batch.column("embedding").filter(pa.array(keep))
+        flat = np.asarray(pc.list_flatten(emb).to_numpy(zero_copy_only=False), np.float32)
+        with one_blas_thread():
+            v = model.inputs(flat.reshape(int(keep.sum()), -1)).astype(np.float32)
+        v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+        index.add(keys[keep], v, threads=os.cpu_count() or 1)
 
 
 class SavedIndex:
@@ -184,17 +171,13 @@ class SavedIndex:
         i = int(np.searchsorted(self.keys, np.uint64(key)))
         return i if i < len(self.keys) and int(self.keys[i]) == key else None
 
-    def entry_at(self, row: int):
-        from .index import Entry
-
+    def entry_at(self, row: int) -> Entry:
         get = lambda c: self.entries_table.column(c)[row].as_py() if c in self.entries_table.column_names else None  # noqa: E731
         path, raw = get("path"), get("path_bytes")
         return Entry(f"{int(self.keys[row]):016x}", path, os.fsdecode(raw) if raw is not None else path,
                      get("label"), get("split"))
 
-    def search(self, inputs: np.ndarray, k: int = 8):
-        from .index import Neighbour
-
+    def search(self, inputs: np.ndarray, k: int = 8) -> list[Neighbour]:
         k = min(k, len(self.keys))
         if k <= 0:
             return []
@@ -208,27 +191,22 @@ class SavedIndex:
                 out.append(Neighbour(self.entry_at(row), float(1.0 - distance)))  # ip distance = 1 - inner product
         return out
 
-    def entry(self, id_: str):
-        from .index import ID_PATTERN
-
+    def entry(self, id_: str) -> Entry | None:
         if not isinstance(id_, str) or not ID_PATTERN.match(id_):
             return None
         row = self._row(int(id_, 16))
         return None if row is None else self.entry_at(row)
 
-    def read_image(self, entry):
-        from ..embedding.decode import image_format
-        from .index import MEDIA_TYPES
-
-        data = Location.of(entry.source, self.s3).read_bytes()
-        return data, MEDIA_TYPES.get(image_format(data) or "", "application/octet-stream")
+    def read_image(self, entry: Entry) -> tuple[bytes, str]:
+        """The image's bytes and media type. Raises FileNotFoundError when it is gone."""
+        return read_image(entry, self.s3)
 
     @classmethod
     def open(cls, where: Location, model: PortableModel) -> "SavedIndex | None":
         """OUTPUT/index when it was built for this model (else None: the caller builds one in memory)."""
         from usearch.index import Index
 
-        manifest = read_manifest(where / INDEX)
+        manifest = Dataset.at(where / INDEX).manifest
         if manifest is None or manifest.params.get("model") != model_fingerprint(model):
             return None
         local_copy = None
@@ -241,6 +219,5 @@ class SavedIndex:
                 shutil.copyfileobj(src, dst, 16 << 20)
             path = local_copy
         index = Index.restore(path, view=True)
-        with (where / INDEX / ENTRIES).open("rb") as fh:
-            entries = pq.read_table(fh, columns=["key", "path", "label", "split", "path_bytes"])
+        entries = Dataset.at(where / INDEX / ENTRIES).table(["key", "path", "label", "split", "path_bytes"])
         return cls(where, index, entries, where.s3, local_copy)

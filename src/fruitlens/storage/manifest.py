@@ -69,16 +69,3 @@ def read_manifest(dataset: Location) -> Manifest | None:
 def write_manifest(folder: Location, manifest: Manifest) -> None:
     manifest_location(folder).write_json(manifest.to_json())
 
-
-def dataset_files(dataset: Location) -> list[Location]:
-    """Files of a dataset: those its manifest lists, else every *.parquet under it (a dataset
-    written by another tool), or the location itself when it is one file."""
-    fs, path = dataset.fs, dataset.path
-    if fs.isfile(path):
-        return [dataset]
-    manifest = read_manifest(dataset)
-    if manifest is not None:
-        return [dataset / f["path"] for f in manifest.files]
-    found = sorted(p for p in fs.find(path) if p.endswith(".parquet")
-                   and "/_" not in p[len(path):] and "/." not in p[len(path):])
-    return [dataset.child(p) for p in found]
