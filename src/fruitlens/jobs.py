@@ -35,6 +35,7 @@ from .report import (
     write_report,
     write_scree,
 )
+from .spark.datasets import read_dataframe
 from .spark.session import get_session, versions
 from .storage.dataset import Dataset
 from .storage.location import Location, S3Options, storage_errors
@@ -159,7 +160,7 @@ def run_reduce(cfg: ReduceConfig, spark_cfg: SparkConfig, spark=None, quiet: boo
               ("features", PCA, "explained_variance.csv", "scree.png", "report.json"), spark_cfg, spark, quiet) as ctx:
         dataset = Dataset.at(source)
         with storage_errors(source, "cannot read EMBEDDINGS"):
-            embeddings = dataset.dataframe(ctx.spark)
+            embeddings = read_dataframe(ctx.spark, dataset)
         _reduce_into(ctx, cfg, embeddings, dataset.params if dataset.published else None, fitted)
     return ctx.report
 
@@ -175,7 +176,7 @@ def run_all(feat_cfg: FeaturizeConfig, red_cfg: ReduceConfig, spark_cfg: SparkCo
         result = _featurize_into(ctx, feat_cfg, embedder, source)
         if result.ok == 0:
             raise FruitlensError(f"none of the {result.found:,} images could be used; see {ctx.run.path('errors').uri}")
-        embeddings = Dataset.at(ctx.run.path("embeddings")).dataframe(ctx.spark)
+        embeddings = read_dataframe(ctx.spark, Dataset.at(ctx.run.path("embeddings")))
         _reduce_into(ctx, red_cfg, embeddings, embedder.params, fitted)
     return ctx.report
 
@@ -286,7 +287,7 @@ def run_classify(cfg: ClassifyConfig, spark_cfg: SparkConfig, spark=None, quiet:
         _featurize_into(ctx, cfg, embedder, source)
         t1 = time.perf_counter()
         with storage_errors(out, "cannot write OUTPUT"):
-            embeddings = Dataset.at(ctx.run.path("embeddings")).dataframe(ctx.spark)
+            embeddings = read_dataframe(ctx.spark, Dataset.at(ctx.run.path("embeddings")))
             ctx.report["classify"] = predictions(ctx.spark, embeddings, model, catalogue, ctx.run.target("predictions"),
                                                  source.name)
         ctx.report["classify"]["wall_s"] = round(time.perf_counter() - t1, 3)

@@ -97,13 +97,6 @@ PARTS = pa.schema([pa.field("dataset", pa.string()), pa.field("file", pa.string(
 LISTED = pa.schema([pa.field("kind", pa.string()), *INPUT])
 
 
-def spark_type(schema: pa.Schema):
-    """The Spark StructType of an Arrow schema (for mapInArrow and createDataFrame)."""
-    from pyspark.sql.pandas.types import from_arrow_schema
-
-    return from_arrow_schema(schema)
-
-
 # The `split` column: a folder below INPUT (or INPUT itself) with one of these names, any case, puts
 # the images under it in that split (Fruits-360's Training/ and Test/, and the names most datasets
 # use); a `validation` split, when a collection has one, is the split `train` chooses on.

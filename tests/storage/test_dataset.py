@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from fruitlens import FruitlensError
+from fruitlens.spark.datasets import read_dataframe
 from fruitlens.storage.dataset import Dataset
 from fruitlens.storage.location import Location
 from fruitlens.storage.publish import publish, publish_tree, staged_parts
@@ -106,7 +107,7 @@ def test_a_missing_dataset_says_so_in_one_line(tmp_path):
     assert not dataset.exists and not dataset.published
     assert dataset.files == [] and dataset.params == {} and dataset.rows == 0
     assert dataset.table().num_rows == 0  # callers say what was expected (e.g. "holds no embeddings")
-    for read in (lambda: dataset.schema, dataset.arrow_dataset, lambda: dataset.dataframe(spark=None)):
+    for read in (lambda: dataset.schema, dataset.arrow_dataset, lambda: read_dataframe(None, dataset)):
         with pytest.raises(FruitlensError, match=f"^no Parquet files in {tmp_path / 'nothing-here'}$"):
             read()
 
@@ -146,7 +147,7 @@ def test_spark_reads_exactly_the_published_files_locally_and_from_s3(spark, tmp_
     pq.write_table(rows(["intruder/1.jpg"]), os.path.join(local.path, "part-99999-manual.parquet"))
     remote = published(bucket / "spark", [["apple/1.jpg", "apple/2.jpg"], ["pear/1.jpg"]])
     for where in (local, remote):  # Spark's JVM reads local files; s3:// goes through the tasks (no S3 connector)
-        df = Dataset.at(where).dataframe(spark)
+        df = read_dataframe(spark, Dataset.at(where))
         assert df.columns == ["path", "label", "embedding"]
         got = sorted((r["path"], r["label"], list(r["embedding"])) for r in df.collect())
         assert got == [("apple/1.jpg", "apple", [0.0, 1.0]), ("apple/2.jpg", "apple", [1.0, 1.0]),

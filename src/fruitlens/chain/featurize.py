@@ -24,6 +24,7 @@ from .. import FruitlensError, schemas
 from ..config import EmbedSettings
 from ..embedding.embedder import Embedder
 from ..schemas import ImageRef
+from ..spark.datasets import spark_type
 from ..spark.progress import spark_progress
 from ..storage.dataset import Dataset
 from ..storage.location import Location, storage_errors
@@ -146,7 +147,7 @@ def _list(spark, source: Location, listing: Listing | None = None) -> _Listed:
     rows = [tuple(r.row()[n] for n in names) for r in listing.images]
     found = len(rows)
     df = spark.createDataFrame(spark.sparkContext.parallelize(rows, max(1, min(found // 2048, 64))) if rows else [],
-                               schemas.spark_type(schemas.INPUT))
+                               spark_type(schemas.INPUT))
     del rows
     if not prefixes:
         return _Listed(df, found, listing, "driver", None)
@@ -193,7 +194,7 @@ def _embed(spark, cfg: EmbedSettings, embedder: Embedder, source: Location, targ
     if plan.n_embed:
         to_embed = plan.to_embed.select(*schemas.INPUT.names).repartition(partitions)
         with spark_progress(spark, f"embedding {plan.n_embed:,} images"):
-            embedded = to_embed.mapInArrow(embed_partition, schemas.spark_type(schemas.PARTS))
+            embedded = to_embed.mapInArrow(embed_partition, spark_type(schemas.PARTS))
             parts = [r.asDict() for r in embedded.collect()]
     return _Embedded(parts, partitions, accumulator.value, time.perf_counter() - t0)
 
@@ -251,7 +252,7 @@ def _list_in_tasks(spark, prefixes: list[Location], root: Location):
     listed = (
         spark.createDataFrame([(i,) for i in range(len(prefixes))], "prefix int")
         .repartition(min(len(prefixes), sc.defaultParallelism * 4))
-        .mapInArrow(list_partition, schemas.spark_type(schemas.LISTED))
+        .mapInArrow(list_partition, spark_type(schemas.LISTED))
         .persist(StorageLevel.MEMORY_AND_DISK)
     )
     with spark_progress(spark, f"listing {len(prefixes):,} prefixes"):
@@ -283,7 +284,7 @@ def _rewrite(spark, rewrites, targets: dict, first_partition: int, embeddings_sc
     index = spark.createDataFrame([(i,) for i in range(len(rewrites))], "i int")
     index = index.repartition(max(1, min(len(rewrites), spark.sparkContext.defaultParallelism * 2)))
     with spark_progress(spark, f"rewriting {len(rewrites):,} part files without removed rows"):
-        return [r.asDict() for r in index.mapInArrow(rewrite_partition, schemas.spark_type(schemas.PARTS)).collect()]
+        return [r.asDict() for r in index.mapInArrow(rewrite_partition, spark_type(schemas.PARTS)).collect()]
 
 
 def _reasons(errors: Location) -> dict:

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import schemas
+from ..spark.datasets import spark_type
 from ..storage.dataset import Dataset
 from ..storage.location import Location
 from ..storage.writer import STAGING
@@ -184,7 +185,7 @@ def _decided(spark, current, sources: list[SourceFile], published: list[int]):
     index = index.repartition(max(1, min(len(sources), spark.sparkContext.defaultParallelism * 4)))
     rank = F.col("src").isin(published).cast("int") if published else F.lit(0)
     version = ["size_bytes", "modified_ns", "etag"]
-    prev = (index.mapInArrow(read, schemas.spark_type(IDENTITY_ROWS))
+    prev = (index.mapInArrow(read, spark_type(IDENTITY_ROWS))
             .select("src", "row", "path", "path_bytes", F.struct(*version).alias("p_version"), "reusable",
                     (1 - rank).alias("p_rank")))
     cur = current.select(*schemas.INPUT.names, F.struct(*version).alias("c_version"))

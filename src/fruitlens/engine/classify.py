@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from .. import schemas
 from ..catalogue import Catalogue
-from ..spark.datasets import write_dataframe
+from ..spark.datasets import spark_type, write_dataframe
 from ..spark.progress import spark_progress
 from ..storage.writer import Target
 from .model import PortableModel
@@ -69,7 +69,7 @@ def _classified(embeddings_df, shared, views: int, batch: int):
                 }, schema=schemas.PREDICTIONS)
 
     columns = ["path", "label", "split", "path_bytes", "embedding"] + (["views"] if views > 1 else [])
-    return embeddings_df.select(*columns).mapInArrow(classify_partition, schemas.spark_type(schemas.PREDICTIONS))
+    return embeddings_df.select(*columns).mapInArrow(classify_partition, spark_type(schemas.PREDICTIONS))
 
 
 def _counts(spark, df, model: PortableModel, catalogue: Catalogue) -> _Counts:

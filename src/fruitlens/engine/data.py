@@ -19,6 +19,7 @@ import numpy as np
 from .. import FruitlensError, schemas
 from ..catalogue import Catalogue
 from ..embedding.views import Views
+from ..spark.datasets import read_dataframe
 from ..storage.dataset import Dataset
 from ..storage.location import Location
 
@@ -266,7 +267,7 @@ class SparkData:
         self.unknown, self.counts = {}, {}
         has_views = False
         for index, coll in enumerate(collections):
-            df = Dataset.at(coll.location).dataframe(spark)
+            df = read_dataframe(spark, Dataset.at(coll.location))
             schemas.check_embeddings_columns(df.columns, coll.location.uri)
             view_col = F.col("views") if "views" in df.columns else F.lit(None).cast("array<array<float>>")
             has_views |= "views" in df.columns

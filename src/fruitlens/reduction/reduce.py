@@ -18,9 +18,9 @@ import numpy as np
 
 from .. import FruitlensError, schemas
 from ..config import ReduceConfig
-from ..spark.datasets import write_dataframe
+from ..spark.datasets import jvm_can_read, write_dataframe
 from ..spark.progress import spark_progress
-from ..storage.dataset import Dataset, jvm_can_read
+from ..storage.dataset import Dataset
 from ..storage.location import Location
 from ..storage.publish import publish_staged_tree, publish_tree
 from ..storage.writer import Target

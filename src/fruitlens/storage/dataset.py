@@ -1,7 +1,7 @@
 """One reader for every fruitlens dataset: `Dataset.at(location)` resolves once what is there
-(its manifest, its files) and reads it as pyarrow tables or batches, a `pyarrow.dataset`, or a Spark
-DataFrame. Every module that reads a dataset goes through it; writing stays with `writer` and
-`publish`.
+(its manifest, its files) and reads it as pyarrow tables or batches or a `pyarrow.dataset`; its Spark
+DataFrame is `spark.datasets.read_dataframe(spark, dataset)` (Spark at the edge: storage imports no
+Spark). Every module that reads a dataset goes through it; writing stays with `writer` and `publish`.
 
 `Dataset` says what a reader can ask; `ManifestParquet` is today's format (Parquet part files and
 the `_SUCCESS` manifest that `publish` writes, or the Parquet files of a dataset another tool
@@ -21,7 +21,7 @@ from functools import cached_property
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .. import FruitlensError, schemas
+from .. import FruitlensError
 from .location import Location, S3Options
 from .manifest import Manifest, read_manifest
 
@@ -96,10 +96,6 @@ class Dataset(ABC):
     def arrow_dataset(self):
         """A `pyarrow.dataset.Dataset` over exactly the files readers see (filters, projections, scanners)."""
 
-    @abstractmethod
-    def dataframe(self, spark):
-        """The rows as a Spark DataFrame of `spark`; FruitlensError when there is no data file."""
-
 
 class ManifestParquet(Dataset):
     """Parquet files, with the `_SUCCESS` manifest `publish` writes (the files it lists), or
@@ -162,38 +158,6 @@ class ManifestParquet(Dataset):
         self._first_file()
         return ds.dataset([f.path for f in self.files], format="parquet", filesystem=self.location.fs)
 
-    def dataframe(self, spark):
-        """Read by Spark's JVM where it reaches the store (local files; s3:// on EMR through
-        EMRFS), else through the tasks with pyarrow + fsspec (PyPI's PySpark has no S3 connector)."""
-        files = self.files
-        if not files:
-            raise FruitlensError(f"no Parquet files in {self.location.uri}")
-        if jvm_can_read(spark, self.location):
-            return spark.read.parquet(*[f.spark_uri for f in files])
-        arrow_schema = self.schema
-
-        def read_files(batches):
-            for batch in batches:
-                for i in batch.column(0).to_pylist():
-                    with files[i].open("rb") as f:
-                        yield from pq.ParquetFile(f).iter_batches(batch_size=4096)
-
-        index = spark.createDataFrame([(i,) for i in range(len(files))], "i int").repartition(min(len(files), 64) or 1)
-        return index.mapInArrow(read_files, schemas.spark_type(arrow_schema))
-
 
 def _present(columns: Sequence[str] | None, names: list[str]) -> list[str] | None:
     return None if columns is None else [c for c in columns if c in names]
-
-
-def jvm_can_read(spark, where: Location) -> bool:
-    """Whether Spark's JVM (Hadoop's file systems) reaches `where`'s store: always for local
-    files; s3:// only where a connector is installed (EMR's EMRFS)."""
-    if where.is_local:
-        return True
-    try:
-        context = spark.sparkContext
-        context._jvm.org.apache.hadoop.fs.FileSystem.getFileSystemClass(where.scheme, context._jsc.hadoopConfiguration())
-        return True
-    except Exception:  # noqa: BLE001 - "No FileSystem for scheme"
-        return False
