@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/lint.sh
 
-# The page's browser test (tests/serve/test_serve.py) drives Debian's chromium with Playwright (never
+# The page's browser test (tests/serve/test_page.py) drives Debian's chromium with Playwright (never
 # `playwright install`: it downloads its own browser build).
 if [ ! -x /usr/bin/chromium ]; then
   as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else return 1; fi; }

@@ -1,9 +1,13 @@
 """`fruitlens serve`: the identification service (HTTP API + web page).
 
-One role per module: `metadata.py` (species names and information, in English and French),
-`index.py` (the neighbour index), `feedback.py` (users' corrections, kept with consent), `limits.py`
-(API keys, rate limits), `service.py` (everything loaded once, shared by requests), `app.py` (the
-FastAPI app built from a loaded service), `static/` (the page: plain HTML/CSS/JS).
+One role per module: `species_info.py` (species names and information, in English and French),
+`index.py` and `saved_index.py` (the neighbour index), `feedback.py` (users' corrections, kept with
+consent), `limits.py` (API keys, rate limits), `service.py` (everything loaded once, shared by
+requests); on the web: `app.py` (`create_app`: the FastAPI app assembled for a loaded service),
+`routers/` (one APIRouter per resource: identify, species, images, feedback, health, the page),
+`schemas.py` (the answers' pydantic models), `deps.py` (the dependencies: the service, the rate
+limit, the language), `errors.py` (one-line JSON errors), `middleware.py` (upload limit, capacity),
+`static/` (the page: plain HTML/CSS/JS).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The loaded service: one classifier, its backbone interpreter(s), the species catalog and the
-neighbour index, shared by every request. Plain Python, no HTTP: app.py puts it on the web.
+"""The loaded service: one classifier, its backbone interpreter(s), the species information and the
+neighbour index, shared by every request. Plain Python, no HTTP: app.py and routers/ put it on the web.
 
 The LiteRT backbone is stateful (one input tensor, one invoke at a time), so concurrent requests
 take an interpreter from the embedder's pool (`interpreters`, default 2, each with cores / 2 threads;
@@ -27,7 +27,7 @@ from ..storage.location import Location
 from .feedback import FeedbackStore
 from .index import NeighbourIndex
 from .limits import ApiKeys, RateLimiter
-from .metadata import Catalog
+from .species_info import SpeciesInformation
 
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
 
@@ -65,13 +65,11 @@ class PhotoCache:
 
 
 class Service:
-    def __init__(self, identifier: Identifier, catalog: Catalog, index: NeighbourIndex, cfg: ServeConfig,
-                 catalogue: Catalogue | None = None, feedback: FeedbackStore | None = None,
-                 keys: ApiKeys | None = None):
+    def __init__(self, identifier: Identifier, information: SpeciesInformation, index: NeighbourIndex,
+                 cfg: ServeConfig, feedback: FeedbackStore | None = None, keys: ApiKeys | None = None):
         self.identifier = identifier
         self.model = identifier.model
-        self.catalog = catalog
-        self.catalogue = catalogue or Catalogue.of_labels(self.model.classes)
+        self.information = information
         self.index = index
         self.cfg = cfg
         self.feedback = feedback
@@ -106,7 +104,7 @@ def load_service(cfg: ServeConfig, say=print) -> Service:
     for info in places:
         if info.is_local and not os.path.isdir(info.path):
             raise FruitlensError(f"--info: no folder at {info.uri} (the Fruits-360 metadata or GroceryStore's folder)")
-    catalog = Catalog.load(places, model.classes, model.families, catalogue)
+    information = SpeciesInformation.load(places, model.classes, model.families, catalogue)
     index_loc = Location.of(cfg.index, cfg.s3)
     if index_loc.is_local and not os.path.isdir(index_loc.path):
         raise FruitlensError(f"--index: no folder at {index_loc.uri} (a folder `fruitlens run` wrote)")
@@ -126,7 +124,7 @@ def load_service(cfg: ServeConfig, say=print) -> Service:
         f"{model.views} view(s) a photo, {cfg.interpreters} interpreter(s) x {threads} thread(s)")
     say(f"[serve] index: {len(index):,} images, {index.dim}-d features, {index.kind} search "
         f"(loaded in {t2 - t1:.1f} s)")
-    missing = catalog.missing
+    missing = information.missing
     say(f"[serve] species information: {len(model.classes) - len(missing)} of {len(model.classes)} species"
         + (f"; none for: {', '.join(missing[:12])}{' ...' if len(missing) > 12 else ''}" if missing
            else "; every species has some"))
@@ -138,4 +136,4 @@ def load_service(cfg: ServeConfig, say=print) -> Service:
     say(f"[serve] ready in {time.perf_counter() - t0:.1f} s")
     if feedback is not None:
         feedback.start_expiry()
-    return Service(identifier, catalog, index, cfg, catalogue, feedback, keys)
+    return Service(identifier, information, index, cfg, feedback, keys)

@@ -256,8 +256,9 @@ class Species:
                 "description": self.description, "note": note, "sources": self.sources}
 
 
-class Catalog:
-    """Every class of the model with its names and information (or none)."""
+class SpeciesInformation:
+    """Every class of the model with its names and information (or none). The labels each species
+    is found by come from `catalogue.Catalogue` (labels -> species and family)."""
 
     def __init__(self, classes: list[str], families: list[str], catalogue: Catalogue, sources: list,
                  names: Names | None = None):
@@ -291,7 +292,7 @@ class Catalog:
 
     @classmethod
     def load(cls, places: list[Location], classes: list[str], families: list[str] | None = None,
-             catalogue: Catalogue | None = None) -> "Catalog":
+             catalogue: Catalogue | None = None) -> "SpeciesInformation":
         """From the information folders (local or on S3)."""
         sources = [load_source(where) for where in places]
         return cls(classes, families or list(classes), catalogue or Catalogue.of_labels(classes), sources)

@@ -1,0 +1,20 @@
+"""`GET /health`: the service is up, and what it serves."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from ... import __version__
+from ...catalogue import LANGUAGES
+from ..deps import get_service
+from ..schemas import Health
+from ..service import Service
+
+router = APIRouter(tags=["service"])
+
+
+@router.get("/health", response_model=Health)
+async def health(service: Service = Depends(get_service)):
+    return {"status": "ok", "version": __version__, "classes": len(service.model.classes),
+            "indexed_images": len(service.index), "search": service.index.kind, "interpreters": service.interpreters,
+            "feedback": service.feedback is not None, "languages": list(LANGUAGES)}
