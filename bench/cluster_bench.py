@@ -30,12 +30,19 @@ def featurize_on(workers: int, images: Path) -> dict:
         out = Path(tmp) / "out"
         env = {**os.environ, "FRUITLENS_MODEL_DIR": str(MODELS)}
         t0 = time.perf_counter()
-        subprocess.run([str(REPO / ".venv/bin/fruitlens"), "featurize", str(images), str(out), "--quiet",
-                        "--master", cluster.url], check=True, env=env)
+        subprocess.run(
+            [str(REPO / ".venv/bin/fruitlens"), "featurize", str(images), str(out), "--quiet", "--master", cluster.url],
+            check=True,
+            env=env,
+        )
         wall = time.perf_counter() - t0
         stages = json.loads((out / "report.json").read_text())["featurize"]["stages"]
-        return {"workers": workers, "process_wall_s": round(wall, 1), "embed_images_per_s": stages["embed"]["images_per_s"],
-                "total_images_per_s": stages["total"]["images_per_s"]}
+        return {
+            "workers": workers,
+            "process_wall_s": round(wall, 1),
+            "embed_images_per_s": stages["embed"]["images_per_s"],
+            "total_images_per_s": stages["total"]["images_per_s"],
+        }
 
 
 def main() -> None:
@@ -47,11 +54,15 @@ def main() -> None:
     alone = model_only(1, 1, 16, args.seconds)
     one = featurize_on(1, images)
     two = featurize_on(2, images)
-    result = {"images": args.images, "model_alone_one_core_images_per_s": round(alone, 1),
-              "one_worker": one, "two_workers": two,
-              "one_worker_embed_vs_model_alone_one_core": round(one["embed_images_per_s"] / alone, 2),
-              "speedup_embed": round(two["embed_images_per_s"] / one["embed_images_per_s"], 2),
-              "speedup_total": round(two["total_images_per_s"] / one["total_images_per_s"], 2)}
+    result = {
+        "images": args.images,
+        "model_alone_one_core_images_per_s": round(alone, 1),
+        "one_worker": one,
+        "two_workers": two,
+        "one_worker_embed_vs_model_alone_one_core": round(one["embed_images_per_s"] / alone, 2),
+        "speedup_embed": round(two["embed_images_per_s"] / one["embed_images_per_s"], 2),
+        "speedup_total": round(two["total_images_per_s"] / one["total_images_per_s"], 2),
+    }
     WORK.mkdir(parents=True, exist_ok=True)
     (WORK / "cluster_bench.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))

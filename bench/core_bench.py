@@ -37,10 +37,19 @@ def _core_worker(io_threads: int, files: list[str], queue) -> None:
     embedder = Embedder.resolve(DEFAULT_BACKBONE, backbone_file=str(fb.MODELS))
     out_dir = tempfile.mkdtemp(prefix="fruitlens-core-")
     out = Location.of(out_dir)
-    task = runner.EmbedTask(input=Location.of(str(fb.SAMPLE)), embeddings=Target(out / "embeddings", out, "b"),
-                            errors=Target(out / "errors", out, "b"), embedder=embedder, io_threads=io_threads)
-    rows = [dict(path=f, label=Path(f).parent.name, split="train", size_bytes=0, modified_ns=None, etag=None,
-                 path_bytes=None) for f in files]
+    task = runner.EmbedTask(
+        input=Location.of(str(fb.SAMPLE)),
+        embeddings=Target(out / "embeddings", out, "b"),
+        errors=Target(out / "errors", out, "b"),
+        embedder=embedder,
+        io_threads=io_threads,
+    )
+    rows = [
+        dict(
+            path=f, label=Path(f).parent.name, split="train", size_bytes=0, modified_ns=None, etag=None, path_bytes=None
+        )
+        for f in files
+    ]
     runner.run_partition(task, rows[:64], 0, 0)  # warm: the model loaded, the interpreter allocated
     c0, t0 = time.process_time(), time.perf_counter()
     result = runner.run_partition(task, rows, 1, 0)
@@ -53,8 +62,10 @@ def _core_worker(io_threads: int, files: list[str], queue) -> None:
 def core(processes: int, io_threads: int, files: list[str], per_process: int) -> tuple[float, float]:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    procs = [ctx.Process(target=_core_worker, args=(io_threads, files[i::processes][:per_process], queue))
-             for i in range(processes)]
+    procs = [
+        ctx.Process(target=_core_worker, args=(io_threads, files[i::processes][:per_process], queue))
+        for i in range(processes)
+    ]
     for p in procs:
         p.start()
     results = [queue.get() for _ in procs]
@@ -76,18 +87,28 @@ def main() -> None:
         model = fb.model_only(processes, 1, 16, args.seconds)
         for io_threads in (4, 1):
             rate, cpu_ms = core(processes, io_threads, files, args.images)
-            rows.append({"model_alone_images_per_s": round(model, 1), "io_threads": io_threads,
-                         "core_images_per_s": round(rate, 1), "ratio": round(rate / model, 3),
-                         "core_cpu_ms_per_image": round(cpu_ms, 2),
-                         "model_cpu_ms_per_image": round(processes / model * 1000, 2)})
+            rows.append(
+                {
+                    "model_alone_images_per_s": round(model, 1),
+                    "io_threads": io_threads,
+                    "core_images_per_s": round(rate, 1),
+                    "ratio": round(rate / model, 3),
+                    "core_cpu_ms_per_image": round(cpu_ms, 2),
+                    "model_cpu_ms_per_image": round(processes / model * 1000, 2),
+                }
+            )
             print(rows[-1], flush=True)
     fb.WORK.mkdir(parents=True, exist_ok=True)
     (fb.WORK / "core_bench.json").write_text(json.dumps(rows, indent=1))
-    print("\n| round | model alone img/s | `--io-threads` | core img/s | **core / model** | CPU ms/img core vs model |\n"
-          "| --- | --- | --- | --- | --- | --- |")
+    print(
+        "\n| round | model alone img/s | `--io-threads` | core img/s | **core / model** | CPU ms/img core vs model |\n"
+        "| --- | --- | --- | --- | --- | --- |"
+    )
     for i, r in enumerate(rows):
-        print(f"| {i // 2 + 1} | {r['model_alone_images_per_s']} | {r['io_threads']} | {r['core_images_per_s']} | "
-              f"**{r['ratio']:.2f}** | {r['core_cpu_ms_per_image']} vs {r['model_cpu_ms_per_image']} |")
+        print(
+            f"| {i // 2 + 1} | {r['model_alone_images_per_s']} | {r['io_threads']} | {r['core_images_per_s']} | "
+            f"**{r['ratio']:.2f}** | {r['core_cpu_ms_per_image']} vs {r['model_cpu_ms_per_image']} |"
+        )
 
 
 if __name__ == "__main__":

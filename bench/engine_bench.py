@@ -46,8 +46,11 @@ def sh(*args) -> float:
 
 def percentiles(seconds: list[float]) -> dict:
     ms = np.array(seconds) * 1000
-    return {"p50_ms": round(float(np.percentile(ms, 50)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2),
-            "mean_ms": round(float(ms.mean()), 2)}
+    return {
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p99_ms": round(float(np.percentile(ms, 99)), 2),
+        "mean_ms": round(float(ms.mean()), 2),
+    }
 
 
 def latency(model: Path, threads: int) -> dict:
@@ -71,8 +74,12 @@ def latency(model: Path, threads: int) -> dict:
             backbone.embed(x)
             alone.append(time.perf_counter() - t0)
     a, b = percentiles(pipeline), percentiles(alone)
-    return {"threads": threads, "predict_one_photo": a, "model_alone_one_image": b,
-            "ratio_p50": round(a["p50_ms"] / b["p50_ms"], 3)}
+    return {
+        "threads": threads,
+        "predict_one_photo": a,
+        "model_alone_one_image": b,
+        "ratio_p50": round(a["p50_ms"] / b["p50_ms"], 3),
+    }
 
 
 def non_fruit(model: Path) -> dict:
@@ -84,8 +91,13 @@ def non_fruit(model: Path) -> dict:
     out = {}
     for name, data in non_fruit_photos().items():
         p = identifier.identify(data)
-        out[name] = {"not_sure": p.not_sure, "why": p.why, "best_guess": p.predicted,
-                     "probability": round(p.top[0][1], 3), "novelty": round(p.novelty, 3)}
+        out[name] = {
+            "not_sure": p.not_sure,
+            "why": p.why,
+            "best_guess": p.predicted,
+            "probability": round(p.top[0][1], 3),
+            "novelty": round(p.novelty, 3),
+        }
     return out
 
 
@@ -100,13 +112,22 @@ def main() -> None:
     # Incremental: reuses the embeddings of an earlier run only if they were made the same way
     # (backbone, model file, size, resize), so a change to how images are embedded is picked up.
     results["featurize_sample_s"] = round(sh("featurize", str(SAMPLE), str(emb), "--quiet"), 1)
-    t = float("nan") if args.reuse_model and (model / "report.json").exists() else sh("train", str(emb), str(model), "--quiet")
+    t = (
+        float("nan")
+        if args.reuse_model and (model / "report.json").exists()
+        else sh("train", str(emb), str(model), "--quiet")
+    )
     report = json.loads((model / "report.json").read_text())
-    results["train"] = {"wall_s": round(t, 1), "candidates": report["candidates"], "chosen": report["chosen"]["candidate"],
-                        "params": report["chosen"]["params"], "pca_k": report["pca_k"],
-                        "test": {k: report["chosen"]["test"][k] for k in ("accuracy", "top5_accuracy", "macro_f1")},
-                        "not_sure": report["chosen"]["not_sure"],
-                        "most_confused": report["chosen"]["test"]["most_confused"][:5]}
+    results["train"] = {
+        "wall_s": round(t, 1),
+        "candidates": report["candidates"],
+        "chosen": report["chosen"]["candidate"],
+        "params": report["chosen"]["params"],
+        "pca_k": report["pca_k"],
+        "test": {k: report["chosen"]["test"][k] for k in ("accuracy", "top5_accuracy", "macro_f1")},
+        "not_sure": report["chosen"]["not_sure"],
+        "most_confused": report["chosen"]["test"]["most_confused"][:5],
+    }
     print(json.dumps(results["train"], indent=1), flush=True)
 
     results["latency"] = latency(model, args.threads)
@@ -121,10 +142,15 @@ def main() -> None:
     c = json.loads((cls_out / "report.json").read_text())
     n = f["featurize"]["inputs"]["images_found"]
     results["classify"] = {
-        "images": n, "featurize_wall_s": f["wall_s"], "classify_wall_s": c["wall_s"],
-        "featurize_images_per_s": round(n / f["wall_s"], 1), "classify_images_per_s": round(n / c["wall_s"], 1),
-        "ratio": round(f["wall_s"] / c["wall_s"], 3), "classify_stage_s": c["classify"]["wall_s"],
-        "accuracy": c["classify"]["accuracy"], "coverage": c["classify"]["coverage"],
+        "images": n,
+        "featurize_wall_s": f["wall_s"],
+        "classify_wall_s": c["wall_s"],
+        "featurize_images_per_s": round(n / f["wall_s"], 1),
+        "classify_images_per_s": round(n / c["wall_s"], 1),
+        "ratio": round(f["wall_s"] / c["wall_s"], 3),
+        "classify_stage_s": c["classify"]["wall_s"],
+        "accuracy": c["classify"]["accuracy"],
+        "coverage": c["classify"]["coverage"],
         "answered_accuracy": c["classify"]["answered_accuracy"],
     }
     print(json.dumps(results["classify"]), flush=True)
@@ -139,12 +165,16 @@ def main() -> None:
     for r in results["train"]["candidates"]:
         print(f"| {r['candidate']} | {r['seconds']} | {r['iterations']} | {r['validation_accuracy']:.2%} |")
     test = results["train"]["test"]
-    print(f"chosen {results['train']['chosen']}: test {test['accuracy']:.2%}, top-5 {test['top5_accuracy']:.2%}, "
-          f"macro-F1 {test['macro_f1']:.4f}")
+    print(
+        f"chosen {results['train']['chosen']}: test {test['accuracy']:.2%}, top-5 {test['top5_accuracy']:.2%}, "
+        f"macro-F1 {test['macro_f1']:.4f}"
+    )
     lat = results["latency"]
     photo, alone = lat["predict_one_photo"], lat["model_alone_one_image"]
-    print(f"\npredict one photo: p50 {photo['p50_ms']} ms, p99 {photo['p99_ms']} ms;"
-          f" model alone: p50 {alone['p50_ms']} ms, p99 {alone['p99_ms']} ms")
+    print(
+        f"\npredict one photo: p50 {photo['p50_ms']} ms, p99 {photo['p99_ms']} ms;"
+        f" model alone: p50 {alone['p50_ms']} ms, p99 {alone['p99_ms']} ms"
+    )
     print("\n| photo | not sure | why | best guess | p | novelty |\n| --- | --- | --- | --- | --- | --- |")
     for name, v in results["non_fruit"].items():
         print(f"| {name} | {v['not_sure']} | {v['why']} | {v['best_guess']} | {v['probability']} | {v['novelty']} |")

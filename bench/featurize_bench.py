@@ -62,7 +62,7 @@ def _model_only_worker(threads: int, batch: int, seconds: float, queue, size=Non
     spec = backbones.at_size(backbones.get_spec(DEFAULT_BACKBONE), size)  # what featurize runs by default
     # The published network alone, at its input size (no in-graph resize: featurize pays for that).
     model = backbones.load(spec, str(MODELS / spec.file.filename), threads, resize_in_graph=False)
-    files = sorted(SAMPLE.rglob("*.jpg"))[::50][:batch * 4]
+    files = sorted(SAMPLE.rglob("*.jpg"))[::50][: batch * 4]
     images = np.stack([decode_image(f.read_bytes(), spec.input_size, 10**8) for f in files])
     batches = [images[i : i + batch] for i in range(0, len(images), batch)]
     model.embed(batches[0])
@@ -76,7 +76,9 @@ def _model_only_worker(threads: int, batch: int, seconds: float, queue, size=Non
 def model_only(processes: int, threads: int, batch: int, seconds: float, size=None) -> float:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    procs = [ctx.Process(target=_model_only_worker, args=(threads, batch, seconds, queue, size)) for _ in range(processes)]
+    procs = [
+        ctx.Process(target=_model_only_worker, args=(threads, batch, seconds, queue, size)) for _ in range(processes)
+    ]
     for p in procs:
         p.start()
     rates = [queue.get() for _ in procs]
@@ -111,10 +113,16 @@ def task_times(event_dir: Path) -> dict:
             tasks.setdefault(event["Stage ID"], []).append((info["Finish Time"] - info["Launch Time"]) / 1000)
     durations = sorted(max(tasks.values(), key=len))
     pick = lambda q: durations[min(len(durations) - 1, int(q * len(durations)))]  # noqa: E731
-    return {"tasks": len(durations), "min_s": round(durations[0], 2), "median_s": round(pick(0.5), 2),
-            "p95_s": round(pick(0.95), 2), "max_s": round(durations[-1], 2),
-            "max_over_median": round(durations[-1] / pick(0.5), 2),
-            "p95_over_median": round(pick(0.95) / pick(0.5), 2), "sum_s": round(sum(durations), 1)}
+    return {
+        "tasks": len(durations),
+        "min_s": round(durations[0], 2),
+        "median_s": round(pick(0.5), 2),
+        "p95_s": round(pick(0.95), 2),
+        "max_s": round(durations[-1], 2),
+        "max_over_median": round(durations[-1] / pick(0.5), 2),
+        "p95_over_median": round(pick(0.95) / pick(0.5), 2),
+        "sum_s": round(sum(durations), 1),
+    }
 
 
 def run_pipeline(images: Path, out: Path, extra: list[str]) -> dict:
@@ -122,10 +130,17 @@ def run_pipeline(images: Path, out: Path, extra: list[str]) -> dict:
     events = WORK / "events"
     shutil.rmtree(events, ignore_errors=True)
     events.mkdir(parents=True)
-    event_log = ["--conf", "spark.eventLog.enabled=true", "--conf", f"spark.eventLog.dir={events.as_uri()}",
-                 "--conf", "spark.eventLog.compress=false", "--conf", "spark.eventLog.rolling.enabled=false"]
-    cmd = [str(REPO / ".venv" / "bin" / "fruitlens"), "featurize", str(images), str(out), "--quiet", *event_log,
-           *extra]
+    event_log = [
+        "--conf",
+        "spark.eventLog.enabled=true",
+        "--conf",
+        f"spark.eventLog.dir={events.as_uri()}",
+        "--conf",
+        "spark.eventLog.compress=false",
+        "--conf",
+        "spark.eventLog.rolling.enabled=false",
+    ]
+    cmd = [str(REPO / ".venv" / "bin" / "fruitlens"), "featurize", str(images), str(out), "--quiet", *event_log, *extra]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peak: dict[str, int] = {}
     cpu: dict[int, tuple[str, float]] = {}  # pid -> (role, CPU seconds so far)
@@ -186,15 +201,25 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0, help="duration of each model-only measurement")
     ap.add_argument("--image-size", type=int, default=None, help="featurize --image-size (default: the backbone's)")
     ap.add_argument("--extra", default="", help="more featurize options, space-separated")
-    ap.add_argument("--slots", type=int, default=None,
-                    help="inference slots: featurize --master local[N], against the model alone on N threads "
-                         "(default: every core). Fewer slots than cores leave cores to decoding, Spark and "
-                         "Parquet, as on a node with more vCPUs than inference threads")
+    ap.add_argument(
+        "--slots",
+        type=int,
+        default=None,
+        help="inference slots: featurize --master local[N], against the model alone on N threads "
+        "(default: every core). Fewer slots than cores leave cores to decoding, Spark and "
+        "Parquet, as on a node with more vCPUs than inference threads",
+    )
     args = ap.parse_args()
     cores = args.slots or os.cpu_count() or 1
     WORK.mkdir(parents=True, exist_ok=True)
-    results = {"cores": os.cpu_count(), "slots": cores, "batch_size": args.batch_size, "image_size": args.image_size, "extra": args.extra,
-               "runs": []}
+    results = {
+        "cores": os.cpu_count(),
+        "slots": cores,
+        "batch_size": args.batch_size,
+        "image_size": args.image_size,
+        "extra": args.extra,
+        "runs": [],
+    }
 
     for n in args.images:
         # Same model, same total threads, same batch: one process with all threads, and one process
@@ -202,8 +227,11 @@ def main() -> None:
         one_proc = model_only(1, cores, args.batch_size, args.seconds, args.image_size)
         per_core = model_only(cores, 1, args.batch_size, args.seconds, args.image_size)
         baseline = max(one_proc, per_core)
-        print(f"model alone: {one_proc:.1f} img/s (1 process x {cores} threads), "
-              f"{per_core:.1f} img/s ({cores} processes x 1 thread)", flush=True)
+        print(
+            f"model alone: {one_proc:.1f} img/s (1 process x {cores} threads), "
+            f"{per_core:.1f} img/s ({cores} processes x 1 thread)",
+            flush=True,
+        )
         images = replicate(n)
         out = WORK / f"out-{n}"
         extra = ["--batch-size", str(args.batch_size), *args.extra.split()]
@@ -214,8 +242,9 @@ def main() -> None:
         r = run_pipeline(images, out, extra)
         # ... and once more after it, in the better shape: the machine's speed drifts (other tenants,
         # clocks), and the higher of the two is the baseline, so drift never flatters the ratio.
-        after = model_only(*((1, cores) if one_proc >= per_core else (cores, 1)), args.batch_size, args.seconds,
-                           args.image_size)
+        after = model_only(
+            *((1, cores) if one_proc >= per_core else (cores, 1)), args.batch_size, args.seconds, args.image_size
+        )
         print(f"model alone after the run: {after:.1f} img/s", flush=True)
         baseline = max(baseline, after)
         stages = r["report"]["stages"]
@@ -223,9 +252,11 @@ def main() -> None:
         total = stages["total"]
         row = {
             "images": n,
-            "model_only_images_per_s": {f"1 process x {cores} threads": round(one_proc, 1),
-                                        f"{cores} processes x 1 thread": round(per_core, 1),
-                                        "after the run, the better shape": round(after, 1)},
+            "model_only_images_per_s": {
+                f"1 process x {cores} threads": round(one_proc, 1),
+                f"{cores} processes x 1 thread": round(per_core, 1),
+                "after the run, the better shape": round(after, 1),
+            },
             "embed_images_per_s": embed_rate,
             "embed_ratio_vs_model_only": round(embed_rate / baseline, 3),
             "list_embed_write_images_per_s": total["images_per_s"],
@@ -247,11 +278,15 @@ def main() -> None:
         shutil.rmtree(out, ignore_errors=True)
 
     slots = f"-slots{args.slots}" if args.slots else ""
-    (WORK / f"featurize_bench-{'-'.join(map(str, args.images))}-{args.image_size or 224}{slots}.json").write_text(json.dumps(results, indent=2))
+    (WORK / f"featurize_bench-{'-'.join(map(str, args.images))}-{args.image_size or 224}{slots}.json").write_text(
+        json.dumps(results, indent=2)
+    )
     print()
-    print("| images | model alone img/s | embed img/s | **embed / model** | whole process s (img/s) "
-          "| **process / model** | embed tasks: n, median / p95 / max s (max/median) "
-          "| peak RSS driver / JVM / workers MiB | CPU s driver / JVM / workers |")
+    print(
+        "| images | model alone img/s | embed img/s | **embed / model** | whole process s (img/s) "
+        "| **process / model** | embed tasks: n, median / p95 / max s (max/median) "
+        "| peak RSS driver / JVM / workers MiB | CPU s driver / JVM / workers |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in results["runs"]:
         base = max(row["model_only_images_per_s"].values())

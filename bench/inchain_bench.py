@@ -89,9 +89,11 @@ def network_ab(seconds: float) -> None:
     at224 = np.stack([decode_image(d, spec.input_size, 10**8) for d in same])
     at100 = np.stack([decode_image(d, spec.input_size, 10**8, upscale=False) for d in same])
     others = np.stack([decode_image(p.read_bytes(), spec.input_size, 10**8, upscale=False) for p in every[::5][:2048]])
-    cases = {"published network, 224x224, 64 photos": (alone, at224),
-             "featurize's graph, 100x100 in, same 64": (graph, at100),
-             "featurize's graph, 100x100 in, 2,048 others": (graph, others)}
+    cases = {
+        "published network, 224x224, 64 photos": (alone, at224),
+        "featurize's graph, 100x100 in, same 64": (graph, at100),
+        "featurize's graph, 100x100 in, 2,048 others": (graph, others),
+    }
     ctx = mp.get_context("spawn")
     for round_ in (1, 2):
         for busy in (False, True):
@@ -103,7 +105,10 @@ def network_ab(seconds: float) -> None:
             for name, (model, images) in cases.items():
                 cpu, wall = measure(model, [images[i : i + 16] for i in range(0, len(images), 16)], seconds)
                 beside = "decoding beside" if busy else "idle beside   "
-                print(f"round {round_}, {beside} | {name:45s} | CPU {cpu:.3f} ms, wall {wall:.3f} ms per image", flush=True)
+                print(
+                    f"round {round_}, {beside} | {name:45s} | CPU {cpu:.3f} ms, wall {wall:.3f} ms per image",
+                    flush=True,
+                )
             if proc is not None:
                 stop.set()
                 proc.join()

@@ -47,7 +47,12 @@ def churn(images: Path, n: int, step: int, rng: random.Random, mixed: bool) -> d
     for p in victims[removed:]:
         p.unlink()  # a new file (inode) under the same name, other content
         shutil.copy(rng.choice(sources), p)
-    return {"added": added, "removed": removed, "changed": changed, "changed_paths": [str(p) for p in victims[removed:]]}
+    return {
+        "added": added,
+        "removed": removed,
+        "changed": changed,
+        "changed_paths": [str(p) for p in victims[removed:]],
+    }
 
 
 def check(out: Path, images: Path, changed: list[str], rng: random.Random) -> dict:
@@ -115,11 +120,14 @@ def main() -> None:
 
     full = runs[0]
     WORK.mkdir(parents=True, exist_ok=True)
-    (WORK / "incremental_bench.json").write_text(json.dumps({"images": args.images, "churn": args.churn, "runs": runs},
-                                                            indent=2))
+    (WORK / "incremental_bench.json").write_text(
+        json.dumps({"images": args.images, "churn": args.churn, "runs": runs}, indent=2)
+    )
     print()
-    print("| run | churn (added / removed / changed) | embedded | embed stage s | vs full | infer task s | vs full "
-          "| list s | plan s | rewrite s | publish s | process wall s | vs full | peak RSS driver / JVM / workers (MiB) |")
+    print(
+        "| run | churn (added / removed / changed) | embedded | embed stage s | vs full | infer task s | vs full "
+        "| list s | plan s | rewrite s | publish s | process wall s | vs full | peak RSS driver / JVM / workers (MiB) |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in runs:
         s, c, rss = row["stage_wall_s"], row["churn"], row["peak_rss_mib"]

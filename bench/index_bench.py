@@ -36,7 +36,7 @@ def vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
     for start in range(0, n, 100_000):
         m = min(100_000, n - start)
         x = centres[rng.integers(0, len(centres), m)] + rng.normal(0, 0.6, (m, dim)).astype(np.float32)
-        out[start:start + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
+        out[start : start + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
     return out
 
 
@@ -53,15 +53,27 @@ def build(n: int, dim: int) -> dict:
     build_s = time.perf_counter() - t0
     index.save(str(WORK / "hnsw.usearch"))
     order = np.argsort(keys)
-    pq.write_table(pa.table({"key": pa.array(keys[order], pa.uint64()),
-                             "path": [f"s3://fruits/collection/{int(k):016x}.jpg" for k in keys[order]],
-                             "label": ["Apple"] * n, "split": ["train"] * n,
-                             "path_bytes": pa.array([None] * n, pa.binary())}), WORK / "entries.parquet",
-                   compression="zstd")
+    pq.write_table(
+        pa.table(
+            {
+                "key": pa.array(keys[order], pa.uint64()),
+                "path": [f"s3://fruits/collection/{int(k):016x}.jpg" for k in keys[order]],
+                "label": ["Apple"] * n,
+                "split": ["train"] * n,
+                "path_bytes": pa.array([None] * n, pa.binary()),
+            }
+        ),
+        WORK / "entries.parquet",
+        compression="zstd",
+    )
     np.save(WORK / "keys.npy", keys)
-    return {"images": n, "dim": dim, "build_s": round(build_s, 1),
-            "graph_mb": round((WORK / "hnsw.usearch").stat().st_size / 2**20),
-            "entries_mb": round((WORK / "entries.parquet").stat().st_size / 2**20)}
+    return {
+        "images": n,
+        "dim": dim,
+        "build_s": round(build_s, 1),
+        "graph_mb": round((WORK / "hnsw.usearch").stat().st_size / 2**20),
+        "entries_mb": round((WORK / "entries.parquet").stat().st_size / 2**20),
+    }
 
 
 def serve_side(queries: int, recall_queries: int) -> dict:
@@ -93,9 +105,15 @@ def serve_side(queries: int, recall_queries: int) -> dict:
         top = np.argpartition(-s, 8)[:8]
         hits += len(f & set(int(k) for k in keys[top]))
     t = np.asarray(times)
-    return {"start_s": round(start_s, 2), "queries": queries, "p50_ms": round(float(np.percentile(t, 50)), 3),
-            "p95_ms": round(float(np.percentile(t, 95)), 3), "p99_ms": round(float(np.percentile(t, 99)), 3),
-            "recall_at_8": round(hits / (8 * recall_queries), 4), "recall_queries": recall_queries}
+    return {
+        "start_s": round(start_s, 2),
+        "queries": queries,
+        "p50_ms": round(float(np.percentile(t, 50)), 3),
+        "p95_ms": round(float(np.percentile(t, 95)), 3),
+        "p99_ms": round(float(np.percentile(t, 99)), 3),
+        "recall_at_8": round(hits / (8 * recall_queries), 4),
+        "recall_queries": recall_queries,
+    }
 
 
 def main() -> None:
@@ -111,8 +129,20 @@ def main() -> None:
         return
     result = {"build": build(args.images, args.dim)}
     print(json.dumps(result["build"]), flush=True)
-    out = subprocess.run([sys.executable, __file__, "--serve-side", "--queries", str(args.queries),
-                          "--recall-queries", str(args.recall_queries)], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--serve-side",
+            "--queries",
+            str(args.queries),
+            "--recall-queries",
+            str(args.recall_queries),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     result["serve"] = json.loads(out.stdout.strip().splitlines()[-1])
     print(json.dumps(result["serve"]), flush=True)
     (REPO / "bench" / "_work" / "index_bench.json").write_text(json.dumps(result, indent=2))

@@ -32,8 +32,11 @@ def main() -> None:
     sized = [] if args.image_size is None else ["--image-size", str(args.image_size)]
     env = {**os.environ, "FRUITLENS_MODEL_DIR": str(SHARED / "models")}
     t0 = time.perf_counter()
-    subprocess.run([str(REPO / ".venv/bin/fruitlens"), "run", args.input, str(out), "--variance", str(args.variance), *sized],
-                   check=True, env=env)
+    subprocess.run(
+        [str(REPO / ".venv/bin/fruitlens"), "run", args.input, str(out), "--variance", str(args.variance), *sized],
+        check=True,
+        env=env,
+    )
     chain_s = time.perf_counter() - t0
     report = json.loads((out / "report.json").read_text())
 

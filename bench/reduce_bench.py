@@ -75,31 +75,45 @@ def main() -> None:
         ours_s = time.perf_counter() - t0
 
         def project(m, data=scaled):
-            return np.array([r.p for r in m.transform(data.limit(2000)).select(vector_to_array("pca").alias("p")).collect()])
+            return np.array(
+                [r.p for r in m.transform(data.limit(2000)).select(vector_to_array("pca").alias("p")).collect()]
+            )
 
         a, b = project(ours), project(theirs)
         a, b = a[:, : min(k, k_ours)], b[:, : min(k, k_ours)]
         signs = np.sign((a * b).sum(axis=0))
-        results.append({
-            "rows": rows, "dim": dim, "k": k, "k_ours": k_ours,
-            "spark_pca_s": round(spark_s, 1), "eigen_pca_s": round(ours_s, 1),
-            "covariance_s": round(t1 - t0, 1), "eigh_s": round(ours_s - (t1 - t0), 1),
-            "speedup": round(spark_s / ours_s, 2),
-            "spectrum_max_diff": float(np.abs(spectrum - full.explainedVariance.toArray()).max()),
-            "projection_max_diff": float(np.abs(a - b * signs).max()), "projection_max": float(np.abs(b).max()),
-        })
+        results.append(
+            {
+                "rows": rows,
+                "dim": dim,
+                "k": k,
+                "k_ours": k_ours,
+                "spark_pca_s": round(spark_s, 1),
+                "eigen_pca_s": round(ours_s, 1),
+                "covariance_s": round(t1 - t0, 1),
+                "eigh_s": round(ours_s - (t1 - t0), 1),
+                "speedup": round(spark_s / ours_s, 2),
+                "spectrum_max_diff": float(np.abs(spectrum - full.explainedVariance.toArray()).max()),
+                "projection_max_diff": float(np.abs(a - b * signs).max()),
+                "projection_max": float(np.abs(b).max()),
+            }
+        )
         print(results[-1], flush=True)
         scaled.unpersist()
     spark.stop()
     WORK.mkdir(parents=True, exist_ok=True)
     (WORK / "reduce_bench.json").write_text(json.dumps(results, indent=1))
-    print("\n| rows | k | Spark ML PCA (full + k) s | EigenPCA s (covariance + eigh) | speed-up | max spectrum diff | "
-          "max projection diff |\n| --- | --- | --- | --- | --- | --- | --- |")
+    print(
+        "\n| rows | k | Spark ML PCA (full + k) s | EigenPCA s (covariance + eigh) | speed-up | max spectrum diff | "
+        "max projection diff |\n| --- | --- | --- | --- | --- | --- | --- |"
+    )
     for r in results:
-        print(f"| {r['rows']:,} | {r['k']} | {r['spark_pca_s']} | "
-              f"{r['eigen_pca_s']} ({r['covariance_s']} + {r['eigh_s']}) | "
-              f"**{r['speedup']}×** | {r['spectrum_max_diff']:.1e} | "
-              f"{r['projection_max_diff']:.1e} (of {r['projection_max']:.0f}) |")
+        print(
+            f"| {r['rows']:,} | {r['k']} | {r['spark_pca_s']} | "
+            f"{r['eigen_pca_s']} ({r['covariance_s']} + {r['eigh_s']}) | "
+            f"**{r['speedup']}×** | {r['spectrum_max_diff']:.1e} | "
+            f"{r['projection_max_diff']:.1e} (of {r['projection_max']:.0f}) |"
+        )
 
 
 if __name__ == "__main__":

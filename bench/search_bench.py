@@ -52,8 +52,11 @@ def per_query_ms(fn, queries, rounds: int = 3) -> list[float]:
 
 
 def summary(times: list[float]) -> dict:
-    return {"p50_ms": round(float(np.percentile(times, 50)), 3), "p95_ms": round(float(np.percentile(times, 95)), 3),
-            "max_ms": round(max(times), 3)}
+    return {
+        "p50_ms": round(float(np.percentile(times, 50)), 3),
+        "p95_ms": round(float(np.percentile(times, 95)), 3),
+        "max_ms": round(max(times), 3),
+    }
 
 
 def main() -> None:
@@ -70,7 +73,9 @@ def main() -> None:
     bound = model.refs_search if model.refs_search.pruned else CosineSearch.build(model.refs)
     full = CosineSearch(model.refs)  # no basis: the full product, as before
     sets = {"fruit (Test)": photos(Path(args.sample), args.photos), "not fruit": list(non_fruit_photos().values())}
-    feats = {name: model.inputs(np.stack([ident.embedder.embed_bytes(d) for d in photos])) for name, photos in sets.items()}
+    feats = {
+        name: model.inputs(np.stack([ident.embedder.embed_bytes(d) for d in photos])) for name, photos in sets.items()
+    }
     unit = {name: (f / np.linalg.norm(f, axis=1, keepdims=True)).astype(np.float32) for name, f in feats.items()}
 
     t = time.perf_counter()
@@ -78,23 +83,35 @@ def main() -> None:
     index_s = time.perf_counter() - t
     index_full = CosineSearch(index.vectors)
     n_refs, n_index = model.refs.shape, index.vectors.shape
-    print(f"model: {model.meta.get('kind')}, references {n_refs[0]:,} x {n_refs[1]}; index {n_index[0]:,} x "
-          f"{n_index[1]} (loaded and bound built in {index_s:.1f} s)", flush=True)
+    print(
+        f"model: {model.meta.get('kind')}, references {n_refs[0]:,} x {n_refs[1]}; index {n_index[0]:,} x "
+        f"{n_index[1]} (loaded and bound built in {index_s:.1f} s)",
+        flush=True,
+    )
 
     rows = []
     with one_blas_thread():  # as predict and serve run them
         for name, queries in unit.items():
-            for what, searches, k in (("novelty (nearest reference)", (full, bound), 1),
-                                      ("neighbours (8 nearest in the index)", (index_full, index.exact), 8)):
+            for what, searches, k in (
+                ("novelty (nearest reference)", (full, bound), 1),
+                ("neighbours (8 nearest in the index)", (index_full, index.exact), 8),
+            ):
                 a = [searches[0].top(q, k) for q in queries]
                 b = [searches[1].top(q, k) for q in queries]
                 diff = max(float(np.abs(x[1] - y[1]).max()) for x, y in zip(a, b))
                 same = sum(set(x[0]) == set(y[0]) for x, y in zip(a, b))
                 before = per_query_ms(lambda q: searches[0].top(q, k), queries)  # noqa: B023 - called here
                 after = per_query_ms(lambda q: searches[1].top(q, k), queries)  # noqa: B023 - called here
-                row = {"photos": name, "search": what, "queries": len(queries), "full_product": summary(before),
-                       "bound": summary(after), "speed_up_p50": round(np.percentile(before, 50) / np.percentile(after, 50), 2),
-                       "max_similarity_diff": diff, "same_rows": f"{same}/{len(queries)}"}
+                row = {
+                    "photos": name,
+                    "search": what,
+                    "queries": len(queries),
+                    "full_product": summary(before),
+                    "bound": summary(after),
+                    "speed_up_p50": round(np.percentile(before, 50) / np.percentile(after, 50), 2),
+                    "max_similarity_diff": diff,
+                    "same_rows": f"{same}/{len(queries)}",
+                }
                 rows.append(row)
                 print(json.dumps(row), flush=True)
 
@@ -110,23 +127,42 @@ def main() -> None:
                 t = time.perf_counter()
                 ident.identify(d)
                 timings[label].append((time.perf_counter() - t) * 1e3)
-    predict = {label: {"p50_ms": round(float(np.percentile(v, 50)), 2), "mean_ms": round(statistics.mean(v), 2)}
-               for label, v in timings.items()}
+    predict = {
+        label: {"p50_ms": round(float(np.percentile(v, 50)), 2), "mean_ms": round(statistics.mean(v), 2)}
+        for label, v in timings.items()
+    }
     print(json.dumps({"predict_one_photo": predict}), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"model": args.model, "index": args.index, "refs": list(n_refs),
-                                          "index_vectors": list(n_index), "rows": rows, "predict": predict}, indent=2))
+    Path(args.out).write_text(
+        json.dumps(
+            {
+                "model": args.model,
+                "index": args.index,
+                "refs": list(n_refs),
+                "index_vectors": list(n_index),
+                "rows": rows,
+                "predict": predict,
+            },
+            indent=2,
+        )
+    )
 
-    print("\n| photos | search | full product p50 / p95 / max ms | with the bound p50 / p95 / max ms "
-          "| speed-up (p50) | same answers |")
+    print(
+        "\n| photos | search | full product p50 / p95 / max ms | with the bound p50 / p95 / max ms "
+        "| speed-up (p50) | same answers |"
+    )
     print("| --- | --- | --- | --- | --- | --- |")
     for r in rows:
         f, b = r["full_product"], r["bound"]
-        print(f"| {r['photos']} ({r['queries']}) | {r['search']} | {f['p50_ms']} / {f['p95_ms']} / {f['max_ms']} | "
-              f"{b['p50_ms']} / {b['p95_ms']} / {b['max_ms']} | **{r['speed_up_p50']}×** | {r['same_rows']} "
-              f"(max diff {r['max_similarity_diff']:.1e}) |")
-    print(f"\npredict, one fruit photo, p50: {predict['full product']['p50_ms']} ms with the full product, "
-          f"{predict['bound']['p50_ms']} ms with the bound")
+        print(
+            f"| {r['photos']} ({r['queries']}) | {r['search']} | {f['p50_ms']} / {f['p95_ms']} / {f['max_ms']} | "
+            f"{b['p50_ms']} / {b['p95_ms']} / {b['max_ms']} | **{r['speed_up_p50']}×** | {r['same_rows']} "
+            f"(max diff {r['max_similarity_diff']:.1e}) |"
+        )
+    print(
+        f"\npredict, one fruit photo, p50: {predict['full product']['p50_ms']} ms with the full product, "
+        f"{predict['bound']['p50_ms']} ms with the bound"
+    )
 
 
 if __name__ == "__main__":

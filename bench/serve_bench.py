@@ -55,14 +55,36 @@ def bench_predict(model: str, data: list[bytes]) -> dict:
         t = time.perf_counter()
         ident.identify(d)
         times.append((time.perf_counter() - t) * 1e3)
-    return {"images": len(times), "p50_ms": round(pct(times, 50), 1), "p99_ms": round(pct(times, 99), 1),
-            "mean_ms": round(statistics.mean(times), 1), "per_s_one_at_a_time": round(1e3 / statistics.mean(times), 1)}
+    return {
+        "images": len(times),
+        "p50_ms": round(pct(times, 50), 1),
+        "p99_ms": round(pct(times, 99), 1),
+        "mean_ms": round(statistics.mean(times), 1),
+        "per_s_one_at_a_time": round(1e3 / statistics.mean(times), 1),
+    }
 
 
 def start_server(args, interpreters: int, extra=()) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    cmd = [sys.executable, "-m", "fruitlens", "serve", "--model", args.model, "--index", args.index, "--info", args.info,
-           "--port", str(port), "--interpreters", str(interpreters), "--rate-limit", "100000000", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fruitlens",
+        "serve",
+        "--model",
+        args.model,
+        "--index",
+        args.index,
+        "--info",
+        args.info,
+        "--port",
+        str(port),
+        "--interpreters",
+        str(interpreters),
+        "--rate-limit",
+        "100000000",
+        *extra,
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 300
@@ -83,8 +105,10 @@ def load(url: str, data: list[bytes], clients: int, per_client: int, photos_per_
         with httpx.Client(base_url=url, timeout=120) as http:
             for i in range(per_client):
                 first = (c * per_client + i) * photos_per_request
-                files = [("photo", (f"p{j}.jpg", data[(first + j) % len(data)], "image/jpeg"))
-                         for j in range(photos_per_request)]
+                files = [
+                    ("photo", (f"p{j}.jpg", data[(first + j) % len(data)], "image/jpeg"))
+                    for j in range(photos_per_request)
+                ]
                 t = time.perf_counter()
                 r = http.post("/api/v1/identify", files=files)
                 lat.append((time.perf_counter() - t) * 1e3)
@@ -95,9 +119,15 @@ def load(url: str, data: list[bytes], clients: int, per_client: int, photos_per_
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
         lat = [x for part in pool.map(worker, range(clients)) for x in part]
     wall = time.perf_counter() - t0
-    return {"clients": clients, "photos_per_request": photos_per_request, "requests": len(lat),
-            "req_per_s": round(len(lat) / wall, 1), "p50_ms": round(pct(lat, 50), 1), "p95_ms": round(pct(lat, 95), 1),
-            "p99_ms": round(pct(lat, 99), 1)}
+    return {
+        "clients": clients,
+        "photos_per_request": photos_per_request,
+        "requests": len(lat),
+        "req_per_s": round(len(lat) / wall, 1),
+        "p50_ms": round(pct(lat, 50), 1),
+        "p95_ms": round(pct(lat, 95), 1),
+        "p99_ms": round(pct(lat, 99), 1),
+    }
 
 
 def bench_neighbours(args) -> dict:
@@ -151,14 +181,22 @@ def bench_neighbours(args) -> dict:
         a = approx.search(q, 8)
         at.append((time.perf_counter() - t) * 1e3)
         hits += len({x.entry.id for x in a} & {x.entry.id for x in exact.search(q, 8)})
-    return {"images": n, "dims": d, "index_load_s": round(load_s, 2),
-            "exact_query_ms": round(exact_ms, 2), "synthetic_images": m, "exact_query_ms_synthetic": round(pct(bt, 50), 2),
-            "ann_build_s_synthetic": round(big_build, 1), "ann_query_ms_synthetic": round(pct(ht, 50), 3),
-            "ann_recall_at_8_synthetic": round(big_hits / (8 * len(truth)), 3),
-            "exact_query_ms_1m_extrapolated": round(exact_ms * 1e6 / n, 1),
-            "exact_matrix_gb_1m": round(1e6 * d * 4 / 1e9, 2),
-            "ann_build_s": round(ann_load_s - load_s, 2), "ann_query_ms": round(pct(at, 50), 3),
-            "ann_recall_at_8": round(hits / (8 * len(queries)), 3)}
+    return {
+        "images": n,
+        "dims": d,
+        "index_load_s": round(load_s, 2),
+        "exact_query_ms": round(exact_ms, 2),
+        "synthetic_images": m,
+        "exact_query_ms_synthetic": round(pct(bt, 50), 2),
+        "ann_build_s_synthetic": round(big_build, 1),
+        "ann_query_ms_synthetic": round(pct(ht, 50), 3),
+        "ann_recall_at_8_synthetic": round(big_hits / (8 * len(truth)), 3),
+        "exact_query_ms_1m_extrapolated": round(exact_ms * 1e6 / n, 1),
+        "exact_matrix_gb_1m": round(1e6 * d * 4 / 1e9, 2),
+        "ann_build_s": round(ann_load_s - load_s, 2),
+        "ann_query_ms": round(pct(at, 50), 3),
+        "ann_recall_at_8": round(hits / (8 * len(queries)), 3),
+    }
 
 
 def main() -> None:
@@ -186,8 +224,11 @@ def main() -> None:
             load(url, data[:8], 1, 8)  # warm-up
             for per in [int(x) for x in args.photos.split(",")]:
                 for c in [int(x) for x in args.clients.split(",")]:
-                    row = {"interpreters": interpreters, **load(url, data, c, args.requests, per),
-                           "server_rss_mb": round(psutil.Process(proc.pid).memory_info().rss / 2**20)}
+                    row = {
+                        "interpreters": interpreters,
+                        **load(url, data, c, args.requests, per),
+                        "server_rss_mb": round(psutil.Process(proc.pid).memory_info().rss / 2**20),
+                    }
                     result["serve"].append(row)
                     print("serve:", row, flush=True)
         finally:
@@ -200,14 +241,20 @@ def main() -> None:
     Path(args.out).write_text(json.dumps(result, indent=2))
 
     p = result["predict"]
-    print(f"\npredict, one image at a time: p50 {p['p50_ms']} ms, p99 {p['p99_ms']} ms ({p['per_s_one_at_a_time']}/s)\n")
-    print("| interpreters | photos a request | concurrent clients | requests | requests/s | p50 ms | p95 ms | p99 ms | "
-          "server RSS MB |")
+    print(
+        f"\npredict, one image at a time: p50 {p['p50_ms']} ms, p99 {p['p99_ms']} ms ({p['per_s_one_at_a_time']}/s)\n"
+    )
+    print(
+        "| interpreters | photos a request | concurrent clients | requests | requests/s | p50 ms | p95 ms | p99 ms | "
+        "server RSS MB |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in result["serve"]:
-        print(f"| {r['interpreters']} | {r['photos_per_request']} | {r['clients']} | {r['requests']} | "
-              f"{r['req_per_s']} | "
-              f"{r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r['server_rss_mb']} |")
+        print(
+            f"| {r['interpreters']} | {r['photos_per_request']} | {r['clients']} | {r['requests']} | "
+            f"{r['req_per_s']} | "
+            f"{r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r['server_rss_mb']} |"
+        )
     if "neighbours" in result:
         print(f"\nneighbours: {result['neighbours']}")
 

@@ -32,10 +32,16 @@ def main() -> None:
     from fruitlens.embedding import backbones
     from fruitlens.embedding.decode import decode_image
 
-    source = subprocess.run(["git", "show", f"{OLD}:src/fruitlens/backbones/litert.py"], cwd=REPO, check=True,
-                            capture_output=True, text=True).stdout
+    source = subprocess.run(
+        ["git", "show", f"{OLD}:src/fruitlens/backbones/litert.py"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     source = source.replace("from ..model_store", "from fruitlens.embedding.backbone_file").replace(
-        "from .base", "from fruitlens.embedding.backbones.base")
+        "from .base", "from fruitlens.embedding.backbones.base"
+    )
     tmp = Path(tempfile.mkdtemp())
     (tmp / "old_litert.py").write_text(source)
     sys.path.insert(0, str(tmp))
@@ -62,8 +68,10 @@ def main() -> None:
 
     for r in range(args.rounds):
         p, o, w = rate(plain), rate(old), rate(new)
-        print(f"round {r + 1}: plain {p:.1f}  multiscale NumPy averages {o:.1f} ({o / p:.0%})  "
-              f"in-graph averages {w:.1f} ({w / p:.0%}) images/s")
+        print(
+            f"round {r + 1}: plain {p:.1f}  multiscale NumPy averages {o:.1f} ({o / p:.0%})  "
+            f"in-graph averages {w:.1f} ({w / p:.0%}) images/s"
+        )
 
 
 if __name__ == "__main__":

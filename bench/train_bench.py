@@ -41,8 +41,19 @@ ENV = {**os.environ, "FRUITLENS_MODEL_DIR": str(SHARED / "models")}
 def embeddings() -> Path:
     out = WORK / "train-emb"
     if not (out / "embeddings" / "_SUCCESS").exists():
-        subprocess.run([sys.executable, "-m", "fruitlens", "featurize", str(SHARED / "data" / "fruits-360-sample"),
-                        str(out), "--quiet"], check=True, env=ENV)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "fruitlens",
+                "featurize",
+                str(SHARED / "data" / "fruits-360-sample"),
+                str(out),
+                "--quiet",
+            ],
+            check=True,
+            env=ENV,
+        )
     return out
 
 
@@ -72,8 +83,9 @@ class Peak:
                         pass
                 self.jvm, self.workers = max(self.jvm, jvm), max(self.workers, workers)
                 if self.spill_folder is not None:
-                    self.spill = max(self.spill, sum(f.stat().st_size for f in self.spill_folder.rglob("*")
-                                                     if f.is_file()))
+                    self.spill = max(
+                        self.spill, sum(f.stat().st_size for f in self.spill_folder.rglob("*") if f.is_file())
+                    )
             except psutil.Error:
                 return
             except OSError:  # a spill file removed while counted
@@ -93,8 +105,13 @@ def train(args: list[str], pythonpath: str | None = None, spill: Path | None = N
         spill.mkdir(parents=True)
         args = [*args, "--conf", f"spark.local.dir={spill}"]
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "fruitlens", "train", *args, "--quiet"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fruitlens", "train", *args, "--quiet"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     peak = Peak(proc.pid, spill)
     _, err = proc.communicate()
     peak.stop()
@@ -103,8 +120,12 @@ def train(args: list[str], pythonpath: str | None = None, spill: Path | None = N
         shutil.rmtree(spill, ignore_errors=True)
     if proc.returncode:
         raise SystemExit(f"train failed: {err[-2000:]}")
-    out = {"wall_s": round(wall, 1), "peak_driver_mb": round(peak.driver / 2**20), "peak_jvm_mb": round(peak.jvm / 2**20),
-           "peak_workers_mb": round(peak.workers / 2**20)}
+    out = {
+        "wall_s": round(wall, 1),
+        "peak_driver_mb": round(peak.driver / 2**20),
+        "peak_jvm_mb": round(peak.jvm / 2**20),
+        "peak_workers_mb": round(peak.workers / 2**20),
+    }
     if spill is not None:
         out["peak_spill_mb"] = round(peak.spill / 2**20)
     return out
@@ -119,9 +140,14 @@ def compare(old_src: str) -> dict:
         r = train([str(emb), str(model)], pythonpath)
         report = json.loads((model / "report.json").read_text())
         chosen = report["chosen"]
-        r.update({"chosen": chosen.get("candidate") or f"{chosen['model']} {chosen['params']}",
-                  "test_accuracy": chosen["test"]["accuracy"],
-                  "candidates": len(report["candidates"]), "solver": report.get("solver", "spark")})
+        r.update(
+            {
+                "chosen": chosen.get("candidate") or f"{chosen['model']} {chosen['params']}",
+                "test_accuracy": chosen["test"]["accuracy"],
+                "candidates": len(report["candidates"]),
+                "solver": report.get("solver", "spark"),
+            }
+        )
         results[name] = r
         print(name, json.dumps(r), flush=True)
     results["speed_up"] = round(results["before"]["wall_s"] / results["after"]["wall_s"], 2)
@@ -148,10 +174,16 @@ def synthetic(rows: int, seed: int = 0) -> Path:
         idx = rng.integers(0, len(base), n)
         x = base[idx] + rng.normal(0, 1, (n, base.shape[1])).astype(np.float32) * scale
         split = np.where(rng.random(n) < 0.1, "test", "train")
-        table = pa.table({"path": [f"synthetic/{labels[i]}/{written + j:08d}.jpg" for j, i in enumerate(idx)],
-                          "label": labels[idx], "split": split,
-                          "embedding": pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), base.shape[1])
-                          .cast(pa.list_(pa.float32()))})
+        table = pa.table(
+            {
+                "path": [f"synthetic/{labels[i]}/{written + j:08d}.jpg" for j, i in enumerate(idx)],
+                "label": labels[idx],
+                "split": split,
+                "embedding": pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), base.shape[1]).cast(
+                    pa.list_(pa.float32())
+                ),
+            }
+        )
         name = f"part-{part:05d}.parquet"
         pq.write_table(table, out / "embeddings" / name, compression="zstd", row_group_size=ROW_GROUP_ROWS)
         files.append({"path": name, "rows": n, "bytes": (out / "embeddings" / name).stat().st_size})
@@ -168,12 +200,20 @@ def scale(rows: list[int], max_iter: int, extra: list[str]) -> dict:
         data = synthetic(n)
         model = WORK / f"train-scale-model-{n}"
         shutil.rmtree(model, ignore_errors=True)
-        r = train([str(data), str(model), "--solver", "spark", "--max-iter", str(max_iter), *extra],
-                  spill=WORK / "spark-local")
+        r = train(
+            [str(data), str(model), "--solver", "spark", "--max-iter", str(max_iter), *extra],
+            spill=WORK / "spark-local",
+        )
         report = json.loads((model / "report.json").read_text())
-        r.update({"rows": n, "iterations": report["candidates"][0]["iterations"],
-                  "fit_s": report["candidates"][0]["seconds"], "timings": report["timings"],
-                  "test_accuracy": report["chosen"]["test"]["accuracy"]})
+        r.update(
+            {
+                "rows": n,
+                "iterations": report["candidates"][0]["iterations"],
+                "fit_s": report["candidates"][0]["seconds"],
+                "timings": report["timings"],
+                "test_accuracy": report["chosen"]["test"]["accuracy"],
+            }
+        )
         results[n] = r
         print(json.dumps(r), flush=True)
     return results

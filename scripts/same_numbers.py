@@ -25,15 +25,33 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
-VOLATILE = {"run_id", "seconds", "started", "finished", "elapsed_s", "versions", "time", "times", "wall_s",
-            "stages", "created", "python", "host", "duration_s", "spark_ui", "generated", "when",
-            "started_at", "finished_at", "application_id"}
+VOLATILE = {
+    "run_id",
+    "seconds",
+    "started",
+    "finished",
+    "elapsed_s",
+    "versions",
+    "time",
+    "times",
+    "wall_s",
+    "stages",
+    "created",
+    "python",
+    "host",
+    "duration_s",
+    "spark_ui",
+    "generated",
+    "when",
+    "started_at",
+    "finished_at",
+    "application_id",
+}
 
 
 def sh(checkout: Path, *args: str, cwd: Path) -> str:
     env = dict(os.environ, PYTHONPATH=str(checkout / "src"), FRUITLENS_MODEL_DIR=str(SHARED / "models"))
-    done = subprocess.run([sys.executable, "-m", "fruitlens", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True)
+    done = subprocess.run([sys.executable, "-m", "fruitlens", *args], cwd=cwd, env=env, capture_output=True, text=True)
     if done.returncode not in (0, 1):
         raise SystemExit(f"fruitlens {' '.join(args)} -> rc {done.returncode}\n{done.stderr[-3000:]}")
     return done.stdout
@@ -49,14 +67,24 @@ def inputs(work: Path) -> tuple[Path, Path, list[Path]]:
                 os.symlink(src / split / cls / name, fruits / split / cls / name)
     gs = SHARED / "data" / "grocerystore"
     for split, n in (("train", 10), ("val", 2)):
-        for cls in ("Fruit/Apple/Granny-Smith", "Fruit/Banana", "Fruit/Kiwi", "Fruit/Lemon",
-                    "Vegetables/Carrots", "Packages/Juice/Tropicana-Apple-Juice", "Fruit/Orange", "Fruit/Lime"):
+        for cls in (
+            "Fruit/Apple/Granny-Smith",
+            "Fruit/Banana",
+            "Fruit/Kiwi",
+            "Fruit/Lemon",
+            "Vegetables/Carrots",
+            "Packages/Juice/Tropicana-Apple-Juice",
+            "Fruit/Orange",
+            "Fruit/Lime",
+        ):
             if not (gs / split / cls).is_dir():
                 continue
             (shop / split / cls).mkdir(parents=True, exist_ok=True)
             for name in sorted(p for p in os.listdir(gs / split / cls) if p.endswith(".jpg"))[:n]:
                 os.symlink(gs / split / cls / name, shop / split / cls / name)
-    photos = [fruits / "Test" / c / sorted(os.listdir(fruits / "Test" / c))[0] for c in sorted(os.listdir(fruits / "Test"))]
+    photos = [
+        fruits / "Test" / c / sorted(os.listdir(fruits / "Test" / c))[0] for c in sorted(os.listdir(fruits / "Test"))
+    ]
     photos += sorted((shop / "val").rglob("*.jpg"))[:6]
     return fruits, shop, photos
 
@@ -66,8 +94,9 @@ def digest_value(v) -> str:
 
 
 def digest_dataset(folder: Path) -> dict:
-    import pyarrow.parquet as pq
     import pyarrow as pa
+    import pyarrow.parquet as pq
+
     files = sorted(folder.rglob("*.parquet"))
     files = [f for f in files if "/_" not in str(f.relative_to(folder)) and not f.name.startswith("_")]
     if not files:
@@ -82,8 +111,11 @@ def digest_dataset(folder: Path) -> dict:
 
 def scrub(obj):
     if isinstance(obj, dict):
-        return {k: scrub(v) for k, v in obj.items() if k not in VOLATILE and not k.endswith("_s")
-                and not k.endswith("seconds")}
+        return {
+            k: scrub(v)
+            for k, v in obj.items()
+            if k not in VOLATILE and not k.endswith("_s") and not k.endswith("seconds")
+        }
     if isinstance(obj, list):
         return [scrub(v) for v in obj]
     if isinstance(obj, str) and ("/tmp/" in obj or "/work/" in obj):
@@ -94,21 +126,22 @@ def scrub(obj):
 def service_answers(checkout: Path, model: Path, index: Path, photos: list[Path]) -> dict:
     code = f"""
 import json, sys
-sys.path.insert(0, {str(checkout / 'src')!r})
+sys.path.insert(0, {str(checkout / "src")!r})
 from fastapi.testclient import TestClient
 from fruitlens.config import ServeConfig
 from fruitlens.serve.service import load_service
 from fruitlens.serve.app import create_app
-svc = load_service(ServeConfig(model={str(model)!r}, index={str(index)!r}, backbone_file={str(SHARED / 'models')!r},
-                               info=({str(SHARED / 'data' / 'fruits-360-meta')!r}, {str(SHARED / 'data' / 'grocerystore')!r})),
-                   say=lambda *a, **k: None)
+info = ({str(SHARED / "data" / "fruits-360-meta")!r}, {str(SHARED / "data" / "grocerystore")!r})
+cfg = ServeConfig(model={str(model)!r}, index={str(index)!r}, backbone_file={str(SHARED / "models")!r}, info=info)
+svc = load_service(cfg, say=lambda *a, **k: None)
 app = create_app(svc)
 c = TestClient(app)
 out = {{"openapi": app.openapi()}}
 photos = {[str(p) for p in photos]!r}
 for lang in ("en", "fr"):
     for i, p in enumerate(photos[:4]):
-        r = c.post("/api/v1/identify?lang=" + lang, files=[("photo", (p.rsplit("/", 1)[-1], open(p, "rb"), "image/jpeg"))])
+        upload = [("photo", (p.rsplit("/", 1)[-1], open(p, "rb"), "image/jpeg"))]
+        r = c.post("/api/v1/identify?lang=" + lang, files=upload)
         out[f"identify_{{lang}}_{{i}}"] = [r.status_code, r.json()]
     r = c.get("/api/v1/species?lang=" + lang)
     out["species_" + lang] = [r.status_code, r.json()]
@@ -145,15 +178,30 @@ def run(checkout: Path, dest: Path) -> None:
     bf = ["--backbone-file", str(SHARED / "models")]
     sh(checkout, "run", str(fruits), str(work / "out_fruits"), "--quiet", *bf, cwd=work)
     sh(checkout, "featurize", str(shop), str(work / "out_shop"), "--views", "2", "--quiet", *bf, cwd=work)
-    sh(checkout, "train", str(work / "out_fruits"), str(work / "out_shop"), str(work / "model"),
-       "--catalogue", "builtin", "--target-precision", "0.9", "--quiet", cwd=work)
-    pred = json.loads(sh(checkout, "predict", "--model", str(work / "model"), "--json", *bf, *map(str, photos), cwd=work))
+    sh(
+        checkout,
+        "train",
+        str(work / "out_fruits"),
+        str(work / "out_shop"),
+        str(work / "model"),
+        "--catalogue",
+        "builtin",
+        "--target-precision",
+        "0.9",
+        "--quiet",
+        cwd=work,
+    )
+    pred = json.loads(
+        sh(checkout, "predict", "--model", str(work / "model"), "--json", *bf, *map(str, photos), cwd=work)
+    )
     sh(checkout, "classify", "--model", str(work / "model"), str(shop), str(work / "classified"), "--quiet", cwd=work)
     sh(checkout, "index", str(work / "out_fruits"), "--model", str(work / "model"), cwd=work)
     sh(checkout, "export", str(work / "model"), str(work / "fruit.tflite"), *bf, cwd=work)
     digest = {"predict": scrub(pred)}
     for ds in sorted(p for p in work.rglob("_SUCCESS")):
-        rel = re.sub(r"_[0-9a-f]{12}/", "/", str(ds.parent.relative_to(work)) + "/").rstrip("/")  # Spark ML's stage uids
+        rel = re.sub(r"_[0-9a-f]{12}/", "/", str(ds.parent.relative_to(work)) + "/").rstrip(
+            "/"
+        )  # Spark ML's stage uids
         if any(ds.parent.glob("*.parquet")) or any(ds.parent.rglob("*.parquet")):
             digest["dataset " + rel] = digest_dataset(ds.parent)
     for rep in sorted(work.rglob("report.json")):

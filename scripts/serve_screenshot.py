@@ -35,8 +35,22 @@ def main() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "fruitlens", "serve", "--model", args.model, "--index", args.index,
-                             "--info", args.info, "--port", str(port)])
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fruitlens",
+            "serve",
+            "--model",
+            args.model,
+            "--index",
+            args.index,
+            "--info",
+            args.info,
+            "--port",
+            str(port),
+        ]
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(600):
@@ -48,15 +62,29 @@ def main() -> None:
         from playwright.sync_api import sync_playwright
 
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--no-first-run"])
-            page = browser.new_page(viewport={"width": args.width, "height": args.height}, is_mobile=True,
-                                    has_touch=True, device_scale_factor=1)
+            browser = p.chromium.launch(
+                executable_path="/usr/bin/chromium",
+                args=[
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--no-first-run",
+                ],
+            )
+            page = browser.new_page(
+                viewport={"width": args.width, "height": args.height},
+                is_mobile=True,
+                has_touch=True,
+                device_scale_factor=1,
+            )
             page.goto(url + "/")
             page.set_input_files("#choose", args.photo)
             page.wait_for_selector("#result:not([hidden])", timeout=60_000)
-            page.wait_for_function("[...document.querySelectorAll('#similar img')].every(i => i.complete && i.naturalWidth > 0)")
+            page.wait_for_function(
+                "[...document.querySelectorAll('#similar img')].every(i => i.complete && i.naturalWidth > 0)"
+            )
             png = page.screenshot(full_page=True)
             browser.close()
         from PIL import Image

@@ -63,8 +63,10 @@ def s3_server():
     endpoint = f"http://{host}:{port}"
     saved = {k: os.environ.get(k) for k in AWS_ENV}
     os.environ.update(
-        AWS_ACCESS_KEY_ID="fruitlens-test-key", AWS_SECRET_ACCESS_KEY=SECRET,
-        AWS_DEFAULT_REGION="us-east-1", AWS_ENDPOINT_URL_S3=endpoint,
+        AWS_ACCESS_KEY_ID="fruitlens-test-key",
+        AWS_SECRET_ACCESS_KEY=SECRET,
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_ENDPOINT_URL_S3=endpoint,
     )
     yield endpoint
     server.stop()

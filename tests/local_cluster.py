@@ -36,26 +36,51 @@ class StandaloneCluster:
 
     def _spawn(self, name: str, *args: str) -> subprocess.Popen:
         log = open(self.workdir / f"{name}.log", "wb")
-        env = {**os.environ, "SPARK_HOME": str(SPARK_HOME), "SPARK_LOCAL_IP": "127.0.0.1",
-               "SPARK_NO_DAEMONIZE": "1"}
-        proc = subprocess.Popen([str(SPARK_HOME / "bin" / "spark-class"), *args], stdout=log, stderr=subprocess.STDOUT,
-                                env=env, start_new_session=True)
+        env = {**os.environ, "SPARK_HOME": str(SPARK_HOME), "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_NO_DAEMONIZE": "1"}
+        proc = subprocess.Popen(
+            [str(SPARK_HOME / "bin" / "spark-class"), *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
         self.procs.append(proc)
         return proc
 
-    def start(self) -> "StandaloneCluster":
-        self._spawn("master", "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-                    "--port", str(self.port), "--webui-port", str(self.ui_port))
+    def start(self) -> StandaloneCluster:
+        self._spawn(
+            "master",
+            "org.apache.spark.deploy.master.Master",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--webui-port",
+            str(self.ui_port),
+        )
         self._wait(lambda: self.state() is not None, "master")
         for i in range(self.n_workers):
             work = self.workdir / f"worker-{i}"
             work.mkdir()
             self.worker_dirs.append(work)
-            self._spawn(f"worker-{i}", "org.apache.spark.deploy.worker.Worker", self.url, "--host", "127.0.0.1",
-                        "--cores", str(self.cores), "--memory", self.memory, "--webui-port", str(free_port()),
-                        "--work-dir", str(work))
-        self._wait(lambda: len([w for w in self.state()["workers"] if w["state"] == "ALIVE"]) == self.n_workers,
-                   "workers")
+            self._spawn(
+                f"worker-{i}",
+                "org.apache.spark.deploy.worker.Worker",
+                self.url,
+                "--host",
+                "127.0.0.1",
+                "--cores",
+                str(self.cores),
+                "--memory",
+                self.memory,
+                "--webui-port",
+                str(free_port()),
+                "--work-dir",
+                str(work),
+            )
+        self._wait(
+            lambda: len([w for w in self.state()["workers"] if w["state"] == "ALIVE"]) == self.n_workers, "workers"
+        )
         return self
 
     def state(self) -> dict | None:
@@ -83,14 +108,15 @@ class StandaloneCluster:
         found = []
         for p in psutil.process_iter(["cmdline"]):
             try:
-                if "CoarseGrainedExecutorBackend" in " ".join(p.info["cmdline"] or []) and \
-                        p.cwd().startswith(str(self.worker_dirs[worker])):
+                if "CoarseGrainedExecutorBackend" in " ".join(p.info["cmdline"] or []) and p.cwd().startswith(
+                    str(self.worker_dirs[worker])
+                ):
                     found.append(p)
             except psutil.Error:
                 continue
         return found
 
-    def __enter__(self) -> "StandaloneCluster":
+    def __enter__(self) -> StandaloneCluster:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -13,8 +13,20 @@ def non_fruit_photos() -> dict[str, bytes]:
     """Real photos that ship with scikit-image (a person, a cat, coffee, a rocket, ...) and synthetic ones."""
     folder = resources.files("skimage") / "data"
     out = {}
-    for name in ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "camera.png", "motorcycle_left.png",
-                 "hubble_deep_field.jpg", "brick.png", "grass.png", "text.png", "page.png", "coins.png"):
+    for name in (
+        "astronaut.png",
+        "chelsea.png",
+        "coffee.png",
+        "rocket.jpg",
+        "camera.png",
+        "motorcycle_left.png",
+        "hubble_deep_field.jpg",
+        "brick.png",
+        "grass.png",
+        "text.png",
+        "page.png",
+        "coins.png",
+    ):
         out[name] = (folder / name).read_bytes()
     rng = np.random.default_rng(0)
 

@@ -77,8 +77,9 @@ def test_reduce_of_something_that_is_not_embeddings(tmp_path):
     assert_one_line_error(fruitlens("reduce", tmp_path / "nope", tmp_path / "out"), "EMBEDDINGS not found")
 
 
-@pytest.mark.parametrize("command,option", [("featurize", "--backbone-file"), ("run", "--backbone-file"),
-                                            ("featurize", "--model")])  # its name before 0.2: still accepted
+@pytest.mark.parametrize(
+    "command,option", [("featurize", "--backbone-file"), ("run", "--backbone-file"), ("featurize", "--model")]
+)  # its name before 0.2: still accepted
 def test_missing_backbone_file_is_refused_before_spark_starts_and_nothing_is_staged(tmp_path, command, option):
     (tmp_path / "in" / "Apple").mkdir(parents=True)
     (tmp_path / "in" / "Apple" / "a.jpg").write_bytes(b"not looked at")
@@ -86,8 +87,14 @@ def test_missing_backbone_file_is_refused_before_spark_starts_and_nothing_is_sta
     java.parent.mkdir(parents=True)
     java.write_text(f"#!/bin/sh\ntouch {tmp_path / 'java-ran'}\necho 'openjdk version \"17.0.9\"' >&2\n")
     java.chmod(0o755)
-    res = fruitlens(command, tmp_path / "in", tmp_path / "out", option, tmp_path / "no-such-model.tflite",
-                    env={"JAVA_HOME": str(tmp_path / "jdk")})
+    res = fruitlens(
+        command,
+        tmp_path / "in",
+        tmp_path / "out",
+        option,
+        tmp_path / "no-such-model.tflite",
+        env={"JAVA_HOME": str(tmp_path / "jdk")},
+    )
     assert_one_line_error(res, "--backbone-file: no backbone file at")
     assert ("--model is now --backbone-file" in res.stderr) == (option == "--model")
     assert not (tmp_path / "java-ran").exists()  # Spark was never started

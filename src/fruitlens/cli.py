@@ -29,17 +29,31 @@ from .storage.location import S3Options
 
 
 def spark_options(f):
-    @click.option("--master", default=default(SparkConfig, "master"), show_default=True,
-                  help="Spark master: local[N], spark://HOST:PORT, yarn. Ignored under spark-submit.")
-    @click.option("--driver-memory", default=default(SparkConfig, "driver_memory"), show_default=True,
-                  help="Spark driver memory.")
-    @click.option("--conf", "conf", multiple=True, metavar="KEY=VALUE",
-                  help="Extra Spark setting, repeatable (e.g. --conf spark.executor.memory=4g).")
+    @click.option(
+        "--master",
+        default=default(SparkConfig, "master"),
+        show_default=True,
+        help="Spark master: local[N], spark://HOST:PORT, yarn. Ignored under spark-submit.",
+    )
+    @click.option(
+        "--driver-memory", default=default(SparkConfig, "driver_memory"), show_default=True, help="Spark driver memory."
+    )
+    @click.option(
+        "--conf",
+        "conf",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Extra Spark setting, repeatable (e.g. --conf spark.executor.memory=4g).",
+    )
     @click.option("--quiet", is_flag=True, help="Do not print the summary.")
     @s3_options
-    @click.option("--s3-max-attempts", type=click.IntRange(1, 50), default=default(S3Options, "max_attempts"),
-                  show_default=True,
-                  help="Attempts per S3 request, with adaptive backoff on throttling and transient errors.")
+    @click.option(
+        "--s3-max-attempts",
+        type=click.IntRange(1, 50),
+        default=default(S3Options, "max_attempts"),
+        show_default=True,
+        help="Attempts per S3 request, with adaptive backoff on throttling and transient errors.",
+    )
     @functools.wraps(f)
     def wrapper(*args, master, driver_memory, conf, s3, s3_max_attempts, **kwargs):
         extra = {}
@@ -55,8 +69,12 @@ def spark_options(f):
 
 
 def s3_options(f):
-    @click.option("--s3-endpoint-url", default=None, metavar="URL",
-                  help="S3-compatible endpoint (default: $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL, else AWS).")
+    @click.option(
+        "--s3-endpoint-url",
+        default=None,
+        metavar="URL",
+        help="S3-compatible endpoint (default: $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL, else AWS).",
+    )
     @click.option("--s3-region", default=None, help="S3 region (default: $AWS_REGION / profile).")
     @functools.wraps(f)
     def wrapper(*args, s3_endpoint_url, s3_region, **kwargs):
@@ -68,11 +86,21 @@ def s3_options(f):
 def backbone_file_option(f):
     """--backbone-file, and its names before 0.2 (`--model` of featurize/run, `--backbone-model`
     of predict/serve), accepted with a note until 0.3.0 (CHANGELOG.md)."""
-    @click.option("--backbone-file", type=click.Path(), default=None,
-                  help="Local backbone file (.tflite), or a folder holding it under its published name "
-                       "(default: $FRUITLENS_MODEL_DIR, else downloaded once, sha256-checked, to the user cache).")
-    @click.option(f.__name__ in ("featurize", "run") and "--model" or "--backbone-model", "old_backbone_file",
-                  type=click.Path(), default=None, hidden=True)
+
+    @click.option(
+        "--backbone-file",
+        type=click.Path(),
+        default=None,
+        help="Local backbone file (.tflite), or a folder holding it under its published name "
+        "(default: $FRUITLENS_MODEL_DIR, else downloaded once, sha256-checked, to the user cache).",
+    )
+    @click.option(
+        f.__name__ in ("featurize", "run") and "--model" or "--backbone-model",
+        "old_backbone_file",
+        type=click.Path(),
+        default=None,
+        hidden=True,
+    )
     @functools.wraps(f)
     def wrapper(*args, backbone_file, old_backbone_file, **kwargs):
         if old_backbone_file is not None:
@@ -86,17 +114,42 @@ def backbone_file_option(f):
 
 def embed_options(f):
     """How the embedding tasks run (featurize, run, classify): EmbedSettings' defaults."""
-    @click.option("--batch-size", type=int, default=default(EmbedSettings, "batch_size"), show_default=True,
-                  help="Images per inference call.")
-    @click.option("--threads", type=int, default=default(EmbedSettings, "threads"), show_default=True,
-                  help="Inference threads per Python worker (Spark runs one worker per task slot).")
-    @click.option("--images-per-partition", type=int, default=default(EmbedSettings, "images_per_partition"),
-                  show_default=True, help="Images per Spark task.")
-    @click.option("--io-threads", type=int, default=default(EmbedSettings, "io_threads"), show_default=True,
-                  help="Concurrent reads and decodes per task.")
-    @click.option("--incremental/--full", default=default(EmbedSettings, "incremental"), show_default=True,
-                  help="--incremental: read and embed only images that are new or changed since what OUTPUT "
-                       "holds (and resume an interrupted run); --full: embed every image again.")
+
+    @click.option(
+        "--batch-size",
+        type=int,
+        default=default(EmbedSettings, "batch_size"),
+        show_default=True,
+        help="Images per inference call.",
+    )
+    @click.option(
+        "--threads",
+        type=int,
+        default=default(EmbedSettings, "threads"),
+        show_default=True,
+        help="Inference threads per Python worker (Spark runs one worker per task slot).",
+    )
+    @click.option(
+        "--images-per-partition",
+        type=int,
+        default=default(EmbedSettings, "images_per_partition"),
+        show_default=True,
+        help="Images per Spark task.",
+    )
+    @click.option(
+        "--io-threads",
+        type=int,
+        default=default(EmbedSettings, "io_threads"),
+        show_default=True,
+        help="Concurrent reads and decodes per task.",
+    )
+    @click.option(
+        "--incremental/--full",
+        default=default(EmbedSettings, "incremental"),
+        show_default=True,
+        help="--incremental: read and embed only images that are new or changed since what OUTPUT "
+        "holds (and resume an interrupted run); --full: embed every image again.",
+    )
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
         return f(*args, **kwargs)
@@ -105,26 +158,50 @@ def embed_options(f):
 
 
 def featurize_options(f):
-    @click.option("--backbone", default=DEFAULT_BACKBONE, show_default=True, type=click.Choice(list(SPECS)),
-                  help="Pretrained network and the embedding taken from it, values per image: "
-                       + ", ".join(f"{name} ({spec.embedding_dim})" for name, spec in SPECS.items())
-                       + " (README, 'The model').")
+    @click.option(
+        "--backbone",
+        default=DEFAULT_BACKBONE,
+        show_default=True,
+        type=click.Choice(list(SPECS)),
+        help="Pretrained network and the embedding taken from it, values per image: "
+        + ", ".join(f"{name} ({spec.embedding_dim})" for name, spec in SPECS.items())
+        + " (README, 'The model').",
+    )
     @backbone_file_option
     @embed_options
-    @click.option("--max-pixels", type=int, default=default(FeaturizeConfig, "max_pixels"), show_default=True,
-                  help="Larger images are rejected as decompression bombs.")
-    @click.option("--image-size", type=click.IntRange(min=32), default=None,
-                  help="Side in pixels of the square the backbone runs at (default: its own, 224). Smaller is "
-                       "faster and less accurate: see docs/benchmarks.md. Recorded with the embeddings; "
-                       "classify/predict/serve use the size the model was trained with.")
-    @click.option("--views", type=click.Choice([str(n) for n in VIEW_SIZES]), default=str(default(FeaturizeConfig, "views")),
-                  show_default=True, callback=lambda ctx, param, value: int(value),
-                  help="Views of each photo embedded: 1 = the whole photo; 2 = and its centre crop; 4 = those and "
-                       "their mirror images; 6 = the whole photo, four corner crops and the centre crop; 12 = "
-                       "those and their mirror images. The whole photo is the `embedding` column, the others the "
-                       "`views` column: `train` learns from every view (README, 'Real photos').")
-    @click.option("--crop", type=click.FloatRange(0.2, 1.0), default=default(FeaturizeConfig, "crop"), show_default=True,
-                  help="Side of a crop view, as a share of the photo's short side.")
+    @click.option(
+        "--max-pixels",
+        type=int,
+        default=default(FeaturizeConfig, "max_pixels"),
+        show_default=True,
+        help="Larger images are rejected as decompression bombs.",
+    )
+    @click.option(
+        "--image-size",
+        type=click.IntRange(min=32),
+        default=None,
+        help="Side in pixels of the square the backbone runs at (default: its own, 224). Smaller is "
+        "faster and less accurate: see docs/benchmarks.md. Recorded with the embeddings; "
+        "classify/predict/serve use the size the model was trained with.",
+    )
+    @click.option(
+        "--views",
+        type=click.Choice([str(n) for n in VIEW_SIZES]),
+        default=str(default(FeaturizeConfig, "views")),
+        show_default=True,
+        callback=lambda ctx, param, value: int(value),
+        help="Views of each photo embedded: 1 = the whole photo; 2 = and its centre crop; 4 = those and "
+        "their mirror images; 6 = the whole photo, four corner crops and the centre crop; 12 = "
+        "those and their mirror images. The whole photo is the `embedding` column, the others the "
+        "`views` column: `train` learns from every view (README, 'Real photos').",
+    )
+    @click.option(
+        "--crop",
+        type=click.FloatRange(0.2, 1.0),
+        default=default(FeaturizeConfig, "crop"),
+        show_default=True,
+        help="Side of a crop view, as a share of the photo's short side.",
+    )
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
         return f(*args, **kwargs)
@@ -134,11 +211,17 @@ def featurize_options(f):
 
 def reduce_options(f):
     @click.option("--k", type=int, default=None, help="Number of principal components.")
-    @click.option("--variance", type=float, default=None,
-                  help=f"Keep the smallest k reaching this share of variance (default {DEFAULT_VARIANCE} "
-                       "when --k is not given).")
-    @click.option("--reuse-model", is_flag=True,
-                  help="Project with the StandardScaler + PCA OUTPUT already holds (OUTPUT/pca/) instead of refitting.")
+    @click.option(
+        "--variance",
+        type=float,
+        default=None,
+        help=f"Keep the smallest k reaching this share of variance (default {DEFAULT_VARIANCE} when --k is not given).",
+    )
+    @click.option(
+        "--reuse-model",
+        is_flag=True,
+        help="Project with the StandardScaler + PCA OUTPUT already holds (OUTPUT/pca/) instead of refitting.",
+    )
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
         return f(*args, **kwargs)
@@ -177,9 +260,13 @@ def run(input, output, spark_cfg, s3, k, variance, reuse_model, quiet, **kw):
     """
     from .jobs import run_all
 
-    run_all(_feat_cfg(input, output, kw),
-            ReduceConfig(input=output, output=output, k=k, variance=variance, reuse_model=reuse_model),
-            spark_cfg, quiet=quiet, s3=s3)
+    run_all(
+        _feat_cfg(input, output, kw),
+        ReduceConfig(input=output, output=output, k=k, variance=variance, reuse_model=reuse_model),
+        spark_cfg,
+        quiet=quiet,
+        s3=s3,
+    )
 
 
 @cli.command()
@@ -207,39 +294,89 @@ def reduce(embeddings, output, spark_cfg, s3, k, variance, reuse_model, quiet):
     explained variance, report."""
     from .jobs import run_reduce
 
-    run_reduce(ReduceConfig(input=embeddings, output=output, k=k, variance=variance, reuse_model=reuse_model),
-               spark_cfg, quiet=quiet, s3=s3)
+    run_reduce(
+        ReduceConfig(input=embeddings, output=output, k=k, variance=variance, reuse_model=reuse_model),
+        spark_cfg,
+        quiet=quiet,
+        s3=s3,
+    )
 
 
 @cli.command()
 @click.argument("embeddings", nargs=-1, required=True)
 @click.argument("output", metavar="MODEL")
-@click.option("--catalogue", default=None, metavar="FILE|builtin",
-              help="CSV label,species,family: each collection's folder name -> the species the model names -> its "
-                   "family (one species learnt from every collection that shows it). `builtin`: the product's, for "
-                   "Fruits-360 and GroceryStore. Default: each label its own species and family.")
-@click.option("--candidates", default=",".join(default(TrainConfig, "candidates")), show_default=True,
-              help="Heads to compare on validation, comma-separated KIND:SETTING: lr_full:REG (logistic regression on "
-                   "every standardised dimension, REG its regParam), lr_pca:REG (on PCA), mlp:UNITS (PCA -> hidden "
-                   "layer -> softmax; Spark solver). The report lists each one's validation accuracy and seconds.")
+@click.option(
+    "--catalogue",
+    default=None,
+    metavar="FILE|builtin",
+    help="CSV label,species,family: each collection's folder name -> the species the model names -> its "
+    "family (one species learnt from every collection that shows it). `builtin`: the product's, for "
+    "Fruits-360 and GroceryStore. Default: each label its own species and family.",
+)
+@click.option(
+    "--candidates",
+    default=",".join(default(TrainConfig, "candidates")),
+    show_default=True,
+    help="Heads to compare on validation, comma-separated KIND:SETTING: lr_full:REG (logistic regression on "
+    "every standardised dimension, REG its regParam), lr_pca:REG (on PCA), mlp:UNITS (PCA -> hidden "
+    "layer -> softmax; Spark solver). The report lists each one's validation accuracy and seconds.",
+)
 @click.option("--models", default=None, hidden=True)  # before 0.2: kinds, each with its grid; until 0.3.0
-@click.option("--default", "default_model", default=None,
-              help="Export this candidate (or kind) whatever the validation says (default: the best on validation).")
-@click.option("--solver", type=click.Choice(list(SOLVERS)), default=default(TrainConfig, "solver"), show_default=True,
-              help="driver: NumPy/SciPy in this process (training rows in memory); spark: Spark ML (any size, "
-                   "any cluster); auto: driver when the training rows fit in its memory. Both fit the same model.")
-@click.option("--validation", type=float, default=default(TrainConfig, "validation"), show_default=True,
-              help="Share of each class's train images (the last ones in path order) held out to choose, for "
-                   "collections without a val/ split.")
-@click.option("--pca-variance", type=float, default=default(TrainConfig, "pca_variance"), show_default=True,
-              help="PCA size for lr_pca and mlp: the smallest k reaching this share of variance.")
-@click.option("--target-precision", type=float, default=default(TrainConfig, "target_precision"), show_default=True,
-              help="'Not sure' thresholds: answered validation photos at least this precise, at species level and at "
-                   "family level.")
+@click.option(
+    "--default",
+    "default_model",
+    default=None,
+    help="Export this candidate (or kind) whatever the validation says (default: the best on validation).",
+)
+@click.option(
+    "--solver",
+    type=click.Choice(list(SOLVERS)),
+    default=default(TrainConfig, "solver"),
+    show_default=True,
+    help="driver: NumPy/SciPy in this process (training rows in memory); spark: Spark ML (any size, "
+    "any cluster); auto: driver when the training rows fit in its memory. Both fit the same model.",
+)
+@click.option(
+    "--validation",
+    type=float,
+    default=default(TrainConfig, "validation"),
+    show_default=True,
+    help="Share of each class's train images (the last ones in path order) held out to choose, for "
+    "collections without a val/ split.",
+)
+@click.option(
+    "--pca-variance",
+    type=float,
+    default=default(TrainConfig, "pca_variance"),
+    show_default=True,
+    help="PCA size for lr_pca and mlp: the smallest k reaching this share of variance.",
+)
+@click.option(
+    "--target-precision",
+    type=float,
+    default=default(TrainConfig, "target_precision"),
+    show_default=True,
+    help="'Not sure' thresholds: answered validation photos at least this precise, at species level and at "
+    "family level.",
+)
 @click.option("--max-iter", type=click.IntRange(1, 10_000), default=default(TrainConfig, "max_iter"), show_default=True)
 @spark_options
-def train(embeddings, output, spark_cfg, s3, quiet, catalogue, candidates, models, default_model, solver, validation,
-          pca_variance, target_precision, max_iter):
+def train(
+    embeddings,
+    output,
+    spark_cfg,
+    s3,
+    quiet,
+    catalogue,
+    candidates,
+    models,
+    default_model,
+    solver,
+    validation,
+    pca_variance,
+    target_precision,
+    max_iter,
+):
     """EMBEDDINGS... (one or more folders run/featurize wrote: collections) -> MODEL, a classifier
     folder: the Spark ML PipelineModel, a portable NumPy export for predict/classify/serve, the
     catalogue it was trained with, report.json, confusion.png.
@@ -252,13 +389,27 @@ def train(embeddings, output, spark_cfg, s3, quiet, catalogue, candidates, model
     names = None
     if models is not None:
         names = tuple(m.strip() for m in models.split(",") if m.strip())
-        note("--models is now --candidates KIND:SETTING; --models KINDS (each with its old grid) is accepted until "
-             "0.3.0")
-    run_train(TrainConfig(input=tuple(embeddings), output=output, catalogue=catalogue,
-                          candidates=tuple(c for c in candidates.split(",") if c.strip()), models=names,
-                          default=default_model, solver=solver, validation=validation, pca_variance=pca_variance,
-                          target_precision=target_precision, max_iter=max_iter),
-              replace(spark_cfg, quick_jit=False), quiet=quiet, s3=s3)
+        note(
+            "--models is now --candidates KIND:SETTING; --models KINDS (each with its old grid) is accepted until 0.3.0"
+        )
+    run_train(
+        TrainConfig(
+            input=tuple(embeddings),
+            output=output,
+            catalogue=catalogue,
+            candidates=tuple(c for c in candidates.split(",") if c.strip()),
+            models=names,
+            default=default_model,
+            solver=solver,
+            validation=validation,
+            pca_variance=pca_variance,
+            target_precision=target_precision,
+            max_iter=max_iter,
+        ),
+        replace(spark_cfg, quick_jit=False),
+        quiet=quiet,
+        s3=s3,
+    )
 
 
 @cli.command()
@@ -295,8 +446,11 @@ def _print_answers(answers) -> None:
         if a.prediction is None:
             continue
         p = a.prediction
-        verdict = (f"[yellow]not sure[/] ({p.why}); best guess {p.predicted}" if p.not_sure
-                   else f"[bold green]{p.predicted}[/]")
+        verdict = (
+            f"[yellow]not sure[/] ({p.why}); best guess {p.predicted}"
+            if p.not_sure
+            else f"[bold green]{p.predicted}[/]"
+        )
         table = Table(title=f"{a.path}: {verdict}", title_justify="left", show_edge=False)
         table.add_column("#", justify="right")
         table.add_column("species")
@@ -309,9 +463,14 @@ def _print_answers(answers) -> None:
 @cli.command()
 @click.argument("model_dir", metavar="MODEL")
 @click.argument("dest", metavar="FILE.tflite", type=click.Path(dir_okay=False))
-@click.option("--check", "check", multiple=True, metavar="PHOTO",
-              help="Run the file on this photo (repeatable, local or s3://) beside `predict` and say how often both "
-                   "name the same species.")
+@click.option(
+    "--check",
+    "check",
+    multiple=True,
+    metavar="PHOTO",
+    help="Run the file on this photo (repeatable, local or s3://) beside `predict` and say how often both "
+    "name the same species.",
+)
 @backbone_file_option
 @s3_options
 def export(model_dir, dest, check, backbone_file, s3):
@@ -344,64 +503,169 @@ def classify(model_dir, input, output, spark_cfg, s3, quiet, **kw):
 
 @cli.command()
 @click.option("--model", "model_dir", required=True, help="Model folder `fruitlens train` wrote (local or s3://).")
-@click.option("--index", required=True,
-              help="Output folder `fruitlens run`/`featurize` wrote (its embeddings/), local or s3://: the similar images.")
-@click.option("--info", multiple=True, metavar="FOLDER",
-              help="Species information, repeatable: the Fruits-360 metadata folder (dictionary.txt, Meta/) and/or "
-                   "GroceryStore's folder (classes.csv, iconic-images-and-descriptions/), local or s3://.")
-@click.option("--host", default=default(ServeConfig, "host"), show_default=True,
-              help="Address to listen on (0.0.0.0: every interface).")
+@click.option(
+    "--index",
+    required=True,
+    help="Output folder `fruitlens run`/`featurize` wrote (its embeddings/), local or s3://: the similar images.",
+)
+@click.option(
+    "--info",
+    multiple=True,
+    metavar="FOLDER",
+    help="Species information, repeatable: the Fruits-360 metadata folder (dictionary.txt, Meta/) and/or "
+    "GroceryStore's folder (classes.csv, iconic-images-and-descriptions/), local or s3://.",
+)
+@click.option(
+    "--host",
+    default=default(ServeConfig, "host"),
+    show_default=True,
+    help="Address to listen on (0.0.0.0: every interface).",
+)
 @click.option("--port", type=click.IntRange(0, 65535), default=default(ServeConfig, "port"), show_default=True)
 @click.option("--ann", is_flag=True, help="Approximate neighbour search (usearch HNSW) instead of exact.")
-@click.option("--interpreters", type=click.IntRange(1, 16), default=default(ServeConfig, "interpreters"),
-              show_default=True, help="Backbone interpreters shared by concurrent requests (each call takes one).")
-@click.option("--threads", type=click.IntRange(1, 256), default=None,
-              help="Inference threads per interpreter (default: cores / interpreters).")
-@click.option("--max-upload-mb", type=click.FloatRange(0.01, 1024),
-              default=default(ServeConfig, "max_upload_bytes") / 2**20, show_default=True, help="Largest photo accepted.")
-@click.option("--max-photos", type=click.IntRange(1, 20), default=default(ServeConfig, "max_photos"), show_default=True,
-              help="Photos of one fruit in one identify request.")
-@click.option("--max-pixels", type=click.IntRange(1), default=default(ServeConfig, "max_pixels"), show_default=True,
-              help="Photos with more pixels are refused as decompression bombs.")
-@click.option("--max-connections", type=click.IntRange(1), default=default(ServeConfig, "max_connections"),
-              show_default=True, help="Requests in flight; beyond, a JSON 503 that says to retry.")
-@click.option("--feedback", default=None, metavar="LOCATION",
-              help="Keep users' corrections (with their consent, without metadata) in this folder or s3:// prefix, "
-                   "in the layout featurize reads (README, 'Privacy'). Default: feedback off.")
-@click.option("--feedback-retention-days", type=click.IntRange(1), default=default(ServeConfig, "feedback_retention_days"),
-              show_default=True, help="Kept photos are deleted this long after they were given.")
-@click.option("--api-keys", type=click.Path(dir_okay=False), default=None, metavar="FILE",
-              help="Keys' hashes (`fruitlens keys add FILE NAME` makes a key): requests with a key get "
-                   "--key-rate-limit.")
+@click.option(
+    "--interpreters",
+    type=click.IntRange(1, 16),
+    default=default(ServeConfig, "interpreters"),
+    show_default=True,
+    help="Backbone interpreters shared by concurrent requests (each call takes one).",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 256),
+    default=None,
+    help="Inference threads per interpreter (default: cores / interpreters).",
+)
+@click.option(
+    "--max-upload-mb",
+    type=click.FloatRange(0.01, 1024),
+    default=default(ServeConfig, "max_upload_bytes") / 2**20,
+    show_default=True,
+    help="Largest photo accepted.",
+)
+@click.option(
+    "--max-photos",
+    type=click.IntRange(1, 20),
+    default=default(ServeConfig, "max_photos"),
+    show_default=True,
+    help="Photos of one fruit in one identify request.",
+)
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(1),
+    default=default(ServeConfig, "max_pixels"),
+    show_default=True,
+    help="Photos with more pixels are refused as decompression bombs.",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(1),
+    default=default(ServeConfig, "max_connections"),
+    show_default=True,
+    help="Requests in flight; beyond, a JSON 503 that says to retry.",
+)
+@click.option(
+    "--feedback",
+    default=None,
+    metavar="LOCATION",
+    help="Keep users' corrections (with their consent, without metadata) in this folder or s3:// prefix, "
+    "in the layout featurize reads (README, 'Privacy'). Default: feedback off.",
+)
+@click.option(
+    "--feedback-retention-days",
+    type=click.IntRange(1),
+    default=default(ServeConfig, "feedback_retention_days"),
+    show_default=True,
+    help="Kept photos are deleted this long after they were given.",
+)
+@click.option(
+    "--api-keys",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="Keys' hashes (`fruitlens keys add FILE NAME` makes a key): requests with a key get --key-rate-limit.",
+)
 @click.option("--require-key", is_flag=True, help="Refuse requests without a key (401).")
-@click.option("--rate-limit", type=click.IntRange(1), default=default(ServeConfig, "rate_limit"), show_default=True,
-              help="identify/feedback requests a minute per client address.")
-@click.option("--key-rate-limit", type=click.IntRange(1), default=default(ServeConfig, "key_rate_limit"),
-              show_default=True, help="... per API key.")
+@click.option(
+    "--rate-limit",
+    type=click.IntRange(1),
+    default=default(ServeConfig, "rate_limit"),
+    show_default=True,
+    help="identify/feedback requests a minute per client address.",
+)
+@click.option(
+    "--key-rate-limit",
+    type=click.IntRange(1),
+    default=default(ServeConfig, "key_rate_limit"),
+    show_default=True,
+    help="... per API key.",
+)
 @backbone_file_option
 @s3_options
-def serve(model_dir, index, info, host, port, ann, interpreters, threads, max_upload_mb, max_photos, max_pixels,
-          max_connections, feedback, feedback_retention_days, api_keys, require_key, rate_limit, key_rate_limit,
-          backbone_file, s3):
+def serve(
+    model_dir,
+    index,
+    info,
+    host,
+    port,
+    ann,
+    interpreters,
+    threads,
+    max_upload_mb,
+    max_photos,
+    max_pixels,
+    max_connections,
+    feedback,
+    feedback_retention_days,
+    api_keys,
+    require_key,
+    rate_limit,
+    key_rate_limit,
+    backbone_file,
+    s3,
+):
     """HTTP identification service and web page: open http://HOST:PORT/ (API under /api/v1/,
     schema at /api/v1/openapi.json). Send 1 to 5 photos of a fruit: the species (or its family,
     or "not sure"), its names and information in English or French, the most similar images of
     --index; corrections kept with consent (--feedback)."""
     from .serve import run as run_server
 
-    run_server(ServeConfig(model=model_dir, index=index, info=tuple(info), host=host, port=port, ann=ann,
-                           interpreters=interpreters, threads=threads, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-                           max_photos=max_photos, max_pixels=max_pixels, max_connections=max_connections,
-                           feedback=feedback, feedback_retention_days=feedback_retention_days, api_keys=api_keys,
-                           require_key=require_key, rate_limit=rate_limit, key_rate_limit=key_rate_limit,
-                           backbone_file=backbone_file, s3=s3))
+    run_server(
+        ServeConfig(
+            model=model_dir,
+            index=index,
+            info=tuple(info),
+            host=host,
+            port=port,
+            ann=ann,
+            interpreters=interpreters,
+            threads=threads,
+            max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+            max_photos=max_photos,
+            max_pixels=max_pixels,
+            max_connections=max_connections,
+            feedback=feedback,
+            feedback_retention_days=feedback_retention_days,
+            api_keys=api_keys,
+            require_key=require_key,
+            rate_limit=rate_limit,
+            key_rate_limit=key_rate_limit,
+            backbone_file=backbone_file,
+            s3=s3,
+        )
+    )
 
 
 @cli.command()
 @click.argument("output")
 @click.option("--model", "model_dir", required=True, help="The model folder `serve` will answer with (local or s3://).")
-@click.option("--dtype", type=click.Choice(["f16", "f32", "i8"]), default="f16", show_default=True,
-              help="How the graph stores each vector (f16: half of f32's memory, the same neighbours).")
+@click.option(
+    "--dtype",
+    type=click.Choice(["f16", "f32", "i8"]),
+    default="f16",
+    show_default=True,
+    help="How the graph stores each vector (f16: half of f32's memory, the same neighbours).",
+)
 @s3_options
 def index(output, model_dir, dtype, s3):
     """The similar-images index of OUTPUT (a folder run/featurize wrote), for MODEL: a usearch HNSW

@@ -126,15 +126,19 @@ class Candidate:
     def parse(cls, text: str) -> Candidate:
         kind, sep, value = text.strip().partition(":")
         if kind not in KINDS or not sep:
-            raise FruitlensError(f"--candidates: {text.strip()!r} is not KIND:SETTING with KIND one of "
-                                 f"{', '.join(KINDS)} (e.g. lr_full:1e-4, mlp:128)")
+            raise FruitlensError(
+                f"--candidates: {text.strip()!r} is not KIND:SETTING with KIND one of "
+                f"{', '.join(KINDS)} (e.g. lr_full:1e-4, mlp:128)"
+            )
         try:
             setting = float(value)
         except ValueError:
             raise FruitlensError(f"--candidates: {text.strip()!r}: {value!r} is not a number") from None
         if not (setting > 0 if kind == "mlp" else setting >= 0) or not math.isfinite(setting):
-            raise FruitlensError(f"--candidates: {text.strip()!r}: the setting must be "
-                                 + ("a positive number of hidden units" if kind == "mlp" else "a regularisation >= 0"))
+            raise FruitlensError(
+                f"--candidates: {text.strip()!r}: the setting must be "
+                + ("a positive number of hidden units" if kind == "mlp" else "a regularisation >= 0")
+            )
         return cls(kind, setting)
 
     @property
@@ -166,7 +170,9 @@ class TrainConfig:
         if self.models is not None:
             unknown = set(self.models) - set(MODELS)
             if unknown or not self.models:
-                raise FruitlensError(f"--models: choose among {', '.join(MODELS)}, got {', '.join(self.models) or 'none'}")
+                raise FruitlensError(
+                    f"--models: choose among {', '.join(MODELS)}, got {', '.join(self.models) or 'none'}"
+                )
             object.__setattr__(self, "candidates", tuple(f"{m}:{g}" for m in self.models for g in MODEL_GRIDS[m]))
         parsed = [Candidate.parse(c) for c in self.candidates]
         if not parsed:
@@ -218,8 +224,15 @@ class ServeConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "info", (self.info,) if isinstance(self.info, str) else tuple(self.info))
-        for name in ("interpreters", "max_photos", "max_connections", "feedback_retention_days", "rate_limit",
-                     "key_rate_limit", "photo_cache_s"):
+        for name in (
+            "interpreters",
+            "max_photos",
+            "max_connections",
+            "feedback_retention_days",
+            "rate_limit",
+            "key_rate_limit",
+            "photo_cache_s",
+        ):
             _positive(f"--{name.replace('_', '-')}", getattr(self, name))
         if self.require_key and not self.api_keys:
             raise FruitlensError("--require-key needs --api-keys FILE")

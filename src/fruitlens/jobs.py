@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Iterator
 
 from . import FruitlensError, note
 from .chain.featurize import featurize
@@ -89,8 +89,9 @@ class _Context:
 
 
 @contextmanager
-def _job(command: str, out: Location, parameters: dict, outputs: tuple[str, ...], spark_cfg: SparkConfig,
-         spark, quiet: bool) -> Iterator[_Context]:
+def _job(
+    command: str, out: Location, parameters: dict, outputs: tuple[str, ...], spark_cfg: SparkConfig, spark, quiet: bool
+) -> Iterator[_Context]:
     """The Spark session, the report's header, the run's staging area; on success the outputs
     listed, report.json written, the summary printed."""
     spark = spark or get_session(spark_cfg)
@@ -129,8 +130,14 @@ def _images_job(input: str, output: str, s3: S3Options | None) -> tuple[Location
 def _embedder(cfg: FeaturizeConfig) -> Embedder:
     """The backbone resolved once, before Spark starts: a missing or wrong file fails now, with
     nothing staged."""
-    return Embedder.resolve(cfg.backbone, cfg.image_size, cfg.backbone_file, max_pixels=cfg.max_pixels,
-                            threads=cfg.threads, views=Views(cfg.views, cfg.crop))
+    return Embedder.resolve(
+        cfg.backbone,
+        cfg.image_size,
+        cfg.backbone_file,
+        max_pixels=cfg.max_pixels,
+        threads=cfg.threads,
+        views=Views(cfg.views, cfg.crop),
+    )
 
 
 def _featurize_into(ctx: _Context, cfg, embedder: Embedder, source: Location):
@@ -140,24 +147,34 @@ def _featurize_into(ctx: _Context, cfg, embedder: Embedder, source: Location):
     return result
 
 
-def run_featurize(cfg: FeaturizeConfig, spark_cfg: SparkConfig, spark=None, quiet: bool = False,
-                  s3: S3Options | None = None) -> dict:
+def run_featurize(
+    cfg: FeaturizeConfig, spark_cfg: SparkConfig, spark=None, quiet: bool = False, s3: S3Options | None = None
+) -> dict:
     source, out = _images_job(cfg.input, cfg.output, s3)
     embedder = _embedder(cfg)
-    with _job("featurize", out, {"featurize": asdict(cfg)}, ("embeddings", "errors", "report.json"), spark_cfg,
-              spark, quiet) as ctx:
+    with _job(
+        "featurize", out, {"featurize": asdict(cfg)}, ("embeddings", "errors", "report.json"), spark_cfg, spark, quiet
+    ) as ctx:
         _featurize_into(ctx, cfg, embedder, source)
     return ctx.report
 
 
-def run_reduce(cfg: ReduceConfig, spark_cfg: SparkConfig, spark=None, quiet: bool = False,
-               s3: S3Options | None = None) -> dict:
+def run_reduce(
+    cfg: ReduceConfig, spark_cfg: SparkConfig, spark=None, quiet: bool = False, s3: S3Options | None = None
+) -> dict:
     source = embeddings_location(Location.of(cfg.input, s3))
     out = Location.of(cfg.output, s3)
     preflight_output(out)
     fitted = fitted_pca(out) if cfg.reuse_model else None
-    with _job("reduce", out, {"reduce": {**asdict(cfg), "embeddings": source.uri}},
-              ("features", PCA, "explained_variance.csv", "scree.png", "report.json"), spark_cfg, spark, quiet) as ctx:
+    with _job(
+        "reduce",
+        out,
+        {"reduce": {**asdict(cfg), "embeddings": source.uri}},
+        ("features", PCA, "explained_variance.csv", "scree.png", "report.json"),
+        spark_cfg,
+        spark,
+        quiet,
+    ) as ctx:
         dataset = Dataset.at(source)
         with storage_errors(source, "cannot read EMBEDDINGS"):
             embeddings = read_dataframe(ctx.spark, dataset)
@@ -165,14 +182,27 @@ def run_reduce(cfg: ReduceConfig, spark_cfg: SparkConfig, spark=None, quiet: boo
     return ctx.report
 
 
-def run_all(feat_cfg: FeaturizeConfig, red_cfg: ReduceConfig, spark_cfg: SparkConfig, spark=None,
-            quiet: bool = False, s3: S3Options | None = None) -> dict:
+def run_all(
+    feat_cfg: FeaturizeConfig,
+    red_cfg: ReduceConfig,
+    spark_cfg: SparkConfig,
+    spark=None,
+    quiet: bool = False,
+    s3: S3Options | None = None,
+) -> dict:
     source, out = _images_job(feat_cfg.input, feat_cfg.output, s3)
     # before any work: the fitted scaler + PCA must be there (fit on these embeddings: checked when read)
     fitted = fitted_pca(out) if red_cfg.reuse_model else None
     embedder = _embedder(feat_cfg)
-    with _job("run", out, {"featurize": asdict(feat_cfg), "reduce": asdict(red_cfg)}, DATASETS + FILES, spark_cfg,
-              spark, quiet) as ctx:
+    with _job(
+        "run",
+        out,
+        {"featurize": asdict(feat_cfg), "reduce": asdict(red_cfg)},
+        DATASETS + FILES,
+        spark_cfg,
+        spark,
+        quiet,
+    ) as ctx:
         result = _featurize_into(ctx, feat_cfg, embedder, source)
         if result.ok == 0:
             raise FruitlensError(f"none of the {result.found:,} images could be used; see {ctx.run.path('errors').uri}")
@@ -197,8 +227,9 @@ def _reduce_into(ctx: _Context, cfg: ReduceConfig, embeddings, params: dict | No
     """`fitted`: the scaler + PCA to project with (--reuse-model); None: fit one."""
     run = ctx.run
     with storage_errors(run.output, "cannot write OUTPUT"):
-        result = fit_and_transform(ctx.spark, cfg, embeddings, run.target("features"), run.target(PCA), params,
-                                   fitted=fitted)
+        result = fit_and_transform(
+            ctx.spark, cfg, embeddings, run.target("features"), run.target(PCA), params, fitted=fitted
+        )
         ctx.report["reduce"] = reduce_section(result, cfg.variance)
         write_explained_variance_csv(run.path("explained_variance.csv"), result)
         write_scree(run.path("scree.png"), result, None if cfg.reuse_model else cfg.variance)
@@ -209,8 +240,9 @@ def _reduce_into(ctx: _Context, cfg: ReduceConfig, embeddings, params: dict | No
             note(f"{old.uri} (the scaler + PCA saved before 0.2) was replaced by OUTPUT/{PCA}/")
 
 
-def run_train(cfg: TrainConfig, spark_cfg: SparkConfig, spark=None, quiet: bool = False,
-              s3: S3Options | None = None) -> dict:
+def run_train(
+    cfg: TrainConfig, spark_cfg: SparkConfig, spark=None, quiet: bool = False, s3: S3Options | None = None
+) -> dict:
     """Embeddings (one or more folders `run`/`featurize` wrote: collections) -> a model folder at OUTPUT."""
     from .engine.train import collection_of, train
 
@@ -233,8 +265,13 @@ def run_train(cfg: TrainConfig, spark_cfg: SparkConfig, spark=None, quiet: bool 
     t0 = time.perf_counter()
     try:
         with storage_errors(out, "cannot write the model"):
-            report = train(spark_session, cfg, collections, target,
-                           say=(lambda line: None) if quiet else (lambda line: print(line, file=sys.stderr, flush=True)))
+            report = train(
+                spark_session,
+                cfg,
+                collections,
+                target,
+                say=(lambda line: None) if quiet else (lambda line: print(line, file=sys.stderr, flush=True)),
+            )
     finally:
         cleanup(target.output, target.run_id)
     report["wall_s"] = round(time.perf_counter() - t0, 3)
@@ -261,16 +298,21 @@ def _check_model_output(out: Location, source: Location) -> None:
         if not out.is_local and out.parent == out:
             raise FruitlensError(f"MODEL must be a folder inside the bucket, not the bucket itself: {out.uri}")
         if source.uri == out.uri or source.uri.startswith(out.uri.rstrip("/") + "/"):
-            raise FruitlensError(f"MODEL {out.uri} would replace the embeddings it is trained on: choose another folder")
+            raise FruitlensError(
+                f"MODEL {out.uri} would replace the embeddings it is trained on: choose another folder"
+            )
         if out.exists() and (out.fs.isfile(out.path) or out.fs.ls(out.path)):
             manifest = Dataset.at(out).manifest
             if manifest is None or manifest.format != "tree" or not (out / "model.json").exists():
-                raise FruitlensError(f"MODEL {out.uri} exists and is not a fruitlens model folder: "
-                                     "choose a new folder (train replaces MODEL whole)")
+                raise FruitlensError(
+                    f"MODEL {out.uri} exists and is not a fruitlens model folder: "
+                    "choose a new folder (train replaces MODEL whole)"
+                )
 
 
-def run_classify(cfg: ClassifyConfig, spark_cfg: SparkConfig, spark=None, quiet: bool = False,
-                 s3: S3Options | None = None) -> dict:
+def run_classify(
+    cfg: ClassifyConfig, spark_cfg: SparkConfig, spark=None, quiet: bool = False, s3: S3Options | None = None
+) -> dict:
     """Every image under INPUT -> OUTPUT/predictions (+ embeddings, errors, report.json)."""
     from .catalogue import Catalogue
     from .engine.classify import predictions
@@ -282,17 +324,28 @@ def run_classify(cfg: ClassifyConfig, spark_cfg: SparkConfig, spark=None, quiet:
     # The embedder the model's embeddings were made with (backbone, file, size, limit) and its views.
     embedder = embedder_for(model, threads=cfg.threads)
     source, out = _images_job(cfg.input, cfg.output, s3)
-    with _job("classify", out, {"classify": asdict(cfg)}, ("predictions", "embeddings", "errors", "report.json"),
-              spark_cfg, spark, quiet) as ctx:
+    with _job(
+        "classify",
+        out,
+        {"classify": asdict(cfg)},
+        ("predictions", "embeddings", "errors", "report.json"),
+        spark_cfg,
+        spark,
+        quiet,
+    ) as ctx:
         _featurize_into(ctx, cfg, embedder, source)
         t1 = time.perf_counter()
         with storage_errors(out, "cannot write OUTPUT"):
             embeddings = read_dataframe(ctx.spark, Dataset.at(ctx.run.path("embeddings")))
-            ctx.report["classify"] = predictions(ctx.spark, embeddings, model, catalogue, ctx.run.target("predictions"),
-                                                 source.name)
+            ctx.report["classify"] = predictions(
+                ctx.spark, embeddings, model, catalogue, ctx.run.target("predictions"), source.name
+            )
         ctx.report["classify"]["wall_s"] = round(time.perf_counter() - t1, 3)
-        ctx.report["classify"]["model"] = {"folder": Location.of(cfg.model, s3).uri, "kind": model.meta.get("kind"),
-                                           "classes": len(model.classes)}
+        ctx.report["classify"]["model"] = {
+            "folder": Location.of(cfg.model, s3).uri,
+            "kind": model.meta.get("kind"),
+            "classes": len(model.classes),
+        }
     return ctx.report
 
 

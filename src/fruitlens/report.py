@@ -125,8 +125,11 @@ def write_scree(where: Location, result, variance_target: float | None) -> None:
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("principal component (log scale)")
     ax.set_ylabel("explained variance (share)")
-    ax.set_title(f"PCA of embeddings: fit on {result.fit_rows:,} rows ({result.fit_on})" if result.fit_rows
-                 else "PCA of embeddings: the model reused (--reuse-model)")
+    ax.set_title(
+        f"PCA of embeddings: fit on {result.fit_rows:,} rows ({result.fit_on})"
+        if result.fit_rows
+        else "PCA of embeddings: the model reused (--reuse-model)"
+    )
     ax.grid(alpha=0.3)
     ax.legend(loc="center right", fontsize=8)
     fig.tight_layout()
@@ -157,8 +160,11 @@ def print_summary(report: dict, output: Location) -> None:
             f"  this run: {inc['new']:,} new, {inc['changed']:,} changed, {inc['removed']:,} removed, "
             f"{inc['unchanged']:,} unchanged (kept)"
             + (f", {inc['retried']:,} retried" if inc["retried"] else "")
-            + (f"; resumed {inc['resumed_rows']:,} rows from {inc['resumed_files']} part files of an interrupted run"
-               if inc["resumed_rows"] else "")
+            + (
+                f"; resumed {inc['resumed_rows']:,} rows from {inc['resumed_files']} part files of an interrupted run"
+                if inc["resumed_rows"]
+                else ""
+            )
             + f"; {inc['embedded']:,} read and embedded"
         )
         for note in inc["notes"]:
@@ -173,8 +179,11 @@ def print_summary(report: dict, output: Location) -> None:
         )
     red = report.get("reduce")
     if red:
-        fitted = (f"fit on {red['fit_rows']:,} {red['fit_on']} rows" if red["fit_rows"]
-                  else "the model OUTPUT already held (--reuse-model)")
+        fitted = (
+            f"fit on {red['fit_rows']:,} {red['fit_on']} rows"
+            if red["fit_rows"]
+            else "the model OUTPUT already held (--reuse-model)"
+        )
         lines.append(
             f"  PCA: k = {red['k']} components, {red['explained_variance_at_k']:.1%} of variance, "
             f"{fitted}, {red['rows']:,} rows projected"
@@ -221,4 +230,3 @@ def write_confusion_png(path: str, confusion, classes: list[str], title: str) ->
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
-

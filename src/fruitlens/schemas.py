@@ -36,7 +36,7 @@ class ImageRef:
         return asdict(self)
 
     @classmethod
-    def from_row(cls, row: dict) -> "ImageRef":
+    def from_row(cls, row: dict) -> ImageRef:
         fields: dict[str, Any] = {name: row.get(name) for name in INPUT.names}  # a row's values are untyped
         return cls(**fields)
 
@@ -53,11 +53,18 @@ IDENTITY = [f.name for f in IDENTITY_FIELDS]
 # What the listing hands to the embedding tasks (one row per input image).
 INPUT = pa.schema([*IDENTITY_FIELDS, pa.field("label", pa.string()), pa.field("split", pa.string())])
 
-EMBEDDINGS = pa.schema([
-    pa.field("path", pa.string()), pa.field("label", pa.string()), pa.field("split", pa.string()),
-    pa.field("size_bytes", pa.int64()), pa.field("embedding", pa.list_(pa.float32())),
-    pa.field("path_bytes", pa.binary()), pa.field("modified_ns", pa.int64()), pa.field("etag", pa.string()),
-])
+EMBEDDINGS = pa.schema(
+    [
+        pa.field("path", pa.string()),
+        pa.field("label", pa.string()),
+        pa.field("split", pa.string()),
+        pa.field("size_bytes", pa.int64()),
+        pa.field("embedding", pa.list_(pa.float32())),
+        pa.field("path_bytes", pa.binary()),
+        pa.field("modified_ns", pa.int64()),
+        pa.field("etag", pa.string()),
+    ]
+)
 
 # With --views: every view but the whole photo (which is `embedding`), each one embedding.
 VIEWS_FIELD = pa.field("views", pa.list_(pa.list_(pa.float32())))
@@ -68,27 +75,48 @@ def embeddings_schema(views: bool) -> pa.Schema:
     return EMBEDDINGS.append(VIEWS_FIELD) if views else EMBEDDINGS
 
 
-ERRORS = pa.schema([
-    pa.field("path", pa.string()), pa.field("reason", pa.string()), pa.field("detail", pa.string()),
-    pa.field("label", pa.string()), pa.field("split", pa.string()), pa.field("size_bytes", pa.int64()),
-    pa.field("path_bytes", pa.binary()), pa.field("modified_ns", pa.int64()), pa.field("etag", pa.string()),
-])
+ERRORS = pa.schema(
+    [
+        pa.field("path", pa.string()),
+        pa.field("reason", pa.string()),
+        pa.field("detail", pa.string()),
+        pa.field("label", pa.string()),
+        pa.field("split", pa.string()),
+        pa.field("size_bytes", pa.int64()),
+        pa.field("path_bytes", pa.binary()),
+        pa.field("modified_ns", pa.int64()),
+        pa.field("etag", pa.string()),
+    ]
+)
 
-FEATURES = pa.schema([
-    pa.field("path", pa.string()), pa.field("label", pa.string()), pa.field("split", pa.string()),
-    pa.field("pca", pa.list_(pa.float64())),
-])
+FEATURES = pa.schema(
+    [
+        pa.field("path", pa.string()),
+        pa.field("label", pa.string()),
+        pa.field("split", pa.string()),
+        pa.field("pca", pa.list_(pa.float64())),
+    ]
+)
 
-PREDICTIONS = pa.schema([
-    pa.field("path", pa.string()), pa.field("label", pa.string()), pa.field("predicted", pa.string()),
-    pa.field("probability", pa.float64()), pa.field("not_sure", pa.bool_()), pa.field("why_not_sure", pa.string()),
-    pa.field("novelty", pa.float64()),
-    pa.field("top5", pa.list_(pa.struct([pa.field("label", pa.string()), pa.field("probability", pa.float64())]))),
-    pa.field("split", pa.string()), pa.field("path_bytes", pa.binary()),
-    # the level answered (species, family, or null: not sure), the species and family answered
-    pa.field("level", pa.string()), pa.field("species", pa.string()), pa.field("family", pa.string()),
-    pa.field("family_probability", pa.float64()),
-])
+PREDICTIONS = pa.schema(
+    [
+        pa.field("path", pa.string()),
+        pa.field("label", pa.string()),
+        pa.field("predicted", pa.string()),
+        pa.field("probability", pa.float64()),
+        pa.field("not_sure", pa.bool_()),
+        pa.field("why_not_sure", pa.string()),
+        pa.field("novelty", pa.float64()),
+        pa.field("top5", pa.list_(pa.struct([pa.field("label", pa.string()), pa.field("probability", pa.float64())]))),
+        pa.field("split", pa.string()),
+        pa.field("path_bytes", pa.binary()),
+        # the level answered (species, family, or null: not sure), the species and family answered
+        pa.field("level", pa.string()),
+        pa.field("species", pa.string()),
+        pa.field("family", pa.string()),
+        pa.field("family_probability", pa.float64()),
+    ]
+)
 
 # What each embedding task reports to the driver: one row per part file it wrote.
 PARTS = pa.schema([pa.field("dataset", pa.string()), pa.field("file", pa.string()), pa.field("rows", pa.int64())])

@@ -28,11 +28,27 @@ def worker_python(tmp_path_factory) -> str:
     assert uv, "uv is a dev dependency (scripts/setup.sh)"
     venv = tmp_path_factory.mktemp("worker-env") / "venv"
     subprocess.run([uv, "venv", "--quiet", "--python", sys.executable, str(venv)], check=True)
-    reqs = subprocess.run([uv, "export", "--frozen", "--no-hashes", "--no-emit-project", "--no-dev", "--quiet"],
-                          cwd=REPO, check=True, capture_output=True, text=True).stdout
+    reqs = subprocess.run(
+        [uv, "export", "--frozen", "--no-hashes", "--no-emit-project", "--no-dev", "--quiet"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     (venv / "requirements.txt").write_text(reqs)
-    subprocess.run([uv, "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"), "-r",
-                    str(venv / "requirements.txt")], check=True)
+    subprocess.run(
+        [
+            uv,
+            "pip",
+            "install",
+            "--quiet",
+            "--python",
+            str(venv / "bin" / "python"),
+            "-r",
+            str(venv / "requirements.txt"),
+        ],
+        check=True,
+    )
     python = str(venv / "bin" / "python")
     probe = subprocess.run([python, "-c", "import fruitlens"], capture_output=True, cwd="/")
     assert probe.returncode != 0  # really not installed there
@@ -47,14 +63,26 @@ def cluster(tmp_path_factory):
 
 
 def job_env(worker_python: str) -> dict:
-    return {**os.environ, "FRUITLENS_MODEL_DIR": str(MODELS), "PYSPARK_PYTHON": worker_python,
-            "PYSPARK_DRIVER_PYTHON": sys.executable}
+    return {
+        **os.environ,
+        "FRUITLENS_MODEL_DIR": str(MODELS),
+        "PYSPARK_PYTHON": worker_python,
+        "PYSPARK_DRIVER_PYTHON": sys.executable,
+    }
 
 
 def event_log_conf(path: Path) -> list[str]:
     path.mkdir(exist_ok=True)
-    return ["--conf", "spark.eventLog.enabled=true", "--conf", f"spark.eventLog.dir=file://{path}",
-            "--conf", "spark.eventLog.compress=false", "--conf", "spark.eventLog.rolling.enabled=false"]
+    return [
+        "--conf",
+        "spark.eventLog.enabled=true",
+        "--conf",
+        f"spark.eventLog.dir=file://{path}",
+        "--conf",
+        "spark.eventLog.compress=false",
+        "--conf",
+        "spark.eventLog.rolling.enabled=false",
+    ]
 
 
 def executors_that_ran_tasks(event_dir: Path) -> set[str]:
@@ -74,16 +102,35 @@ def assert_exactly_once(out: Path, expected: set[str]) -> None:
     assert set(emb) | set(err) == expected  # no loss
     manifest = json.loads((out / "embeddings" / "_SUCCESS").read_text())
     assert manifest["rows"] == len(emb)
-    assert sorted(f["path"] for f in manifest["files"]) == sorted(p.name for p in (out / "embeddings").glob("*.parquet"))
+    assert sorted(f["path"] for f in manifest["files"]) == sorted(
+        p.name for p in (out / "embeddings").glob("*.parquet")
+    )
 
 
 def test_run_on_the_cluster_uses_both_workers(cluster, worker_python, tmp_path):
     data = copy_sample(tmp_path / "data", classes=6, train=10, test=4)
     out = tmp_path / "out"
     res = subprocess.run(
-        [sys.executable, "-m", "fruitlens", "run", str(data), str(out), "--master", cluster.url, "--k", "8",
-         "--images-per-partition", "8", *event_log_conf(tmp_path / "events")],
-        env=job_env(worker_python), capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "fruitlens",
+            "run",
+            str(data),
+            str(out),
+            "--master",
+            cluster.url,
+            "--k",
+            "8",
+            "--images-per-partition",
+            "8",
+            *event_log_conf(tmp_path / "events"),
+        ],
+        env=job_env(worker_python),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert_exactly_once(out, {str(p) for p in data.rglob("*.jpg")})
     report = json.loads((out / "report.json").read_text())
@@ -96,9 +143,22 @@ def test_spark_submit(cluster, worker_python, tmp_path):
     data = copy_sample(tmp_path / "data", classes=3, train=6, test=3)
     out = tmp_path / "out"
     res = subprocess.run(
-        [str(SPARK_HOME / "bin" / "spark-submit"), "--master", cluster.url, "--conf", "spark.ui.enabled=false",
-         str(REPO / "src" / "fruitlens" / "emr" / "fruitlens_submit.py"), "featurize", str(data), str(out)],
-        env={**job_env(worker_python), "SPARK_HOME": str(SPARK_HOME)}, capture_output=True, text=True, timeout=600)
+        [
+            str(SPARK_HOME / "bin" / "spark-submit"),
+            "--master",
+            cluster.url,
+            "--conf",
+            "spark.ui.enabled=false",
+            str(REPO / "src" / "fruitlens" / "emr" / "fruitlens_submit.py"),
+            "featurize",
+            str(data),
+            str(out),
+        ],
+        env={**job_env(worker_python), "SPARK_HOME": str(SPARK_HOME)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "27 with embeddings" in res.stdout
     assert json.loads((out / "report.json").read_text())["spark"]["master"] == cluster.url
@@ -109,9 +169,25 @@ def test_killed_executor_loses_nothing(cluster, worker_python, tmp_path):
     data = copy_sample(tmp_path / "data", classes=40, train=20, test=0)  # 800 images
     out = tmp_path / "out"
     job = subprocess.Popen(
-        [sys.executable, "-m", "fruitlens", "featurize", str(data), str(out), "--master", cluster.url,
-         "--images-per-partition", "20", "--quiet", *event_log_conf(tmp_path / "events")],
-        env=job_env(worker_python), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "fruitlens",
+            "featurize",
+            str(data),
+            str(out),
+            "--master",
+            cluster.url,
+            "--images-per-partition",
+            "20",
+            "--quiet",
+            *event_log_conf(tmp_path / "events"),
+        ],
+        env=job_env(worker_python),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     staging = out / "_staging"
     deadline = time.monotonic() + 300
     killed = None

@@ -62,7 +62,12 @@ def test_incremental_run_embeds_only_what_changed_and_equals_a_full_run(spark, t
     shutil.copy(sorted((SAMPLE / "Test" / "Kiwi").glob("*.jpg"))[0], images[2])
     second = run_featurize(cfg, SPARK, spark=spark, quiet=True)["featurize"]
     inc = second["incremental"]
-    assert (inc["new"], inc["changed"], inc["removed"], inc["unchanged"]) == (3, 1, 2, 58)  # 57 images + the bad file (its error kept)
+    assert (inc["new"], inc["changed"], inc["removed"], inc["unchanged"]) == (
+        3,
+        1,
+        2,
+        58,
+    )  # 57 images + the bad file (its error kept)
     assert inc["embedded"] == 4 and second["stages"]["embed"]["images"] == 4  # only those were read
     assert second["ok"] == 61 and second["errors"] == 1 and second["errors_by_reason"] == {"not an image": 1}
     after = inodes(out / "embeddings")
@@ -73,15 +78,19 @@ def test_incremental_run_embeds_only_what_changed_and_equals_a_full_run(spark, t
     assert sorted(f["path"] for f in manifest["files"]) == sorted(after) and manifest["rows"] == 61
 
     full_out = tmp_path / "full"
-    run_featurize(FeaturizeConfig(input=str(data), output=str(full_out), incremental=False), SPARK, spark=spark, quiet=True)
+    run_featurize(
+        FeaturizeConfig(input=str(data), output=str(full_out), incremental=False), SPARK, spark=spark, quiet=True
+    )
     inc_rows = read(out / "embeddings").set_index("path").sort_index()
     full_rows = read(full_out / "embeddings").set_index("path").sort_index()
     assert list(inc_rows.index) == list(full_rows.index)
     assert inc_rows.index.is_unique
     for path in full_rows.index:
         np.testing.assert_array_equal(inc_rows.loc[path, "embedding"], full_rows.loc[path, "embedding"])
-        assert inc_rows.loc[path, ["label", "split", "size_bytes", "modified_ns"]].tolist() == \
-            full_rows.loc[path, ["label", "split", "size_bytes", "modified_ns"]].tolist()
+        assert (
+            inc_rows.loc[path, ["label", "split", "size_bytes", "modified_ns"]].tolist()
+            == full_rows.loc[path, ["label", "split", "size_bytes", "modified_ns"]].tolist()
+        )
     assert read(out / "errors").path.tolist() == [str(bad)]
 
     third = run_featurize(cfg, SPARK, spark=spark, quiet=True)["featurize"]["incremental"]
@@ -94,8 +103,9 @@ def test_other_settings_mean_everything_is_embedded_again(spark, tmp_path):
     data = copy_sample(tmp_path / "in", classes=2, train=3, test=2)
     out = tmp_path / "out"
     run_featurize(FeaturizeConfig(input=str(data), output=str(out)), SPARK, spark=spark, quiet=True)
-    report = run_featurize(FeaturizeConfig(input=str(data), output=str(out), max_pixels=50_000_000), SPARK,
-                           spark=spark, quiet=True)["featurize"]["incremental"]
+    report = run_featurize(
+        FeaturizeConfig(input=str(data), output=str(out), max_pixels=50_000_000), SPARK, spark=spark, quiet=True
+    )["featurize"]["incremental"]
     assert report["embedded"] == 10 and report["unchanged"] == 0
     assert any("max_pixels: 100000000 -> 50000000" in n for n in report["notes"])
 
@@ -103,8 +113,13 @@ def test_other_settings_mean_everything_is_embedded_again(spark, tmp_path):
 def test_run_refits_by_default_and_reuses_the_model_when_asked(spark, tmp_path, capsys):
     data = copy_sample(tmp_path / "in", classes=4, train=6, test=3)
     out = tmp_path / "out"
-    run_all(FeaturizeConfig(input=str(data), output=str(out)),
-                    ReduceConfig(input=str(out), output=str(out), k=6, variance=None), SPARK, spark=spark, quiet=True)
+    run_all(
+        FeaturizeConfig(input=str(data), output=str(out)),
+        ReduceConfig(input=str(out), output=str(out), k=6, variance=None),
+        SPARK,
+        spark=spark,
+        quiet=True,
+    )
     model_manifest = json.loads((out / "pca" / "_SUCCESS").read_text())
     assert model_manifest["params"]["backbone"] == DEFAULT_BACKBONE
     # an OUTPUT written before 0.2 holds its scaler + PCA under OUTPUT/model: still reused, renamed
@@ -113,9 +128,13 @@ def test_run_refits_by_default_and_reuses_the_model_when_asked(spark, tmp_path, 
     (data / "Test" / "Kiwi").mkdir()
     for f in extra:
         shutil.copy(f, data / "Test" / "Kiwi" / f.name)
-    second = run_all(FeaturizeConfig(input=str(data), output=str(out)),
-                     ReduceConfig(input=str(out), output=str(out), variance=None, reuse_model=True), SPARK,
-                     spark=spark, quiet=True)
+    second = run_all(
+        FeaturizeConfig(input=str(data), output=str(out)),
+        ReduceConfig(input=str(out), output=str(out), variance=None, reuse_model=True),
+        SPARK,
+        spark=spark,
+        quiet=True,
+    )
     assert second["featurize"]["incremental"]["embedded"] == 2
     assert second["reduce"]["k"] == 6 and second["reduce"]["fit_on"] == "reused model"
     assert "now named OUTPUT/pca/" in capsys.readouterr().err and not (out / "model").exists()
@@ -135,17 +154,26 @@ def test_run_refits_by_default_and_reuses_the_model_when_asked(spark, tmp_path, 
         np.testing.assert_allclose(feats.loc[path, "pca"], again.loc[path, "pca"], rtol=1e-9, atol=1e-9)
     assert len(old) == 38
 
-    refit = run_all(FeaturizeConfig(input=str(data), output=str(out)),
-                    ReduceConfig(input=str(out), output=str(out), k=5, variance=None), SPARK, spark=spark, quiet=True)
+    refit = run_all(
+        FeaturizeConfig(input=str(data), output=str(out)),
+        ReduceConfig(input=str(out), output=str(out), k=5, variance=None),
+        SPARK,
+        spark=spark,
+        quiet=True,
+    )
     assert refit["reduce"]["k"] == 5 and refit["reduce"]["fit_rows"] == 24
 
 
 def test_reuse_model_without_a_model_is_a_clear_error(spark, tmp_path):
     data = copy_sample(tmp_path / "in", classes=2, train=2, test=1)
     with pytest.raises(FruitlensError, match="no fitted scaler"):
-        run_all(FeaturizeConfig(input=str(data), output=str(tmp_path / "out")),
-                ReduceConfig(input="", output=str(tmp_path / "out"), variance=None, reuse_model=True), SPARK,
-                spark=spark, quiet=True)
+        run_all(
+            FeaturizeConfig(input=str(data), output=str(tmp_path / "out")),
+            ReduceConfig(input="", output=str(tmp_path / "out"), variance=None, reuse_model=True),
+            SPARK,
+            spark=spark,
+            quiet=True,
+        )
 
 
 def _complete_parts(out: Path) -> list[Path]:
@@ -164,8 +192,19 @@ def test_driver_killed_mid_run_then_rerun_resumes_finished_partitions(tmp_path):
     data = copy_sample(tmp_path / "in", classes=20, train=12, test=6)  # 360 images
     out = tmp_path / "out"
     env = {**os.environ, "FRUITLENS_MODEL_DIR": str(MODELS)}
-    cmd = [sys.executable, "-m", "fruitlens", "featurize", str(data), str(out), "--master", "local[2]",
-           "--images-per-partition", "10", "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fruitlens",
+        "featurize",
+        str(data),
+        str(out),
+        "--master",
+        "local[2]",
+        "--images-per-partition",
+        "10",
+        "--quiet",
+    ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 240
     try:

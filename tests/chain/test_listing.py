@@ -46,8 +46,13 @@ def test_the_split_folder_names_most_datasets_use(tmp_path):
     touch(tmp_path / "test" / "Vegetables" / "Leek" / "l.jpg")
     touch(tmp_path / "valley" / "Fig" / "f.jpg")  # only whole folder names count
     got = {Path(r.path).name: (r.label, r.split) for r in list_images(str(tmp_path)).images}
-    assert got == {"g.jpg": ("Granny-Smith", "train"), "b.jpg": ("Banana", "validation"),
-                   "k.jpg": ("Kiwi", "validation"), "l.jpg": ("Leek", "test"), "f.jpg": ("Fig", None)}
+    assert got == {
+        "g.jpg": ("Granny-Smith", "train"),
+        "b.jpg": ("Banana", "validation"),
+        "k.jpg": ("Kiwi", "validation"),
+        "l.jpg": ("Leek", "test"),
+        "f.jpg": ("Fig", None),
+    }
 
 
 def test_other_and_hidden_files_are_not_inputs_but_are_counted(tmp_path):
@@ -121,7 +126,10 @@ def test_broken_links_say_so(tmp_path):
     (tmp_path / "in" / "Kiwi" / "notes.txt").symlink_to(tmp_path / "nowhere.txt")  # not an input
     listing = list_images(str(tmp_path / "in"))
     problems = sorted(listing.problems, key=lambda p: p.path)
-    assert [(Path(p.path).name, p.reason) for p in problems] == [("gone.jpg", "broken link"), ("Training", "broken link")]
+    assert [(Path(p.path).name, p.reason) for p in problems] == [
+        ("gone.jpg", "broken link"),
+        ("Training", "broken link"),
+    ]
     assert "nowhere.jpg" in problems[0].detail and "does not exist" in problems[0].detail
     assert problems[0].label == "Kiwi"
     assert dict(listing.skipped) == {".txt": 1}

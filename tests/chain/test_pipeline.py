@@ -37,7 +37,9 @@ def chain(spark, sample_dir, tmp_path_factory):
     report = run_all(
         FeaturizeConfig(input=str(sample_dir), output=str(out), images_per_partition=40),
         ReduceConfig(input=str(out), output=str(out), variance=0.9),
-        SPARK, spark=spark, quiet=True,
+        SPARK,
+        spark=spark,
+        quiet=True,
     )
     return out, report
 
@@ -45,7 +47,16 @@ def chain(spark, sample_dir, tmp_path_factory):
 def test_every_image_embedded_with_label_and_split(chain, sample_dir):
     out, report = chain
     emb = read(out / "embeddings")
-    assert list(emb.columns) == ["path", "label", "split", "size_bytes", "embedding", "path_bytes", "modified_ns", "etag"]
+    assert list(emb.columns) == [
+        "path",
+        "label",
+        "split",
+        "size_bytes",
+        "embedding",
+        "path_bytes",
+        "modified_ns",
+        "etag",
+    ]
     expected = {str(p) for p in sample_dir.rglob("*.jpg")}
     assert len(emb) == len(expected) == 220
     assert set(emb.path) == expected
@@ -139,8 +150,15 @@ def test_report_and_scree_plot(chain):
     assert on_disk["featurize"]["backbone"]["sha256"].startswith("5d3137")
     stages = on_disk["featurize"]["stages"]
     assert stages["embed"]["images_per_s"] > 0
-    assert set(stages["embed"]["task_seconds"]) == {"read", "decode_resize", "infer", "write", "model_load",
-                                                    "read_decode_cpu", "infer_cpu"}
+    assert set(stages["embed"]["task_seconds"]) == {
+        "read",
+        "decode_resize",
+        "infer",
+        "write",
+        "model_load",
+        "read_decode_cpu",
+        "infer_cpu",
+    }
     assert 0 < stages["embed"]["task_seconds"]["infer_cpu"] <= stages["embed"]["task_seconds"]["infer"] * 1.05 + 0.05
     assert on_disk["parameters"]["reduce"]["variance"] == 0.9
     img = Image.open(out / "scree.png")
@@ -151,9 +169,12 @@ def test_same_embeddings_across_runs_batch_sizes_and_partitioning(chain, spark, 
     out, _ = chain
     first = read(out / "embeddings").set_index("path").sort_index()
     run_featurize(
-        FeaturizeConfig(input=str(sample_dir / "Test"), output=str(tmp_path), batch_size=5,
-                        images_per_partition=7, io_threads=1),
-        SPARK, spark=spark, quiet=True,
+        FeaturizeConfig(
+            input=str(sample_dir / "Test"), output=str(tmp_path), batch_size=5, images_per_partition=7, io_threads=1
+        ),
+        SPARK,
+        spark=spark,
+        quiet=True,
     )
     second = read(tmp_path / "embeddings").set_index("path").sort_index()
     assert len(second) == 60 and set(second.split) == {"test"}
@@ -176,7 +197,7 @@ def _broken_and_odd_files(root: Path) -> dict[str, str | None]:
         (cls / name).write_bytes(buf.getvalue())
 
     save("cmyk.jpg", photo.convert("CMYK"), "JPEG")
-    save("grey16.png", Image.fromarray((np.asarray(photo.convert("L"), np.uint16) * 257)), "PNG")
+    save("grey16.png", Image.fromarray(np.asarray(photo.convert("L"), np.uint16) * 257), "PNG")
     save("palette.png", photo.convert("P"), "PNG")
     save("alpha.webp", photo.convert("RGBA"), "WEBP")
     save("grey.bmp", photo.convert("L"), "BMP")
@@ -189,9 +210,18 @@ def _broken_and_odd_files(root: Path) -> dict[str, str | None]:
     os.symlink(root / "does-not-exist.jpg", cls / "dangling.jpg")
     (cls / "README.txt").write_text("not an input")
     expected = {f.name: None for f in good}
-    expected.update({n: None for n in ("cmyk.jpg", "grey16.png", "palette.png", "alpha.webp", "grey.bmp", "UPPER.JPEG")})
-    expected.update({"empty.jpg": "empty", "text.jpg": "not an image", "truncated.jpg": "truncated",
-                     "bomb.png": "decompression bomb", "dangling.jpg": "broken link"})
+    expected.update(
+        {n: None for n in ("cmyk.jpg", "grey16.png", "palette.png", "alpha.webp", "grey.bmp", "UPPER.JPEG")}
+    )
+    expected.update(
+        {
+            "empty.jpg": "empty",
+            "text.jpg": "not an image",
+            "truncated.jpg": "truncated",
+            "bomb.png": "decompression bomb",
+            "dangling.jpg": "broken link",
+        }
+    )
     return expected
 
 
@@ -213,16 +243,25 @@ def test_broken_files_land_in_errors_with_reasons_and_good_ones_are_embedded(spa
     feat = report["featurize"]
     assert feat["inputs"]["images_found"] + feat["inputs"]["unreadable_in_listing"] == len(expected)
     assert feat["inputs"]["other_files_skipped"] == {".txt": 1}
-    assert feat["errors_by_reason"] == {"empty": 1, "not an image": 1, "truncated": 1,
-                                        "decompression bomb": 1, "broken link": 1}
+    assert feat["errors_by_reason"] == {
+        "empty": 1,
+        "not an image": 1,
+        "truncated": 1,
+        "decompression bomb": 1,
+        "broken link": 1,
+    }
 
 
 def test_reduce_with_fixed_k_on_an_embeddings_dataset_without_train_split(chain, spark, tmp_path):
     out, _ = chain
     emb = read(out / "embeddings")
     emb[emb.split == "test"].assign(split=None).to_parquet(tmp_path / "emb.parquet")
-    report = run_reduce(ReduceConfig(input=str(tmp_path / "emb.parquet"), output=str(tmp_path / "r"), k=12, variance=None),
-                        SPARK, spark=spark, quiet=True)
+    report = run_reduce(
+        ReduceConfig(input=str(tmp_path / "emb.parquet"), output=str(tmp_path / "r"), k=12, variance=None),
+        SPARK,
+        spark=spark,
+        quiet=True,
+    )
     red = report["reduce"]
     assert red["k"] == 12 and red["fit_on"] == "all" and red["fit_rows"] == 60
     assert {len(v) for v in read(tmp_path / "r" / "features").pca} == {12}
@@ -230,8 +269,12 @@ def test_reduce_with_fixed_k_on_an_embeddings_dataset_without_train_split(chain,
 
 def test_rerun_into_the_same_output_replaces_it(chain, spark, sample_dir, tmp_path):
     for incremental in (True, False):
-        report = run_featurize(FeaturizeConfig(input=str(sample_dir / "Test"), output=str(tmp_path),
-                                               incremental=incremental), SPARK, spark=spark, quiet=True)
+        report = run_featurize(
+            FeaturizeConfig(input=str(sample_dir / "Test"), output=str(tmp_path), incremental=incremental),
+            SPARK,
+            spark=spark,
+            quiet=True,
+        )
     assert len(read(tmp_path / "embeddings")) == 60
     assert report["featurize"]["incremental"]["embedded"] == 60  # --full embeds everything again
     assert not (tmp_path / "_staging").exists()

@@ -39,8 +39,14 @@ class FakeBackbone:
         return np.concatenate([q.mean(axis=(1, 2)) for q in quads], axis=1).astype(np.float32)
 
 
-FAKE = BackboneSpec(name="fake", description="test", file=BackboneFile("none", "", "", ""), input_size=(32, 32),
-                    embedding_dim=12, factory=FakeBackbone)
+FAKE = BackboneSpec(
+    name="fake",
+    description="test",
+    file=BackboneFile("none", "", "", ""),
+    input_size=(32, 32),
+    embedding_dim=12,
+    factory=FakeBackbone,
+)
 
 
 def jpeg(color, size=(40, 30)) -> bytes:
@@ -67,7 +73,9 @@ def task_for(tmp_path, run_id="run1", batch_size=2) -> EmbedTask:
         embeddings=Target(out / "embeddings", out, run_id),
         errors=Target(out / "errors", out, run_id),
         # one interpreter pool per embedder value and process: the path makes each test's its own
-        embedder=Embedder(FAKE, file=str(tmp_path)), batch_size=batch_size, io_threads=2,
+        embedder=Embedder(FAKE, file=str(tmp_path)),
+        batch_size=batch_size,
+        io_threads=2,
     )
 
 
@@ -82,7 +90,10 @@ def test_one_partition_every_row_lands_once_with_reason_and_detail(tmp_path):
     err = pq.read_table(str(task.errors.staging / written["errors"][0])).to_pandas()
     assert list(emb.columns) == schemas.EMBEDDINGS.names and list(err.columns) == schemas.ERRORS.names
     assert sorted(os.path.basename(p) for p in emb.path) == ["b.png", "r0.jpg", "r1.jpg", "r2.jpg", "r3.jpg", "r4.jpg"]
-    assert dict(zip((os.path.basename(p) for p in err.path), err.reason)) == {"empty.jpg": "empty", "cut.jpg": "truncated"}
+    assert dict(zip((os.path.basename(p) for p in err.path), err.reason)) == {
+        "empty.jpg": "empty",
+        "cut.jpg": "truncated",
+    }
     assert all(d and not d.startswith(r) for r, d in zip(err.reason, err.detail))
     red = emb[emb.label == "Red"].embedding.iloc[0]
     assert red[0] > 150 and red[2] < 50  # the fake network saw the decoded red pixels
@@ -113,7 +124,7 @@ def test_non_utf8_name_is_read_and_kept_exactly(tmp_path):
         f.write(jpeg((10, 200, 10)))
     listing = list_local(Location.of(str(tmp_path / "in")))
     result = run_partition(task_for(tmp_path), [r.row() for r in listing.images], 0, 0)
-    (name, rows), = [(f, n) for d, f, n in result.parts if d == "embeddings"]
+    ((name, rows),) = [(f, n) for d, f, n in result.parts if d == "embeddings"]
     emb = pq.read_table(str(task_for(tmp_path).embeddings.staging / name)).to_pandas()
     assert rows == 1 and emb.path_bytes[0] == raw and emb.path[0].endswith("kiwi-\\xe9\\xff.jpg")
 
@@ -180,8 +191,15 @@ def _batch(paths):
     from fruitlens.chain.mapper import Record
     from fruitlens.chain.runner import embeddings_batch
 
-    return embeddings_batch([Record(schemas.ImageRef(path=p, label="x", split=None, size_bytes=1, modified_ns=1),
-                                    embedding=np.ones(4, np.float32)) for p in paths])
+    return embeddings_batch(
+        [
+            Record(
+                schemas.ImageRef(path=p, label="x", split=None, size_bytes=1, modified_ns=1),
+                embedding=np.ones(4, np.float32),
+            )
+            for p in paths
+        ]
+    )
 
 
 def _write(target, partition, paths, attempt=0):

@@ -25,6 +25,7 @@ from fruitlens.storage.location import Location
 def list_images(uri: str):
     return _list_images(Location.of(uri))
 
+
 pytestmark = shared
 
 SPARK = SparkConfig()
@@ -51,7 +52,11 @@ def upload_sample(client, prefix: str, classes=3, train=8, test=4) -> set[str]:
 
 
 def s3_dataset(uri: str):
-    return ds.dataset(uri.removeprefix("s3://"), format="parquet", filesystem=s3fs.S3FileSystem(use_listings_cache=False)).to_table().to_pandas()
+    return (
+        ds.dataset(uri.removeprefix("s3://"), format="parquet", filesystem=s3fs.S3FileSystem(use_listings_cache=False))
+        .to_table()
+        .to_pandas()
+    )
 
 
 def all_objects(client, prefix: str) -> dict[str, bytes]:
@@ -67,7 +72,10 @@ def test_s3_to_s3_run_with_manifests_and_no_secret_anywhere(s3, spark):
     s3.put_object(Bucket=BUCKET, Key="s2s/in/Training/Broken/bad.jpg", Body=b"not a jpeg")
     report = run_all(
         FeaturizeConfig(input=f"s3://{BUCKET}/s2s/in", output=f"s3://{BUCKET}/s2s/out", images_per_partition=10),
-        ReduceConfig(input="", output=f"s3://{BUCKET}/s2s/out", k=5, variance=None), SPARK, spark=spark, quiet=True,
+        ReduceConfig(input="", output=f"s3://{BUCKET}/s2s/out", k=5, variance=None),
+        SPARK,
+        spark=spark,
+        quiet=True,
     )
     emb = s3_dataset(f"s3://{BUCKET}/s2s/out/embeddings")
     assert set(emb.path) == {f"s3://{BUCKET}/{k}" for k in keys}
@@ -93,11 +101,19 @@ def test_s3_to_s3_run_with_manifests_and_no_secret_anywhere(s3, spark):
 
 
 def test_local_to_s3_then_s3_to_local(s3, spark, sample_dir, tmp_path):
-    run_featurize(FeaturizeConfig(input=str(sample_dir / "Test"), output=f"s3://{BUCKET}/mixed/emb"),
-                  SPARK, spark=spark, quiet=True)
+    run_featurize(
+        FeaturizeConfig(input=str(sample_dir / "Test"), output=f"s3://{BUCKET}/mixed/emb"),
+        SPARK,
+        spark=spark,
+        quiet=True,
+    )
     assert len(s3_dataset(f"s3://{BUCKET}/mixed/emb/embeddings")) == 60
-    report = run_reduce(ReduceConfig(input=f"s3://{BUCKET}/mixed/emb", output=str(tmp_path), variance=0.8),
-                        SPARK, spark=spark, quiet=True)
+    report = run_reduce(
+        ReduceConfig(input=f"s3://{BUCKET}/mixed/emb", output=str(tmp_path), variance=0.8),
+        SPARK,
+        spark=spark,
+        quiet=True,
+    )
     feats = ds.dataset(str(tmp_path / "features")).to_table().to_pandas()
     assert len(feats) == 60 and {len(v) for v in feats.pca} == {report["reduce"]["k"]}
     manifest = json.loads((tmp_path / "features" / "_SUCCESS").read_text())
@@ -113,8 +129,12 @@ def test_listing_pages_through_more_than_1000_keys(s3, spark, tmp_path):
     for i in range(n):
         s3.put_object(Bucket=BUCKET, Key=f"many/Test/Kiwi/{i:05d}.jpg", Body=body)
     assert len(list_images(f"s3://{BUCKET}/many").images) == n
-    report = run_featurize(FeaturizeConfig(input=f"s3://{BUCKET}/many", output=str(tmp_path), io_threads=8,
-                                           images_per_partition=300), SPARK, spark=spark, quiet=True)
+    report = run_featurize(
+        FeaturizeConfig(input=f"s3://{BUCKET}/many", output=str(tmp_path), io_threads=8, images_per_partition=300),
+        SPARK,
+        spark=spark,
+        quiet=True,
+    )
     assert report["featurize"]["ok"] == n
     assert ds.dataset(str(tmp_path / "embeddings")).count_rows() == n
 
@@ -126,8 +146,15 @@ def test_object_deleted_between_listing_and_reading_is_an_error_row(s3, spark, t
     s3.delete_object(Bucket=BUCKET, Key=gone.removeprefix(f"s3://{BUCKET}/"))
     cfg = FeaturizeConfig(input=f"s3://{BUCKET}/vanish", output=str(tmp_path))
     with _Run(Location.of(str(tmp_path))) as run:
-        result = featurize(spark, cfg, Embedder.resolve(), Location.of(cfg.input), run.target("embeddings"),
-                           run.target("errors"), listing=listing)
+        result = featurize(
+            spark,
+            cfg,
+            Embedder.resolve(),
+            Location.of(cfg.input),
+            run.target("embeddings"),
+            run.target("errors"),
+            listing=listing,
+        )
     assert result.ok == 2 and result.errors_by_reason == {"missing": 1}
     err = ds.dataset(str(tmp_path / "errors")).to_table().to_pandas()
     assert list(err.path) == [gone]
@@ -150,10 +177,16 @@ def test_incremental_rerun_on_s3_keeps_unchanged_files_and_matches_a_full_run(s3
     kept = set(before) & set(after)
     assert kept and all(before[k] == after[k] for k in kept)  # kept files are the same objects, not rewritten
     manifest = json.loads(after["rerun/out/embeddings/_SUCCESS"])
-    assert {f"rerun/out/embeddings/{f['path']}" for f in manifest["files"]} == set(after) - {"rerun/out/embeddings/_SUCCESS"}
+    assert {f"rerun/out/embeddings/{f['path']}" for f in manifest["files"]} == set(after) - {
+        "rerun/out/embeddings/_SUCCESS"
+    }
     incremental = s3_dataset(f"s3://{BUCKET}/rerun/out/embeddings").set_index("path").sort_index()
-    run_featurize(FeaturizeConfig(input=cfg.input, output=f"s3://{BUCKET}/rerun/full", incremental=False),
-                  SPARK, spark=spark, quiet=True)
+    run_featurize(
+        FeaturizeConfig(input=cfg.input, output=f"s3://{BUCKET}/rerun/full", incremental=False),
+        SPARK,
+        spark=spark,
+        quiet=True,
+    )
     full = s3_dataset(f"s3://{BUCKET}/rerun/full/embeddings").set_index("path").sort_index()
     assert list(incremental.index) == list(full.index) and len(full) == 12
     for path in full.index:
@@ -164,7 +197,9 @@ def test_incremental_rerun_on_s3_keeps_unchanged_files_and_matches_a_full_run(s3
 
 def fruitlens_cli(*args, env=None):
     full = {**os.environ, "FRUITLENS_MODEL_DIR": str(MODELS), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "fruitlens", *args], capture_output=True, text=True, env=full, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "fruitlens", *args], capture_output=True, text=True, env=full, timeout=300
+    )
 
 
 def one_line(res, pattern):
@@ -176,10 +211,23 @@ def one_line(res, pattern):
 
 
 def test_missing_bucket_empty_prefix_and_unreachable_endpoint(s3, tmp_path):
-    one_line(fruitlens_cli("featurize", "s3://no-such-bucket-here/x", str(tmp_path)), "bucket not found: s3://no-such-bucket-here")
+    one_line(
+        fruitlens_cli("featurize", "s3://no-such-bucket-here/x", str(tmp_path)),
+        "bucket not found: s3://no-such-bucket-here",
+    )
     one_line(fruitlens_cli("featurize", f"s3://{BUCKET}/nothing/here", str(tmp_path)), "INPUT not found")
-    one_line(fruitlens_cli("featurize", f"s3://{BUCKET}/s2s/in", str(tmp_path), "--s3-endpoint-url", f"http://127.0.0.1:{free_port()}",
-                           "--s3-max-attempts", "2"), "cannot reach the S3 endpoint")
+    one_line(
+        fruitlens_cli(
+            "featurize",
+            f"s3://{BUCKET}/s2s/in",
+            str(tmp_path),
+            "--s3-endpoint-url",
+            f"http://127.0.0.1:{free_port()}",
+            "--s3-max-attempts",
+            "2",
+        ),
+        "cannot reach the S3 endpoint",
+    )
     one_line(fruitlens_cli("featurize", str(tmp_path), "s3://no-such-bucket-here/out"), "bucket not found")
 
 
@@ -188,8 +236,11 @@ def locked_server(s3_server, tmp_path):
     """A second S3 server, in its own process, that enforces authentication (its clients take the
     credentials s3_server puts in the environment)."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     endpoint = f"http://127.0.0.1:{port}"
     import urllib.request
 
@@ -202,8 +253,11 @@ def locked_server(s3_server, tmp_path):
             time.sleep(0.1)
     client.create_bucket(Bucket="locked-bucket")
     client.put_object(Bucket="locked-bucket", Key="in/Kiwi/a.jpg", Body=b"x")
-    urllib.request.urlopen(urllib.request.Request(  # from now on, only known access keys get in
-        f"{endpoint}/moto-api/reset-auth", data=b"0", method="POST", headers={"Content-Type": "text/plain"}))
+    urllib.request.urlopen(
+        urllib.request.Request(  # from now on, only known access keys get in
+            f"{endpoint}/moto-api/reset-auth", data=b"0", method="POST", headers={"Content-Type": "text/plain"}
+        )
+    )
     yield endpoint
     proc.terminate()
     proc.wait(10)
@@ -246,8 +300,10 @@ class ThrottlingProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 if throttle:
-                    payload = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
-                               b"<Message>Please reduce your request rate.</Message></Error>")
+                    payload = (
+                        b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
+                        b"<Message>Please reduce your request rate.</Message></Error>"
+                    )
                     self.send_response(503)
                     self.send_header("Content-Type", "application/xml")
                     self.send_header("Content-Length", str(len(payload)))
@@ -282,12 +338,20 @@ def test_throttling_is_retried_with_backoff_and_bounded(s3, s3_server, spark, tm
     from fruitlens.storage.location import S3Options
 
     keys = upload_sample(s3, "slow", classes=2, train=5, test=0)
-    s3.put_object(Bucket=BUCKET, Key="slow/Training/Kiwi/always-throttled.jpg",
-                  Body=(SAMPLE / "Test" / "Kiwi").iterdir().__next__().read_bytes())
+    s3.put_object(
+        Bucket=BUCKET,
+        Key="slow/Training/Kiwi/always-throttled.jpg",
+        Body=(SAMPLE / "Test" / "Kiwi").iterdir().__next__().read_bytes(),
+    )
     proxy = ThrottlingProxy(s3_server)
     try:
-        report = run_featurize(FeaturizeConfig(input=f"s3://{BUCKET}/slow", output=str(tmp_path)), SPARK,
-                               spark=spark, quiet=True, s3=S3Options(endpoint_url=proxy.endpoint, max_attempts=3))
+        report = run_featurize(
+            FeaturizeConfig(input=f"s3://{BUCKET}/slow", output=str(tmp_path)),
+            SPARK,
+            spark=spark,
+            quiet=True,
+            s3=S3Options(endpoint_url=proxy.endpoint, max_attempts=3),
+        )
     finally:
         proxy.close()
     feat = report["featurize"]
@@ -304,23 +368,40 @@ def test_throttling_is_retried_with_backoff_and_bounded(s3, s3_server, spark, tm
 
 def test_no_credentials_is_one_clear_line(s3, tmp_path):
     env = {k: "" for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE")}
-    env.update(AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"), AWS_CONFIG_FILE=str(tmp_path / "none"),
-               AWS_EC2_METADATA_DISABLED="true")  # no instance-metadata lookups from a test
+    env.update(
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
+        AWS_CONFIG_FILE=str(tmp_path / "none"),
+        AWS_EC2_METADATA_DISABLED="true",
+    )  # no instance-metadata lookups from a test
     full = {k: v for k, v in {**os.environ, "FRUITLENS_MODEL_DIR": str(MODELS), **env}.items() if v != ""}
-    res = subprocess.run([sys.executable, "-m", "fruitlens", "featurize", f"s3://{BUCKET}/s2s/in", str(tmp_path / "o")],
-                         capture_output=True, text=True, env=full, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-m", "fruitlens", "featurize", f"s3://{BUCKET}/s2s/in", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        env=full,
+        timeout=300,
+    )
     one_line(res, "no AWS credentials found")
 
 
 def test_keys_are_listed_inside_tasks_and_match_a_driver_listing(s3, spark, tmp_path):
     """Files at every depth: above the per-class prefixes (driver), and below them (tasks)."""
     body = sorted((SAMPLE / "Test").glob("*/*.jpg"))[0].read_bytes()
-    layout = ["top.jpg", "Training/loose.png", "Training/Kiwi/a.jpg", "Training/Kiwi/deep/b.jpg",
-              "Test/Kiwi/c.JPG", "Test/Banana/d.jpg", "Test/Banana/notes.txt", "README"]
+    layout = [
+        "top.jpg",
+        "Training/loose.png",
+        "Training/Kiwi/a.jpg",
+        "Training/Kiwi/deep/b.jpg",
+        "Test/Kiwi/c.JPG",
+        "Test/Banana/d.jpg",
+        "Test/Banana/notes.txt",
+        "README",
+    ]
     for key in layout:
         s3.put_object(Bucket=BUCKET, Key=f"depth/{key}", Body=body)
-    report = run_featurize(FeaturizeConfig(input=f"s3://{BUCKET}/depth", output=str(tmp_path)), SPARK,
-                           spark=spark, quiet=True)
+    report = run_featurize(
+        FeaturizeConfig(input=f"s3://{BUCKET}/depth", output=str(tmp_path)), SPARK, spark=spark, quiet=True
+    )
     inputs = report["featurize"]["inputs"]
     assert inputs["listed"] == "in tasks, 3 prefixes"  # Training/Kiwi, Test/Kiwi, Test/Banana
     assert inputs["images_found"] == 6 and inputs["other_files_skipped"] == {".txt": 1, "(none)": 1}

@@ -15,11 +15,13 @@ pytestmark = shared
 
 
 def sample_images(n):
-    files = sorted((SAMPLE / "Test").glob("*/*.jpg"))[:: 97][:n]
+    files = sorted((SAMPLE / "Test").glob("*/*.jpg"))[::97][:n]
     return np.stack([decode_image(f.read_bytes(), (224, 224), 10**8) for f in files])
 
 
-@pytest.mark.parametrize("name,dim", [("mobilenet_v2_multiscale", 1992), ("mobilenet_v2", 1280), ("mobilenet_v2_tf1", 1280)])
+@pytest.mark.parametrize(
+    "name,dim", [("mobilenet_v2_multiscale", 1992), ("mobilenet_v2", 1280), ("mobilenet_v2_tf1", 1280)]
+)
 def test_embeddings_are_float32_of_the_backbones_size_and_batch_size_does_not_change_them(name, dim):
     spec = backbones.get_spec(name)
     model = backbones.load(spec, str(MODELS / spec.file.filename), threads=2)
@@ -55,7 +57,7 @@ def test_multiscale_embedding_is_the_pooled_one_then_each_stages_spatial_average
             detail = next(t for n, t in by_name.items() if stage in n.split(";") and len(t["shape"]) == 4)
             scale, zero = detail["quantization"]
             expected = ((full.get_tensor(detail["index"]).astype(np.float64) - zero) * scale).mean(axis=(0, 1, 2))
-            np.testing.assert_allclose(got[i, offset:offset + len(expected)], expected, rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(got[i, offset : offset + len(expected)], expected, rtol=1e-5, atol=1e-5)
             offset += len(expected)
         assert offset == multi.embedding_dim
 
@@ -89,12 +91,13 @@ def test_image_size_runs_the_backbone_at_that_size_with_the_same_embedding_lengt
     small = backbones.at_size(spec, 160)
     assert small.input_size == (160, 160) and small.embedding_dim == spec.embedding_dim
     model = backbones.load(small, str(MODELS / spec.file.filename), threads=2)
-    files = sorted((SAMPLE / "Test").glob("*/*.jpg"))[:: 97][:3]
+    files = sorted((SAMPLE / "Test").glob("*/*.jpg"))[::97][:3]
     at_160 = model.embed(np.stack([decode_image(f.read_bytes(), (160, 160), 10**8) for f in files]))
     at_224 = model.embed(sample_images(3))  # the same interpreter takes another size too
     assert at_160.shape == at_224.shape == (3, 1992) and not np.allclose(at_160, at_224)
-    np.testing.assert_array_equal(at_160, model.embed(np.stack([decode_image(f.read_bytes(), (160, 160), 10**8)
-                                                                  for f in files])))
+    np.testing.assert_array_equal(
+        at_160, model.embed(np.stack([decode_image(f.read_bytes(), (160, 160), 10**8) for f in files]))
+    )
     with pytest.raises(FruitlensError, match="at least 32"):
         backbones.at_size(spec, 16)
 
@@ -110,7 +113,10 @@ def test_stage_averages_are_computed_in_the_graph():
     content, _ = cut_at_tensors(raw, [spec.option("pooled_tensor"), *stages], len(stages))
     outputs = Interpreter(model_content=content).get_output_details()
     # the pooled int8 tensor, then one float32 (1, channels) average per stage: no activation leaves the graph
-    assert [o["shape"].tolist() for o in outputs] == [[1, 1, 1, 1280], *[[1, c] for c in (320, 160, 96, 64, 32, 24, 16)]]
+    assert [o["shape"].tolist() for o in outputs] == [
+        [1, 1, 1, 1280],
+        *[[1, c] for c in (320, 160, 96, 64, 32, 24, 16)],
+    ]
     assert [o["dtype"] for o in outputs[1:]] == [np.float32] * 7
 
 
@@ -119,7 +125,7 @@ def test_small_photos_are_resized_in_the_graph_close_to_pillow_and_full_size_one
     path = str(MODELS / spec.file.filename)
     model = backbones.load(spec, path, threads=2)
     network = backbones.load(spec, path, threads=2, resize_in_graph=False)  # the published network alone
-    files = sorted((SAMPLE / "Test").glob("*/*.jpg"))[:: 97][:8]
+    files = sorted((SAMPLE / "Test").glob("*/*.jpg"))[::97][:8]
     small = np.stack([decode_image(f.read_bytes(), (224, 224), 10**8, upscale=False) for f in files])
     assert small.shape == (8, 100, 100, 3)  # Fruits-360 photos stay at their own size
     pillow = sample_images(8)  # the same photos upscaled by Pillow
@@ -154,6 +160,15 @@ def test_a_partition_of_mixed_image_sizes_is_embedded_one_inference_per_size(tmp
     assert [r.path for r in out] == [r.path for r in records] and all(r.reason is None for r in out)
     assert stats.images == 6 and stats.batches == 3  # 100x100, 64x48, 224x224 (640x480 brought down to it)
     # the same photo alone gives the same embedding as inside the mixed batch
-    alone = [r for b in embed_records([Record(ImageRef(path=records[1].path, label=None, split=None, size_bytes=0))],
-                                       embedder, MapperStats(), batch_size=16, io_threads=4) for r in b]
+    alone = [
+        r
+        for b in embed_records(
+            [Record(ImageRef(path=records[1].path, label=None, split=None, size_bytes=0))],
+            embedder,
+            MapperStats(),
+            batch_size=16,
+            io_threads=4,
+        )
+        for r in b
+    ]
     np.testing.assert_allclose(alone[0].embedding, out[1].embedding, rtol=0, atol=1e-6)

@@ -35,11 +35,27 @@ def node_python(tmp_path_factory) -> str:
     assert uv, "uv is a dev dependency (scripts/setup.sh)"
     venv = tmp_path_factory.mktemp("node-env") / "venv"
     subprocess.run([uv, "venv", "--quiet", "--python", sys.executable, str(venv)], check=True)
-    reqs = subprocess.run([uv, "export", "--frozen", "--no-hashes", "--no-emit-project", "--no-dev", "--quiet"],
-                          cwd=REPO, check=True, capture_output=True, text=True).stdout
+    reqs = subprocess.run(
+        [uv, "export", "--frozen", "--no-hashes", "--no-emit-project", "--no-dev", "--quiet"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     (venv / "requirements.txt").write_text(reqs)
-    subprocess.run([uv, "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"), "-r",
-                    str(venv / "requirements.txt")], check=True)
+    subprocess.run(
+        [
+            uv,
+            "pip",
+            "install",
+            "--quiet",
+            "--python",
+            str(venv / "bin" / "python"),
+            "-r",
+            str(venv / "requirements.txt"),
+        ],
+        check=True,
+    )
     python = str(venv / "bin" / "python")
     assert subprocess.run([python, "-c", "import fruitlens"], capture_output=True, cwd="/").returncode != 0
     return python
@@ -55,17 +71,39 @@ def test_a_job_with_fruitlens_only_on_py_files(node_python, tmp_path):
     (job / "spark-defaults.conf").write_text(
         f"spark.executor.extraJavaOptions {EMR_LIKE_OPTIONS}\n"
         "spark.ui.enabled false\nspark.eventLog.enabled true\n"
-        f"spark.eventLog.dir file://{events}\nspark.eventLog.compress false\nspark.eventLog.rolling.enabled false\n")
+        f"spark.eventLog.dir file://{events}\nspark.eventLog.compress false\nspark.eventLog.rolling.enabled false\n"
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    env.update(SPARK_HOME=str(SPARK_HOME), PYSPARK_PYTHON=node_python, PYSPARK_DRIVER_PYTHON=node_python,
-               FRUITLENS_MODEL_DIR=str(MODELS))
+    env.update(
+        SPARK_HOME=str(SPARK_HOME),
+        PYSPARK_PYTHON=node_python,
+        PYSPARK_DRIVER_PYTHON=node_python,
+        FRUITLENS_MODEL_DIR=str(MODELS),
+    )
     (tmp_path / "cluster").mkdir()
     with StandaloneCluster(tmp_path / "cluster") as cluster:
         res = subprocess.run(
-            [str(SPARK_HOME / "bin" / "spark-submit"), "--master", cluster.url, "--properties-file",
-             str(job / "spark-defaults.conf"), "--py-files", str(job / "fruitlens.zip"),
-             str(job / "fruitlens_submit.py"), "featurize", str(data), str(out), "--images-per-partition", "4"],
-            cwd=job, env=env, capture_output=True, text=True, timeout=600)
+            [
+                str(SPARK_HOME / "bin" / "spark-submit"),
+                "--master",
+                cluster.url,
+                "--properties-file",
+                str(job / "spark-defaults.conf"),
+                "--py-files",
+                str(job / "fruitlens.zip"),
+                str(job / "fruitlens_submit.py"),
+                "featurize",
+                str(data),
+                str(out),
+                "--images-per-partition",
+                "4",
+            ],
+            cwd=job,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert res.returncode == 0, res.stderr[-3000:]
         # what each executor JVM was started with, as its worker logged it, and what it was sent
         commands, shipped = [], []
@@ -87,12 +125,18 @@ def test_a_job_with_fruitlens_only_on_py_files(node_python, tmp_path):
         assert "fruitlens/__init__.py" in names and "fruitlens/chain/runner.py" in names
     # the driver's own view: the submitted options unchanged, fruitlens's shuffle partitions from the cluster
     log = next(p for p in events.rglob("*") if p.is_file() and not p.name.startswith("."))
-    env_update = next(json.loads(line) for line in log.read_text().splitlines()
-                      if json.loads(line)["Event"] == "SparkListenerEnvironmentUpdate")
+    env_update = next(
+        json.loads(line)
+        for line in log.read_text().splitlines()
+        if json.loads(line)["Event"] == "SparkListenerEnvironmentUpdate"
+    )
     props = env_update["Spark Properties"]
     props = dict(props) if isinstance(props, list) else props
     executor_options = props["spark.executor.extraJavaOptions"]  # Spark 4 puts its own module flags first
     assert executor_options.endswith(EMR_LIKE_OPTIONS) and "log4j" not in executor_options
-    shuffles = {json.loads(line).get("Properties", {}).get("spark.sql.shuffle.partitions")
-                for line in log.read_text().splitlines() if json.loads(line)["Event"] == "SparkListenerJobStart"}
+    shuffles = {
+        json.loads(line).get("Properties", {}).get("spark.sql.shuffle.partitions")
+        for line in log.read_text().splitlines()
+        if json.loads(line)["Event"] == "SparkListenerJobStart"
+    }
     assert shuffles - {None} == {"200"}  # a cluster whose size Spark does not know at start: not 8

@@ -38,8 +38,14 @@ def probe(tmp_path, master="local[2]", conf=None, spark_defaults=None, pythonpat
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
     conf = {"spark.ui.enabled": "false", **(conf or {})}
-    res = subprocess.run([sys.executable, "-c", PROBE, json.dumps(conf), master], capture_output=True, text=True,
-                         env=env, cwd=tmp_path, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(conf), master],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -54,8 +60,13 @@ def test_driver_options_are_yours_then_fruitlenss_and_shuffle_partitions_follow_
     assert log4j == [f"-Dlog4j2.configurationFile={REPO / 'src/fruitlens/spark/log4j2.properties'}"]
     assert found["shuffle"] == "12"  # 2 x 6 cores (it was 8 whatever the cores)
     # yours win: your log4j configuration and your shuffle partitions are left as they are
-    found = probe(tmp_path, conf={"spark.driver.extraJavaOptions": "-Dlog4j2.configurationFile=/etc/mine.properties",
-                                  "spark.sql.shuffle.partitions": "3"})
+    found = probe(
+        tmp_path,
+        conf={
+            "spark.driver.extraJavaOptions": "-Dlog4j2.configurationFile=/etc/mine.properties",
+            "spark.sql.shuffle.partitions": "3",
+        },
+    )
     assert [a for a in found["jvm"] if "log4j" in a] == ["-Dlog4j2.configurationFile=/etc/mine.properties"]
     assert found["shuffle"] == "3"
 
@@ -71,8 +82,10 @@ def test_fruitlens_imported_from_a_zip_gives_the_jvm_a_real_log4j_file(tmp_path)
     found = probe(tmp_path, pythonpath=str(shipped))
     assert found["from"].startswith(str(shipped))  # really imported from the zip
     (log4j,) = [a.split("=", 1)[1] for a in found["jvm"] if a.startswith("-Dlog4j2.configurationFile=")]
-    assert ".zip" not in log4j and open(log4j).read() == zipfile.ZipFile(shipped).read(
-        "fruitlens/spark/log4j2.properties").decode()
+    assert (
+        ".zip" not in log4j
+        and open(log4j).read() == zipfile.ZipFile(shipped).read("fruitlens/spark/log4j2.properties").decode()
+    )
 
 
 def test_shuffle_partitions_on_clusters():

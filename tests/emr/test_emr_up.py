@@ -61,8 +61,10 @@ def test_up_waits_prints_the_id_on_stdout_and_progress_on_stderr_or_does_not_wai
     assert cluster_id.startswith("j-") and "\n" not in cluster_id
     assert f"cluster {cluster_id} created; waiting until it is ready" in res.stderr
     assert "cluster WAITING (0:0" in res.stderr  # the progress line (one per state when not a terminal)
-    assert boto3.client("emr", region_name=REGION).describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"][
-        "State"] == "WAITING"
+    assert (
+        boto3.client("emr", region_name=REGION).describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"]["State"]
+        == "WAITING"
+    )
     res = fruitlens(*base, "--no-wait")
     assert res.returncode == 0 and res.stdout.strip().startswith("j-"), res.stderr
     assert "not waiting" in res.stderr and "cluster WAITING (" not in res.stderr
@@ -84,8 +86,9 @@ def test_wait_polls_until_ready_and_gives_up_after_its_timeout(aws):
         set_state(cluster_id, next(later))
 
     emr = Aws(REGION).emr
-    cluster = kit.wait_ready(emr, cluster_id, progress=lambda state, t: seen.append((state, t)), sleep=sleep,
-                             clock=lambda: now[0])
+    cluster = kit.wait_ready(
+        emr, cluster_id, progress=lambda state, t: seen.append((state, t)), sleep=sleep, clock=lambda: now[0]
+    )
     assert cluster["Status"]["State"] == "WAITING"
     assert seen == [("STARTING", 0.0), ("STARTING", 30.0), ("BOOTSTRAPPING", 60.0), ("WAITING", 90.0)]
     assert pauses == [30, 30, 30]
@@ -113,13 +116,16 @@ def test_a_bootstrap_failure_is_one_line_with_emrs_reason_and_the_bootstrap_log(
     assert "\n" not in text
     assert text.startswith(f"cluster {cluster_id} failed (TERMINATED_WITH_ERRORS): ")
     assert reason in text
-    assert (f"bootstrap log: s3://{BUCKET}/up/logs/{cluster_id}/node/i-0123456789abcdef0/bootstrap-actions/1/stderr.gz"
-            in text)
+    assert (
+        f"bootstrap log: s3://{BUCKET}/up/logs/{cluster_id}/node/i-0123456789abcdef0/bootstrap-actions/1/stderr.gz"
+        in text
+    )
 
 
 def test_an_iam_propagation_failure_starts_a_new_cluster_a_permanent_one_does_not(aws):
-    settings = EmrSettings(bucket=BUCKET, prefix="up", region=REGION, service_role="fl-prop-svc",
-                           instance_profile="fl-prop-ec2")
+    settings = EmrSettings(
+        bucket=BUCKET, prefix="up", region=REGION, service_role="fl-prop-svc", instance_profile="fl-prop-ec2"
+    )
     before = set(clusters())
     failed, lines = [], []
 
@@ -132,17 +138,32 @@ def test_an_iam_propagation_failure_starts_a_new_cluster_a_permanent_one_does_no
     pauses = []
     cluster_id = kit.up(settings, create_iam_roles=True, tag_network=True, sleep=pauses.append, say=say)
     assert set(clusters()) - before == {failed[0], cluster_id} and cluster_id != failed[0]
-    assert any(line.startswith(f"cluster {failed[0]} failed (TERMINATED_WITH_ERRORS): ") and line.endswith(
-        "may not have reached EMR and EC2 yet); starting a new cluster in 30 s (attempt 2 of 3)") for line in lines)
+    assert any(
+        line.startswith(f"cluster {failed[0]} failed (TERMINATED_WITH_ERRORS): ")
+        and line.endswith("may not have reached EMR and EC2 yet); starting a new cluster in 30 s (attempt 2 of 3)")
+        for line in lines
+    )
     assert 30 in pauses
     # the same reason about roles made long ago is permanent: said once, no new cluster
     client = boto3.client("iam")
-    verdict = iam.judge(settings, client, "", f"EMR service role arn:aws:iam::{ACCOUNT}:role/fl-prop-svc is invalid",
-                        now=time.time() + 3600)
+    verdict = iam.judge(
+        settings,
+        client,
+        "",
+        f"EMR service role arn:aws:iam::{ACCOUNT}:role/fl-prop-svc is invalid",
+        now=time.time() + 3600,
+    )
     assert verdict.propagation is False and "not IAM propagation" in verdict.why
-    verdict = iam.judge(EmrSettings(bucket=BUCKET, instance_profile="no-such-profile"), client, "ValidationException",
-                        "Invalid InstanceProfile: no-such-profile.")
-    assert verdict.propagation is False and "instance profile no-such-profile does not exist (pass --create-roles" in verdict.why
+    verdict = iam.judge(
+        EmrSettings(bucket=BUCKET, instance_profile="no-such-profile"),
+        client,
+        "ValidationException",
+        "Invalid InstanceProfile: no-such-profile.",
+    )
+    assert (
+        verdict.propagation is False
+        and "instance profile no-such-profile does not exist (pass --create-roles" in verdict.why
+    )
     assert iam.judge(settings, client, "", "Instance type too small") is None  # not about IAM
 
 
@@ -157,8 +178,11 @@ def test_run_job_flow_retries_only_an_iam_propagation_error(aws):
     def verdict(exc):
         return iam.judge(settings, client, exc.response["Error"]["Code"], exc.response["Error"]["Message"], changes)
 
-    answers = [error("ValidationException", "Invalid InstanceProfile: fl-rjf-ec2."),
-               error("ValidationException", "Invalid InstanceProfile: fl-rjf-ec2."), {"JobFlowId": "j-OK"}]
+    answers = [
+        error("ValidationException", "Invalid InstanceProfile: fl-rjf-ec2."),
+        error("ValidationException", "Invalid InstanceProfile: fl-rjf-ec2."),
+        {"JobFlowId": "j-OK"},
+    ]
     pauses = []
 
     def call():
@@ -171,19 +195,27 @@ def test_run_job_flow_retries_only_an_iam_propagation_error(aws):
     assert pauses == [5.0, 10.0]
     pauses.clear()
     with pytest.raises(ClientError, match="InstanceProfile"):  # bounded
-        iam.retry_propagation(lambda: (_ for _ in ()).throw(error("ValidationException", "Invalid InstanceProfile: x")),
-                              verdict, sleep=pauses.append)
+        iam.retry_propagation(
+            lambda: (_ for _ in ()).throw(error("ValidationException", "Invalid InstanceProfile: x")),
+            verdict,
+            sleep=pauses.append,
+        )
     assert len(pauses) == 7 and sum(pauses) <= 120
     # the caller's own missing permission: at once, never retried (it matched "not authorized" before)
     pauses.clear()
-    denied = error("AccessDeniedException", f"User: arn:aws:iam::{ACCOUNT}:user/me is not authorized to perform: "
-                                            "iam:PassRole on resource: role fl-rjf-ec2")
+    denied = error(
+        "AccessDeniedException",
+        f"User: arn:aws:iam::{ACCOUNT}:user/me is not authorized to perform: iam:PassRole on resource: role fl-rjf-ec2",
+    )
     with pytest.raises(FruitlensError, match="iam:PassRole.*your credentials lack a permission"):
         iam.retry_propagation(lambda: (_ for _ in ()).throw(denied), verdict, sleep=pauses.append)
     assert pauses == []
     with pytest.raises(ClientError, match="too small"):  # not about IAM: no retry
-        iam.retry_propagation(lambda: (_ for _ in ()).throw(error("ValidationException", "Instance type too small")),
-                              verdict, sleep=pauses.append)
+        iam.retry_propagation(
+            lambda: (_ for _ in ()).throw(error("ValidationException", "Instance type too small")),
+            verdict,
+            sleep=pauses.append,
+        )
     assert pauses == []
 
 
@@ -198,8 +230,15 @@ def ec2_quotas(monkeypatch):
 
     def get_service_quota(self, service_code, quota_code):
         if service_code == "ec2" and quota_code in quotas:
-            return {"ServiceCode": "ec2", "QuotaCode": quota_code, "QuotaName": quota_code,
-                    "Value": float(quotas[quota_code]), "Unit": "None", "Adjustable": True, "GlobalQuota": False}
+            return {
+                "ServiceCode": "ec2",
+                "QuotaCode": quota_code,
+                "QuotaName": quota_code,
+                "Value": float(quotas[quota_code]),
+                "Unit": "None",
+                "Adjustable": True,
+                "GlobalQuota": False,
+            }
         if service_code == "ec2":
             raise NoSuchResource
         return original(self, service_code, quota_code)
@@ -213,13 +252,28 @@ def test_up_refuses_a_shape_beyond_the_vcpu_quota_before_creating_anything(aws, 
     types = capacity.instance_types(SETTINGS, boto3.client("ec2", region_name=REGION))
     used = capacity.running(boto3.client("ec2", region_name=REGION), types)["on-demand"]  # other tests' clusters
     before = set(clusters())
-    args = ["emr", "up", "--bucket", BUCKET, "--prefix", "quota", "--region", REGION, "--tag-network",
-            "--core-type", "c5.4xlarge", "--core-count", "4"]  # 4 + 64 on-demand vCPUs
+    args = [
+        "emr",
+        "up",
+        "--bucket",
+        BUCKET,
+        "--prefix",
+        "quota",
+        "--region",
+        REGION,
+        "--tag-network",
+        "--core-type",
+        "c5.4xlarge",
+        "--core-count",
+        "4",
+    ]  # 4 + 64 on-demand vCPUs
     error = one_line_error(fruitlens(*args))
     assert f"needs 68 on-demand vCPUs of Standard instances in {REGION} and {used} are in use" in error
     assert '"Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances" (L-1216C47A) is 32' in error
-    assert (f"request at least {68 + used}: aws service-quotas request-service-quota-increase --service-code ec2 "
-            f"--quota-code L-1216C47A --desired-value {68 + used} --region {REGION}") in error
+    assert (
+        f"request at least {68 + used}: aws service-quotas request-service-quota-increase --service-code ec2 "
+        f"--quota-code L-1216C47A --desired-value {68 + used} --region {REGION}"
+    ) in error
     assert set(clusters()) == before
     assert "Contents" not in boto3.client("s3").list_objects_v2(Bucket=BUCKET, Prefix="quota/")  # nothing uploaded
     # with the quota raised: created, and the check is said on stderr
@@ -234,7 +288,9 @@ def test_up_refuses_a_shape_beyond_the_vcpu_quota_before_creating_anything(aws, 
 
 
 def test_quotas_that_cannot_be_read_do_not_block(aws):
-    notes = capacity.check_quotas(SETTINGS, Aws(REGION), capacity.instance_types(SETTINGS, boto3.client("ec2", region_name=REGION)))
+    notes = capacity.check_quotas(
+        SETTINGS, Aws(REGION), capacity.instance_types(SETTINGS, boto3.client("ec2", region_name=REGION))
+    )
     assert notes and all("quota not checked (L-" in n for n in notes)  # moto: no EC2 quotas
     valid("service-quotas", "GetServiceQuota", {"ServiceCode": "ec2", "QuotaCode": "L-1216C47A"})
     valid("ec2", "DescribeInstances", {"Filters": [{"Name": "instance-state-name", "Values": ["pending", "running"]}]})
@@ -250,8 +306,23 @@ def test_graviton_shapes_need_aarch64_wheels_offline_and_unknown_types_are_one_l
     for name, version in re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", artifacts.pinned_requirements(), re.M):
         (tmp_path / f"{name.replace('-', '_')}-{version}-cp311-cp311-manylinux_2_17_x86_64.whl").write_bytes(b"")
     before = set(clusters())
-    error = one_line_error(fruitlens("emr", "up", "--bucket", BUCKET, "--prefix", "arm", "--region", REGION,
-                                     "--core-type", "m6g.xlarge", "--offline-nodes", "--wheels", str(tmp_path)))
+    error = one_line_error(
+        fruitlens(
+            "emr",
+            "up",
+            "--bucket",
+            BUCKET,
+            "--prefix",
+            "arm",
+            "--region",
+            REGION,
+            "--core-type",
+            "m6g.xlarge",
+            "--offline-nodes",
+            "--wheels",
+            str(tmp_path),
+        )
+    )
     assert "no aarch64 wheel for ai-edge-litert==" in error
     assert set(clusters()) == before
     assert "Contents" not in boto3.client("s3").list_objects_v2(Bucket=BUCKET, Prefix="arm/")
@@ -260,9 +331,14 @@ def test_graviton_shapes_need_aarch64_wheels_offline_and_unknown_types_are_one_l
 
 
 def test_the_dry_run_calls_no_aws_api(tmp_path):
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "AWS_CONFIG_FILE": str(tmp_path / "none"),
-           "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"), "AWS_EC2_METADATA_DISABLED": "true",
-           "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}  # nothing listens there: any call would fail
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+    }  # nothing listens there: any call would fail
     res = fruitlens("emr", "up", "--bucket", BUCKET, "--dry-run", "--task-count", "2", env=env)
     assert res.returncode == 0, res.stderr
     request = json.loads(res.stdout)

@@ -36,8 +36,16 @@ def wheel(tmp_path_factory) -> Path:
     built = next(dist.glob("fruitlens-*.whl"))
     assert built.name == f"fruitlens-{__version__}-py3-none-any.whl"  # the name the README's install line finds
     names = set(zipfile.ZipFile(built).namelist())
-    for name in ("bootstrap.sh", "requirements-emr7.txt", "requirements-emr7.in", "fruitlens_submit.py", "prices.json",
-                 "policies/user-policy.json", "policies/service-role.json", "policies/ec2-trust.json"):
+    for name in (
+        "bootstrap.sh",
+        "requirements-emr7.txt",
+        "requirements-emr7.in",
+        "fruitlens_submit.py",
+        "prices.json",
+        "policies/user-policy.json",
+        "policies/service-role.json",
+        "policies/ec2-trust.json",
+    ):
         assert f"fruitlens/emr/{name}" in names, name
     for name in ("bootstrap.sh", "requirements-emr7.txt", "policies/user-policy.json"):  # the source's, unchanged
         assert zipfile.ZipFile(built).read(f"fruitlens/emr/{name}") == (REPO / "src/fruitlens/emr" / name).read_bytes()
@@ -58,8 +66,13 @@ def installed(request, wheel, tmp_path_factory) -> Path:
     if request.param == "pip":
         # a user's plain pip: python -m venv, then pip with this machine's index configuration, no constraints
         subprocess.run([sys._base_executable, "-m", "venv", str(venv)], check=True, cwd=root)
-        res = subprocess.run([str(venv / "bin/python"), "-m", "pip", "install", "--quiet", "--progress-bar", "off",
-                              spec], cwd=root, capture_output=True, text=True, timeout=1500)
+        res = subprocess.run(
+            [str(venv / "bin/python"), "-m", "pip", "install", "--quiet", "--progress-bar", "off", spec],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=1500,
+        )
         if res.returncode != 0:
             if "ResolutionImpossible" in res.stderr or "conflict" in res.stderr.lower():
                 pytest.fail(f"pip cannot resolve fruitlens[emr]: {res.stderr.strip()[-1500:]}")
@@ -68,12 +81,21 @@ def installed(request, wheel, tmp_path_factory) -> Path:
         assert check.returncode == 0, check.stdout + check.stderr  # consistent: every requirement met
     else:
         # the lock's versions as constraints, so the install comes from uv's cache like the checkout's did
-        lock = subprocess.run([uv(), "export", "--frozen", "--no-hashes", "--no-emit-project", "--quiet"], cwd=REPO,
-                              capture_output=True, text=True, check=True).stdout
+        lock = subprocess.run(
+            [uv(), "export", "--frozen", "--no-hashes", "--no-emit-project", "--quiet"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         (root / "constraints.txt").write_text(lock)
         subprocess.run([uv(), "venv", "--quiet", "--python", sys._base_executable, str(venv)], check=True, cwd=root)
-        res = subprocess.run([uv(), "pip", "install", "--quiet", "--python", str(venv / "bin/python"),
-                              "-c", "constraints.txt", spec], cwd=root, capture_output=True, text=True)
+        res = subprocess.run(
+            [uv(), "pip", "install", "--quiet", "--python", str(venv / "bin/python"), "-c", "constraints.txt", spec],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        )
         if res.returncode != 0:
             unavailable(f"cannot install the wheel's dependencies here: {res.stderr.strip()[-300:]}")
     return venv
@@ -88,22 +110,42 @@ def user_env(**extra):
 @pytest.mark.slow  # builds the wheel, installs it with its dependencies into two fresh environments
 def test_the_installed_wheel_runs_fruitlens_emr_without_a_checkout(installed, s3_server, tmp_path):
     fruitlens = str(installed / "bin/fruitlens")
-    where = subprocess.run([str(installed / "bin/python"), "-c", "import fruitlens, botocore; print(fruitlens.__file__)"],
-                           capture_output=True, text=True, cwd=tmp_path, env=user_env())
+    where = subprocess.run(
+        [str(installed / "bin/python"), "-c", "import fruitlens, botocore; print(fruitlens.__file__)"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=user_env(),
+    )
     assert str(installed) in where.stdout, where.stderr  # the installed package, not the checkout's
-    res = subprocess.run([fruitlens, "emr", "estimate", "--bucket", BUCKET, "--images", "1000000", "--offline-prices"],
-                         capture_output=True, text=True, cwd=tmp_path, env=user_env())
+    res = subprocess.run(
+        [fruitlens, "emr", "estimate", "--bucket", BUCKET, "--images", "1000000", "--offline-prices"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=user_env(),
+    )
     assert res.returncode == 0 and "USD per million images" in res.stdout, res.stderr
-    res = subprocess.run([fruitlens, "emr", "up", "--bucket", BUCKET, "--dry-run"], capture_output=True, text=True,
-                         cwd=tmp_path, env=user_env())
+    res = subprocess.run(
+        [fruitlens, "emr", "up", "--bucket", BUCKET, "--dry-run"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=user_env(),
+    )
     assert res.returncode == 0 and '"ReleaseLabel": "emr-7.13.0"' in res.stdout, res.stderr
     s3 = boto3.client("s3")
     try:
         s3.create_bucket(Bucket=BUCKET)
     except s3.exceptions.BucketAlreadyOwnedByYou:
         pass
-    res = subprocess.run([fruitlens, "emr", "up", "--bucket", BUCKET, "--tag-network", "--create-roles"],
-                         capture_output=True, text=True, cwd=tmp_path, env=user_env(AWS_ENDPOINT_URL=s3_server))
+    res = subprocess.run(
+        [fruitlens, "emr", "up", "--bucket", BUCKET, "--tag-network", "--create-roles"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=user_env(AWS_ENDPOINT_URL=s3_server),
+    )
     assert res.returncode == 0 and res.stdout.strip().startswith("j-"), res.stderr
     body = s3.get_object(Bucket=BUCKET, Key="fruitlens/artifacts/requirements.txt")["Body"].read()
     assert body == (REPO / "src/fruitlens/emr/requirements-emr7.txt").read_bytes()

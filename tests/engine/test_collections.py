@@ -23,8 +23,13 @@ from fruitlens.jobs import run_classify, run_featurize, run_train
 pytestmark = shared
 SPARK = SparkConfig()
 GROCERY = SHARED / "data" / "grocerystore"
-SHOP = {"Fruit/Apple/Granny-Smith": 9, "Fruit/Apple/Golden-Delicious": 9, "Fruit/Banana": 9, "Fruit/Lime": 9,
-        "Packages/Milk/Arla-Standard-Milk": 9}  # cartons: no species, "(not produce)" in the catalogue
+SHOP = {
+    "Fruit/Apple/Granny-Smith": 9,
+    "Fruit/Apple/Golden-Delicious": 9,
+    "Fruit/Banana": 9,
+    "Fruit/Lime": 9,
+    "Packages/Milk/Arla-Standard-Milk": 9,
+}  # cartons: no species, "(not produce)" in the catalogue
 TURNTABLE = ("Apple Granny Smith", "Apple Golden 1", "Banana", "Limes")
 
 
@@ -48,19 +53,36 @@ def collections(spark, tmp_path_factory):
             (root / "turntable" / split / name).mkdir(parents=True)
             for p in sorted((SAMPLE / split / name).glob("*.jpg"))[:count]:
                 shutil.copy(p, root / "turntable" / split / name / p.name)
-    run_featurize(FeaturizeConfig(input=str(root / "shop"), output=str(root / "shop-emb"), views=4), SPARK,
-                  spark=spark, quiet=True)
-    run_featurize(FeaturizeConfig(input=str(root / "turntable"), output=str(root / "turntable-emb")), SPARK,
-                  spark=spark, quiet=True)
+    run_featurize(
+        FeaturizeConfig(input=str(root / "shop"), output=str(root / "shop-emb"), views=4),
+        SPARK,
+        spark=spark,
+        quiet=True,
+    )
+    run_featurize(
+        FeaturizeConfig(input=str(root / "turntable"), output=str(root / "turntable-emb")),
+        SPARK,
+        spark=spark,
+        quiet=True,
+    )
     return root
 
 
 @pytest.fixture(scope="module")
 def trained(spark, collections):
     root = collections
-    report = run_train(TrainConfig(input=(str(root / "shop-emb"), str(root / "turntable-emb")), output=str(root / "model"),
-                                   catalogue="builtin", candidates=("lr_full:1e-3",), target_precision=0.9),
-                       SPARK, spark=spark, quiet=True)
+    report = run_train(
+        TrainConfig(
+            input=(str(root / "shop-emb"), str(root / "turntable-emb")),
+            output=str(root / "model"),
+            catalogue="builtin",
+            candidates=("lr_full:1e-3",),
+            target_precision=0.9,
+        ),
+        SPARK,
+        spark=spark,
+        quiet=True,
+    )
     return root / "model", report
 
 
@@ -85,8 +107,16 @@ def test_one_species_from_every_collection_through_the_catalogue(trained):
     assert report["rows"]["fit_rows_with_views"] == 25 * 4 + turntable["fit"]  # every view a training row
     assert report["chosen"]["not_sure"]["not_produce"]["test"]["photos"] == 2
     kept = Catalogue.parse((model / "catalogue.csv").read_text(), "model")
-    assert {r[0] for r in kept.rows} == {"Granny-Smith", "Golden-Delicious", "Banana", "Lime", "Apple Granny Smith",
-                                         "Apple Golden 1", "Limes", "Arla-Standard-Milk"}
+    assert {r[0] for r in kept.rows} == {
+        "Granny-Smith",
+        "Golden-Delicious",
+        "Banana",
+        "Lime",
+        "Apple Granny Smith",
+        "Apple Golden 1",
+        "Limes",
+        "Arla-Standard-Milk",
+    }
     by_collection = report["chosen"]["test_by_collection"]
     assert set(by_collection) == {"shop-emb", "turntable-emb"}
     for c in by_collection.values():
@@ -100,15 +130,26 @@ def test_the_spark_data_path_counts_every_photo_once_as_the_driver_does(spark, t
     labelled and given its role once, whatever splits its label appears in."""
     _, driver = trained
     root = collections
-    report = run_train(TrainConfig(input=(str(root / "shop-emb"), str(root / "turntable-emb")), output=str(tmp_path / "m"),
-                                   catalogue="builtin", candidates=("lr_full:1e-3",), target_precision=0.9,
-                                   solver="spark", max_iter=30),
-                       SPARK, spark=spark, quiet=True)
+    report = run_train(
+        TrainConfig(
+            input=(str(root / "shop-emb"), str(root / "turntable-emb")),
+            output=str(tmp_path / "m"),
+            catalogue="builtin",
+            candidates=("lr_full:1e-3",),
+            target_precision=0.9,
+            solver="spark",
+            max_iter=30,
+        ),
+        SPARK,
+        spark=spark,
+        quiet=True,
+    )
     assert report["solver"] == "spark"
     assert report["rows"] == driver["rows"] and report["collections"] == driver["collections"]
     for role in ("validation_by_collection", "test_by_collection"):
-        assert ({c: v["photos"] for c, v in report["chosen"][role].items()}
-                == {c: v["photos"] for c, v in driver["chosen"][role].items()})
+        assert {c: v["photos"] for c, v in report["chosen"][role].items()} == {
+            c: v["photos"] for c, v in driver["chosen"][role].items()
+        }
 
 
 def test_spark_and_driver_data_give_every_photo_the_same_role_and_pick_the_same_references(spark, collections):
@@ -143,8 +184,13 @@ def test_predict_and_classify_answer_at_species_or_family_level(spark, trained, 
     assert identifier.embedder.views.count == report["chosen"]["predict_views"]
     photos = sorted((collections / "shop" / "test").rglob("*.jpg"))
     env = {**os.environ, "FRUITLENS_MODEL_DIR": str(MODELS)}
-    res = subprocess.run([sys.executable, "-m", "fruitlens", "predict", "--model", str(model), "--json",
-                          *map(str, photos)], capture_output=True, text=True, env=env, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-m", "fruitlens", "predict", "--model", str(model), "--json", *map(str, photos)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     answers = json.loads(res.stdout)
     assert len(answers) == len(photos)
     for a in answers:
@@ -152,8 +198,12 @@ def test_predict_and_classify_answer_at_species_or_family_level(spark, trained, 
         if a["level"] == "family":
             assert a["answer"] == a["family"]
     out = tmp_path / "classified"
-    result = run_classify(ClassifyConfig(model=str(model), input=str(collections / "shop" / "test"), output=str(out)),
-                          SPARK, spark=spark, quiet=True)
+    result = run_classify(
+        ClassifyConfig(model=str(model), input=str(collections / "shop" / "test"), output=str(out)),
+        SPARK,
+        spark=spark,
+        quiet=True,
+    )
     pred = read(out / "predictions")
     assert {"level", "species", "family", "family_probability"} <= set(pred.columns)
     assert ((pred.level == "species") == pred.species.notna()).all()
@@ -166,11 +216,18 @@ def test_predict_and_classify_answer_at_species_or_family_level(spark, trained, 
 
 
 def test_a_catalogue_that_is_not_one_is_a_one_line_error(tmp_path):
-    bad = {"header.csv": "name,kind\nA,B\n", "fields.csv": "label,species,family\nA,,Apple\n",
-           "twice.csv": "label,species,family\nA,Apple Red,Apple\na,Apple Green,Apple\n",
-           "families.csv": "label,species,family\nA,Kiwi,Kiwi\nB,Kiwi,Fruit\n"}
-    messages = {"header.csv": "first line", "fields.csv": "line 2", "twice.csv": "given twice",
-                "families.csv": "two families"}
+    bad = {
+        "header.csv": "name,kind\nA,B\n",
+        "fields.csv": "label,species,family\nA,,Apple\n",
+        "twice.csv": "label,species,family\nA,Apple Red,Apple\na,Apple Green,Apple\n",
+        "families.csv": "label,species,family\nA,Kiwi,Kiwi\nB,Kiwi,Fruit\n",
+    }
+    messages = {
+        "header.csv": "first line",
+        "fields.csv": "line 2",
+        "twice.csv": "given twice",
+        "families.csv": "two families",
+    }
     for name, text in bad.items():
         (tmp_path / name).write_text(text)
         with pytest.raises(FruitlensError, match=messages[name]):
@@ -191,8 +248,13 @@ def test_the_builtin_catalogue_names_every_sample_folder_in_english_and_french()
     for folder in Path(GROCERY / "train").glob("[FV]*/**/"):
         if any(folder.glob("*.jpg")):
             assert catalogue.species_of(folder.name), folder
-    assert catalogue.species_of("Golden-Delicious") == catalogue.species_of("Apple Golden 2") == "Apple Golden Delicious"
-    assert names.name("Apple Golden Delicious", "fr") == "Pomme Golden" and names.name("Pepper Red", "fr") == "Poivron rouge"
+    assert (
+        catalogue.species_of("Golden-Delicious") == catalogue.species_of("Apple Golden 2") == "Apple Golden Delicious"
+    )
+    assert (
+        names.name("Apple Golden Delicious", "fr") == "Pomme Golden"
+        and names.name("Pepper Red", "fr") == "Poivron rouge"
+    )
 
 
 def test_the_exported_litert_file_answers_as_predict_does(trained, collections, tmp_path):
@@ -202,8 +264,10 @@ def test_the_exported_litert_file_answers_as_predict_does(trained, collections, 
     from fruitlens.engine.export import Exported, export
 
     model, _ = trained
-    photos = sorted((collections / "shop" / "test").rglob("*.jpg")) + sorted(
-        (GROCERY / "val" / "Fruit" / "Banana").glob("*.jpg"))[:4]
+    photos = (
+        sorted((collections / "shop" / "test").rglob("*.jpg"))
+        + sorted((GROCERY / "val" / "Fruit" / "Banana").glob("*.jpg"))[:4]
+    )
     env_report = export(str(model), str(tmp_path / "fruit.tflite"), [str(p) for p in photos])
     assert env_report["bytes"] == (tmp_path / "fruit.tflite").stat().st_size > 1_000_000
     check = env_report["check"]
@@ -243,7 +307,9 @@ def test_two_photos_of_a_fruit_beat_one_where_one_is_ambiguous(trained, collecti
     assert helped >= 1
     # and over every pair of photos of a species, two photos are right at least as often as one
     pairs = [(a, b) for a in photos for b in photos if a < b and species[a] == species[b]]
-    pair_right = sum(identifier.identify_photos([a.read_bytes(), b.read_bytes()]).prediction.predicted == species[a]
-                     for a, b in pairs) / len(pairs)
+    pair_right = sum(
+        identifier.identify_photos([a.read_bytes(), b.read_bytes()]).prediction.predicted == species[a]
+        for a, b in pairs
+    ) / len(pairs)
     single_right = sum(alone[p].predicted == species[p] for p in photos) / len(photos)
     assert pair_right >= single_right

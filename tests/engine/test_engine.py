@@ -49,16 +49,30 @@ def data(spark, tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(spark, data):
     root, _ = data
-    report = run_train(TrainConfig(input=str(root / "emb"), output=str(root / "model"),
-                                   candidates=("lr_pca:1e-3", "lr_full:1e-4", "lr_full:1e-3"), max_iter=100),
-                       SPARK, spark=spark, quiet=True)
+    report = run_train(
+        TrainConfig(
+            input=str(root / "emb"),
+            output=str(root / "model"),
+            candidates=("lr_pca:1e-3", "lr_full:1e-4", "lr_full:1e-3"),
+            max_iter=100,
+        ),
+        SPARK,
+        spark=spark,
+        quiet=True,
+    )
     return root / "model", report
 
 
 def test_train_compares_candidates_chosen_on_validation_and_reports_what_a_person_reads(trained):
     model, report = trained
-    assert report["rows"] == {"fit": 192, "fit_rows_with_views": 192, "validation": 48, "train": 240, "test": 96,
-                              "test_unknown_label": 0}
+    assert report["rows"] == {
+        "fit": 192,
+        "fit_rows_with_views": 192,
+        "validation": 48,
+        "train": 240,
+        "test": 96,
+        "test_unknown_label": 0,
+    }
     assert report["solver"] == "driver" and "numpy" in report["blas"]  # 192 rows fit in the driver's memory
     assert {c["candidate"] for c in report["candidates"]} == {"lr_pca:0.001", "lr_full:0.0001", "lr_full:0.001"}
     for c in report["candidates"]:  # each one's validation figure and its seconds, for the person choosing
@@ -74,18 +88,34 @@ def test_train_compares_candidates_chosen_on_validation_and_reports_what_a_perso
     assert 0 < ns["threshold"] <= 1 and ns["validation_precision"] >= 0.995
     assert ns["novelty_threshold"] > 0
     files = set(os.listdir(model))
-    assert {"spark", "portable.npz", "model.json", "report.json", "confusion.png", "per_class.csv", "catalogue.csv",
-            "_SUCCESS"} <= files
+    assert {
+        "spark",
+        "portable.npz",
+        "model.json",
+        "report.json",
+        "confusion.png",
+        "per_class.csv",
+        "catalogue.csv",
+        "_SUCCESS",
+    } <= files
     assert (model / "confusion.png").stat().st_size > 2000
     meta = json.loads((model / "model.json").read_text())
     assert meta["embedding_params"]["backbone"] == DEFAULT_BACKBONE and len(meta["classes"]) == 12
 
 
-@pytest.mark.parametrize("candidate,solver", [("lr_full:1e-3", "driver"), ("lr_pca:1e-3", "spark"), ("mlp:64", "spark")])
+@pytest.mark.parametrize(
+    "candidate,solver", [("lr_full:1e-3", "driver"), ("lr_pca:1e-3", "spark"), ("mlp:64", "spark")]
+)
 def test_portable_export_gives_the_spark_models_probabilities(spark, data, tmp_path, candidate, solver):
     root, _ = data
-    report = run_train(TrainConfig(input=str(root / "emb"), output=str(tmp_path / "m"), candidates=(candidate,),
-                                   max_iter=60, solver=solver), SPARK, spark=spark, quiet=True)
+    report = run_train(
+        TrainConfig(
+            input=str(root / "emb"), output=str(tmp_path / "m"), candidates=(candidate,), max_iter=60, solver=solver
+        ),
+        SPARK,
+        spark=spark,
+        quiet=True,
+    )
     assert report["solver"] == solver
     from pyspark.ml import PipelineModel
     from pyspark.ml.functions import vector_to_array
@@ -108,10 +138,19 @@ def test_predict_command_same_embedding_as_featurize_and_bad_files_one_line_each
         np.testing.assert_array_equal(identifier.embedder.embed_bytes(p.read_bytes()), emb.loc[str(p), "embedding"])
     (tmp_path / "empty.jpg").write_bytes(b"")
     (tmp_path / "text.jpg").write_text("hello")
-    args = [str(p) for p in photos[:3]] + [str(tmp_path / "empty.jpg"), str(tmp_path / "gone.jpg"), str(tmp_path / "text.jpg")]
+    args = [str(p) for p in photos[:3]] + [
+        str(tmp_path / "empty.jpg"),
+        str(tmp_path / "gone.jpg"),
+        str(tmp_path / "text.jpg"),
+    ]
     env = {**os.environ, "FRUITLENS_MODEL_DIR": str(MODELS)}
-    res = subprocess.run([sys.executable, "-m", "fruitlens", "predict", "--model", str(model), *args, "--json"],
-                         capture_output=True, text=True, env=env, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-m", "fruitlens", "predict", "--model", str(model), *args, "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert res.returncode == 1
     answers = json.loads(res.stdout)
     assert [a["ok"] for a in answers] == [True] * 3 + [False] * 3
@@ -122,8 +161,13 @@ def test_predict_command_same_embedding_as_featurize_and_bad_files_one_line_each
     assert [(a["reason"]) for a in answers[3:]] == ["empty", "missing", "not an image"]
     errors = res.stderr.strip().splitlines()
     assert len(errors) == 3 and all(line.startswith("fruitlens: ") for line in errors) and "Traceback" not in res.stderr
-    table = subprocess.run([sys.executable, "-m", "fruitlens", "predict", "--model", str(model), str(photos[0])],
-                           capture_output=True, text=True, env=env, timeout=300)
+    table = subprocess.run(
+        [sys.executable, "-m", "fruitlens", "predict", "--model", str(model), str(photos[0])],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert table.returncode == 0 and photos[0].parent.name in table.stdout and "%" in table.stdout
 
 
@@ -146,8 +190,12 @@ def test_classify_on_spark_matches_predict(spark, trained, data, tmp_path):
     out = tmp_path / "out"
     (images / "Test" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut")
     try:
-        report = run_classify(ClassifyConfig(model=str(model), input=str(images / "Test"), output=str(out)), SPARK,
-                              spark=spark, quiet=True)
+        report = run_classify(
+            ClassifyConfig(model=str(model), input=str(images / "Test"), output=str(out)),
+            SPARK,
+            spark=spark,
+            quiet=True,
+        )
     finally:
         (images / "Test" / "broken.jpg").unlink()
     pred = read(out / "predictions")
@@ -170,7 +218,9 @@ def test_photos_that_are_not_fruit_get_no_confident_species(trained):
     model, _ = trained
     identifier = Identifier.load(str(model), threads=1)
     verdicts = {name: identifier.identify(data) for name, data in non_fruit_photos().items()}
-    confident = {n: (p.predicted, round(p.top[0][1], 3), round(p.novelty, 3)) for n, p in verdicts.items() if not p.not_sure}
+    confident = {
+        n: (p.predicted, round(p.top[0][1], 3), round(p.novelty, 3)) for n, p in verdicts.items() if not p.not_sure
+    }
     assert not confident, f"non-fruit photos answered with a species: {confident}"
     # ... while most unseen fruit photos of known classes are still answered, and rightly
     answers = []
@@ -212,5 +262,6 @@ def test_image_size_is_recorded_and_predict_and_classify_use_the_trained_one(spa
     identifier = Identifier.load(str(copy), threads=1)
     assert identifier.embedder.spec.input_size == (128, 128)
     photo = Path(rows["path"].iloc[0]).read_bytes()
-    np.testing.assert_allclose(identifier.embedder.embed_bytes(photo), np.asarray(rows["embedding"].iloc[0], np.float32),
-                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        identifier.embedder.embed_bytes(photo), np.asarray(rows["embedding"].iloc[0], np.float32), rtol=1e-6, atol=1e-6
+    )

@@ -136,9 +136,17 @@ def test_a_basis_the_bound_cannot_use_is_refused(data):
 
 def model(rows, rng):
     d = rows.shape[1]
-    return PortableModel(classes=["a", "b"], mean=np.zeros(d), std=np.ones(d), projection=None,
-                         layers=[(rng.standard_normal((2, d)), np.zeros(2))], threshold=0.5, refs=rows,
-                         novelty_threshold=0.3, meta={"kind": "lr_full"})
+    return PortableModel(
+        classes=["a", "b"],
+        mean=np.zeros(d),
+        std=np.ones(d),
+        projection=None,
+        layers=[(rng.standard_normal((2, d)), np.zeros(2))],
+        threshold=0.5,
+        refs=rows,
+        novelty_threshold=0.3,
+        meta={"kind": "lr_full"},
+    )
 
 
 def test_a_saved_model_keeps_its_bound_and_answers_like_the_full_product(data, tmp_path):
@@ -176,8 +184,9 @@ def test_a_saved_model_keeps_its_bound_and_answers_like_the_full_product(data, t
 
     other = dataclasses.replace(loaded, refs=rows[::-1].copy())
     np.testing.assert_array_equal(other.refs, rows[::-1].astype(np.float16).astype(np.float32))
-    np.testing.assert_allclose(other.novelty_of(queries[:3]),
-                               1.0 - (unit(queries[:3]) @ other.refs.T).max(axis=1), atol=1e-5)
+    np.testing.assert_allclose(
+        other.novelty_of(queries[:3]), 1.0 - (unit(queries[:3]) @ other.refs.T).max(axis=1), atol=1e-5
+    )
     with pytest.raises(ValueError):
         loaded.refs[0, 0] = 1.0  # read-only: the bound describes these values
 
@@ -191,9 +200,17 @@ def test_the_service_index_takes_the_models_axes_when_it_loads(data, tmp_path):
 
     rows, near, _ = data
     (tmp_path / "embeddings").mkdir()
-    pq.write_table(pa.table({"path": [f"/img/{i}.jpg" for i in range(len(rows))], "label": ["a"] * len(rows),
-                             "split": ["train"] * len(rows), "embedding": list(rows)}),
-                   tmp_path / "embeddings" / "part-0.parquet")
+    pq.write_table(
+        pa.table(
+            {
+                "path": [f"/img/{i}.jpg" for i in range(len(rows))],
+                "label": ["a"] * len(rows),
+                "split": ["train"] * len(rows),
+                "embedding": list(rows),
+            }
+        ),
+        tmp_path / "embeddings" / "part-0.parquet",
+    )
     trained = model(rows[::5], np.random.default_rng(2))  # references: a sample of the same space
     index = NeighbourIndex.load(Location.of(str(tmp_path)), trained)
     assert index.exact.basis is trained.refs_search.basis  # no eigendecomposition at start

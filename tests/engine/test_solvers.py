@@ -23,7 +23,9 @@ def test_the_driver_solver_fits_spark_mls_model(spark, candidate):
     x, y = blobs()
     c = Candidate.parse(candidate)
     driver = DriverSolver(x, y, 6, pca_variance=0.9, max_iter=1000, tol=1e-10).fit(c)
-    rows = spark.createDataFrame([(r.tolist(), int(label)) for r, label in zip(x, y)], "embedding array<float>, label_idx int")
+    rows = spark.createDataFrame(
+        [(r.tolist(), int(label)) for r, label in zip(x, y)], "embedding array<float>, label_idx int"
+    )
     ours = SparkSolver(spark, rows, 6, pca_variance=0.9, max_iter=1000, seed=1, tol=1e-10)
     spark_fit = ours.fit(c)
     # the Spark solver's scaler (from the rows' moments, one pass) is Spark ML's StandardScaler's

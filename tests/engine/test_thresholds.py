@@ -20,9 +20,17 @@ FAMILIES = ["Apple", "Apple", "Banana", "Lime"]
 
 def model() -> PortableModel:
     d = 3
-    return PortableModel(classes=CLASSES, families=FAMILIES, mean=np.zeros(d), std=np.ones(d), projection=None,
-                         layers=[(np.zeros((4, d)), np.zeros(4))], threshold=0.0, refs=np.eye(4, d),
-                         novelty_threshold=np.inf)
+    return PortableModel(
+        classes=CLASSES,
+        families=FAMILIES,
+        mean=np.zeros(d),
+        std=np.ones(d),
+        projection=None,
+        layers=[(np.zeros((4, d)), np.zeros(4))],
+        threshold=0.0,
+        refs=np.eye(4, d),
+        novelty_threshold=np.inf,
+    )
 
 
 def scores() -> Scores:
@@ -80,7 +88,10 @@ def test_calibrated_thresholds_hold_on_every_collection_and_leave_the_fit_split_
     t = calibrate(m, s, 0.95)
     calibrated = t.applied_to(m)
     assert (calibrated.threshold, calibrated.family_threshold, calibrated.novelty_threshold) == (
-        t.species, t.family, t.novelty)
+        t.species,
+        t.family,
+        t.novelty,
+    )
     for c in (0, 1):
         rows = s.collection == c
         a = answers(calibrated, s.y[rows], s.probs[rows], s.novelty[rows])
@@ -93,8 +104,14 @@ def test_the_choice_is_the_best_on_validation_among_the_default_kind_the_first_f
     def fitted(name, accuracy, f1):
         return Fitted(Candidate.parse(name), None, None, {1: {"accuracy": accuracy, "macro_f1": f1}}, 1, None)
 
-    results = CandidateResults((fitted("lr_full:1e-3", 0.9, 0.8), fitted("lr_full:1e-4", 0.9, 0.8),
-                                fitted("lr_pca:1e-4", 0.9, 0.85), fitted("mlp:64", 0.95, 0.9)))
+    results = CandidateResults(
+        (
+            fitted("lr_full:1e-3", 0.9, 0.8),
+            fitted("lr_full:1e-4", 0.9, 0.8),
+            fitted("lr_pca:1e-4", 0.9, 0.85),
+            fitted("mlp:64", 0.95, 0.9),
+        )
+    )
     assert choose(results, None).candidate.name == "mlp:64"
     assert choose(results, "lr_full").candidate.name == "lr_full:0.001"
     assert choose(results, "lr_full:0.0001").candidate.name == "lr_full:0.0001"

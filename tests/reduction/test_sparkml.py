@@ -47,7 +47,7 @@ def test_moments_merged_in_any_order_give_the_covariance_of_uncentred_data():
     x = _data(1000, 9) + 1e4  # far from zero: a one-pass sum of squares would lose digits here
     merged = Moments()
     for start in range(0, len(x), 97):
-        merged.add(Moments.of(x[start:start + 97]))
+        merged.add(Moments.of(x[start : start + 97]))
     tree = Moments().add(Moments.of(x[:10])).add(Moments().add(Moments.of(x[10:600])).add(Moments.of(x[600:])))
     for m in (merged, tree):
         assert m.n == 1000
@@ -88,15 +88,17 @@ def test_eigen_pca_fits_spark_mls_pca_model_with_the_same_projection(spark, tmp_
 
     x = _data(120, 20, seed=1)  # full rank: Spark's own SVD (the reference here) converges on it
     df = spark.createDataFrame([(row.tolist(),) for row in x], "x array<double>").select(
-        array_to_vector("x").alias("features"))
+        array_to_vector("x").alias("features")
+    )
     scaler = StandardScaler(withMean=True, withStd=True, inputCol="features", outputCol="scaled")
     ours = Pipeline(stages=[scaler, EigenPCA(k=7, inputCol="scaled", outputCol="pca")]).fit(df.repartition(7))
     theirs = Pipeline(stages=[scaler, PCA(k=7, inputCol="scaled", outputCol="pca")]).fit(df)
 
     pca = ours.stages[-1]
     assert isinstance(pca, PCAModel) and pca.getK() == 7
-    np.testing.assert_allclose(pca.explainedVariance.toArray(), theirs.stages[-1].explainedVariance.toArray(),
-                               rtol=1e-9)
+    np.testing.assert_allclose(
+        pca.explainedVariance.toArray(), theirs.stages[-1].explainedVariance.toArray(), rtol=1e-9
+    )
 
     def projected(model):
         return np.array([r.p for r in model.transform(df).select(vector_to_array("pca").alias("p")).collect()])
@@ -119,7 +121,8 @@ def test_eigen_pca_fits_rank_deficient_data_fewer_rows_than_dimensions(spark):
 
     x = _data(30, 50, seed=3)  # rank 29 after centring: where Spark's SVD now and then did not converge
     df = spark.createDataFrame([(row.tolist(),) for row in x], "x array<double>").select(
-        array_to_vector("x").alias("scaled"))
+        array_to_vector("x").alias("scaled")
+    )
     estimator = EigenPCA(k=29)
     model = estimator.fit(df)
     _, s, _ = np.linalg.svd(x - x.mean(axis=0), full_matrices=False)
@@ -134,7 +137,8 @@ def test_eigen_pca_refuses_k_larger_than_the_dimension(spark):
     from fruitlens.reduction.sparkml import EigenPCA
 
     df = spark.createDataFrame([([1.0, 2.0],), ([2.0, 1.0],), ([0.0, 3.0],)], "x array<double>").select(
-        array_to_vector("x").alias("scaled"))
+        array_to_vector("x").alias("scaled")
+    )
     with pytest.raises(ValueError, match="k must be between 1 and 2"):
         EigenPCA(k=3).fit(df)
 
@@ -147,7 +151,8 @@ def test_eigen_pca_chooses_k_from_the_variance_it_must_explain(spark):
 
     x = _data(120, 20, seed=5)
     df = spark.createDataFrame([(row.tolist(),) for row in x], "x array<double>").select(
-        array_to_vector("x").alias("scaled"))
+        array_to_vector("x").alias("scaled")
+    )
     _, s, _ = np.linalg.svd(x - x.mean(axis=0), full_matrices=False)
     share = np.cumsum(s**2) / (s**2).sum()
     for variance in (0.5, 0.9, 0.999):

@@ -25,9 +25,15 @@ def built(spark, tmp_path_factory):
             (root / "images" / split / name).mkdir(parents=True)
             for f in sorted((SAMPLE / split / name).iterdir())[::step][:count]:
                 shutil.copy(f, root / "images" / split / name / f.name)
-    run_featurize(FeaturizeConfig(input=str(root / "images"), output=str(root / "index")), SPARK, spark=spark, quiet=True)
-    run_train(TrainConfig(input=str(root / "index"), output=str(root / "model"), models=("lr_pca",), max_iter=100),
-              SPARK, spark=spark, quiet=True)
+    run_featurize(
+        FeaturizeConfig(input=str(root / "images"), output=str(root / "index")), SPARK, spark=spark, quiet=True
+    )
+    run_train(
+        TrainConfig(input=str(root / "index"), output=str(root / "model"), models=("lr_pca",), max_iter=100),
+        SPARK,
+        spark=spark,
+        quiet=True,
+    )
     shutil.copytree(META, root / "meta", ignore=shutil.ignore_patterns("*.pdf"))
     shutil.rmtree(root / "meta" / "Meta" / f"{NO_META} 1")
     return root
@@ -35,8 +41,9 @@ def built(spark, tmp_path_factory):
 
 @pytest.fixture(scope="package")
 def server(built, tmp_path_factory):
-    s = Server(built, tmp_path_factory.mktemp("serve-log") / "serve.log",
-               *(a.format(root=built) for a in FEEDBACK_ARGS))
+    s = Server(
+        built, tmp_path_factory.mktemp("serve-log") / "serve.log", *(a.format(root=built) for a in FEEDBACK_ARGS)
+    )
     yield s
     alive = s.proc.poll() is None
     s.stop()

@@ -30,10 +30,23 @@ SPARK = SparkConfig()
 
 
 def serve_cmd(root: Path, port: int, *extra: str, model=None, index=None, info=None) -> list[str]:
-    return [sys.executable, "-m", "fruitlens", "serve", "--model", model or str(root / "model"),
-            "--index", index or str(root / "index"), "--info", info or str(root / "meta"),
-            "--host", "127.0.0.1", "--port", str(port), *extra]
-
+    return [
+        sys.executable,
+        "-m",
+        "fruitlens",
+        "serve",
+        "--model",
+        model or str(root / "model"),
+        "--index",
+        index or str(root / "index"),
+        "--info",
+        info or str(root / "meta"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *extra,
+    ]
 
 
 FEEDBACK_ARGS = ("--feedback", "{root}/feedback", "--rate-limit", "100000")  # the main server: no limit in the way
@@ -45,8 +58,9 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         env = {**os.environ, "FRUITLENS_MODEL_DIR": str(MODELS)}
-        self.proc = subprocess.Popen(serve_cmd(root, self.port, *extra, **where), stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                                     env=env)
+        self.proc = subprocess.Popen(
+            serve_cmd(root, self.port, *extra, **where), stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env
+        )
         deadline = time.time() + 120
         while True:
             if self.proc.poll() is not None:
@@ -80,16 +94,21 @@ def post_photo(client, data: bytes, filename="photo.jpg", ctype="image/jpeg", **
 
 
 def post_photos(client, datas: list[bytes], **kw):
-    return client.post("/api/v1/identify", files=[("photo", (f"p{i}.jpg", d, "image/jpeg")) for i, d in enumerate(datas)],
-                       **kw)
+    return client.post(
+        "/api/v1/identify", files=[("photo", (f"p{i}.jpg", d, "image/jpeg")) for i, d in enumerate(datas)], **kw
+    )
 
 
 def png_header_only(width: int, height: int) -> bytes:
     """A complete, tiny PNG that declares width x height pixels: a decompression bomb."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 def tiff() -> bytes:

@@ -18,12 +18,16 @@ def test_feedback_is_kept_only_with_consent_without_metadata_and_can_be_deleted(
     store = built / "feedback"
     photo = jpeg_with_gps()
     assert Image.open(io.BytesIO(photo)).getexif().get_ifd(0x8825)  # the upload has a GPS position
-    no = client.post("/api/v1/feedback", data={"said": "Kiwi", "consent": "false"},
-                     files={"photo": ("p.jpg", photo, "image/jpeg")})
+    no = client.post(
+        "/api/v1/feedback", data={"said": "Kiwi", "consent": "false"}, files={"photo": ("p.jpg", photo, "image/jpeg")}
+    )
     assert no.status_code == 200 and no.json()["stored"] is False and no.json()["receipt"] is None
     assert not list(store.rglob("*.jpg"))  # without consent nothing is stored
-    yes = client.post("/api/v1/feedback", data={"said": "Kiwi", "consent": "true", "answered": "Banana"},
-                      files={"photo": ("p.jpg", photo, "image/jpeg")}).json()
+    yes = client.post(
+        "/api/v1/feedback",
+        data={"said": "Kiwi", "consent": "true", "answered": "Banana"},
+        files={"photo": ("p.jpg", photo, "image/jpeg")},
+    ).json()
     assert yes["stored"] and yes["confirmed"] is True and yes["delete_url"] == f"/api/v1/feedback/{yes['receipt']}"
     kept = store / "train" / "Kiwi" / f"{yes['receipt']}.jpg"  # the layout featurize reads: label Kiwi, split train
     assert kept.is_file()
@@ -34,8 +38,9 @@ def test_feedback_is_kept_only_with_consent_without_metadata_and_can_be_deleted(
     assert receipt["said"] == "Kiwi" and receipt["answered"] == "Banana" and receipt["keep_until"] == yes["keep_until"]
     # free text, and a photo named by the id identify gave it
     ident = post_photo(client, photo_of("Lemon").read_bytes()).json()
-    quince = client.post("/api/v1/feedback", data={"said": "a quince!", "consent": "yes",
-                                                   "photo_id": ident["photos"][0]["id"]}).json()
+    quince = client.post(
+        "/api/v1/feedback", data={"said": "a quince!", "consent": "yes", "photo_id": ident["photos"][0]["id"]}
+    ).json()
     assert quince["stored"] and quince["confirmed"] is False
     assert (store / "unconfirmed" / "a quince" / f"{quince['receipt']}.jpg").is_file()
     # deletion by the receipt, once
@@ -49,9 +54,17 @@ def test_feedback_is_kept_only_with_consent_without_metadata_and_can_be_deleted(
         (dict(data={"said": "Kiwi", "consent": "true", "photo_id": "../../etc/passwd"}), 422),
         (dict(data={"said": "Kiwi", "consent": "true", "photo_id": "0" * 32}), 404),
         (dict(data={"said": "Kiwi", "consent": "true"}), 422),
-        (dict(data={"said": "Kiwi", "consent": "true"}, files={"photo": ("p.jpg", b"GIF89a-not really", "image/gif")}), 422),
+        (
+            dict(
+                data={"said": "Kiwi", "consent": "true"}, files={"photo": ("p.jpg", b"GIF89a-not really", "image/gif")}
+            ),
+            422,
+        ),
         (dict(data={"said": "Kiwi", "consent": "maybe"}, files={"photo": ("p.jpg", photo, "image/jpeg")}), 422),
-        (dict(data={"said": "../../../tmp/x", "consent": "true"}, files={"photo": ("p.jpg", photo, "image/jpeg")}), 200),
+        (
+            dict(data={"said": "../../../tmp/x", "consent": "true"}, files={"photo": ("p.jpg", photo, "image/jpeg")}),
+            200,
+        ),
     ]
     for kwargs, status in cases:
         r = client.post("/api/v1/feedback", **kwargs)

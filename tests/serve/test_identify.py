@@ -24,7 +24,11 @@ def test_identify_a_real_photo_species_information_and_similar_images(client, bu
     a = r.json()
     assert a["ok"] is True and len(a["top5"]) == 5 and a["predicted"] == a["top5"][0]["label"]
     assert a["predicted"] == "Apple Braeburn"
-    assert isinstance(a["not_sure"], bool) and a["why_not_sure"] in (None, "low confidence", "unlike the training images")
+    assert isinstance(a["not_sure"], bool) and a["why_not_sure"] in (
+        None,
+        "low confidence",
+        "unlike the training images",
+    )
     assert a["species"]["name"] == "Apple Braeburn" and a["species"]["metadata_class"] == "Apple Braeburn 1"
     attrs = {x["attribute"]: x["value"] for x in a["species"]["attributes"]}
     assert attrs["SIZE"] == "MEDIUM" and attrs["TYPE"] == "FRUIT"
@@ -43,8 +47,13 @@ def test_identify_a_real_photo_species_information_and_similar_images(client, bu
 def test_serve_and_predict_agree_on_the_same_images(client, built):
     photos = [photo_of(c) for c in ("Banana", "Kiwi", "Redcurrant")]
     env = {**os.environ, "FRUITLENS_MODEL_DIR": str(MODELS)}
-    res = subprocess.run([sys.executable, "-m", "fruitlens", "predict", "--model", str(built / "model"),
-                          *map(str, photos), "--json"], capture_output=True, text=True, env=env, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-m", "fruitlens", "predict", "--model", str(built / "model"), *map(str, photos), "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr
     for p, expected in zip(photos, json.loads(res.stdout)):
         got = post_photo(client, p.read_bytes()).json()
@@ -63,20 +72,47 @@ def test_hostile_uploads_get_a_4xx_with_one_line_and_the_service_keeps_serving(c
         "truncated": (post_photo(client, jpeg[: len(jpeg) // 2]), 422, "truncated"),
         "not an image": (post_photo(client, b"hello, I am text" * 10, "a.jpg"), 422, "not an image"),
         "unknown format (TIFF)": (post_photo(client, tiff()), 422, "not an image"),
-        "decompression bomb": (post_photo(client, png_header_only(20_000, 20_000), "bomb.png", "image/png"), 422,
-                               "decompression bomb"),
+        "decompression bomb": (
+            post_photo(client, png_header_only(20_000, 20_000), "bomb.png", "image/png"),
+            422,
+            "decompression bomb",
+        ),
         "too large": (post_photo(client, jpeg + b"\0" * (11 * 1024 * 1024)), 413, "too large"),
-        "too large, chunked": (client.post("/api/v1/identify", content=iter([b"x" * 1024 * 1024] * 52),  # > 5 photos
-                                           headers={"content-type": "multipart/form-data; boundary=zz"}), 413, "too large"),
-        "missing field": (client.post("/api/v1/identify", files={"image": ("a.jpg", jpeg, "image/jpeg")}), 422,
-                          "invalid request"),
-        "no file at all": (client.post("/api/v1/identify", data={"photo": "not a file"}), 415, "unsupported media type"),
-        "wrong content type": (client.post("/api/v1/identify", content=jpeg, headers={"content-type": "image/jpeg"}),
-                               415, "unsupported media type"),
+        "too large, chunked": (
+            client.post(
+                "/api/v1/identify",
+                content=iter([b"x" * 1024 * 1024] * 52),  # > 5 photos
+                headers={"content-type": "multipart/form-data; boundary=zz"},
+            ),
+            413,
+            "too large",
+        ),
+        "missing field": (
+            client.post("/api/v1/identify", files={"image": ("a.jpg", jpeg, "image/jpeg")}),
+            422,
+            "invalid request",
+        ),
+        "no file at all": (
+            client.post("/api/v1/identify", data={"photo": "not a file"}),
+            415,
+            "unsupported media type",
+        ),
+        "wrong content type": (
+            client.post("/api/v1/identify", content=jpeg, headers={"content-type": "image/jpeg"}),
+            415,
+            "unsupported media type",
+        ),
         "json body": (client.post("/api/v1/identify", json={"photo": "x"}), 415, "unsupported media type"),
         "text part": (post_photo(client, jpeg, "a.txt", "text/plain"), 415, "unsupported media type"),
-        "broken multipart": (client.post("/api/v1/identify", content=b"--zz\r\nbroken",
-                                         headers={"content-type": "multipart/form-data; boundary=zz"}), (400, 422), None),
+        "broken multipart": (
+            client.post(
+                "/api/v1/identify",
+                content=b"--zz\r\nbroken",
+                headers={"content-type": "multipart/form-data; boundary=zz"},
+            ),
+            (400, 422),
+            None,
+        ),
         "bad k": (post_photo(client, jpeg, params={"k": "-3"}), 422, "invalid request"),
     }
     for name, (r, status, reason) in cases.items():

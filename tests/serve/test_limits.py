@@ -22,8 +22,18 @@ def limited_server(built, tmp_path_factory):
     keys = folder / "keys.txt"
     key = add_key(str(keys), "partner")
     assert key not in keys.read_text()  # only its hash is kept
-    s = Server(built, folder / "serve.log", "--api-keys", str(keys), "--rate-limit", "3", "--key-rate-limit", "50",
-               "--max-connections", "2")
+    s = Server(
+        built,
+        folder / "serve.log",
+        "--api-keys",
+        str(keys),
+        "--rate-limit",
+        "3",
+        "--key-rate-limit",
+        "50",
+        "--max-connections",
+        "2",
+    )
     yield s, key
     s.stop()
 
@@ -75,6 +85,11 @@ def test_keys_can_be_required(built, tmp_path):
         s.stop()
     bad = tmp_path / "bad.txt"
     bad.write_text("fl_a-key-written-in-clear partner\n")
-    res = subprocess.run(serve_cmd(built, free_port(), "--api-keys", str(bad)), capture_output=True, text=True,
-                         timeout=120, env={**os.environ, "FRUITLENS_MODEL_DIR": str(MODELS)})
+    res = subprocess.run(
+        serve_cmd(built, free_port(), "--api-keys", str(bad)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "FRUITLENS_MODEL_DIR": str(MODELS)},
+    )
     assert res.returncode == 2 and "holds keys' hashes, never keys" in res.stderr

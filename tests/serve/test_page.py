@@ -17,15 +17,25 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--no-first-run"])
+        b = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+            ],
+        )
         yield b
         b.close()
 
 
 def test_page_on_a_phone_identifies_a_photo_shows_information_and_similar_images(browser, server, tmp_path):
-    page = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=1, is_mobile=True, has_touch=True)
+    page = browser.new_page(
+        viewport={"width": 390, "height": 844}, device_scale_factor=1, is_mobile=True, has_touch=True
+    )
     requests = []
     page.on("request", lambda r: requests.append(r.url))
     page.goto(server.url + "/")
@@ -43,9 +53,11 @@ def test_page_on_a_phone_identifies_a_photo_shows_information_and_similar_images
     assert page.locator("#top5 li").count() == 5
     info = page.inner_text("#info")
     assert "Type" in info and "Fruit" in info
-    page.wait_for_function("[...document.querySelectorAll('#similar img')].length === 8 && "
-                           "[...document.querySelectorAll('#similar img')].every(i => i.complete && i.naturalWidth > 0)",
-                           timeout=30_000)
+    page.wait_for_function(
+        "[...document.querySelectorAll('#similar img')].length === 8 && "
+        "[...document.querySelectorAll('#similar img')].every(i => i.complete && i.naturalWidth > 0)",
+        timeout=30_000,
+    )
     assert "Banana" in page.inner_text("#similar")
     assert "Mihai Oltean" in page.inner_text("footer") and "CC BY-SA 4.0" in page.inner_text("footer")
     assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scrolling on a phone
@@ -54,7 +66,9 @@ def test_page_on_a_phone_identifies_a_photo_shows_information_and_similar_images
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     if os.environ.get("FRUITLENS_SCREENSHOT"):  # docs/serve-phone.png is made this way
         shutil.copy(shot, os.environ["FRUITLENS_SCREENSHOT"])
-    assert all(u.startswith(server.url) or u.startswith("blob:") for u in requests), requests  # nothing from the internet
+    assert all(u.startswith(server.url) or u.startswith("blob:") for u in requests), (
+        requests
+    )  # nothing from the internet
 
     # a photo that is no fruit: "not sure", said plainly; then a file that is no image: the reason
     coffee = tmp_path / "coffee.png"
@@ -73,8 +87,9 @@ def test_page_on_a_phone_identifies_a_photo_shows_information_and_similar_images
 
 
 def test_page_in_french_with_several_photos_and_feedback_with_and_without_consent(browser, server, built, tmp_path):
-    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True,
-                                  locale="fr-FR")
+    context = browser.new_context(
+        viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True, locale="fr-FR"
+    )
     page = context.new_page()
     page.goto(server.url + "/")
     assert page.get_attribute("html", "lang") == "fr" and page.inner_text("label[for=camera]") == "Prendre une photo"
@@ -85,20 +100,25 @@ def test_page_in_french_with_several_photos_and_feedback_with_and_without_consen
     assert "Mihai Oltean" in page.inner_text("footer")
     # a second photo of the same fruit: one answer from both
     page.set_input_files("#more", str(photo_of("Kiwi", 1)))
-    page.wait_for_function("document.querySelector('#combined') && !document.querySelector('#combined').hidden",
-                           timeout=30_000)
+    page.wait_for_function(
+        "document.querySelector('#combined') && !document.querySelector('#combined').hidden", timeout=30_000
+    )
     assert page.locator("#thumbs li").count() == 2 and "2 photos" in page.inner_text("#combined")
     # the same answer in English, with the switch
     page.click("#lang-en")
     page.wait_for_function("document.documentElement.lang === 'en'", timeout=10_000)
-    assert page.inner_text("label[for=camera]") == "Take a photo" and page.inner_text("#verdict") in ("Kiwi", "Not sure")
+    assert page.inner_text("label[for=camera]") == "Take a photo" and page.inner_text("#verdict") in (
+        "Kiwi",
+        "Not sure",
+    )
     store = built / "feedback"
     before = set(store.rglob("*.jpg")) if store.exists() else set()
     # feedback without consent: nothing kept
     page.fill("#said", "Kiwi")
     page.click("#feedback button[type=submit]")
-    page.wait_for_function("document.querySelector('#feedback-status').textContent.includes('Nothing was kept')",
-                           timeout=30_000)
+    page.wait_for_function(
+        "document.querySelector('#feedback-status').textContent.includes('Nothing was kept')", timeout=30_000
+    )
     assert (set(store.rglob("*.jpg")) if store.exists() else set()) == before
     # with consent: kept, a receipt, and deleted from the page
     page.check("#consent")

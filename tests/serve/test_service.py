@@ -54,8 +54,14 @@ def test_model_index_info_and_images_on_s3_with_the_approximate_index(s3_server,
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink)
         client.put_object(Bucket="serve-test", Key=key, Body=sink.getvalue().to_pybytes())
-    s = Server(built, tmp_path / "s3.log", "--ann", model="s3://serve-test/app/model",
-               index="s3://serve-test/app/index", info="s3://serve-test/app/meta")
+    s = Server(
+        built,
+        tmp_path / "s3.log",
+        "--ann",
+        model="s3://serve-test/app/model",
+        index="s3://serve-test/app/index",
+        info="s3://serve-test/app/meta",
+    )
     try:
         log = s.log.read_text()
         assert "5 of 6 species" in log and "index: 120 images" in log and "approximate (usearch HNSW) search" in log
@@ -74,21 +80,26 @@ def test_model_index_info_and_images_on_s3_with_the_approximate_index(s3_server,
 
 def test_a_taken_port_is_one_line_exit_2(built, server):
     cmd = serve_cmd(built, server.port)
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "FRUITLENS_MODEL_DIR": str(MODELS)})
+    res = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "FRUITLENS_MODEL_DIR": str(MODELS)}
+    )
     assert res.returncode == 2 and f"cannot listen on 127.0.0.1:{server.port}" in res.stderr, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("flag, value, message", [
-    ("--model", "nowhere", "--model: no model folder at"),
-    ("--info", "nowhere", "--info: no folder at"),
-    ("--index", "nowhere", "--index: no folder at"),
-])
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [
+        ("--model", "nowhere", "--model: no model folder at"),
+        ("--info", "nowhere", "--info: no folder at"),
+        ("--index", "nowhere", "--index: no folder at"),
+    ],
+)
 def test_cli_mistakes_are_one_line_exit_2(built, flag, value, message, tmp_path):
     cmd = serve_cmd(built, free_port())
     cmd[cmd.index(flag) + 1] = str(tmp_path / value)
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "FRUITLENS_MODEL_DIR": str(MODELS)})
+    res = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "FRUITLENS_MODEL_DIR": str(MODELS)}
+    )
     assert res.returncode == 2 and message in res.stderr, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr

@@ -21,10 +21,18 @@ def test_species_list_one_species_health_and_schema(client):
     one = client.get(by_name["Tomato 1"]["url"]).json()["species"]
     assert one["metadata_class"] == "Tomato 1" and one["attributes"]
     missing = client.get("/api/v1/species/Durian")
-    assert missing.status_code == 404 and missing.json() == {"ok": False, "reason": "not found",
-                                                             "detail": "no such species (see /api/v1/species)"}
+    assert missing.status_code == 404 and missing.json() == {
+        "ok": False,
+        "reason": "not found",
+        "detail": "no such species (see /api/v1/species)",
+    }
     h = client.get("/api/v1/health").json()
     assert h["status"] == "ok" and h["classes"] == 6 and h["indexed_images"] == 120
     schema = client.get("/api/v1/openapi.json").json()
-    assert {"/api/v1/identify", "/api/v1/species", "/api/v1/species/{name}", "/api/v1/images/{image_id}",
-            "/api/v1/health"} <= set(schema["paths"])
+    assert {
+        "/api/v1/identify",
+        "/api/v1/species",
+        "/api/v1/species/{name}",
+        "/api/v1/images/{image_id}",
+        "/api/v1/health",
+    } <= set(schema["paths"])

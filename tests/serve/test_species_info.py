@@ -14,19 +14,34 @@ from .support import GROCERY, META
 
 
 def test_dictionary_and_info_decoded_to_the_dictionarys_words():
-    d = parse_dictionary("// Version 1\nHARDNESS[3 values]=SOFT (0), MEDIUM (1) , HARD(2)\n"
-                         "MATURITY[3 values]=UNRIPE (0), RIPEN (1) or OVERRIPE (2)\n"
-                         "SIZE[5 values]=SMALL (0), SMALL-MEDIUM (1), MEDIUM (2), MEDIUM-HUGE (3), HUGE (4)")
-    assert d == {"HARDNESS": {0: "SOFT", 1: "MEDIUM", 2: "HARD"}, "MATURITY": {0: "UNRIPE", 1: "RIPEN", 2: "OVERRIPE"},
-                 "SIZE": {0: "SMALL", 1: "SMALL-MEDIUM", 2: "MEDIUM", 3: "MEDIUM-HUGE", 4: "HUGE"}}
+    d = parse_dictionary(
+        "// Version 1\nHARDNESS[3 values]=SOFT (0), MEDIUM (1) , HARD(2)\n"
+        "MATURITY[3 values]=UNRIPE (0), RIPEN (1) or OVERRIPE (2)\n"
+        "SIZE[5 values]=SMALL (0), SMALL-MEDIUM (1), MEDIUM (2), MEDIUM-HUGE (3), HUGE (4)"
+    )
+    assert d == {
+        "HARDNESS": {0: "SOFT", 1: "MEDIUM", 2: "HARD"},
+        "MATURITY": {0: "UNRIPE", 1: "RIPEN", 2: "OVERRIPE"},
+        "SIZE": {0: "SMALL", 1: "SMALL-MEDIUM", 2: "MEDIUM", 3: "MEDIUM-HUGE", 4: "HUGE"},
+    }
     info = parse_info("VERSION=2021.09.10.0\nSIZE[5]=2\nHARDNESS[3]=2\nMATURITY[3]=7\n", d)
-    assert info == [{"attribute": "SIZE", "value": "MEDIUM", "code": 2},
-                    {"attribute": "HARDNESS", "value": "HARD", "code": 2},
-                    {"attribute": "MATURITY", "value": "unknown code 7", "code": 7}]
+    assert info == [
+        {"attribute": "SIZE", "value": "MEDIUM", "code": 2},
+        {"attribute": "HARDNESS", "value": "HARD", "code": 2},
+        {"attribute": "MATURITY", "value": "unknown code 7", "code": 7},
+    ]
 
 
 def test_class_names_mapped_exact_then_normalised_then_numbered_then_aliases():
-    available = ["Apple Braeburn 1", "apple golden 1", "Tomato 1", "Tomato 10", "Currant red 1", "Nut 2", "Nut  Forest 1"]
+    available = [
+        "Apple Braeburn 1",
+        "apple golden 1",
+        "Tomato 1",
+        "Tomato 10",
+        "Currant red 1",
+        "Nut 2",
+        "Nut  Forest 1",
+    ]
     assert match_class("Tomato 1", available) == "Tomato 1"
     assert match_class("Apple Golden 1", available) == "apple golden 1"
     assert match_class("Apple  Braeburn", available) == "Apple Braeburn 1"
@@ -52,9 +67,12 @@ def test_the_builtin_catalogues_species_find_information_in_both_sources_and_spe
     catalogue = Catalogue.load("builtin")
     families = catalogue.families()
     species = sorted(families)
-    information = SpeciesInformation.load([Location.of(str(META)), Location.of(str(GROCERY))], species,
-                           [families[s] for s in species], catalogue)
-    golden = information.get("Apple Golden Delicious")  # Fruits-360's "Apple Golden 1" and GroceryStore's "Golden-Delicious"
+    information = SpeciesInformation.load(
+        [Location.of(str(META)), Location.of(str(GROCERY))], species, [families[s] for s in species], catalogue
+    )
+    golden = information.get(
+        "Apple Golden Delicious"
+    )  # Fruits-360's "Apple Golden 1" and GroceryStore's "Golden-Delicious"
     assert golden.metadata_class.startswith("Apple Golden") and "Golden Delicious" in golden.description
     assert {s["dataset"] for s in golden.sources} == {"Fruits-360", "GroceryStore"}
     fr = golden.to_json(Names.builtin(), "fr")

@@ -19,15 +19,22 @@ from fruitlens.storage.location import Location
 from fruitlens.storage.publish import publish, publish_tree, staged_parts
 from fruitlens.storage.writer import PartWriter, Target
 
-SCHEMA = pa.schema([pa.field("path", pa.string()), pa.field("label", pa.string()),
-                    pa.field("embedding", pa.list_(pa.float32()))])
+SCHEMA = pa.schema(
+    [pa.field("path", pa.string()), pa.field("label", pa.string()), pa.field("embedding", pa.list_(pa.float32()))]
+)
 PARAMS = {"backbone": "fake", "model_sha256": "0" * 64}
 BUCKET = "dataset-test"
 
 
 def rows(paths: list[str]) -> pa.Table:
-    return pa.table({"path": paths, "label": [p.split("/")[0] for p in paths],
-                     "embedding": [[float(i), 1.0] for i in range(len(paths))]}, schema=SCHEMA)
+    return pa.table(
+        {
+            "path": paths,
+            "label": [p.split("/")[0] for p in paths],
+            "embedding": [[float(i), 1.0] for i in range(len(paths))],
+        },
+        schema=SCHEMA,
+    )
 
 
 def published(out: Location, parts: list[list[str]], run: str = "r1") -> Location:
@@ -60,8 +67,9 @@ def test_a_published_dataset_reads_exactly_what_its_manifest_lists(tmp_path):
     assert sorted(table.column("path").to_pylist()) == ["apple/1.jpg", "apple/2.jpg", "pear/1.jpg"]
     # columns: those asked for that the files have, a missing one left out
     assert dataset.table(["path", "no_such_column"]).column_names == ["path"]
-    assert [(f.name, t.num_rows) for f, t in dataset.tables(["label"])] == [(f.name, n) for f, n in
-                                                                            zip(dataset.files, (2, 1))]
+    assert [(f.name, t.num_rows) for f, t in dataset.tables(["label"])] == [
+        (f.name, n) for f, n in zip(dataset.files, (2, 1))
+    ]
     assert [b.num_rows for b in dataset.batches(["path"], batch_size=1)] == [1, 1, 1]
     assert dataset.arrow_dataset().to_table().sort_by("path").equals(table.sort_by("path"))
     # a path string opens the same dataset
@@ -70,8 +78,12 @@ def test_a_published_dataset_reads_exactly_what_its_manifest_lists(tmp_path):
 
 def test_a_dataset_another_tool_wrote_reads_every_parquet_file_outside_hidden_folders(tmp_path):
     root = tmp_path / "theirs"
-    for name, paths in (("a/part-0.parquet", ["apple/1.jpg"]), ("b/part-1.parquet", ["pear/1.jpg", "pear/2.jpg"]),
-                        ("_temporary/part-2.parquet", ["half/written.jpg"]), (".hidden/part-3.parquet", ["x/y.jpg"])):
+    for name, paths in (
+        ("a/part-0.parquet", ["apple/1.jpg"]),
+        ("b/part-1.parquet", ["pear/1.jpg", "pear/2.jpg"]),
+        ("_temporary/part-2.parquet", ["half/written.jpg"]),
+        (".hidden/part-3.parquet", ["x/y.jpg"]),
+    ):
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(rows(paths), root / name)
     dataset = Dataset.at(str(root))
@@ -150,5 +162,8 @@ def test_spark_reads_exactly_the_published_files_locally_and_from_s3(spark, tmp_
         df = read_dataframe(spark, Dataset.at(where))
         assert df.columns == ["path", "label", "embedding"]
         got = sorted((r["path"], r["label"], list(r["embedding"])) for r in df.collect())
-        assert got == [("apple/1.jpg", "apple", [0.0, 1.0]), ("apple/2.jpg", "apple", [1.0, 1.0]),
-                       ("pear/1.jpg", "pear", [0.0, 1.0])]
+        assert got == [
+            ("apple/1.jpg", "apple", [0.0, 1.0]),
+            ("apple/2.jpg", "apple", [1.0, 1.0]),
+            ("pear/1.jpg", "pear", [0.0, 1.0]),
+        ]

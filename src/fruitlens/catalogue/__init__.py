@@ -50,11 +50,14 @@ class Catalogue:
         for label, species, family in self.rows:
             key = normalise(label)
             if key in by_label and by_label[key] != (species, family):
-                raise FruitlensError(f"catalogue {self.source}: label {label!r} is given twice, as {by_label[key][0]!r} "
-                                     f"and {species!r}")
+                raise FruitlensError(
+                    f"catalogue {self.source}: label {label!r} is given twice, as {by_label[key][0]!r} and {species!r}"
+                )
             if family_of.setdefault(species, family) != family:
-                raise FruitlensError(f"catalogue {self.source}: species {species!r} is in two families, "
-                                     f"{family_of[species]!r} and {family!r}")
+                raise FruitlensError(
+                    f"catalogue {self.source}: species {species!r} is in two families, "
+                    f"{family_of[species]!r} and {family!r}"
+                )
             by_label[key] = (species, family)
         for _, species, family in self.rows:  # a folder named after a species is that species (feedback photos)
             by_label.setdefault(normalise(species), (species, family))
@@ -62,7 +65,7 @@ class Catalogue:
 
     # -- making one --------------------------------------------------------------------------------
     @classmethod
-    def load(cls, where: str | None, labels=()) -> "Catalogue":
+    def load(cls, where: str | None, labels=()) -> Catalogue:
         """`where`: a CSV file (local or s3://), `builtin`, or None: each of `labels` its own species."""
         if where is None:
             return cls.of_labels(labels)
@@ -73,7 +76,9 @@ class Catalogue:
         place = Location.of(where)
         with storage_errors(place, "cannot read the catalogue"):
             if not place.exists():
-                raise FruitlensError(f"--catalogue: no file at {place.uri} (a CSV label,species,family, or `{BUILTIN}`)")
+                raise FruitlensError(
+                    f"--catalogue: no file at {place.uri} (a CSV label,species,family, or `{BUILTIN}`)"
+                )
             data = place.read_bytes()
         try:
             text = data.decode("utf-8-sig")
@@ -82,27 +87,30 @@ class Catalogue:
         return cls.parse(text, place.uri)
 
     @classmethod
-    def parse(cls, text: str, source: str) -> "Catalogue":
+    def parse(cls, text: str, source: str) -> Catalogue:
         reader = csv.reader(io.StringIO(text))
         header = next(reader, None)
         if header is None or tuple(h.strip().lower() for h in header) != HEADER:
-            raise FruitlensError(f"catalogue {source}: the first line must be {','.join(HEADER)}, "
-                                 f"got {','.join(header or []) or 'nothing'}")
+            raise FruitlensError(
+                f"catalogue {source}: the first line must be {','.join(HEADER)}, "
+                f"got {','.join(header or []) or 'nothing'}"
+            )
         rows = []
         for n, row in enumerate(reader, start=2):
             if not any(cell.strip() for cell in row):
                 continue
             cells = [cell.strip() for cell in row]
             if len(cells) != 3 or not all(cells):
-                raise FruitlensError(f"catalogue {source}, line {n}: expected 3 non-empty fields "
-                                     f"label,species,family, got {row!r}")
+                raise FruitlensError(
+                    f"catalogue {source}, line {n}: expected 3 non-empty fields label,species,family, got {row!r}"
+                )
             rows.append(tuple(cells))
         if not rows:
             raise FruitlensError(f"catalogue {source}: no rows after the header")
         return cls(tuple(rows), source)
 
     @classmethod
-    def of_model(cls, model, classes) -> "Catalogue":
+    def of_model(cls, model, classes) -> Catalogue:
         """The catalogue a model folder (a Location) was trained with (`catalogue.csv`); a model
         saved before catalogues existed: each class its own species."""
         place = model / "catalogue.csv"
@@ -113,7 +121,7 @@ class Catalogue:
         return cls.parse(text, place.uri)
 
     @classmethod
-    def of_labels(cls, labels) -> "Catalogue":
+    def of_labels(cls, labels) -> Catalogue:
         """No catalogue: every label is its own species and family."""
         return cls(tuple((label, label, label) for label in sorted(set(labels))), "labels")
 
@@ -133,7 +141,7 @@ class Catalogue:
         """species -> family, for every species of the catalogue."""
         return {species: family for _, species, family in self.rows}
 
-    def restricted_to(self, labels) -> "Catalogue":
+    def restricted_to(self, labels) -> Catalogue:
         """The rows of the labels given (what a model was trained on), in the catalogue's order."""
         keep = {normalise(label) for label in labels if label}
         return Catalogue(tuple(r for r in self.rows if normalise(r[0]) in keep), self.source)
@@ -153,7 +161,7 @@ class Names:
     table: dict  # name -> {"en": ..., "fr": ...}
 
     @classmethod
-    def builtin(cls) -> "Names":
+    def builtin(cls) -> Names:
         text = (resources.files(__package__) / "names.csv").read_text("utf-8")
         table = {row["name"]: {lang: row[lang] for lang in LANGUAGES} for row in csv.DictReader(io.StringIO(text))}
         return cls(table)

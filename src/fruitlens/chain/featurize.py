@@ -62,8 +62,15 @@ def task_count(images: int, per_task: int, slots: int) -> int:
     return max(1, min(images, waves * slots))
 
 
-def featurize(spark, cfg: EmbedSettings, embedder: Embedder, source: Location, embeddings: Target, errors: Target,
-              listing: Listing | None = None) -> FeaturizeResult:
+def featurize(
+    spark,
+    cfg: EmbedSettings,
+    embedder: Embedder,
+    source: Location,
+    embeddings: Target,
+    errors: Target,
+    listing: Listing | None = None,
+) -> FeaturizeResult:
     """Every image under `source` through `embedder` (resolved once by the job) into the
     `embeddings` and `errors` datasets. `listing`: what to embed, when already listed (default:
     list `source` now)."""
@@ -72,7 +79,8 @@ def featurize(spark, cfg: EmbedSettings, embedder: Embedder, source: Location, e
     embeddings_schema = schemas.embeddings_schema(embedder.views.count > 1)
     targets = {"embeddings": embeddings, "errors": errors}
     (embeddings.staging_root / incremental.RUN_INFO).write_json(
-        {"run_id": embeddings.run_id, "command": "featurize", "input": source.uri, "params": params})
+        {"run_id": embeddings.run_id, "command": "featurize", "input": source.uri, "params": params}
+    )
     with _timed(timings, "list_s"):
         listed = _list(spark, source, listing)
     listing, found = listed.listing, listed.found
@@ -95,18 +103,29 @@ def featurize(spark, cfg: EmbedSettings, embedder: Embedder, source: Location, e
     ok = manifests["embeddings"]["rows"]
     n_errors = manifests["errors"]["rows"]
     if ok + n_errors != found + len(listing.problems):  # every input exactly once, or say so
-        raise FruitlensError(f"internal error: {found + len(listing.problems)} inputs but {ok} embeddings + "
-                             f"{n_errors} errors")
+        raise FruitlensError(
+            f"internal error: {found + len(listing.problems)} inputs but {ok} embeddings + {n_errors} errors"
+        )
     return FeaturizeResult(
-        listing=listing, found=found, ok=ok, errors=n_errors,
+        listing=listing,
+        found=found,
+        ok=ok,
+        errors=n_errors,
         errors_by_reason=_reasons(errors.final) if n_errors else {},
-        stats=embedded.stats, timings=timings, backbone_file=embedder.file,
-        partitions=embedded.partitions if plan.n_embed else 0, manifests=manifests, listing_mode=listed.mode,
-        changes={**plan.counts, "embedded": plan.n_embed}, notes=planned.notes, resumed_runs=planned.resumed_runs,
+        stats=embedded.stats,
+        timings=timings,
+        backbone_file=embedder.file,
+        partitions=embedded.partitions if plan.n_embed else 0,
+        manifests=manifests,
+        listing_mode=listed.mode,
+        changes={**plan.counts, "embedded": plan.n_embed},
+        notes=planned.notes,
+        resumed_runs=planned.resumed_runs,
     )
 
 
 # -- the stages ---------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class _Listed:
@@ -146,8 +165,9 @@ def _list(spark, source: Location, listing: Listing | None = None) -> _Listed:
     names = schemas.INPUT.names
     rows = [tuple(r.row()[n] for n in names) for r in listing.images]
     found = len(rows)
-    df = spark.createDataFrame(spark.sparkContext.parallelize(rows, max(1, min(found // 2048, 64))) if rows else [],
-                               spark_type(schemas.INPUT))
+    df = spark.createDataFrame(
+        spark.sparkContext.parallelize(rows, max(1, min(found // 2048, 64))) if rows else [], spark_type(schemas.INPUT)
+    )
     del rows
     if not prefixes:
         return _Listed(df, found, listing, "driver", None)
@@ -167,8 +187,9 @@ def _plan(spark, cfg: EmbedSettings, embeddings: Target, params: dict, listed: _
     return _Planned(plan, notes, {s.run_id for s in sources if s.origin == "resumed"})
 
 
-def _embed(spark, cfg: EmbedSettings, embedder: Embedder, source: Location, targets: dict[str, Target],
-           plan: incremental.Plan) -> _Embedded:
+def _embed(
+    spark, cfg: EmbedSettings, embedder: Embedder, source: Location, targets: dict[str, Target], plan: incremental.Plan
+) -> _Embedded:
     """The images the plan names embedded in tasks, each writing its own part files."""
     from pyspark import SparkFiles, TaskContext
 
@@ -176,8 +197,14 @@ def _embed(spark, cfg: EmbedSettings, embedder: Embedder, source: Location, targ
     # The backbone file travels to every executor with the job (no pre-installed copy needed on workers).
     sc.addFile(embedder.file)
     file_name = os.path.basename(embedder.file)
-    task = EmbedTask(input=source, embeddings=targets["embeddings"], errors=targets["errors"], embedder=embedder,
-                     batch_size=cfg.batch_size, io_threads=cfg.io_threads)
+    task = EmbedTask(
+        input=source,
+        embeddings=targets["embeddings"],
+        errors=targets["errors"],
+        embedder=embedder,
+        batch_size=cfg.batch_size,
+        io_threads=cfg.io_threads,
+    )
     accumulator = sc.accumulator(MapperStats(), _StatsParam())
 
     def embed_partition(batches):
@@ -199,8 +226,9 @@ def _embed(spark, cfg: EmbedSettings, embedder: Embedder, source: Location, targ
     return _Embedded(parts, partitions, accumulator.value, time.perf_counter() - t0)
 
 
-def _rewritten(spark, plan: incremental.Plan, targets: dict[str, Target], listing: Listing, partitions: int,
-               embeddings_schema) -> list[dict]:
+def _rewritten(
+    spark, plan: incremental.Plan, targets: dict[str, Target], listing: Listing, partitions: int, embeddings_schema
+) -> list[dict]:
     """The part files of kept files rewritten without the rows no longer wanted, and of the errors
     the listing met (a file it could not read is an error row too)."""
     parts = _rewrite(spark, plan.rewrite, targets, partitions, embeddings_schema) if plan.rewrite else []
@@ -211,8 +239,14 @@ def _rewritten(spark, plan: incremental.Plan, targets: dict[str, Target], listin
     return parts
 
 
-def _publish(plan: incremental.Plan, parts: list[dict], targets: dict[str, Target], embeddings_schema, params: dict,
-             expected: int) -> dict:
+def _publish(
+    plan: incremental.Plan,
+    parts: list[dict],
+    targets: dict[str, Target],
+    embeddings_schema,
+    params: dict,
+    expected: int,
+) -> dict:
     """Both datasets published with their manifests (the new part files and the kept ones), once
     every one of the `expected` inputs is in exactly one row; their manifests as JSON."""
     files: dict[str, list[Part]] = {"embeddings": [], "errors": []}
@@ -222,8 +256,9 @@ def _publish(plan: incremental.Plan, parts: list[dict], targets: dict[str, Targe
         files[src.dataset].append(Part(src.name, rows, src.location))
     publishing = sum(p.rows for parts_ in files.values() for p in parts_)
     if publishing != expected:  # every input exactly once, checked before anything is published
-        raise FruitlensError(f"internal error: {expected} inputs but {publishing} rows to publish; "
-                             "nothing was published")
+        raise FruitlensError(
+            f"internal error: {expected} inputs but {publishing} rows to publish; nothing was published"
+        )
     manifests = {}
     with storage_errors(targets["embeddings"].output, "cannot write OUTPUT"):
         for name, schema in (("embeddings", embeddings_schema), ("errors", schemas.ERRORS)):
@@ -275,8 +310,9 @@ def _rewrite(spark, rewrites, targets: dict, first_partition: int, embeddings_sc
         for batch in batches:
             for i in batch.column(0).to_pylist():
                 src, drop = rewrites[i]
-                written = rewrite_part(src.location, targets[src.dataset], schema_of[src.dataset], drop,
-                                       first_partition + i, attempt)
+                written = rewrite_part(
+                    src.location, targets[src.dataset], schema_of[src.dataset], drop, first_partition + i, attempt
+                )
                 if written:
                     out.append((src.dataset, written[0], written[1]))
         yield _parts_batch(out)

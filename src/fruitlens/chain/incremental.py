@@ -70,11 +70,15 @@ def find_sources(output: Location, params: dict, current_run: str) -> tuple[list
         if manifest is None:
             continue
         if manifest.params != params:
-            notes.append(f"previous {dataset} not reused: made with other settings "
-                         f"({_difference(manifest.params, params)})")
+            notes.append(
+                f"previous {dataset} not reused: made with other settings ({_difference(manifest.params, params)})"
+            )
             continue
-        sources += [SourceFile(dataset, output / dataset / f["path"], "published", manifest.run_id)
-                    for f in manifest.files if f.get("rows")]
+        sources += [
+            SourceFile(dataset, output / dataset / f["path"], "published", manifest.run_id)
+            for f in manifest.files
+            if f.get("rows")
+        ]
     staging = output / STAGING
     if not staging.exists():
         return sources, notes
@@ -106,8 +110,14 @@ def _difference(old: dict, new: dict) -> str:
     return "; ".join(changed) or "no params recorded"
 
 
-IDENTITY_ROWS = pa.schema([pa.field("src", pa.int32()), pa.field("row", pa.int64()),
-                           *schemas.IDENTITY_FIELDS, pa.field("reusable", pa.bool_())])
+IDENTITY_ROWS = pa.schema(
+    [
+        pa.field("src", pa.int32()),
+        pa.field("row", pa.int64()),
+        *schemas.IDENTITY_FIELDS,
+        pa.field("reusable", pa.bool_()),
+    ]
+)
 
 
 def read_identities(sources: list[SourceFile], indices):
@@ -120,8 +130,9 @@ def read_identities(sources: list[SourceFile], indices):
             with src.location.open("rb") as f:
                 table = pq.ParquetFile(f).read(columns=columns)
         except Exception:  # noqa: BLE001 - incomplete or unreadable: not a source
-            yield pa.RecordBatch.from_pydict({**{f.name: [None] for f in IDENTITY_ROWS}, "src": [i], "row": [-1]},
-                                             schema=IDENTITY_ROWS)
+            yield pa.RecordBatch.from_pydict(
+                {**{f.name: [None] for f in IDENTITY_ROWS}, "src": [i], "row": [-1]}, schema=IDENTITY_ROWS
+            )
             continue
         n = table.num_rows
         if src.dataset == "errors":
@@ -129,8 +140,12 @@ def read_identities(sources: list[SourceFile], indices):
             reusable = [r in schemas.CONTENT_REASONS for r in reasons]
         else:
             reusable = [True] * n
-        arrays = {"src": pa.array([i] * n, pa.int32()), "row": pa.array(range(n), pa.int64()),
-                  **{c: table.column(c) for c in schemas.IDENTITY}, "reusable": pa.array(reusable, pa.bool_())}
+        arrays = {
+            "src": pa.array([i] * n, pa.int32()),
+            "row": pa.array(range(n), pa.int64()),
+            **{c: table.column(c) for c in schemas.IDENTITY},
+            "reusable": pa.array(reusable, pa.bool_()),
+        }
         yield from pa.Table.from_pydict(arrays, schema=IDENTITY_ROWS).to_batches(max_chunksize=65536)
 
 
@@ -142,9 +157,20 @@ def plan(spark, current, n_current: int, sources: list[SourceFile]) -> Plan:
     """
     from pyspark.sql import functions as F
 
-    counts = {"found": n_current, "new": n_current, "changed": 0, "retried": 0, "removed": 0, "unchanged": 0,
-              "resumed_rows": 0, "resumed_files": 0, "kept_files": 0, "rewritten_files": 0, "dropped_files": 0,
-              "incomplete_files": 0}
+    counts = {
+        "found": n_current,
+        "new": n_current,
+        "changed": 0,
+        "retried": 0,
+        "removed": 0,
+        "unchanged": 0,
+        "resumed_rows": 0,
+        "resumed_files": 0,
+        "kept_files": 0,
+        "rewritten_files": 0,
+        "dropped_files": 0,
+        "incomplete_files": 0,
+    }
     if not sources:
         return Plan(to_embed=current, n_embed=n_current, counts=counts)
     published = [i for i, s in enumerate(sources) if s.origin == "published"]
@@ -163,9 +189,16 @@ def plan(spark, current, n_current: int, sources: list[SourceFile]) -> Plan:
     rewrite = [(sources[i], sorted(drops[i])) for i in files.partial]
     resumed = {r["src"]: r["count"] for r in summary if r["action"] == "keep" and r["src"] not in published}
     n_new = sum(r["count"] for r in summary if r["category"] == "new")
-    counts.update(new=n_new, unchanged=n_current - n_embed, resumed_rows=sum(resumed.values()),
-                  resumed_files=len(resumed), kept_files=len(files.keep), rewritten_files=len(rewrite),
-                  dropped_files=files.dropped, incomplete_files=files.incomplete)
+    counts.update(
+        new=n_new,
+        unchanged=n_current - n_embed,
+        resumed_rows=sum(resumed.values()),
+        resumed_files=len(resumed),
+        kept_files=len(files.keep),
+        rewritten_files=len(rewrite),
+        dropped_files=files.dropped,
+        incomplete_files=files.incomplete,
+    )
     to_embed = decided.filter(F.col("action") == "embed").select(*schemas.INPUT.names)
     return Plan(to_embed=to_embed, n_embed=n_embed, keep=files.keep, rewrite=rewrite, counts=counts, cached=[decided])
 
@@ -185,15 +218,28 @@ def _decided(spark, current, sources: list[SourceFile], published: list[int]):
     index = index.repartition(max(1, min(len(sources), spark.sparkContext.defaultParallelism * 4)))
     rank = F.col("src").isin(published).cast("int") if published else F.lit(0)
     version = ["size_bytes", "modified_ns", "etag"]
-    prev = (index.mapInArrow(read, spark_type(IDENTITY_ROWS))
-            .select("src", "row", "path", "path_bytes", F.struct(*version).alias("p_version"), "reusable",
-                    (1 - rank).alias("p_rank")))
+    prev = index.mapInArrow(read, spark_type(IDENTITY_ROWS)).select(
+        "src",
+        "row",
+        "path",
+        "path_bytes",
+        F.struct(*version).alias("p_version"),
+        "reusable",
+        (1 - rank).alias("p_rank"),
+    )
     cur = current.select(*schemas.INPUT.names, F.struct(*version).alias("c_version"))
     on = cur["path"].eqNullSafe(prev["path"]) & cur["path_bytes"].eqNullSafe(prev["path_bytes"])
     joined = cur.join(prev, on, "full_outer").select(
         F.coalesce(cur["path"], prev["path"]).alias("key"),
         F.coalesce(cur["path_bytes"], prev["path_bytes"]).alias("key_bytes"),
-        *[cur[c] for c in schemas.INPUT.names], "c_version", "src", "row", "p_version", "reusable", "p_rank")
+        *[cur[c] for c in schemas.INPUT.names],
+        "c_version",
+        "src",
+        "row",
+        "p_version",
+        "reusable",
+        "p_rank",
+    )
     same = F.col("c_version").eqNullSafe(F.col("p_version")) & F.col("c_version").isNotNull()
     match = same & F.coalesce(F.col("reusable"), F.lit(False))
     by_path = Window.partitionBy("key", "key_bytes")
@@ -204,17 +250,25 @@ def _decided(spark, current, sources: list[SourceFile], published: list[int]):
         .withColumn("any_match", F.max(match.cast("int")).over(by_path) == 1)
         .withColumn("pub_same", F.max((same & (F.col("p_rank") == 0)).cast("int")).over(by_path) == 1)
         .withColumn("pub_known", F.max((F.col("p_rank") == 0).cast("int")).over(by_path) == 1)
-        .withColumn("action", F.when(F.col("c_version").isNull(), F.lit("drop"))  # input removed
-                    .when(F.col("first") & F.col("match"), F.lit("keep"))
-                    .when(F.col("first"), F.lit("embed"))
-                    .otherwise(F.lit("drop")))
-        .withColumn("category", F.when(F.col("action") == "keep", F.lit("unchanged"))
-                    .when(F.col("c_version").isNull() & (F.col("p_rank") == 0) & F.col("first") & F.col("reusable"),
-                          F.lit("removed"))
-                    .when(F.col("action") != "embed", F.lit(None))
-                    .when(F.col("pub_same"), F.lit("retried"))
-                    .when(F.col("pub_known"), F.lit("changed"))
-                    .otherwise(F.lit("new")))
+        .withColumn(
+            "action",
+            F.when(F.col("c_version").isNull(), F.lit("drop"))  # input removed
+            .when(F.col("first") & F.col("match"), F.lit("keep"))
+            .when(F.col("first"), F.lit("embed"))
+            .otherwise(F.lit("drop")),
+        )
+        .withColumn(
+            "category",
+            F.when(F.col("action") == "keep", F.lit("unchanged"))
+            .when(
+                F.col("c_version").isNull() & (F.col("p_rank") == 0) & F.col("first") & F.col("reusable"),
+                F.lit("removed"),
+            )
+            .when(F.col("action") != "embed", F.lit(None))
+            .when(F.col("pub_same"), F.lit("retried"))
+            .when(F.col("pub_known"), F.lit("changed"))
+            .otherwise(F.lit("new")),
+        )
         .select("action", "category", "src", "row", "p_rank", *schemas.INPUT.names)
         .persist(StorageLevel.MEMORY_AND_DISK)
     )

@@ -14,8 +14,8 @@ import os
 import posixpath
 import stat
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 from .. import FruitlensError
 from ..config import IMAGE_EXTENSIONS
@@ -99,6 +99,7 @@ def _extension(name: str) -> str:
 
 # -- local folders ---------------------------------------------------------------------------------
 
+
 def list_local(root: Location) -> Listing:
     """Every file under a local folder: images returned with their identity, others counted."""
     check_input(root)
@@ -150,27 +151,39 @@ def _local_entry(entry: os.DirEntry, rel: tuple[str, ...], root_name: str, ances
         st = os.stat(entry.path)  # follows links
     except OSError as exc:
         if not link:
-            return Problem(path, "missing" if exc.errno == errno.ENOENT else "unreadable", _os_reason(exc), label, split, raw)
+            return Problem(
+                path, "missing" if exc.errno == errno.ENOENT else "unreadable", _os_reason(exc), label, split, raw
+            )
         if exc.errno == errno.ELOOP:
-            return Problem(path, "symlink loop", f"the link resolves to itself ({_readlink(entry.path)})", label, split, raw)
+            return Problem(
+                path, "symlink loop", f"the link resolves to itself ({_readlink(entry.path)})", label, split, raw
+            )
         if exc.errno == errno.ENOENT:
             if is_image_name(entry.name) or not os.path.splitext(entry.name)[1]:
-                return Problem(path, "broken link", f"points to {_readlink(entry.path)}, which does not exist",
-                               label, split, raw)
+                return Problem(
+                    path, "broken link", f"points to {_readlink(entry.path)}, which does not exist", label, split, raw
+                )
             return _extension(entry.name)
         return Problem(path, "unreadable", _os_reason(exc), label, split, raw)
     if stat.S_ISDIR(st.st_mode):
         key = (st.st_dev, st.st_ino)
         if key in ancestors:
-            return Problem(path, "symlink loop", f"links back to its ancestor folder {display_path(ancestors[key])[0]}",
-                           label, split, raw)
+            return Problem(
+                path,
+                "symlink loop",
+                f"links back to its ancestor folder {display_path(ancestors[key])[0]}",
+                label,
+                split,
+                raw,
+            )
         return (entry.path, key)
     if not is_image_name(entry.name):
         return _extension(entry.name)
     if not stat.S_ISREG(st.st_mode):
         return Problem(path, "unreadable", "not a regular file (a pipe, socket or device)", label, split, raw)
-    return ImageRef(path=path, label=label, split=split, size_bytes=st.st_size, modified_ns=st.st_mtime_ns,
-                    path_bytes=raw)
+    return ImageRef(
+        path=path, label=label, split=split, size_bytes=st.st_size, modified_ns=st.st_mtime_ns, path_bytes=raw
+    )
 
 
 def _display(name: str) -> str:
@@ -192,6 +205,7 @@ def _os_reason(exc: OSError) -> str:
 
 # -- object stores ---------------------------------------------------------------------------------
 
+
 def classify_key(root: Location, key: str, info: dict) -> ImageRef | str | None:
     """An object under INPUT: an image (ImageRef), another file (its extension), or None (hidden)."""
     name = key.rsplit("/", 1)[-1]
@@ -204,7 +218,10 @@ def classify_key(root: Location, key: str, info: dict) -> ImageRef | str | None:
     modified = info.get("LastModified")
     etag = info.get("ETag")
     return ImageRef(
-        path=root.fs.unstrip_protocol(key), label=label, split=split, size_bytes=int(info.get("size") or 0),
+        path=root.fs.unstrip_protocol(key),
+        label=label,
+        split=split,
+        size_bytes=int(info.get("size") or 0),
         modified_ns=int(modified.timestamp()) * 1_000_000_000 + modified.microsecond * 1000 if modified else None,
         etag=etag.strip('"') if etag else None,
     )

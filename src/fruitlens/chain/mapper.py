@@ -11,9 +11,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -41,7 +41,7 @@ class MapperStats:
     errors: int = 0
     batches: int = 0
 
-    def merge(self, other: "MapperStats") -> "MapperStats":
+    def merge(self, other: MapperStats) -> MapperStats:
         for name in self.__dataclass_fields__:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         return self
@@ -99,8 +99,9 @@ def load_record(record: Record, embedder: Embedder, stats: MapperStats, fs=None)
     return record
 
 
-def embed_records(records: Iterable[Record], embedder: Embedder, stats: MapperStats, *, batch_size: int,
-                  io_threads: int, fs=None) -> Iterator[list[Record]]:
+def embed_records(
+    records: Iterable[Record], embedder: Embedder, stats: MapperStats, *, batch_size: int, io_threads: int, fs=None
+) -> Iterator[list[Record]]:
     """Yield lists of finished records (one list per inference batch), in input order.
     `fs`: the filesystem of remote inputs (None: local files)."""
     loaded_s = embedder.load()
@@ -145,7 +146,7 @@ def _infer(batch: list[Record], embedder: Embedder, stats: MapperStats) -> list[
         start = 0
         for r in good:
             n = len(r.pixels)
-            r.embedding, r.views = embeddings[start], (embeddings[start + 1:start + n] if n > 1 else None)
+            r.embedding, r.views = embeddings[start], (embeddings[start + 1 : start + n] if n > 1 else None)
             r.pixels, start = None, start + n
     stats.images += len(good)
     stats.errors += len(batch) - len(good)

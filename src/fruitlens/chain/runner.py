@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -53,8 +53,9 @@ def run_partition(task: EmbedTask, rows: Iterable[dict], partition: int, attempt
     err_part = PartWriter(task.errors, schemas.ERRORS, partition, attempt)
     fs = None if task.input.is_local else task.input.fs
     records = (Record(schemas.ImageRef.from_row(r)) for r in rows)
-    for finished in embed_records(records, task.embedder, stats, batch_size=task.batch_size,
-                                  io_threads=task.io_threads, fs=fs):
+    for finished in embed_records(
+        records, task.embedder, stats, batch_size=task.batch_size, io_threads=task.io_threads, fs=fs
+    ):
         t0 = time.perf_counter()
         good = [r for r in finished if r.reason is None]
         bad = [r for r in finished if r.reason is not None]
@@ -81,8 +82,12 @@ def embeddings_batch(records: list[Record], views: bool = False) -> pa.RecordBat
         inner = _lists([v for r in records for v in r.views])
         computed["views"] = pa.ListArray.from_arrays(offsets, inner)
     return pa.RecordBatch.from_arrays(
-        [computed[f.name] if f.name in computed else pa.array([getattr(r, f.name) for r in records], f.type)
-         for f in schema], schema=schema)
+        [
+            computed[f.name] if f.name in computed else pa.array([getattr(r, f.name) for r in records], f.type)
+            for f in schema
+        ],
+        schema=schema,
+    )
 
 
 def _lists(vectors) -> pa.ListArray:
@@ -107,8 +112,9 @@ def write_problems(target: Target, problems: list, partition: int) -> tuple[str,
     return part.close()
 
 
-def rewrite_part(source: Location, target: Target, schema: pa.Schema, drop_rows: list[int], partition: int,
-                 attempt: int) -> tuple[str, int] | None:
+def rewrite_part(
+    source: Location, target: Target, schema: pa.Schema, drop_rows: list[int], partition: int, attempt: int
+) -> tuple[str, int] | None:
     """Copy-on-write of a kept part file that holds rows no longer wanted (inputs removed or
     changed since): the other rows, as they are, into a new part. No image is read again."""
     with source.open("rb") as f:

@@ -96,7 +96,5 @@ def download(file: BackboneFile, dest: Path) -> Path:
 def _verified(path: Path, file: BackboneFile, origin: str) -> Path:
     digest = sha256_of(path)
     if digest != file.sha256:
-        raise FruitlensError(
-            f"{origin}: {path} has sha256 {digest}, expected {file.sha256} for {file.filename}"
-        )
+        raise FruitlensError(f"{origin}: {path} has sha256 {digest}, expected {file.sha256} for {file.filename}")
     return path

@@ -80,9 +80,7 @@ def open_rgb(data: bytes, max_pixels: int, draft: tuple[int, int] | None = None)
             raise _failure(data, exc, max_pixels) from None
         try:
             if img.width * img.height > max_pixels:
-                raise DecodeError(
-                    "decompression bomb", f"{img.width}x{img.height} exceeds {max_pixels:,} pixels"
-                )
+                raise DecodeError("decompression bomb", f"{img.width}x{img.height} exceeds {max_pixels:,} pixels")
             if draft is not None and img.format == "JPEG":
                 img.draft("RGB", draft)
             img.load()
@@ -151,9 +149,7 @@ def _failure(data: bytes, exc: BaseException, max_pixels: int) -> DecodeError:
     complete = _has_end(fmt, data) if fmt else None
     if fmt and complete is False:  # (complete is None without fmt)
         end = _END_NAMES.get(fmt, "declared length")
-        return DecodeError(
-            "truncated", f"{fmt} stops after {len(data):,} bytes, before its {end}; {message}"
-        )
+        return DecodeError("truncated", f"{fmt} stops after {len(data):,} bytes, before its {end}; {message}")
     prefix = f"{fmt}: " if fmt else ""
     if complete is None and any(word in message.lower() for word in _TRUNCATION_WORDS):
         return DecodeError("truncated", prefix + message)

@@ -16,9 +16,9 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -45,32 +45,42 @@ class Embedder:
 
     # -- resolving -------------------------------------------------------------------------------
     @classmethod
-    def resolve(cls, backbone: str = DEFAULT_BACKBONE, image_size: int | None = None,
-                backbone_file: str | None = None, **settings) -> "Embedder":
+    def resolve(
+        cls,
+        backbone: str = DEFAULT_BACKBONE,
+        image_size: int | None = None,
+        backbone_file: str | None = None,
+        **settings,
+    ) -> Embedder:
         """The backbone by name at `image_size` (None: its own), its file found (`backbone_file`,
         $FRUITLENS_MODEL_DIR, the cache, else downloaded) and its sha256 checked, once."""
         spec = backbones.at_size(backbones.get_spec(backbone), image_size)
         return cls(spec, str(resolve(spec.file, backbone_file)), **settings)
 
     @classmethod
-    def for_params(cls, params: dict, backbone_file: str | None = None, what: str = "the model",
-                   **settings) -> "Embedder":
+    def for_params(
+        cls, params: dict, backbone_file: str | None = None, what: str = "the model", **settings
+    ) -> Embedder:
         """The embedder that made embeddings with these `params` (a model's or a dataset's):
         the same backbone, file (sha256) and input size; refused in one line otherwise."""
         if not params.get("backbone"):
             raise FruitlensError(f"{what} does not say which backbone made its embeddings")
         spec = backbones.get_spec(params["backbone"])
         if params.get("model_sha256") and params["model_sha256"] != spec.file.sha256:
-            raise FruitlensError(f"{what} was trained on embeddings of another {spec.name} backbone file "
-                                 f"(sha256 {params['model_sha256'][:12]}…) than this fruitlens uses")
+            raise FruitlensError(
+                f"{what} was trained on embeddings of another {spec.name} backbone file "
+                f"(sha256 {params['model_sha256'][:12]}…) than this fruitlens uses"
+            )
         size = params.get("input_size")
         if size and len(set(size)) != 1:
-            raise FruitlensError(f"{what}'s embeddings were made at {size[0]}x{size[1]}: only square sizes are supported")
+            raise FruitlensError(
+                f"{what}'s embeddings were made at {size[0]}x{size[1]}: only square sizes are supported"
+            )
         settings.setdefault("max_pixels", int(params.get("max_pixels") or DEFAULT_MAX_PIXELS))
         settings.setdefault("views", Views.of_params(params))
         return cls.resolve(spec.name, int(size[0]) if size else None, backbone_file, **settings)
 
-    def at_file(self, path: str) -> "Embedder":
+    def at_file(self, path: str) -> Embedder:
         """The same embedder reading its (already checked) file at another path (a Spark task's copy)."""
         return replace(self, file=path)
 
@@ -78,9 +88,14 @@ class Embedder:
     def params(self) -> dict:
         """What an embedding depends on besides the image: recorded with every embeddings dataset
         (rows made otherwise are not reused) and every model (embeddings made otherwise are refused)."""
-        return {"backbone": self.spec.name, "model_sha256": self.spec.file.sha256,
-                "input_size": list(self.spec.input_size), "max_pixels": self.max_pixels, "resize": RESIZE,
-                **self.views.params}
+        return {
+            "backbone": self.spec.name,
+            "model_sha256": self.spec.file.sha256,
+            "input_size": list(self.spec.input_size),
+            "max_pixels": self.max_pixels,
+            "resize": RESIZE,
+            **self.views.params,
+        }
 
     # -- photos -> pixels -> embeddings ----------------------------------------------------------
     def decode(self, data: bytes, max_pixels: int | None = None) -> np.ndarray:
@@ -128,7 +143,7 @@ class Embedder:
         pool = self._pool()
         return 0.0 if before is not None else pool.load_s
 
-    def _pool(self) -> "_Pool":
+    def _pool(self) -> _Pool:
         pool = _POOLS.get(self)
         if pool is None:
             with _POOLS_LOCK:
@@ -145,7 +160,7 @@ class _Pool:
     load_s: float
 
     @classmethod
-    def load(cls, embedder: Embedder) -> "_Pool":
+    def load(cls, embedder: Embedder) -> _Pool:
         t0 = time.perf_counter()
         free: queue.LifoQueue = queue.LifoQueue()
         loaded = [backbones.load(embedder.spec, embedder.file, embedder.threads) for _ in range(embedder.interpreters)]

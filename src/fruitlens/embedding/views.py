@@ -62,7 +62,7 @@ class Views:
         return {} if self.count == 1 else {"views": self.count, "crop": self.crop}
 
     @classmethod
-    def of_params(cls, params: dict) -> "Views":
+    def of_params(cls, params: dict) -> Views:
         return cls(int(params.get("views") or 1), float(params.get("crop") or DEFAULT_CROP))
 
     def pixels(self, data: bytes, size: tuple[int, int], max_pixels: int, upscale: bool) -> list[np.ndarray]:
@@ -75,8 +75,13 @@ class Views:
         photo = _open(data, size, self.crop, max_pixels)
         w, h = photo.size
         side = max(1, round(self.crop * min(w, h)))
-        boxes = {CENTRE: ((w - side) // 2, (h - side) // 2), "top-left": (0, 0), "top-right": (w - side, 0),
-                 "bottom-left": (0, h - side), "bottom-right": (w - side, h - side)}
+        boxes = {
+            CENTRE: ((w - side) // 2, (h - side) // 2),
+            "top-left": (0, 0),
+            "top-right": (w - side, 0),
+            "bottom-left": (0, h - side),
+            "bottom-right": (w - side, h - side),
+        }
         out, cut = [whole], {WHOLE: whole}
         for name in self.names[1:]:
             base = name.rstrip("~")

@@ -78,8 +78,19 @@ def node_target(arch: str) -> list[str]:
 
 def pip_download_command(requirements: Path, dest: Path, arch: str = "x86_64") -> list[str]:
     """`pip download` of the pinned set as EMR 7.x nodes of `arch` install it."""
-    return [*pip_command(), "download", "--quiet", "--disable-pip-version-check", "--no-deps", "--only-binary=:all:",
-            *node_target(arch), "-r", str(requirements), "-d", str(dest)]
+    return [
+        *pip_command(),
+        "download",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--no-deps",
+        "--only-binary=:all:",
+        *node_target(arch),
+        "-r",
+        str(requirements),
+        "-d",
+        str(dest),
+    ]
 
 
 def download_wheels(dest: Path, archs: tuple[str, ...] = ("x86_64",)) -> Path:
@@ -119,16 +130,19 @@ def check_wheels(wheels: Path, archs: tuple[str, ...] = ("x86_64",), complete: b
     names = sorted(w.name for w in wheels.glob("*.whl"))
     wrong = [n for n in names if not any(wheel_fits_emr7(n, a) for a in archs)]
     if wrong:
-        raise FruitlensError(f"--wheels {wheels}: not for EMR 7's nodes (CPython 3.11, manylinux "
-                             f"{' or '.join(archs)}): {', '.join(wrong[:3])}"
-                             + (f" and {len(wrong) - 3} more" if len(wrong) > 3 else ""))
+        raise FruitlensError(
+            f"--wheels {wheels}: not for EMR 7's nodes (CPython 3.11, manylinux "
+            f"{' or '.join(archs)}): {', '.join(wrong[:3])}" + (f" and {len(wrong) - 3} more" if len(wrong) > 3 else "")
+        )
     pins = re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", pinned_requirements(), re.M)
     for arch in archs if complete else ():
         have = {f"{_canonical(n.split('-')[0])}=={n.split('-')[1]}" for n in names if wheel_fits_emr7(n, arch)}
         missing = [f"{n}=={v}" for n, v in pins if f"{_canonical(n)}=={v}" not in have]
         if missing:
-            raise FruitlensError(f"--wheels {wheels}: no {arch} wheel for {', '.join(missing[:5])}"
-                                 + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+            raise FruitlensError(
+                f"--wheels {wheels}: no {arch} wheel for {', '.join(missing[:5])}"
+                + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            )
 
 
 def _canonical(name: str) -> str:
@@ -140,8 +154,9 @@ def _last_line(text: str) -> str:
     return lines[-1][:300] if lines else "no output"
 
 
-def upload_artifacts(settings: EmrSettings, s3, wheels: Path | None = None,
-                     archs: tuple[str, ...] = ("x86_64",)) -> list[str]:
+def upload_artifacts(
+    settings: EmrSettings, s3, wheels: Path | None = None, archs: tuple[str, ...] = ("x86_64",)
+) -> list[str]:
     """bootstrap.sh, the pinned requirements, fruitlens itself and the step entry point; with
     --offline-nodes also every wheel of the pinned set for each of `archs`, and the model files."""
     files: dict[str, bytes | Path] = dict(artifact_files())

@@ -38,8 +38,11 @@ class Aws:
         region = region or self.region
         key = (name, region, quick)
         if key not in self._clients:
-            config = Config(retries={"mode": "standard", "max_attempts": 2}, connect_timeout=5, read_timeout=20) \
-                if quick else Config(retries={"mode": "standard"})
+            config = (
+                Config(retries={"mode": "standard", "max_attempts": 2}, connect_timeout=5, read_timeout=20)
+                if quick
+                else Config(retries={"mode": "standard"})
+            )
             with aws_errors("AWS configuration"):
                 self._clients[key] = self._session.create_client(name, region_name=region, config=config)
         return self._clients[key]

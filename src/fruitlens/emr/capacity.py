@@ -35,16 +35,24 @@ class InstanceType:
 def instance_types(settings: EmrSettings, ec2) -> dict[str, InstanceType]:
     """The cluster's instance types as EC2 describes them in the region (ec2:DescribeInstanceTypes);
     a type EC2 does not know there is one line."""
-    names = sorted({settings.primary_type, settings.core_type} | ({settings.task_type} if settings.task_count else set()))
+    names = sorted(
+        {settings.primary_type, settings.core_type} | ({settings.task_type} if settings.task_count else set())
+    )
     try:
         with aws_errors("ec2:DescribeInstanceTypes"):
             found = ec2.describe_instance_types(InstanceTypes=names)["InstanceTypes"]
     except FruitlensError as exc:
         if "InvalidInstanceType" in str(exc):
-            raise FruitlensError(f"instance type not offered in {settings.region}: {str(exc).split(': ', 2)[-1]}") from None
+            raise FruitlensError(
+                f"instance type not offered in {settings.region}: {str(exc).split(': ', 2)[-1]}"
+            ) from None
         raise
-    types = {t["InstanceType"]: InstanceType(t["InstanceType"], int(t["VCpuInfo"]["DefaultVCpus"]),
-                                             tuple(t["ProcessorInfo"]["SupportedArchitectures"])) for t in found}
+    types = {
+        t["InstanceType"]: InstanceType(
+            t["InstanceType"], int(t["VCpuInfo"]["DefaultVCpus"]), tuple(t["ProcessorInfo"]["SupportedArchitectures"])
+        )
+        for t in found
+    }
     missing = [n for n in names if n not in types]
     if missing:
         raise FruitlensError(f"instance type not offered in {settings.region}: {', '.join(missing)}")
@@ -80,7 +88,8 @@ def running(ec2, types: dict[str, InstanceType]) -> dict[str, int]:
     """vCPUs of Standard-family instances pending or running in the region, per market."""
     used = {"on-demand": 0, "spot": 0}
     pages = ec2.get_paginator("describe_instances").paginate(
-        Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}])
+        Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}]
+    )
     unknown: dict[str, list[str]] = {}
     for page in pages:
         for reservation in page["Reservations"]:
@@ -138,9 +147,10 @@ def check_quotas(settings: EmrSettings, aws: Aws, types: dict[str, InstanceType]
         if total > limit:
             raise FruitlensError(
                 f"vCPU quota too small: this cluster needs {vcpus} {market} vCPUs of Standard instances in "
-                f"{settings.region} and {used[market]} are in use, the account's quota \"{name}\" ({quota_code}) "
+                f'{settings.region} and {used[market]} are in use, the account\'s quota "{name}" ({quota_code}) '
                 f"is {limit:g}; request at least {total}: aws service-quotas request-service-quota-increase "
                 f"--service-code ec2 --quota-code {quota_code} --desired-value {total} --region {settings.region} "
-                f"(or choose a smaller shape)")
+                f"(or choose a smaller shape)"
+            )
         notes.append(f"{market} vCPUs: {vcpus} requested + {used[market]} in use <= quota {limit:g} ({quota_code})")
     return notes

@@ -67,17 +67,32 @@ def hourly(settings: EmrSettings, prices: Prices, spot: SpotDiscount | None, pub
     primary, core = prices.node(settings.primary_type), prices.node(settings.core_type)
     task = prices.node(settings.task_type) if settings.task_count else None
     discount = spot.value if (task and settings.task_spot and spot) else 0.0
-    ec2 = primary.ec2 + settings.core_count * core.ec2 + (settings.task_count * task.ec2 * (1 - discount) if task else 0)
+    ec2 = (
+        primary.ec2 + settings.core_count * core.ec2 + (settings.task_count * task.ec2 * (1 - discount) if task else 0)
+    )
     emr = primary.emr + settings.core_count * core.emr + (settings.task_count * task.emr if task else 0)
     nodes = 1 + settings.core_count + settings.task_count
     gb = settings.root_volume_gb + settings.ebs_gb
-    return {"ec2": ec2, "emr": emr, "ebs": nodes * gb * prices.gp3_gb_month / HOURS_PER_MONTH,
-            "ipv4": nodes * prices.public_ipv4_hour if public_ip else 0.0, "nodes": nodes, "gb": gb}
+    return {
+        "ec2": ec2,
+        "emr": emr,
+        "ebs": nodes * gb * prices.gp3_gb_month / HOURS_PER_MONTH,
+        "ipv4": nodes * prices.public_ipv4_hour if public_ip else 0.0,
+        "nodes": nodes,
+        "gb": gb,
+    }
 
 
-def estimate(settings: EmrSettings, prices: Prices, spot: SpotDiscount | None = None, images: int | None = None,
-             hours: float | None = None, images_per_s_per_vcpu: float = DEFAULT_IMAGES_PER_S_PER_VCPU,
-             public_ip: bool = True, public_ip_note: str = "") -> Estimate:
+def estimate(
+    settings: EmrSettings,
+    prices: Prices,
+    spot: SpotDiscount | None = None,
+    images: int | None = None,
+    hours: float | None = None,
+    images_per_s_per_vcpu: float = DEFAULT_IMAGES_PER_S_PER_VCPU,
+    public_ip: bool = True,
+    public_ip_note: str = "",
+) -> Estimate:
     if images is not None and images < 0:
         raise FruitlensError(f"--images must be >= 0, got {images}")
     if hours is not None and hours <= 0:
@@ -96,19 +111,32 @@ def estimate(settings: EmrSettings, prices: Prices, spot: SpotDiscount | None = 
         hours = max(images / per_hour, 0.25) if images else 1.0
         hours = math.ceil(hours * 4) / 4  # quarter hours, plus start-up
     spot_used = spot if task and settings.task_spot else None
-    return Estimate(hourly_usd=total_hourly, ec2_usd=cost["ec2"], emr_usd=cost["emr"], ebs_usd=cost["ebs"],
-                    ipv4_usd=cost["ipv4"], nodes=cost["nodes"], ebs_gb_per_node=cost["gb"],
-                    public_ips=cost["nodes"] if public_ip else 0, images_per_hour=per_hour, worker_vcpus=vcpus,
-                    hours=hours, total_usd=total_hourly * hours,
-                    usd_per_million_images=total_hourly / per_hour * 1e6, region=settings.region,
-                    prices_source=prices.source, spot=spot_used,
-                    spot_nodes=f"{settings.task_count} x {settings.task_type} task nodes",
-                    images_per_s_per_vcpu=images_per_s_per_vcpu,
-                    public_ip_note=public_ip_note or ("a public subnet" if public_ip else "a private subnet"))
+    return Estimate(
+        hourly_usd=total_hourly,
+        ec2_usd=cost["ec2"],
+        emr_usd=cost["emr"],
+        ebs_usd=cost["ebs"],
+        ipv4_usd=cost["ipv4"],
+        nodes=cost["nodes"],
+        ebs_gb_per_node=cost["gb"],
+        public_ips=cost["nodes"] if public_ip else 0,
+        images_per_hour=per_hour,
+        worker_vcpus=vcpus,
+        hours=hours,
+        total_usd=total_hourly * hours,
+        usd_per_million_images=total_hourly / per_hour * 1e6,
+        region=settings.region,
+        prices_source=prices.source,
+        spot=spot_used,
+        spot_nodes=f"{settings.task_count} x {settings.task_type} task nodes",
+        images_per_s_per_vcpu=images_per_s_per_vcpu,
+        public_ip_note=public_ip_note or ("a public subnet" if public_ip else "a private subnet"),
+    )
 
 
-def cost_so_far(groups: list[dict], hours: float, prices: Prices, spot: SpotDiscount | None, root_gb: int,
-                public_ip: bool = True) -> dict:
+def cost_so_far(
+    groups: list[dict], hours: float, prices: Prices, spot: SpotDiscount | None, root_gb: int, public_ip: bool = True
+) -> dict:
     """Instance-hours actually held by a cluster's instance groups x the prices, with each group's
     EBS volumes (as ListInstanceGroups reports them) and a public IPv4 address per node."""
     usd = instance_hours = 0.0
@@ -120,11 +148,23 @@ def cost_so_far(groups: list[dict], hours: float, prices: Prices, spot: SpotDisc
             unknown.append(g["InstanceType"])
             continue
         discount = spot.value if spot and g.get("Market") == "SPOT" else 0.0
-        gb = root_gb + sum(int(v.get("VolumeSpecification", {}).get("SizeInGB", 0)) for v in g.get("EbsBlockDevices", []))
-        per_node = node.ec2 * (1 - discount) + node.emr + gb * prices.gp3_gb_month / HOURS_PER_MONTH \
+        gb = root_gb + sum(
+            int(v.get("VolumeSpecification", {}).get("SizeInGB", 0)) for v in g.get("EbsBlockDevices", [])
+        )
+        per_node = (
+            node.ec2 * (1 - discount)
+            + node.emr
+            + gb * prices.gp3_gb_month / HOURS_PER_MONTH
             + (prices.public_ipv4_hour if public_ip else 0.0)
+        )
         usd += count * hours * per_node
         instance_hours += count * hours
-    return {"hours": round(hours, 3), "instance_hours": round(instance_hours, 2), "usd": round(usd, 2),
-            "prices": prices.source, "spot_discount": spot.value if spot else None,
-            "spot_discount_from": spot.note if spot else None, "unpriced_instance_types": unknown}
+    return {
+        "hours": round(hours, 3),
+        "instance_hours": round(instance_hours, 2),
+        "usd": round(usd, 2),
+        "prices": prices.source,
+        "spot_discount": spot.value if spot else None,
+        "spot_discount_from": spot.note if spot else None,
+        "unpriced_instance_types": unknown,
+    }

@@ -35,10 +35,18 @@ def _render(name: str, settings: EmrSettings, account: str | None = None) -> dic
     text = _package.joinpath(f"policies/{name}.json").read_text()
     if "${ACCOUNT}" in text and not re.fullmatch(r"\d{12}", account or ""):
         raise FruitlensError(f"the {name} policy needs the 12-digit AWS account id, got {account!r}")
-    return json.loads(Template(text).substitute(
-        PARTITION=settings.partition, BUCKET=settings.bucket, PREFIX=settings.key_prefix,
-        LOG_BUCKET=log_bucket, LOG_PREFIX=log_prefix, ACCOUNT=account or "",
-        SERVICE_ROLE=settings.service_role, INSTANCE_ROLE=settings.instance_profile))
+    return json.loads(
+        Template(text).substitute(
+            PARTITION=settings.partition,
+            BUCKET=settings.bucket,
+            PREFIX=settings.key_prefix,
+            LOG_BUCKET=log_bucket,
+            LOG_PREFIX=log_prefix,
+            ACCOUNT=account or "",
+            SERVICE_ROLE=settings.service_role,
+            INSTANCE_ROLE=settings.instance_profile,
+        )
+    )
 
 
 def ancestor_keys(key: str) -> list[str]:
@@ -81,25 +89,61 @@ def instance_role_policy(settings: EmrSettings) -> dict:
     log_bucket, log_prefix = settings.log_location
     parents = sorted({k for d in settings.data_keys for k in ancestor_keys(d)})
     statements = [
-        {"Sid": "EMRFSBucketLevel", "Effect": "Allow",
-         "Action": ["s3:ListBucket", "s3:ListBucketMultipartUploads", "s3:ListBucketVersions",
-                    "s3:GetBucketVersioning", "s3:GetBucketLocation"],
-         "Resource": f"{arn}{bucket}"},
-        {"Sid": "EMRFSStatusOfDataFolders", "Effect": "Allow", "Action": "s3:GetObject",
-         "Resource": [f"{arn}{bucket}/{k}" for k in parents]},
-        {"Sid": "EMRFSReadWriteDataPrefixes", "Effect": "Allow",
-         "Action": ["s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectTagging", "s3:PutObject",
-                    "s3:PutObjectTagging", "s3:DeleteObject", "s3:AbortMultipartUpload",
-                    "s3:ListMultipartUploadParts"],
-         "Resource": [f"{arn}{bucket}/{key}/*" for key in settings.data_keys]},
-        {"Sid": "ReadArtifactsNeverWrite", "Effect": "Allow", "Action": "s3:GetObject",
-         "Resource": f"{arn}{bucket}/{prefix}/artifacts/*"},
-        {"Sid": "WriteLogsOnly", "Effect": "Allow", "Action": "s3:PutObject",
-         "Resource": f"{arn}{log_bucket}/{log_prefix}*"},
+        {
+            "Sid": "EMRFSBucketLevel",
+            "Effect": "Allow",
+            "Action": [
+                "s3:ListBucket",
+                "s3:ListBucketMultipartUploads",
+                "s3:ListBucketVersions",
+                "s3:GetBucketVersioning",
+                "s3:GetBucketLocation",
+            ],
+            "Resource": f"{arn}{bucket}",
+        },
+        {
+            "Sid": "EMRFSStatusOfDataFolders",
+            "Effect": "Allow",
+            "Action": "s3:GetObject",
+            "Resource": [f"{arn}{bucket}/{k}" for k in parents],
+        },
+        {
+            "Sid": "EMRFSReadWriteDataPrefixes",
+            "Effect": "Allow",
+            "Action": [
+                "s3:GetObject",
+                "s3:GetObjectVersion",
+                "s3:GetObjectTagging",
+                "s3:PutObject",
+                "s3:PutObjectTagging",
+                "s3:DeleteObject",
+                "s3:AbortMultipartUpload",
+                "s3:ListMultipartUploadParts",
+            ],
+            "Resource": [f"{arn}{bucket}/{key}/*" for key in settings.data_keys],
+        },
+        {
+            "Sid": "ReadArtifactsNeverWrite",
+            "Effect": "Allow",
+            "Action": "s3:GetObject",
+            "Resource": f"{arn}{bucket}/{prefix}/artifacts/*",
+        },
+        {
+            "Sid": "WriteLogsOnly",
+            "Effect": "Allow",
+            "Action": "s3:PutObject",
+            "Resource": f"{arn}{log_bucket}/{log_prefix}*",
+        },
     ]
     if log_bucket != bucket:  # the log pusher locates the bucket it writes to
-        statements.append({"Sid": "LogBucketLocation", "Effect": "Allow", "Action": "s3:GetBucketLocation",
-                           "Resource": f"{arn}{log_bucket}"})
+        statements.append(
+            {
+                "Sid": "LogBucketLocation",
+                "Effect": "Allow",
+                "Action": "s3:GetBucketLocation",
+                "Resource": f"{arn}{log_bucket}",
+            }
+        )
     return {"Version": "2012-10-17", "Statement": statements}
 
 
@@ -124,19 +168,47 @@ def iam_requests(settings: EmrSettings, account: str) -> list[tuple[str, dict]]:
     trust = json.dumps(policy("service-trust", settings, account))
     # EC2 launches spot instances only with its service-linked role, which a fresh account lacks and
     # AmazonEMRServicePolicy_v2 does not create
-    spot = [("CreateServiceLinkedRole", {"AWSServiceName": "spot.amazonaws.com"})] \
-        if settings.task_count and settings.task_spot else []
+    spot = (
+        [("CreateServiceLinkedRole", {"AWSServiceName": "spot.amazonaws.com"})]
+        if settings.task_count and settings.task_spot
+        else []
+    )
     return [
-        ("CreateRole", {"RoleName": service, "AssumeRolePolicyDocument": trust,
-                        "Description": "fruitlens: EMR service role (AmazonEMRServicePolicy_v2)", "Tags": tags}),
+        (
+            "CreateRole",
+            {
+                "RoleName": service,
+                "AssumeRolePolicyDocument": trust,
+                "Description": "fruitlens: EMR service role (AmazonEMRServicePolicy_v2)",
+                "Tags": tags,
+            },
+        ),
         ("AttachRolePolicy", {"RoleName": service, "PolicyArn": managed_service_policy_arn(settings)}),
-        ("PutRolePolicy", {"RoleName": service, "PolicyName": SERVICE_POLICY_NAME,
-                           "PolicyDocument": json.dumps(policy("service-role", settings))}),
-        ("CreateRole", {"RoleName": instance, "AssumeRolePolicyDocument": json.dumps(policy("ec2-trust", settings)),
-                        "Description": "fruitlens: EMR nodes (EMRFS on the data prefixes, read artifacts, write logs)",
-                        "Tags": tags}),
-        ("PutRolePolicy", {"RoleName": instance, "PolicyName": INSTANCE_POLICY_NAME,
-                           "PolicyDocument": json.dumps(policy("ec2-instance-role", settings))}),
+        (
+            "PutRolePolicy",
+            {
+                "RoleName": service,
+                "PolicyName": SERVICE_POLICY_NAME,
+                "PolicyDocument": json.dumps(policy("service-role", settings)),
+            },
+        ),
+        (
+            "CreateRole",
+            {
+                "RoleName": instance,
+                "AssumeRolePolicyDocument": json.dumps(policy("ec2-trust", settings)),
+                "Description": "fruitlens: EMR nodes (EMRFS on the data prefixes, read artifacts, write logs)",
+                "Tags": tags,
+            },
+        ),
+        (
+            "PutRolePolicy",
+            {
+                "RoleName": instance,
+                "PolicyName": INSTANCE_POLICY_NAME,
+                "PolicyDocument": json.dumps(policy("ec2-instance-role", settings)),
+            },
+        ),
         ("CreateInstanceProfile", {"InstanceProfileName": instance, "Tags": tags}),
         ("AddRoleToInstanceProfile", {"InstanceProfileName": instance, "RoleName": instance}),
         *spot,
@@ -185,16 +257,18 @@ def create_roles(settings: EmrSettings, iam, account: str, sleep=time.sleep) -> 
                 changes.change("created EC2's spot service-linked role AWSServiceRoleForEC2Spot")
             except Exception as exc:  # ClientError: the role exists already ("has been taken")
                 text = str(exc).lower()
-                if code(exc) not in ("InvalidInput", "EntityAlreadyExists") or \
-                        not ("has been taken" in text or "already exists" in text):
+                if code(exc) not in ("InvalidInput", "EntityAlreadyExists") or not (
+                    "has been taken" in text or "already exists" in text
+                ):
                     raise
         elif op == "CreateRole":
             try:
                 found = iam.get_role(RoleName=role)["Role"]
                 ours[role] = _ours(found.get("Tags"))
                 if not ours[role]:
-                    changes.kept.append(f"role {role} exists and was not created by fruitlens (no tag "
-                                        f"app=fruitlens): left as it is")
+                    changes.kept.append(
+                        f"role {role} exists and was not created by fruitlens (no tag app=fruitlens): left as it is"
+                    )
                 continue
             except iam.exceptions.NoSuchEntityException:
                 iam.create_role(**params)
@@ -212,7 +286,9 @@ def create_roles(settings: EmrSettings, iam, account: str, sleep=time.sleep) -> 
             if not ours[role]:
                 continue
             try:
-                current = _document(iam.get_role_policy(RoleName=role, PolicyName=params["PolicyName"])["PolicyDocument"])
+                current = _document(
+                    iam.get_role_policy(RoleName=role, PolicyName=params["PolicyName"])["PolicyDocument"]
+                )
             except iam.exceptions.NoSuchEntityException:
                 current = None
             if current != json.loads(params["PolicyDocument"]):
@@ -226,15 +302,18 @@ def create_roles(settings: EmrSettings, iam, account: str, sleep=time.sleep) -> 
                 iam.create_instance_profile(**params)
                 changes.change(f"created instance profile {name}")
                 iam.get_waiter("instance_profile_exists").wait(
-                    InstanceProfileName=name, WaiterConfig={"Delay": 2, "MaxAttempts": 30})
+                    InstanceProfileName=name, WaiterConfig={"Delay": 2, "MaxAttempts": 30}
+                )
                 profile = iam.get_instance_profile(InstanceProfileName=name)
             profile_roles = [r["RoleName"] for r in profile["InstanceProfile"]["Roles"]]
         elif op == "AddRoleToInstanceProfile":
             if role in profile_roles:
                 continue
             if profile_roles:
-                raise FruitlensError(f"instance profile {params['InstanceProfileName']} holds the role "
-                                     f"{profile_roles[0]}, not {role}: remove it or choose another profile name")
+                raise FruitlensError(
+                    f"instance profile {params['InstanceProfileName']} holds the role "
+                    f"{profile_roles[0]}, not {role}: remove it or choose another profile name"
+                )
             iam.add_role_to_instance_profile(**params)
             changes.change(f"put role {role} into instance profile {params['InstanceProfileName']}")
     if changes.changed_at:
@@ -248,8 +327,11 @@ def create_roles(settings: EmrSettings, iam, account: str, sleep=time.sleep) -> 
 
 # What EMR says when a role or profile is not (yet) usable: "Invalid InstanceProfile: NAME.",
 # "EMR service role arn:… is invalid", "… cannot be assumed", "… has insufficient … permissions".
-IAM_PROBLEM = re.compile(r"instance ?profile|service role|\brole\b.{0,200}\b(invalid|cannot be assumed|"
-                         r"insufficient|does not exist|not authorized)", re.I)
+IAM_PROBLEM = re.compile(
+    r"instance ?profile|service role|\brole\b.{0,200}\b(invalid|cannot be assumed|"
+    r"insufficient|does not exist|not authorized)",
+    re.I,
+)
 # The caller's own permissions: never a propagation delay of the roles fruitlens manages.
 CALLER_DENIED = re.compile(r"\b(user|assumed-role)\b[:/ ].{0,300}is not authorized to perform", re.I)
 
@@ -260,8 +342,9 @@ class IamVerdict:
     why: str
 
 
-def judge(settings: EmrSettings, iam, error_code: str, text: str, changes: IamChanges | None = None,
-          now: float | None = None) -> IamVerdict | None:
+def judge(
+    settings: EmrSettings, iam, error_code: str, text: str, changes: IamChanges | None = None, now: float | None = None
+) -> IamVerdict | None:
     """Whether an error EMR reported (RunJobFlow's, or a cluster's state-change reason) is an IAM
     propagation delay, worth retrying, or a permanent IAM problem; None when it is not about IAM.
     Propagation only when the error names a role or instance profile AND those were created or
@@ -275,8 +358,11 @@ def judge(settings: EmrSettings, iam, error_code: str, text: str, changes: IamCh
     ages, missing = [], []
     if changes and changes.changed_at:
         ages.append(now - changes.changed_at)
-    for kind, name in (("role", settings.service_role), ("role", settings.instance_profile),
-                       ("instance profile", settings.instance_profile)):
+    for kind, name in (
+        ("role", settings.service_role),
+        ("role", settings.instance_profile),
+        ("instance profile", settings.instance_profile),
+    ):
         try:
             if kind == "role":
                 created = iam.get_role(RoleName=name)["Role"]["CreateDate"]

@@ -38,12 +38,21 @@ def _quiet(*_args) -> None:
 # Requests (pure)
 # ---------------------------------------------------------------------------------------------
 
+
 def _group(name: str, role: str, market: str, instance_type: str, count: int, ebs_gb: int) -> dict:
-    return {"Name": name, "InstanceRole": role, "Market": market, "InstanceType": instance_type,
-            "InstanceCount": count,
-            # one gp3 volume per node, set here (not EMR's per-type default) so the estimate counts it
-            "EbsConfiguration": {"EbsBlockDeviceConfigs": [
-                {"VolumeSpecification": {"VolumeType": "gp3", "SizeInGB": ebs_gb}, "VolumesPerInstance": 1}]}}
+    return {
+        "Name": name,
+        "InstanceRole": role,
+        "Market": market,
+        "InstanceType": instance_type,
+        "InstanceCount": count,
+        # one gp3 volume per node, set here (not EMR's per-type default) so the estimate counts it
+        "EbsConfiguration": {
+            "EbsBlockDeviceConfigs": [
+                {"VolumeSpecification": {"VolumeType": "gp3", "SizeInGB": ebs_gb}, "VolumesPerInstance": 1}
+            ]
+        },
+    }
 
 
 def run_job_flow_request(settings: EmrSettings) -> dict:
@@ -52,8 +61,16 @@ def run_job_flow_request(settings: EmrSettings) -> dict:
         _group("core", "CORE", "ON_DEMAND", settings.core_type, settings.core_count, settings.ebs_gb),
     ]
     if settings.task_count:
-        groups.append(_group("task", "TASK", "SPOT" if settings.task_spot else "ON_DEMAND", settings.task_type,
-                             settings.task_count, settings.ebs_gb))
+        groups.append(
+            _group(
+                "task",
+                "TASK",
+                "SPOT" if settings.task_spot else "ON_DEMAND",
+                settings.task_type,
+                settings.task_count,
+                settings.ebs_gb,
+            )
+        )
     instances = {"InstanceGroups": groups, "KeepJobFlowAliveWhenNoSteps": True, "TerminationProtected": False}
     if settings.subnet_id:
         instances["Ec2SubnetId"] = settings.subnet_id
@@ -68,14 +85,18 @@ def run_job_flow_request(settings: EmrSettings) -> dict:
         "Applications": [{"Name": "Spark"}],
         "Instances": instances,
         "EbsRootVolumeSize": settings.root_volume_gb,
-        "BootstrapActions": [{
-            "Name": "fruitlens dependencies (pinned for EMR 7)" + (", offline" if settings.offline_nodes else ""),
-            "ScriptBootstrapAction": {"Path": f"{settings.artifacts}/bootstrap.sh", "Args": args},
-        }],
-        "Configurations": [{
-            "Classification": "spark-env",
-            "Configurations": [{"Classification": "export", "Properties": env}],
-        }],
+        "BootstrapActions": [
+            {
+                "Name": "fruitlens dependencies (pinned for EMR 7)" + (", offline" if settings.offline_nodes else ""),
+                "ScriptBootstrapAction": {"Path": f"{settings.artifacts}/bootstrap.sh", "Args": args},
+            }
+        ],
+        "Configurations": [
+            {
+                "Classification": "spark-env",
+                "Configurations": [{"Classification": "export", "Properties": env}],
+            }
+        ],
         "AutoTerminationPolicy": {"IdleTimeout": settings.idle_timeout_s},
         "ServiceRole": settings.service_role,
         "JobFlowRole": settings.instance_profile,
@@ -94,8 +115,10 @@ def check_job_args(settings: EmrSettings, command: str, args: list[str]) -> None
     values = [a.split("=", 1)[1] if a.startswith("-") and "=" in a else a for a in args]
     uris = [a for a in values if a.startswith(("s3://", "s3a://", "s3n://"))]
     if not uris:
-        raise FruitlensError(f"submit {command}: give its s3:// locations, e.g. "
-                             f"submit CLUSTER {command} {settings.data_uris[0]}in {settings.data_uris[0]}out")
+        raise FruitlensError(
+            f"submit {command}: give its s3:// locations, e.g. "
+            f"submit CLUSTER {command} {settings.data_uris[0]}in {settings.data_uris[0]}out"
+        )
     for a in values:
         if a.startswith(("/", "./", "../", "~", "file:")):
             raise FruitlensError(f"submit: {a!r} is a local path; on EMR every location is s3://")
@@ -103,26 +126,41 @@ def check_job_args(settings: EmrSettings, command: str, args: list[str]) -> None
         bucket, _, key = uri.split("://", 1)[1].partition("/")
         key = key.strip("/")
         if bucket != settings.bucket or not any(key == d or key.startswith(d + "/") for d in settings.data_keys):
-            raise FruitlensError(f"submit: {uri} is outside the data prefixes the cluster's role may use "
-                                 f"({', '.join(settings.data_uris)}); see --data-prefix")
+            raise FruitlensError(
+                f"submit: {uri} is outside the data prefixes the cluster's role may use "
+                f"({', '.join(settings.data_uris)}); see --data-prefix"
+            )
 
 
 def step_request(settings: EmrSettings, command: str, args: list[str]) -> dict:
     spark = [
-        "spark-submit", "--deploy-mode", "client", "--master", "yarn",
-        "--conf", f"spark.pyspark.python={VENV}/bin/python",
-        "--conf", f"spark.pyspark.driver.python={VENV}/bin/python",
-        "--py-files", f"{settings.artifacts}/fruitlens.zip",
-        f"{settings.artifacts}/fruitlens_submit.py", command, *args,
+        "spark-submit",
+        "--deploy-mode",
+        "client",
+        "--master",
+        "yarn",
+        "--conf",
+        f"spark.pyspark.python={VENV}/bin/python",
+        "--conf",
+        f"spark.pyspark.driver.python={VENV}/bin/python",
+        "--py-files",
+        f"{settings.artifacts}/fruitlens.zip",
+        f"{settings.artifacts}/fruitlens_submit.py",
+        command,
+        *args,
     ]
     name = " ".join(["fruitlens", command, *args])
-    return {"Name": name[:256], "ActionOnFailure": "CONTINUE",
-            "HadoopJarStep": {"Jar": "command-runner.jar", "Args": spark}}
+    return {
+        "Name": name[:256],
+        "ActionOnFailure": "CONTINUE",
+        "HadoopJarStep": {"Jar": "command-runner.jar", "Args": spark},
+    }
 
 
 # ---------------------------------------------------------------------------------------------
 # Network
 # ---------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Subnet:
@@ -141,15 +179,19 @@ def find_subnet(settings: EmrSettings, ec2) -> Subnet:
         vpcs = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"]
         if not vpcs:
             raise FruitlensError("no default VPC in this region: pass --subnet-id")
-        subnets = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpcs[0]["VpcId"]]},
-                                                {"Name": "default-for-az", "Values": ["true"]}])["Subnets"]
+        subnets = ec2.describe_subnets(
+            Filters=[{"Name": "vpc-id", "Values": [vpcs[0]["VpcId"]]}, {"Name": "default-for-az", "Values": ["true"]}]
+        )["Subnets"]
         if not subnets:
             raise FruitlensError("the default VPC has no default subnet: pass --subnet-id")
         subnets = sorted(subnets, key=lambda s: s["AvailabilityZone"])[:1]
     subnet = subnets[0]
     vpc = ec2.describe_vpcs(VpcIds=[subnet["VpcId"]])["Vpcs"][0]
-    untagged = tuple(r[f"{kind}Id"] for r, kind in ((subnet, "Subnet"), (vpc, "Vpc"))
-                     if {"Key": key, "Value": value} not in r.get("Tags", []))
+    untagged = tuple(
+        r[f"{kind}Id"]
+        for r, kind in ((subnet, "Subnet"), (vpc, "Vpc"))
+        if {"Key": key, "Value": value} not in r.get("Tags", [])
+    )
     return Subnet(subnet["SubnetId"], subnet["AvailabilityZone"], bool(subnet.get("MapPublicIpOnLaunch")), untagged)
 
 
@@ -164,7 +206,8 @@ def network(settings: EmrSettings, ec2, tag: bool = False) -> Subnet:
         raise FruitlensError(
             f"{' and '.join(subnet.untagged)} lack the tag {key}={value} that AmazonEMRServicePolicy_v2 requires "
             f"(EMR could not launch nodes there): pass --tag-network, or run "
-            f"aws ec2 create-tags --resources {' '.join(subnet.untagged)} --tags Key={key},Value={value}")
+            f"aws ec2 create-tags --resources {' '.join(subnet.untagged)} --tags Key={key},Value={value}"
+        )
     return replace(subnet, untagged=())
 
 
@@ -172,10 +215,18 @@ def network(settings: EmrSettings, ec2, tag: bool = False) -> Subnet:
 # Estimate inputs
 # ---------------------------------------------------------------------------------------------
 
-def plan_costs(settings: EmrSettings, aws: Aws | None, subnet: Subnet | None = None, prices_path=None,
-               given_spot_discount: float | None = None, images: int | None = None, hours: float | None = None,
-               images_per_s_per_vcpu: float | None = None,
-               why_offline: str = "not asked (--offline-prices or --dry-run)") -> Estimate:
+
+def plan_costs(
+    settings: EmrSettings,
+    aws: Aws | None,
+    subnet: Subnet | None = None,
+    prices_path=None,
+    given_spot_discount: float | None = None,
+    images: int | None = None,
+    hours: float | None = None,
+    images_per_s_per_vcpu: float | None = None,
+    why_offline: str = "not asked (--offline-prices or --dry-run)",
+) -> Estimate:
     """The estimate of a shape: prices from the Price List API when `aws` has credentials (else the
     table, with the reason), the spot discount from the spot price history of the subnet's zone,
     a public IPv4 address per node when the subnet gives one (assumed when the subnet is unknown)."""
@@ -190,13 +241,17 @@ def plan_costs(settings: EmrSettings, aws: Aws | None, subnet: Subnet | None = N
             subnet = None
     spot = None
     if settings.task_count and settings.task_spot:
-        spot = spot_discount(prices, settings.task_type, ec2, subnet.zone if subnet else None, given_spot_discount,
-                             offline or "")
+        spot = spot_discount(
+            prices, settings.task_type, ec2, subnet.zone if subnet else None, given_spot_discount, offline or ""
+        )
     elif given_spot_discount is not None and not 0 <= given_spot_discount < 1:
         raise FruitlensError(f"--spot-discount must be in [0, 1), got {given_spot_discount}")
     public = subnet.public_ip if subnet else True
-    note = (f"{subnet.id} gives public addresses" if public else f"{subnet.id} is private") if subnet \
+    note = (
+        (f"{subnet.id} gives public addresses" if public else f"{subnet.id} is private")
+        if subnet
         else "assumed: the default VPC's subnets are public"
+    )
     kw = {"images_per_s_per_vcpu": images_per_s_per_vcpu} if images_per_s_per_vcpu else {}
     return estimate(settings, prices, spot, images=images, hours=hours, public_ip=public, public_ip_note=note, **kw)
 
@@ -205,8 +260,16 @@ def plan_costs(settings: EmrSettings, aws: Aws | None, subnet: Subnet | None = N
 # up
 # ---------------------------------------------------------------------------------------------
 
-def wait_ready(emr, cluster_id: str, progress=_quiet, sleep=time.sleep, clock=time.monotonic,
-               poll_s: float = WAIT_POLL_S, timeout_s: float = WAIT_TIMEOUT_S) -> dict:
+
+def wait_ready(
+    emr,
+    cluster_id: str,
+    progress=_quiet,
+    sleep=time.sleep,
+    clock=time.monotonic,
+    poll_s: float = WAIT_POLL_S,
+    timeout_s: float = WAIT_TIMEOUT_S,
+) -> dict:
     """DescribeCluster every `poll_s` until the cluster is WAITING/RUNNING or has ended; calls
     progress(state, elapsed_s) after each look. Returns the cluster."""
     start = clock()
@@ -217,8 +280,10 @@ def wait_ready(emr, cluster_id: str, progress=_quiet, sleep=time.sleep, clock=ti
         if state in READY or state in ENDED:
             return cluster
         if elapsed > timeout_s:
-            raise FruitlensError(f"cluster {cluster_id} is still {state} after {elapsed / 60:.0f} min: see "
-                                 f"`fruitlens emr status {cluster_id}`; `fruitlens emr down {cluster_id}` stops it")
+            raise FruitlensError(
+                f"cluster {cluster_id} is still {state} after {elapsed / 60:.0f} min: see "
+                f"`fruitlens emr status {cluster_id}`; `fruitlens emr down {cluster_id}` stops it"
+            )
         sleep(poll_s)
 
 
@@ -239,15 +304,27 @@ def failure(cluster: dict, cluster_id: str, why: str | None = None) -> str:
     logs = log_uri(cluster)
     if logs and not why:  # an IAM verdict says what to do; otherwise the node logs tell the rest
         instance = (re.search(r"\bi-[0-9a-f]{8,17}\b", text) or [None])[0] or "INSTANCE-ID"
-        line += (f"; bootstrap log: {logs}{cluster_id}/node/{instance}/bootstrap-actions/1/stderr.gz "
-                 f"(EMR copies node logs there within about 5 minutes)")
+        line += (
+            f"; bootstrap log: {logs}{cluster_id}/node/{instance}/bootstrap-actions/1/stderr.gz "
+            f"(EMR copies node logs there within about 5 minutes)"
+        )
     return line
 
 
-def up(settings: EmrSettings, create_iam_roles: bool = False, tag_network: bool = False,
-       wheels: Path | None = None, wait: bool = True, sleep=time.sleep, say=_quiet, progress=_quiet,
-       prices_path=None, spot_discount_given: float | None = None, images: int | None = None,
-       attempts: int = 3) -> str:
+def up(
+    settings: EmrSettings,
+    create_iam_roles: bool = False,
+    tag_network: bool = False,
+    wheels: Path | None = None,
+    wait: bool = True,
+    sleep=time.sleep,
+    say=_quiet,
+    progress=_quiet,
+    prices_path=None,
+    spot_discount_given: float | None = None,
+    images: int | None = None,
+    attempts: int = 3,
+) -> str:
     """Create a cluster and (unless wait=False) wait until it is ready. Before anything is created:
     the instance types (EC2), the CPU architectures (--offline-nodes stages wheels for each; a
     --wheels folder lacking one is refused), the vCPU quotas, the subnet's tags. A cluster that
@@ -296,8 +373,10 @@ def up(settings: EmrSettings, create_iam_roles: bool = False, tag_network: bool 
         if not wait:
             say(f"cluster {cluster_id} created (not waiting: `fruitlens emr status {cluster_id}` shows its state)")
             return cluster_id
-        say(f"cluster {cluster_id} created; waiting until it is ready (Ctrl-C stops the wait, not the cluster; "
-            f"`fruitlens emr down {cluster_id}` stops it)")
+        say(
+            f"cluster {cluster_id} created; waiting until it is ready (Ctrl-C stops the wait, not the cluster; "
+            f"`fruitlens emr down {cluster_id}` stops it)"
+        )
         with aws_errors(f"DescribeCluster {cluster_id}"):
             cluster = wait_ready(aws.emr, cluster_id, progress, sleep)
         if cluster["Status"]["State"] in READY:
@@ -305,8 +384,10 @@ def up(settings: EmrSettings, create_iam_roles: bool = False, tag_network: bool 
         reason = cluster["Status"].get("StateChangeReason") or {}
         found = judge(settings, aws.iam, str(reason.get("Code") or ""), str(reason.get("Message") or ""), changes)
         if found and found.propagation and attempt < attempts:
-            say(f"{failure(cluster, cluster_id, found.why)}; starting a new cluster in {RESTART_PAUSE_S} s "
-                f"(attempt {attempt + 1} of {attempts})")
+            say(
+                f"{failure(cluster, cluster_id, found.why)}; starting a new cluster in {RESTART_PAUSE_S} s "
+                f"(attempt {attempt + 1} of {attempts})"
+            )
             sleep(RESTART_PAUSE_S)
             continue
         raise FruitlensError(failure(cluster, cluster_id, found.why if found else None))
@@ -316,6 +397,7 @@ def up(settings: EmrSettings, create_iam_roles: bool = False, tag_network: bool 
 # ---------------------------------------------------------------------------------------------
 # submit, status, logs, down
 # ---------------------------------------------------------------------------------------------
+
 
 def submit(settings: EmrSettings, cluster_id: str, command: str, args: list[str]) -> str:
     check_job_args(settings, command, args)
@@ -335,8 +417,11 @@ def status(region: str, cluster_id: str, spot_discount_given: float | None = Non
     end = timeline.get("EndDateTime") or datetime.now(timezone.utc)
     hours = max((end - start).total_seconds() / 3600, 0.0) if start else 0.0
     out = {
-        "cluster": cluster_id, "name": cluster["Name"], "state": cluster["Status"]["State"],
-        "release": cluster.get("ReleaseLabel"), "log_uri": cluster.get("LogUri"),
+        "cluster": cluster_id,
+        "name": cluster["Name"],
+        "state": cluster["Status"]["State"],
+        "release": cluster.get("ReleaseLabel"),
+        "log_uri": cluster.get("LogUri"),
         "steps": [{"id": s["Id"], "name": s["Name"], "state": s["Status"]["State"]} for s in steps],
     }
     if cluster["Status"]["State"] in ENDED:
@@ -347,8 +432,9 @@ def status(region: str, cluster_id: str, spot_discount_given: float | None = Non
         spot: SpotDiscount | None = None
         spot_groups = [g for g in groups if g.get("Market") == "SPOT"]
         if spot_groups:
-            spot = spot_discount(prices, spot_groups[0]["InstanceType"], aws.ec2, attrs.get("Ec2AvailabilityZone"),
-                                 spot_discount_given)
+            spot = spot_discount(
+                prices, spot_groups[0]["InstanceType"], aws.ec2, attrs.get("Ec2AvailabilityZone"), spot_discount_given
+            )
         public = True
         if attrs.get("Ec2SubnetId"):
             try:
@@ -356,8 +442,9 @@ def status(region: str, cluster_id: str, spot_discount_given: float | None = Non
                 public = bool(found and found[0].get("MapPublicIpOnLaunch"))
             except Exception:  # noqa: BLE001 - the subnet unreadable: priced with a public IP
                 pass
-        out["cost_so_far"] = cost_so_far(groups, hours, prices, spot, cluster.get("EbsRootVolumeSize") or ROOT_VOLUME_GB,
-                                         public_ip=public)
+        out["cost_so_far"] = cost_so_far(
+            groups, hours, prices, spot, cluster.get("EbsRootVolumeSize") or ROOT_VOLUME_GB, public_ip=public
+        )
     except FruitlensError as exc:
         out["cost_so_far"] = {"unavailable": str(exc)}
     return out
@@ -385,8 +472,10 @@ def logs(region: str, cluster_id: str, step_id: str) -> dict[str, str]:
                     continue
         except FruitlensError as exc:
             if "AccessDenied" in str(exc):
-                raise FruitlensError(f"{exc} (reading logs needs s3:GetObject and s3:ListBucket on the log URI; "
-                                     "see `fruitlens emr policy user`)") from None
+                raise FruitlensError(
+                    f"{exc} (reading logs needs s3:GetObject and s3:ListBucket on the log URI; "
+                    "see `fruitlens emr policy user`)"
+                ) from None
             raise
         try:
             out[name.removesuffix(".gz")] = gzip.decompress(body).decode(errors="replace")
@@ -399,4 +488,3 @@ def down(region: str, cluster_id: str) -> None:
     emr = Aws(region).emr
     with aws_errors("TerminateJobFlows"):
         emr.terminate_job_flows(JobFlowIds=[cluster_id])
-

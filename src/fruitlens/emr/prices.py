@@ -58,6 +58,7 @@ class SpotPrice:
 # The table
 # ---------------------------------------------------------------------------------------------
 
+
 def price_table(path: str | Path | None = None) -> dict:
     if path:
         try:
@@ -100,27 +101,32 @@ def from_table(region: str, path: str | Path | None = None, why_not_api: str | N
     try:
         entry = table["regions"][region]
     except KeyError:
-        raise FruitlensError(f"no prices for region {region} (known: {', '.join(table['regions'])}); "
-                             "pass --prices FILE with that region") from None
+        raise FruitlensError(
+            f"no prices for region {region} (known: {', '.join(table['regions'])}); pass --prices FILE with that region"
+        ) from None
     name = f"--prices {path}" if path else "the table in fruitlens/emr/prices.json"
     source = f"{name}, as of {entry['as_of']} ({entry['source']}; {entry['checked']})"
     if why_not_api:
         source += f"; not the Price List API: {why_not_api}"
-    return Prices(region=region, nodes={t: NodePrice(float(n["ec2"]), float(n["emr"]), int(n["vcpu"]))
-                                        for t, n in entry["instances"].items()},
-                  gp3_gb_month=float(entry["ebs_gp3_gb_month"]), public_ipv4_hour=PUBLIC_IPV4_USD_HOUR,
-                  source=source, default_spot_discount=float(table["spot_discount_default"]),
-                  spot_discount_note=table.get("_spot_discount", "planning assumption"))
+    return Prices(
+        region=region,
+        nodes={t: NodePrice(float(n["ec2"]), float(n["emr"]), int(n["vcpu"])) for t, n in entry["instances"].items()},
+        gp3_gb_month=float(entry["ebs_gp3_gb_month"]),
+        public_ipv4_hour=PUBLIC_IPV4_USD_HOUR,
+        source=source,
+        default_spot_discount=float(table["spot_discount_default"]),
+        spot_discount_note=table.get("_spot_discount", "planning assumption"),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # AWS Price List API
 # ---------------------------------------------------------------------------------------------
 
+
 def _products(pricing, service: str, **attributes) -> list[dict]:
     filters = [{"Type": "TERM_MATCH", "Field": k, "Value": v} for k, v in attributes.items()]
-    pages = pricing.get_paginator("get_products").paginate(ServiceCode=service, Filters=filters,
-                                                           FormatVersion="aws_v1")
+    pages = pricing.get_paginator("get_products").paginate(ServiceCode=service, Filters=filters, FormatVersion="aws_v1")
     return [json.loads(p) if isinstance(p, str) else p for page in pages for p in page.get("PriceList", [])]
 
 
@@ -142,26 +148,61 @@ def from_price_list(pricing, region: str, instance_types: list[str]) -> Prices:
     Price List API. Raises LookupError (or a botocore error) when it cannot answer all of them."""
     nodes = {}
     for name in sorted(set(instance_types)):
-        ec2, attrs = _on_demand(_products(
-            pricing, "AmazonEC2", instanceType=name, regionCode=region, operatingSystem="Linux", tenancy="Shared",
-            preInstalledSw="NA", capacitystatus="Used", licenseModel="No License required", marketoption="OnDemand"),
-            "Hrs", f"EC2 {name}")
-        emr, _ = _on_demand(_products(
-            pricing, "ElasticMapReduce", instanceType=name, regionCode=region,
-            productFamily="Elastic Map Reduce Instance", softwareType="EMR"), "Hrs", f"the EMR fee of {name}")
+        ec2, attrs = _on_demand(
+            _products(
+                pricing,
+                "AmazonEC2",
+                instanceType=name,
+                regionCode=region,
+                operatingSystem="Linux",
+                tenancy="Shared",
+                preInstalledSw="NA",
+                capacitystatus="Used",
+                licenseModel="No License required",
+                marketoption="OnDemand",
+            ),
+            "Hrs",
+            f"EC2 {name}",
+        )
+        emr, _ = _on_demand(
+            _products(
+                pricing,
+                "ElasticMapReduce",
+                instanceType=name,
+                regionCode=region,
+                productFamily="Elastic Map Reduce Instance",
+                softwareType="EMR",
+            ),
+            "Hrs",
+            f"the EMR fee of {name}",
+        )
         nodes[name] = NodePrice(ec2, emr, int(attrs.get("vcpu") or 0))
-    gp3, _ = _on_demand(_products(pricing, "AmazonEC2", productFamily="Storage", volumeApiName="gp3",
-                                  regionCode=region), "GB-Mo", "gp3 storage")
+    gp3, _ = _on_demand(
+        _products(pricing, "AmazonEC2", productFamily="Storage", volumeApiName="gp3", regionCode=region),
+        "GB-Mo",
+        "gp3 storage",
+    )
     today = datetime.now(timezone.utc).date().isoformat()
     fallback = price_table()
-    return Prices(region=region, nodes=nodes, gp3_gb_month=gp3, public_ipv4_hour=PUBLIC_IPV4_USD_HOUR,
-                  source=f"AWS Price List API (pricing:GetProducts), {today}", api=True,
-                  default_spot_discount=float(fallback["spot_discount_default"]),
-                  spot_discount_note=fallback.get("_spot_discount", "planning assumption"))
+    return Prices(
+        region=region,
+        nodes=nodes,
+        gp3_gb_month=gp3,
+        public_ipv4_hour=PUBLIC_IPV4_USD_HOUR,
+        source=f"AWS Price List API (pricing:GetProducts), {today}",
+        api=True,
+        default_spot_discount=float(fallback["spot_discount_default"]),
+        spot_discount_note=fallback.get("_spot_discount", "planning assumption"),
+    )
 
 
-def resolve(region: str, instance_types: list[str], aws=None, prices_path: str | Path | None = None,
-            why_offline: str = "not asked (--offline-prices or --dry-run)") -> Prices:
+def resolve(
+    region: str,
+    instance_types: list[str],
+    aws=None,
+    prices_path: str | Path | None = None,
+    why_offline: str = "not asked (--offline-prices or --dry-run)",
+) -> Prices:
     """The Price List API when `aws` is given and has credentials; else, or when it fails, the
     table (with the reason in `source`). `--prices FILE` is used as it is."""
     if prices_path:
@@ -180,13 +221,19 @@ def resolve(region: str, instance_types: list[str], aws=None, prices_path: str |
 # Spot prices
 # ---------------------------------------------------------------------------------------------
 
-def spot_price(ec2, instance_type: str, zone: str | None = None, hours: int = 24,
-               now: datetime | None = None) -> SpotPrice:
+
+def spot_price(
+    ec2, instance_type: str, zone: str | None = None, hours: int = 24, now: datetime | None = None
+) -> SpotPrice:
     """The mean Linux spot price of `instance_type` over the last `hours` in `zone` (the cluster's
     subnet's availability zone), or over all zones when it is not known."""
     now = now or datetime.now(timezone.utc)
-    params = {"InstanceTypes": [instance_type], "ProductDescriptions": ["Linux/UNIX"],
-              "StartTime": now - timedelta(hours=hours), "EndTime": now}
+    params = {
+        "InstanceTypes": [instance_type],
+        "ProductDescriptions": ["Linux/UNIX"],
+        "StartTime": now - timedelta(hours=hours),
+        "EndTime": now,
+    }
     if zone:
         params["AvailabilityZone"] = zone
     by_zone: dict[str, list[float]] = {}
@@ -210,8 +257,14 @@ class SpotDiscount:
     measured: bool = field(default=False)
 
 
-def spot_discount(prices: Prices, instance_type: str, ec2=None, zone: str | None = None,
-                  given: float | None = None, why_not_asked: str = "not asked") -> SpotDiscount:
+def spot_discount(
+    prices: Prices,
+    instance_type: str,
+    ec2=None,
+    zone: str | None = None,
+    given: float | None = None,
+    why_not_asked: str = "not asked",
+) -> SpotDiscount:
     """--spot-discount if given; else 1 - spot / on demand from the spot price history (`ec2`);
     else the table's planning value, saying why."""
     if given is not None:
@@ -224,9 +277,15 @@ def spot_discount(prices: Prices, instance_type: str, ec2=None, zone: str | None
             spot = spot_price(ec2, instance_type, zone)
             on_demand = prices.node(instance_type).ec2
             value = max(1 - spot.usd_hour / on_demand, 0.0)  # a spot price above on demand: no discount
-            return SpotDiscount(value, f"EC2 spot price history, {spot.zone}: mean of {spot.samples} prices over "
-                                       f"24 h, {spot.usd_hour:.4f} USD/hour vs {on_demand:.4f} on demand", True)
+            return SpotDiscount(
+                value,
+                f"EC2 spot price history, {spot.zone}: mean of {spot.samples} prices over "
+                f"24 h, {spot.usd_hour:.4f} USD/hour vs {on_demand:.4f} on demand",
+                True,
+            )
         except Exception as exc:  # noqa: BLE001 - any failure: the table's value, with the reason
             why = short(exc)
-    return SpotDiscount(prices.default_spot_discount,
-                        f"assumed, not measured: the price table's planning value; spot price history: {why}")
+    return SpotDiscount(
+        prices.default_spot_discount,
+        f"assumed, not measured: the price table's planning value; spot price history: {why}",
+    )

@@ -50,7 +50,9 @@ class EmrSettings:
         if self.core_count < 1 or self.task_count < 0:
             raise FruitlensError("--core-count must be >= 1 and --task-count >= 0")
         if not 5 <= self.ebs_gb <= 1024:
-            raise FruitlensError(f"--ebs-gb must be between 5 and 1024 (EMR's limits for a node's EBS volume), got {self.ebs_gb}")
+            raise FruitlensError(
+                f"--ebs-gb must be between 5 and 1024 (EMR's limits for a node's EBS volume), got {self.ebs_gb}"
+            )
         if not 60 <= self.idle_timeout_s <= 604_800:
             raise FruitlensError("--idle-timeout must be between 60 s and 7 days")
         if not self.key_prefix:
@@ -62,26 +64,35 @@ class EmrSettings:
         log_bucket, log_key = self.log_location
         # keys end up in IAM policies: no wildcards (* ?), policy variables (${…}), quotes or spaces
         for option, key in [("--prefix", self.prefix), ("--log-uri", log_key)] + [
-                ("--data-prefix", d) for d in self.data_prefixes]:
+            ("--data-prefix", d) for d in self.data_prefixes
+        ]:
             if not SAFE_KEY.fullmatch(key):
-                raise FruitlensError(f"{option} {key!r}: only letters, digits and !_.'()/- are allowed in S3 keys "
-                                     "here (they go into IAM policies, where * ? $ are wildcards or variables)")
+                raise FruitlensError(
+                    f"{option} {key!r}: only letters, digits and !_.'()/- are allowed in S3 keys "
+                    "here (they go into IAM policies, where * ? $ are wildcards or variables)"
+                )
         if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", log_bucket):
             raise FruitlensError(f"--log-uri: not a valid S3 bucket name: {log_bucket!r}")
         artifacts, logs = f"{self.key_prefix}/artifacts", log_key.rstrip("/")
-        if log_bucket == self.bucket and (not logs or logs == artifacts or logs.startswith(artifacts + "/")
-                                          or artifacts.startswith(logs + "/")):
-            raise FruitlensError(f"--log-uri {self.logs} overlaps s3://{self.bucket}/{artifacts}/: the nodes may write "
-                                 "logs, and must never write the artifacts (the next cluster runs bootstrap.sh as root)")
+        if log_bucket == self.bucket and (
+            not logs or logs == artifacts or logs.startswith(artifacts + "/") or artifacts.startswith(logs + "/")
+        ):
+            raise FruitlensError(
+                f"--log-uri {self.logs} overlaps s3://{self.bucket}/{artifacts}/: the nodes may write "
+                "logs, and must never write the artifacts (the next cluster runs bootstrap.sh as root)"
+            )
         protected = [(self.bucket, artifacts), (log_bucket, logs)]
         for data in self.data_keys:
             if not data:
                 raise FruitlensError("--data-prefix must not be empty or the bucket root")
             for bucket, other in protected:
-                if bucket == self.bucket and (not other or data == other or data.startswith(other + "/")
-                                              or other.startswith(data + "/")):
-                    raise FruitlensError(f"--data-prefix {data!r} overlaps s3://{bucket}/{other}: the nodes may "
-                                         "only read artifacts and only write logs, so data must live elsewhere")
+                if bucket == self.bucket and (
+                    not other or data == other or data.startswith(other + "/") or other.startswith(data + "/")
+                ):
+                    raise FruitlensError(
+                        f"--data-prefix {data!r} overlaps s3://{bucket}/{other}: the nodes may "
+                        "only read artifacts and only write logs, so data must live elsewhere"
+                    )
 
     @property
     def key_prefix(self) -> str:

@@ -84,6 +84,8 @@ def novelty_threshold_of(model: PortableModel, scores: Scores, target: float) ->
     least `target` of the validation photos of a species stay below it (each collection's
     `target` quantile; the loosest). Shop photos lie farther from their references than turntable
     frames do from theirs: one quantile over every photo would send most shop photos to "not sure"."""
-    quantiles = [float(np.quantile(scores.novelty[rows], target))
-                 for rows in species_rows_by_collection(scores, model.not_produce)]
+    quantiles = [
+        float(np.quantile(scores.novelty[rows], target))
+        for rows in species_rows_by_collection(scores, model.not_produce)
+    ]
     return max(quantiles) if quantiles else np.inf

@@ -20,8 +20,9 @@ from ..storage.writer import Target
 from .model import PortableModel
 
 
-def predictions(spark, embeddings_df, model: PortableModel, catalogue: Catalogue, target: Target,
-                collection: str, batch: int = 1024) -> dict:
+def predictions(
+    spark, embeddings_df, model: PortableModel, catalogue: Catalogue, target: Target, collection: str, batch: int = 1024
+) -> dict:
     """Apply `model` to an embeddings DataFrame; publish OUTPUT/predictions; return the summary."""
     shared = spark.sparkContext.broadcast(model)
     df = _classified(embeddings_df, shared, model.views, batch).cache()
@@ -53,20 +54,25 @@ def _classified(embeddings_df, shared, views: int, batch: int):
                     continue
                 x = _rows(part, views)
                 preds = m.predict(x, views=views)
-                yield pa.RecordBatch.from_pydict({
-                    "path": part.column("path"), "label": part.column("label"),
-                    "predicted": [p.predicted for p in preds],
-                    "probability": [p.top[0][1] for p in preds],
-                    "not_sure": [p.not_sure for p in preds],
-                    "why_not_sure": [p.why for p in preds],
-                    "novelty": [p.novelty for p in preds],
-                    "top5": [[{"label": c, "probability": q} for c, q in p.top] for p in preds],
-                    "split": part.column("split"), "path_bytes": part.column("path_bytes"),
-                    "level": [p.level for p in preds],
-                    "species": [p.predicted if p.level == "species" else None for p in preds],
-                    "family": [p.family if p.level else None for p in preds],
-                    "family_probability": [p.family_probability for p in preds],
-                }, schema=schemas.PREDICTIONS)
+                yield pa.RecordBatch.from_pydict(
+                    {
+                        "path": part.column("path"),
+                        "label": part.column("label"),
+                        "predicted": [p.predicted for p in preds],
+                        "probability": [p.top[0][1] for p in preds],
+                        "not_sure": [p.not_sure for p in preds],
+                        "why_not_sure": [p.why for p in preds],
+                        "novelty": [p.novelty for p in preds],
+                        "top5": [[{"label": c, "probability": q} for c, q in p.top] for p in preds],
+                        "split": part.column("split"),
+                        "path_bytes": part.column("path_bytes"),
+                        "level": [p.level for p in preds],
+                        "species": [p.predicted if p.level == "species" else None for p in preds],
+                        "family": [p.family if p.level else None for p in preds],
+                        "family_probability": [p.family_probability for p in preds],
+                    },
+                    schema=schemas.PREDICTIONS,
+                )
 
     columns = ["path", "label", "split", "path_bytes", "embedding"] + (["views"] if views > 1 else [])
     return embeddings_df.select(*columns).mapInArrow(classify_partition, spark_type(schemas.PREDICTIONS))
@@ -85,7 +91,8 @@ def _counts(spark, df, model: PortableModel, catalogue: Catalogue) -> _Counts:
     joined = df.join(F.broadcast(truth_df), "label", "left").join(F.broadcast(guess_df), "predicted", "left")
     answered = known & ~F.col("not_sure")
     right_answer = ((F.col("level") == "species") & (F.col("predicted") == F.col("true_species"))) | (
-        (F.col("level") == "family") & (F.col("family") == F.col("true_family")))
+        (F.col("level") == "family") & (F.col("family") == F.col("true_family"))
+    )
     row = joined.agg(
         F.count("*").alias("rows"),
         F.sum(F.col("not_sure").cast("int")).alias("not_sure"),
@@ -112,8 +119,11 @@ def _summary(rows: int, counts: _Counts, views: int, catalogue: Catalogue, colle
         "answers_right": (row["answered_correct"] / row["answered"]) if row["answered"] else None,
     }
     return {
-        "rows": rows, "not_sure": row["not_sure"] or 0, "not_sure_by_reason": counts.not_sure_by_reason,
-        "views_averaged": views, "catalogue": catalogue.source,
+        "rows": rows,
+        "not_sure": row["not_sure"] or 0,
+        "not_sure_by_reason": counts.not_sure_by_reason,
+        "views_averaged": views,
+        "catalogue": catalogue.source,
         "labelled_with_a_known_class": labelled,
         "accuracy": accuracy["species_accuracy"],
         "family_accuracy": accuracy["family_accuracy"],

@@ -86,7 +86,7 @@ def scored(model, x: np.ndarray, views: list, names: list, count: int) -> tuple[
         return np.zeros((0, len(model.classes))), np.zeros(0)
     probs, nov = [], []
     for start in range(0, len(x), 512):
-        rows = view_rows(x[start:start + 512], views[start:start + 512], names[start:start + 512], count)
+        rows = view_rows(x[start : start + 512], views[start : start + 512], names[start : start + 512], count)
         inputs = model.inputs(rows)
         p = model.probabilities_of(inputs)
         probs.append(p.reshape(-1, count, p.shape[1]).mean(axis=1) if count > 1 else p)
@@ -124,10 +124,16 @@ def _classes(per_role_species: dict, unknown: dict, catalogue: Catalogue) -> tup
     trained = sorted(set(per_role_species.get(FIT, ())) | set(per_role_species.get(VAL, ())))
     if not per_role_species.get(FIT):
         labels = sorted({label for per in unknown.values() for label in per})
-        more = f"; labels not in the catalogue: {', '.join(labels[:8])}" + (
-            f" and {len(labels) - 8} more" if len(labels) > 8 else "") if labels else ""
-        raise FruitlensError("no train photos to fit on (images under a train/ or Training/ folder whose label the "
-                             "catalogue names)" + more)
+        more = (
+            f"; labels not in the catalogue: {', '.join(labels[:8])}"
+            + (f" and {len(labels) - 8} more" if len(labels) > 8 else "")
+            if labels
+            else ""
+        )
+        raise FruitlensError(
+            "no train photos to fit on (images under a train/ or Training/ folder whose label the "
+            "catalogue names)" + more
+        )
     if len(trained) < 2:
         raise FruitlensError(f"{len(trained)} class in the train photos: need at least 2")
     families = catalogue.families()
@@ -135,6 +141,7 @@ def _classes(per_role_species: dict, unknown: dict, catalogue: Catalogue) -> tup
 
 
 # -- in the driver's memory -------------------------------------------------------------------------
+
 
 @dataclass
 class Photos:
@@ -148,18 +155,26 @@ class Photos:
     def __len__(self) -> int:
         return len(self.y)
 
-    def take(self, keep: np.ndarray) -> "Photos":
+    def take(self, keep: np.ndarray) -> Photos:
         idx = np.flatnonzero(keep)
-        return Photos(self.x[idx], [self.views[i] for i in idx], self.y[idx], self.collection[idx],
-                      [self.paths[i] for i in idx], [self.names[i] for i in idx])
+        return Photos(
+            self.x[idx],
+            [self.views[i] for i in idx],
+            self.y[idx],
+            self.collection[idx],
+            [self.paths[i] for i in idx],
+            [self.names[i] for i in idx],
+        )
 
     def rows(self) -> tuple[np.ndarray, np.ndarray]:
         """Every view of every photo as a training row."""
         extra = [(v, y) for v, y in zip(self.views, self.y) if v is not None and len(v)]
         if not extra:
             return self.x, self.y
-        return (np.concatenate([self.x, *[v for v, _ in extra]]),
-                np.concatenate([self.y, *[np.full(len(v), label) for v, label in extra]]))
+        return (
+            np.concatenate([self.x, *[v for v, _ in extra]]),
+            np.concatenate([self.y, *[np.full(len(v), label) for v, label in extra]]),
+        )
 
 
 class DriverData:
@@ -203,19 +218,32 @@ class DriverData:
                 keep = [i for i, r in enumerate(roles) if r == role]
                 self.counts[coll.name][role] = len(keep)
                 if keep:
-                    parts[role].append((index, x[keep], [np.asarray(views[i], np.float32) if views and views[i] else None
-                                                         for i in keep], [species[i] for i in keep],
-                                        [paths[i] for i in keep], coll.view_names))
-        self.classes, self.families = _classes({r: [s for p in ps for s in p[3]] for r, ps in parts.items()},
-                                               self.unknown, catalogue)
+                    parts[role].append(
+                        (
+                            index,
+                            x[keep],
+                            [np.asarray(views[i], np.float32) if views and views[i] else None for i in keep],
+                            [species[i] for i in keep],
+                            [paths[i] for i in keep],
+                            coll.view_names,
+                        )
+                    )
+        self.classes, self.families = _classes(
+            {r: [s for p in ps for s in p[3]] for r, ps in parts.items()}, self.unknown, catalogue
+        )
         index_of = {s: i for i, s in enumerate(self.classes)}
         self.photos: dict[str, Photos] = {}
         for role, ps in parts.items():
             x = np.concatenate([p[1] for p in ps]) if ps else np.zeros((0, 1), np.float32)
             y = np.array([index_of.get(s, -1) for p in ps for s in p[3]], np.int64)
-            photos = Photos(x, [v for p in ps for v in p[2]], y, np.concatenate(
-                [np.full(len(p[3]), p[0]) for p in ps]) if ps else np.zeros(0, np.int64),
-                [path for p in ps for path in p[4]], [p[5] for p in ps for _ in p[3]])
+            photos = Photos(
+                x,
+                [v for p in ps for v in p[2]],
+                y,
+                np.concatenate([np.full(len(p[3]), p[0]) for p in ps]) if ps else np.zeros(0, np.int64),
+                [path for p in ps for path in p[4]],
+                [p[5] for p in ps for _ in p[3]],
+            )
             self.photos[role] = photos if role == TEST else photos.take(photos.y >= 0)
         if len(self.photos[VAL]) == 0:
             raise FruitlensError("too few train photos per class to carve a validation split")
@@ -246,12 +274,18 @@ class DriverData:
 
 
 def _count(left_out: dict, has_validation: bool, share: float, views: int, photos: int) -> dict:
-    return {"photos": photos, "left_out": sum(left_out.values()),
-            "validation_split": "its own validation split" if has_validation
-            else f"the last {share:.0%} of each class's train photos in path order", "views": views}
+    return {
+        "photos": photos,
+        "left_out": sum(left_out.values()),
+        "validation_split": "its own validation split"
+        if has_validation
+        else f"the last {share:.0%} of each class's train photos in path order",
+        "views": views,
+    }
 
 
 # -- in Spark ---------------------------------------------------------------------------------------
+
 
 class SparkData:
     """The same photos as Spark DataFrames: read by Spark (natively where its JVM reaches the
@@ -271,8 +305,11 @@ class SparkData:
             schemas.check_embeddings_columns(df.columns, coll.location.uri)
             view_col = F.col("views") if "views" in df.columns else F.lit(None).cast("array<array<float>>")
             has_views |= "views" in df.columns
-            frames.append(df.select(F.lit(index).alias("collection"), "path", "label", "split", "embedding",
-                                    view_col.alias("views")))
+            frames.append(
+                df.select(
+                    F.lit(index).alias("collection"), "path", "label", "split", "embedding", view_col.alias("views")
+                )
+            )
         data = frames[0]
         for f in frames[1:]:
             data = data.unionByName(f)
@@ -290,13 +327,17 @@ class SparkData:
                     per_role[FIT].add(s)
             if left_out:
                 self.unknown[coll.name] = dict(sorted(left_out.items()))
-            self.counts[coll.name] = _count(left_out, index in validation_in, share, len(coll.view_names),
-                                            sum(r["count"] for r in rows))
+            self.counts[coll.name] = _count(
+                left_out, index in validation_in, share, len(coll.view_names), sum(r["count"] for r in rows)
+            )
         self.classes, self.families = _classes(per_role, self.unknown, catalogue)
-        self.data = _with_roles(spark, data, groups, validation_in, {s: i for i, s in enumerate(self.classes)},
-                                catalogue, share)
+        self.data = _with_roles(
+            spark, data, groups, validation_in, {s: i for i, s in enumerate(self.classes)}, catalogue, share
+        )
         self.has_views = has_views
-        roles = {(r["collection"], r["role"]): r["count"] for r in self.data.groupBy("collection", "role").count().collect()}
+        roles = {
+            (r["collection"], r["role"]): r["count"] for r in self.data.groupBy("collection", "role").count().collect()
+        }
         for index, coll in enumerate(collections):
             for r in (FIT, VAL, TEST):
                 self.counts[coll.name][r] = int(roles.get((index, r), 0))
@@ -315,8 +356,9 @@ class SparkData:
         whole = rows.select("embedding", F.col("y").alias("label_idx"))
         if not self.has_views:
             return whole
-        extra = rows.filter(F.col("views").isNotNull()).select(F.explode("views").alias("embedding"),
-                                                               F.col("y").alias("label_idx"))
+        extra = rows.filter(F.col("views").isNotNull()).select(
+            F.explode("views").alias("embedding"), F.col("y").alias("label_idx")
+        )
         return whole.unionByName(extra)
 
     def score(self, model, role: str, views: int) -> Scores:
@@ -334,20 +376,38 @@ class SparkData:
                 x = np.asarray(b.column("embedding").flatten(), np.float32).reshape(b.num_rows, -1)
                 other = b.column("views").to_pylist()
                 coll = b.column("collection").to_numpy(zero_copy_only=False)
-                probs, nov = scored(m, x, [np.asarray(v, np.float32) if v else None for v in other],
-                                    [names[int(c)] for c in coll], views)
-                yield pa.RecordBatch.from_pydict({
-                    "collection": coll, "y": b.column("y"),
-                    "probs": pa.array([p.astype(np.float32).tobytes() for p in probs], pa.binary()),
-                    "novelty": nov})
+                probs, nov = scored(
+                    m,
+                    x,
+                    [np.asarray(v, np.float32) if v else None for v in other],
+                    [names[int(c)] for c in coll],
+                    views,
+                )
+                yield pa.RecordBatch.from_pydict(
+                    {
+                        "collection": coll,
+                        "y": b.column("y"),
+                        "probs": pa.array([p.astype(np.float32).tobytes() for p in probs], pa.binary()),
+                        "novelty": nov,
+                    }
+                )
 
-        out = (self.data.filter(F.col("role") == role).select("collection", "y", "embedding", "views")
-               .mapInArrow(score_partition, "collection int, y int, probs binary, novelty double").collect())
+        out = (
+            self.data.filter(F.col("role") == role)
+            .select("collection", "y", "embedding", "views")
+            .mapInArrow(score_partition, "collection int, y int, probs binary, novelty double")
+            .collect()
+        )
         shared.unpersist()
         n = len(model.classes)
-        return Scores(np.array([r["y"] for r in out], np.int64), np.array([r["collection"] for r in out], np.int64),
-                      np.stack([np.frombuffer(r["probs"], np.float32) for r in out]).astype(np.float64)
-                      if out else np.zeros((0, n)), np.array([r["novelty"] for r in out]))
+        return Scores(
+            np.array([r["y"] for r in out], np.int64),
+            np.array([r["collection"] for r in out], np.int64),
+            np.stack([np.frombuffer(r["probs"], np.float32) for r in out]).astype(np.float64)
+            if out
+            else np.zeros((0, n)),
+            np.array([r["novelty"] for r in out]),
+        )
 
     def references(self, roles: tuple[str, ...], per_class: int) -> np.ndarray:
         """The driver's choice, picked on the light columns (a window per class over the paths),
@@ -357,8 +417,11 @@ class SparkData:
 
         rows = self.data.filter(F.col("role").isin(list(roles)))
         w = Window.partitionBy("y").orderBy("path")
-        ranked = rows.select("collection", "path", "y").withColumn("_i", F.row_number().over(w) - 1).withColumn(
-            "_n", F.count("*").over(Window.partitionBy("y")))
+        ranked = (
+            rows.select("collection", "path", "y")
+            .withColumn("_i", F.row_number().over(w) - 1)
+            .withColumn("_n", F.count("*").over(Window.partitionBy("y")))
+        )
         # the driver takes members[int(j * step)] for j < per_class: row i is one when j = floor or
         # ceil of i / step gives floor(j * step) == i (the same double arithmetic)
         step = F.greatest(F.lit(1.0), F.col("_n") / per_class)
@@ -367,9 +430,13 @@ class SparkData:
             return (j < F.least(F.lit(per_class), F.col("_n"))) & (F.floor(j * step) == F.col("_i"))
 
         picked = ranked.filter(taken(F.floor(F.col("_i") / step)) | taken(F.ceil(F.col("_i") / step))).select(
-            "collection", "path")
-        out = (rows.join(F.broadcast(picked), ["collection", "path"], "left_semi")
-               .select("y", "path", "embedding").collect())
+            "collection", "path"
+        )
+        out = (
+            rows.join(F.broadcast(picked), ["collection", "path"], "left_semi")
+            .select("y", "path", "embedding")
+            .collect()
+        )
         out.sort(key=lambda r: (r["y"], r["path"]))
         return np.array([r["embedding"] for r in out], np.float32)
 
@@ -381,28 +448,43 @@ def _with_roles(spark, data, groups: list, validation_in: set, index_of: dict, c
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    truth = sorted({(int(r["collection"]), r["label"], index_of.get(catalogue.species_of(r["label"]), -1))
-                    for r in groups if r["label"] is not None})  # one row per label: groups has one per split
+    truth = sorted(
+        {
+            (int(r["collection"]), r["label"], index_of.get(catalogue.species_of(r["label"]), -1))
+            for r in groups
+            if r["label"] is not None
+        }
+    )  # one row per label: groups has one per split
     own_val = F.col("collection").isin(list(validation_in)) if validation_in else F.lit(False)
     light = data.filter((F.col("split") == schemas.TRAIN) & ~own_val).select("collection", "label", "path")
     by_class = Window.partitionBy("collection", "label").orderBy("path")
-    cuts = {(r["collection"], r["label"]): r["cut"] for r in
-            light.withColumn("_rank", F.percent_rank().over(by_class)).filter(F.col("_rank") >= 1.0 - share)
-            .groupBy("collection", "label").agg(F.min("path").alias("cut")).collect()}  # one row per class
-    labels = spark.createDataFrame([(c, label, y, cuts.get((c, label))) for c, label, y in truth]
-                                   or [(0, "", -1, None)], "collection int, label string, y int, cut string")
+    cuts = {
+        (r["collection"], r["label"]): r["cut"]
+        for r in light.withColumn("_rank", F.percent_rank().over(by_class))
+        .filter(F.col("_rank") >= 1.0 - share)
+        .groupBy("collection", "label")
+        .agg(F.min("path").alias("cut"))
+        .collect()
+    }  # one row per class
+    labels = spark.createDataFrame(
+        [(c, label, y, cuts.get((c, label))) for c, label, y in truth] or [(0, "", -1, None)],
+        "collection int, label string, y int, cut string",
+    )
     data = data.join(F.broadcast(labels), ["collection", "label"], "left").fillna(-1, ["y"])
     carved = F.col("cut").isNotNull() & (F.col("path") >= F.col("cut"))
-    role = (F.when(F.col("split") == schemas.TEST, TEST)
-            .when(F.col("y") < 0, None)
-            .when(F.col("split") == schemas.VALIDATION, VAL)
-            .when((F.col("split") == schemas.TRAIN) & own_val, FIT)
-            .when(F.col("split") == schemas.TRAIN, F.when(carved, VAL).otherwise(FIT)))
+    role = (
+        F.when(F.col("split") == schemas.TEST, TEST)
+        .when(F.col("y") < 0, None)
+        .when(F.col("split") == schemas.VALIDATION, VAL)
+        .when((F.col("split") == schemas.TRAIN) & own_val, FIT)
+        .when(F.col("split") == schemas.TRAIN, F.when(carved, VAL).otherwise(FIT))
+    )
     return data.withColumn("role", role).filter(F.col("role").isNotNull()).drop("cut")
 
 
-def load(collections: list[Collection], catalogue: Catalogue, share: float, solver: str, spark_session,
-         budget_bytes: int):
+def load(
+    collections: list[Collection], catalogue: Catalogue, share: float, solver: str, spark_session, budget_bytes: int
+):
     """DriverData when the rows (all views) fit `budget_bytes` of float32 (`--solver auto`) or the
     driver solver is asked for, else SparkData."""
     rows = sum(c.rows() * len(c.view_names) for c in collections)

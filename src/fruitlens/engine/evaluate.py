@@ -32,8 +32,15 @@ def metrics(y: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
         "accuracy": float((pred == y).mean()) if len(y) else None,
         "top5_accuracy": float((top5 == y[:, None]).any(axis=1).mean()) if len(y) else None,
         "macro_f1": float(f1[present].mean()) if present.any() else None,
-        "per_class": {c: {"precision": round(float(precision[i]), 4), "recall": round(float(recall[i]), 4),
-                          "support": int(confusion[i].sum())} for i, c in enumerate(classes) if present[i]},
+        "per_class": {
+            c: {
+                "precision": round(float(precision[i]), 4),
+                "recall": round(float(recall[i]), 4),
+                "support": int(confusion[i].sum()),
+            }
+            for i, c in enumerate(classes)
+            if present[i]
+        },
         "most_confused": [{"true": t, "predicted": p, "count": n} for n, t, p in pairs[:20]],
         "_confusion": confusion,
     }
@@ -52,10 +59,14 @@ def answers(model: PortableModel, y: np.ndarray, probs: np.ndarray, nov: np.ndar
         "answered": round(float(answered.mean()), 4) if n else None,
         "answered_species": round(float((level == 2).mean()), 4) if n else None,
         "answered_family_only": round(float((level == 1).mean()), 4) if n else None,
-        "answers_right": round(float(((level == 2) & species_right | (level == 1) & family_right).sum()
-                                     / max(1, answered.sum())), 4) if answered.any() else None,
+        "answers_right": round(
+            float(((level == 2) & species_right | (level == 1) & family_right).sum() / max(1, answered.sum())), 4
+        )
+        if answered.any()
+        else None,
         "species_answers_right": round(float(species_right.sum() / max(1, (level == 2).sum())), 4)
-        if (level == 2).any() else None,
+        if (level == 2).any()
+        else None,
         "family_answers_right": round(float(family_right[level == 1].mean()), 4) if (level == 1).any() else None,
         "not_sure": round(float((level == 0).mean()), 4) if n else None,
     }
@@ -81,7 +92,8 @@ def per_collection(model: PortableModel, scores: Scores, names: list[str]) -> di
         p, fp = probs[rows][known], fam_probs[rows][known]
         yk = y[known]
         out[name] = {
-            "photos": int(rows.sum()), "photos_of_a_known_species": int(known.sum()),
+            "photos": int(rows.sum()),
+            "photos_of_a_known_species": int(known.sum()),
             "species_accuracy": float((p.argmax(axis=1) == yk).mean()) if len(yk) else None,
             "family_accuracy": float((fp.argmax(axis=1) == model.family_index[yk]).mean()) if len(yk) else None,
             "answers": answers(model, yk, p, nov[rows][known]) if len(yk) else None,
@@ -119,6 +131,8 @@ def not_produce_report(model: PortableModel, by_role: dict) -> dict | None:
 def macro_accuracy(scores: Scores, classes: list[str]) -> float:
     """The mean over collections of the species accuracy (photos of a known class)."""
     not_produce = classes.index(NOT_PRODUCE) if NOT_PRODUCE in classes else -1
-    accs = [float((scores.probs[rows].argmax(axis=1) == scores.y[rows]).mean())
-            for rows in species_rows_by_collection(scores, not_produce)]
+    accs = [
+        float((scores.probs[rows].argmax(axis=1) == scores.y[rows]).mean())
+        for rows in species_rows_by_collection(scores, not_produce)
+    ]
     return float(np.mean(accs)) if accs else 0.0

@@ -73,8 +73,9 @@ class _Head:
         schema = self.schema
         values = np.ascontiguousarray(values, np.float32 if dtype is None else np.float16)
         kind = schema.TensorType.FLOAT32 if dtype is None else schema.TensorType.FLOAT16
-        return litert.tensor(self.tf, self.graph, schema, f"fruitlens/head/{name}", list(values.shape), kind,
-                             values.tobytes())
+        return litert.tensor(
+            self.tf, self.graph, schema, f"fruitlens/head/{name}", list(values.shape), kind, values.tobytes()
+        )
 
     def int32(self, name, values: np.ndarray) -> int:
         return litert.constant(self.tf, self.graph, self.schema, f"fruitlens/head/{name}", np.array(values, np.int32))
@@ -83,8 +84,14 @@ class _Head:
         schema = self.schema
         options = schema.FullyConnectedOptionsT()
         options.fusedActivationFunction = schema.ActivationFunctionType.NONE
-        return self.op(schema.BuiltinOperator.FULLY_CONNECTED, 1, [x, weights, bias if bias is not None else -1],
-                       self.act(name, [1, out_dim]), schema.BuiltinOptions.FullyConnectedOptions, options)
+        return self.op(
+            schema.BuiltinOperator.FULLY_CONNECTED,
+            1,
+            [x, weights, bias if bias is not None else -1],
+            self.act(name, [1, out_dim]),
+            schema.BuiltinOptions.FullyConnectedOptions,
+            options,
+        )
 
     def add_metadata(self, name: str, info: dict) -> None:
         entry = self.schema.MetadataT()
@@ -128,14 +135,24 @@ def _embedding(head: _Head, spec, model: PortableModel) -> int:
     outputs = [int(i) for i in graph.outputs]
     pooled = outputs[0]
     width_pooled = int(graph.tensors[pooled].shape[-1])
-    pooled_f = head.op(schema.BuiltinOperator.DEQUANTIZE, 2, [pooled],
-                       head.act("pooled_4d", [int(d) for d in graph.tensors[pooled].shape]))
+    pooled_f = head.op(
+        schema.BuiltinOperator.DEQUANTIZE,
+        2,
+        [pooled],
+        head.act("pooled_4d", [int(d) for d in graph.tensors[pooled].shape]),
+    )
     if len(graph.tensors[pooled].shape) != 2:  # (1, 1, 1, 1280): flatten to (1, 1280)
         reshape = schema.ReshapeOptionsT()
         reshape.newShape = [-1, width_pooled]
         shape = head.int32("pooled_shape", [-1, width_pooled])
-        pooled_f = head.op(schema.BuiltinOperator.RESHAPE, 1, [pooled_f, shape], head.act("pooled", [1, width_pooled]),
-                           schema.BuiltinOptions.ReshapeOptions, reshape)
+        pooled_f = head.op(
+            schema.BuiltinOperator.RESHAPE,
+            1,
+            [pooled_f, shape],
+            head.act("pooled", [1, width_pooled]),
+            schema.BuiltinOptions.ReshapeOptions,
+            reshape,
+        )
     parts = [pooled_f] + outputs[1:]
     dim = spec.embedding_dim
     if len(model.mean) != dim:
@@ -144,21 +161,40 @@ def _embedding(head: _Head, spec, model: PortableModel) -> int:
         return parts[0]
     concat = schema.ConcatenationOptionsT()
     concat.axis = 1
-    return head.op(schema.BuiltinOperator.CONCATENATION, 1, parts, head.act("embedding", [1, dim]),
-                   schema.BuiltinOptions.ConcatenationOptions, concat)
+    return head.op(
+        schema.BuiltinOperator.CONCATENATION,
+        1,
+        parts,
+        head.act("embedding", [1, dim]),
+        schema.BuiltinOptions.ConcatenationOptions,
+        concat,
+    )
 
 
 def _classifier(head: _Head, model: PortableModel, x: int, dim: int) -> _Classifier:
     """The scaler (std 0 -> 0, as Spark's), the projection, the layers (LOGISTIC between), SOFTMAX."""
     schema = head.schema
     inv = np.where(model.std > 0, 1.0 / np.where(model.std > 0, model.std, 1.0), 0.0)
-    x = head.op(schema.BuiltinOperator.SUB, 1, [x, head.const("mean", model.mean[None])], head.act("centred", [1, dim]),
-                schema.BuiltinOptions.SubOptions, schema.SubOptionsT())
-    x = head.op(schema.BuiltinOperator.MUL, 1, [x, head.const("inverse_std", inv[None])], head.act("scaled", [1, dim]),
-                schema.BuiltinOptions.MulOptions, schema.MulOptionsT())
+    x = head.op(
+        schema.BuiltinOperator.SUB,
+        1,
+        [x, head.const("mean", model.mean[None])],
+        head.act("centred", [1, dim]),
+        schema.BuiltinOptions.SubOptions,
+        schema.SubOptionsT(),
+    )
+    x = head.op(
+        schema.BuiltinOperator.MUL,
+        1,
+        [x, head.const("inverse_std", inv[None])],
+        head.act("scaled", [1, dim]),
+        schema.BuiltinOptions.MulOptions,
+        schema.MulOptionsT(),
+    )
     if model.projection is not None:
-        x = head.fully_connected("pca", x, head.const("components", model.projection.T), None,
-                                 model.projection.shape[1])
+        x = head.fully_connected(
+            "pca", x, head.const("components", model.projection.T), None, model.projection.shape[1]
+        )
     inputs = x
     for i, (w, b) in enumerate(model.layers):
         x = head.fully_connected(f"layer_{i}", x, head.const(f"weights_{i}", w), head.const(f"bias_{i}", b), w.shape[0])
@@ -166,8 +202,14 @@ def _classifier(head: _Head, model: PortableModel, x: int, dim: int) -> _Classif
             x = head.op(schema.BuiltinOperator.LOGISTIC, 1, [x], head.act(f"hidden_{i}", [1, w.shape[0]]))
     softmax = schema.SoftmaxOptionsT()
     softmax.beta = 1.0
-    probabilities = head.op(schema.BuiltinOperator.SOFTMAX, 1, [x], head.act("probabilities", [1, len(model.classes)]),
-                            schema.BuiltinOptions.SoftmaxOptions, softmax)
+    probabilities = head.op(
+        schema.BuiltinOperator.SOFTMAX,
+        1,
+        [x],
+        head.act("probabilities", [1, len(model.classes)]),
+        schema.BuiltinOptions.SoftmaxOptions,
+        softmax,
+    )
     head.graph.tensors[probabilities].name = b"probabilities"
     return _Classifier(inputs, probabilities)
 
@@ -187,19 +229,41 @@ def _novelty(head: _Head, model: PortableModel, inputs: int) -> int:
     schema, graph = head.schema, head.graph
     m = inputs_dim = model.refs.shape[1]
     l2 = schema.L2NormOptionsT()
-    unit = head.op(schema.BuiltinOperator.L2_NORMALIZATION, 1, [inputs], head.act("unit_inputs", [1, inputs_dim]),
-                   schema.BuiltinOptions.L2NormOptions, l2)
+    unit = head.op(
+        schema.BuiltinOperator.L2_NORMALIZATION,
+        1,
+        [inputs],
+        head.act("unit_inputs", [1, inputs_dim]),
+        schema.BuiltinOptions.L2NormOptions,
+        l2,
+    )
     refs16 = head.const("references_f16", model.refs, dtype=np.float16)
-    refs = head.op(schema.BuiltinOperator.DEQUANTIZE, 2, [refs16], litert.tensor(
-        head.tf, graph, schema, "fruitlens/head/references", [len(model.refs), m]))
+    refs = head.op(
+        schema.BuiltinOperator.DEQUANTIZE,
+        2,
+        [refs16],
+        litert.tensor(head.tf, graph, schema, "fruitlens/head/references", [len(model.refs), m]),
+    )
     graph.tensors[refs].shapeSignature = np.array([len(model.refs), m], np.int32)  # not a batch dimension
     cosines = head.fully_connected("cosines", unit, refs, None, len(model.refs))
     reducer = schema.ReducerOptionsT()
     reducer.keepDims = False
-    best = head.op(schema.BuiltinOperator.REDUCE_MAX, 1, [cosines, head.int32("axis_1", [1])],
-                   head.act("best_cosine", [1]), schema.BuiltinOptions.ReducerOptions, reducer)
-    novelty = head.op(schema.BuiltinOperator.SUB, 1, [head.const("one", np.ones(1)), best], head.act("novelty", [1]),
-                      schema.BuiltinOptions.SubOptions, schema.SubOptionsT())
+    best = head.op(
+        schema.BuiltinOperator.REDUCE_MAX,
+        1,
+        [cosines, head.int32("axis_1", [1])],
+        head.act("best_cosine", [1]),
+        schema.BuiltinOptions.ReducerOptions,
+        reducer,
+    )
+    novelty = head.op(
+        schema.BuiltinOperator.SUB,
+        1,
+        [head.const("one", np.ones(1)), best],
+        head.act("novelty", [1]),
+        schema.BuiltinOptions.SubOptions,
+        schema.SubOptionsT(),
+    )
     graph.tensors[novelty].name = b"novelty"
     return novelty
 
@@ -207,15 +271,25 @@ def _novelty(head: _Head, model: PortableModel, inputs: int) -> int:
 def _metadata(model: PortableModel, spec) -> dict:
     """The `fruitlens` metadata entry: the names, the thresholds and how to read them."""
     width, height = spec.input_size
-    return {"format": "fruitlens export 1", "input": {"shape": [1, height, width, 3], "dtype": "uint8",
-                                                     "preprocessing": "RGB, the whole photo resized to it (bilinear)"},
-            "outputs": ["probabilities", "family_probabilities", "novelty"], "classes": model.classes,
-            "families": model._family_names, "family_of_class": model.families, "threshold": model.threshold,
-            "family_threshold": model.family_threshold if np.isfinite(model.family_threshold) else None,
-            "novelty_threshold": model.novelty_threshold, "views_in_predict": model.views,
-            "embedding_params": model.embedding_params,
-            "rules": "not sure if novelty > novelty_threshold; else the species if its probability >= threshold; "
-                     "else the family if its probability >= family_threshold; else not sure"}
+    return {
+        "format": "fruitlens export 1",
+        "input": {
+            "shape": [1, height, width, 3],
+            "dtype": "uint8",
+            "preprocessing": "RGB, the whole photo resized to it (bilinear)",
+        },
+        "outputs": ["probabilities", "family_probabilities", "novelty"],
+        "classes": model.classes,
+        "families": model._family_names,
+        "family_of_class": model.families,
+        "threshold": model.threshold,
+        "family_threshold": model.family_threshold if np.isfinite(model.family_threshold) else None,
+        "novelty_threshold": model.novelty_threshold,
+        "views_in_predict": model.views,
+        "embedding_params": model.embedding_params,
+        "rules": "not sure if novelty > novelty_threshold; else the species if its probability >= threshold; "
+        "else the family if its probability >= family_threshold; else not sure",
+    }
 
 
 def read_metadata(content: bytes) -> dict:
@@ -276,8 +350,13 @@ def export(model_dir: str, dest: str, check: list[str] = (), backbone_file: str 
     with open(tmp, "wb") as f:
         f.write(content)
     os.replace(tmp, dest)
-    report = {"file": os.path.abspath(dest), "bytes": len(content), "seconds": round(time.perf_counter() - t0, 2),
-              "input": [1, spec.input_size[1], spec.input_size[0], 3], "classes": len(identifier.model.classes)}
+    report = {
+        "file": os.path.abspath(dest),
+        "bytes": len(content),
+        "seconds": round(time.perf_counter() - t0, 2),
+        "input": [1, spec.input_size[1], spec.input_size[0], 3],
+        "classes": len(identifier.model.classes),
+    }
     if check:
         exported = Exported(content)
         whole = Identifier(identifier.model, replace(identifier.embedder, views=Views()))
@@ -296,8 +375,11 @@ def export(model_dir: str, dest: str, check: list[str] = (), backbone_file: str 
             same += top == identifier.identify(data).predicted
             same_whole += top == whole.identify(data).predicted
             n += 1
-        report["check"] = {"photos": n, "same_top1_as_predict": round(same / n, 4) if n else None,
-                           "same_top1_as_predict_on_the_whole_photo": round(same_whole / n, 4) if n else None,
-                           "views_predict_averages": identifier.model.views,
-                           "latency_ms_p50": round(float(np.median(latency)) * 1e3, 2) if latency else None}
+        report["check"] = {
+            "photos": n,
+            "same_top1_as_predict": round(same / n, 4) if n else None,
+            "same_top1_as_predict_on_the_whole_photo": round(same_whole / n, 4) if n else None,
+            "views_predict_averages": identifier.model.views,
+            "latency_ms_p50": round(float(np.median(latency)) * 1e3, 2) if latency else None,
+        }
     return report

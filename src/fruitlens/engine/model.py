@@ -92,11 +92,18 @@ class Prediction:
         return None if self.not_sure else (self.predicted if self.level == SPECIES else self.family)
 
     def to_json(self) -> dict:
-        return {"predicted": self.predicted, "probability": round(self.top[0][1], 6),
-                "not_sure": self.not_sure, "why_not_sure": self.why, "novelty": round(self.novelty, 6),
-                "level": self.level, "answer": self.answer, "family": self.family,
-                "family_probability": None if self.family_probability is None else round(self.family_probability, 6),
-                "top5": [{"label": c, "probability": round(p, 6)} for c, p in self.top]}
+        return {
+            "predicted": self.predicted,
+            "probability": round(self.top[0][1], 6),
+            "not_sure": self.not_sure,
+            "why_not_sure": self.why,
+            "novelty": round(self.novelty, 6),
+            "level": self.level,
+            "answer": self.answer,
+            "family": self.family,
+            "family_probability": None if self.family_probability is None else round(self.family_probability, 6),
+            "top5": [{"label": c, "probability": round(p, 6)} for c, p in self.top],
+        }
 
 
 @dataclass
@@ -166,8 +173,9 @@ class PortableModel:
     def predict(self, embeddings: np.ndarray, k: int = 5, views: int = 1) -> list[Prediction]:
         return self.predict_with_inputs(embeddings, k, views)[0]
 
-    def predict_with_inputs(self, embeddings: np.ndarray, k: int = 5, views: int = 1
-                            ) -> tuple[list[Prediction], np.ndarray]:
+    def predict_with_inputs(
+        self, embeddings: np.ndarray, k: int = 5, views: int = 1
+    ) -> tuple[list[Prediction], np.ndarray]:
         """The predictions and the classifier's inputs of each photo's whole view (computed once:
         the service also searches neighbours with them). `views` > 1: `embeddings` holds that many
         rows per photo, the whole photo first; their probabilities are averaged."""
@@ -180,8 +188,9 @@ class PortableModel:
             novelty = self.novelty_of(whole)
         return self._predictions(probs, novelty, k), whole
 
-    def predict_photos(self, embeddings: list[np.ndarray], k: int = 5
-                       ) -> tuple[Prediction, list[Prediction], list[np.ndarray]]:
+    def predict_photos(
+        self, embeddings: list[np.ndarray], k: int = 5
+    ) -> tuple[Prediction, list[Prediction], list[np.ndarray]]:
         """Several photos of one fruit (each a (views, dim) array, the whole photo first): one answer.
         Each photo's probabilities (its views averaged) are averaged over the photos; the set is
         unlike the training images only when every photo is (a cut fruit or a leaf beside a whole
@@ -209,8 +218,9 @@ class PortableModel:
         fam = np.where(probs.max(axis=1) >= self.threshold, self.family_index[best], families.argmax(axis=1))
         fam_p = families[np.arange(len(fam)), fam]
         novel = novelty > self.novelty_threshold
-        level = np.where(novel, 0, np.where(probs.max(axis=1) >= self.threshold, 2,
-                                            np.where(fam_p >= self.family_threshold, 1, 0)))
+        level = np.where(
+            novel, 0, np.where(probs.max(axis=1) >= self.threshold, 2, np.where(fam_p >= self.family_threshold, 1, 0))
+        )
         if self.not_produce >= 0:  # "not a fruit or vegetable" is never an answer, at either level
             np_family = self.family_index[self.not_produce]
             level = np.where((best == self.not_produce) | ((level == 1) & (fam == np_family)), 0, level)
@@ -229,36 +239,55 @@ class PortableModel:
                 why = "not a fruit or vegetable"
             elif lv == 0:
                 why = "low confidence"
-            out.append(Prediction(top=top, not_sure=why is not None, why=why, novelty=float(nov),
-                                  level={2: SPECIES, 1: FAMILY}.get(int(lv)), family=self._family_names[f],
-                                  family_probability=float(fp)))
+            out.append(
+                Prediction(
+                    top=top,
+                    not_sure=why is not None,
+                    why=why,
+                    novelty=float(nov),
+                    level={2: SPECIES, 1: FAMILY}.get(int(lv)),
+                    family=self._family_names[f],
+                    family_probability=float(fp),
+                )
+            )
         return out
 
     # -- files -----------------------------------------------------------------------------------
     def save(self, folder: str) -> None:
-        arrays = {"mean": self.mean, "std": self.std, "refs": self.refs.astype(np.float16),
-                  **self.refs_search.arrays("refs")}
+        arrays = {
+            "mean": self.mean,
+            "std": self.std,
+            "refs": self.refs.astype(np.float16),
+            **self.refs_search.arrays("refs"),
+        }
         if self.projection is not None:
             arrays["projection"] = self.projection
         for i, (w, b) in enumerate(self.layers):
             arrays[f"w{i}"], arrays[f"b{i}"] = w, b
         np.savez_compressed(os.path.join(folder, PORTABLE), **arrays)
-        meta = {**self.meta, "classes": self.classes, "families": self.families, "layers": len(self.layers),
-                "threshold": self.threshold, "novelty_threshold": self.novelty_threshold,
-                "family_threshold": self.family_threshold if np.isfinite(self.family_threshold) else None,
-                "views": self.views}
+        meta = {
+            **self.meta,
+            "classes": self.classes,
+            "families": self.families,
+            "layers": len(self.layers),
+            "threshold": self.threshold,
+            "novelty_threshold": self.novelty_threshold,
+            "family_threshold": self.family_threshold if np.isfinite(self.family_threshold) else None,
+            "views": self.views,
+        }
         with open(os.path.join(folder, META), "w") as f:
             json.dump(meta, f, indent=2)
 
     @classmethod
-    def load_folder(cls, folder: str) -> "PortableModel":
+    def load_folder(cls, folder: str) -> PortableModel:
         try:
             with open(os.path.join(folder, META)) as f:
                 meta = json.load(f)
             data = np.load(os.path.join(folder, PORTABLE))
         except FileNotFoundError:
-            raise FruitlensError(f"not a fruitlens model folder (no {META} / {PORTABLE}): {folder} "
-                                 "(make one with `fruitlens train`)") from None
+            raise FruitlensError(
+                f"not a fruitlens model folder (no {META} / {PORTABLE}): {folder} (make one with `fruitlens train`)"
+            ) from None
         except (ValueError, OSError, zipfile.BadZipFile) as exc:
             raise FruitlensError(f"damaged model folder {folder}: {exc}") from None
         try:
@@ -268,18 +297,28 @@ class PortableModel:
                 # Models saved before the search bound existed have none: the full product, same answers.
                 search = CosineSearch.from_arrays(refs, data, "refs")
                 family_threshold = meta.get("family_threshold")
-                return cls(classes=list(meta["classes"]), mean=data["mean"], std=data["std"],
-                           projection=data["projection"] if "projection" in data.files else None, layers=layers,
-                           threshold=float(meta["threshold"]), refs=refs,
-                           novelty_threshold=float(meta["novelty_threshold"]), meta=meta, refs_search=search,
-                           families=meta.get("families"),  # models before 0.2: each class its own family
-                           family_threshold=float("inf") if family_threshold is None else float(family_threshold),
-                           views=int(meta.get("views") or 1))
+                return cls(
+                    classes=list(meta["classes"]),
+                    mean=data["mean"],
+                    std=data["std"],
+                    projection=data["projection"] if "projection" in data.files else None,
+                    layers=layers,
+                    threshold=float(meta["threshold"]),
+                    refs=refs,
+                    novelty_threshold=float(meta["novelty_threshold"]),
+                    meta=meta,
+                    refs_search=search,
+                    families=meta.get("families"),  # models before 0.2: each class its own family
+                    family_threshold=float("inf") if family_threshold is None else float(family_threshold),
+                    views=int(meta.get("views") or 1),
+                )
         except (KeyError, ValueError, TypeError, IndexError, OSError, zipfile.BadZipFile) as exc:
-            raise FruitlensError(f"damaged model folder {folder}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+            raise FruitlensError(
+                f"damaged model folder {folder}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+            ) from None
 
     @classmethod
-    def load(cls, where: Location) -> "PortableModel":
+    def load(cls, where: Location) -> PortableModel:
         """From a local folder or an object-store prefix (the two small files are fetched)."""
         if where.is_local:
             if not os.path.isdir(where.path):
@@ -308,9 +347,15 @@ class PortableModel:
                 raise FruitlensError(
                     f"{what} were made with {params.get('backbone')} ({str(params.get('model_sha256'))[:12]}), "
                     f"but the model was trained on {mine.get('backbone')} ({str(mine.get('model_sha256'))[:12]}) "
-                    "embeddings: featurize them with the same backbone, or train a model on these")
-        if params.get("input_size") and mine.get("input_size") and list(params["input_size"]) != list(mine["input_size"]):
+                    "embeddings: featurize them with the same backbone, or train a model on these"
+                )
+        if (
+            params.get("input_size")
+            and mine.get("input_size")
+            and list(params["input_size"]) != list(mine["input_size"])
+        ):
             raise FruitlensError(
                 f"{what} were made at image size {params['input_size'][0]}, but the model was trained on embeddings "
                 f"made at {mine['input_size'][0]}: featurize them with --image-size {mine['input_size'][0]}, "
-                "or train a model on these")
+                "or train a model on these"
+            )

@@ -64,7 +64,7 @@ class CosineSearch:
         self.rows_compared = 0  # exact products computed so far: what the bound saves, observable
 
     @classmethod
-    def build(cls, vectors: np.ndarray, m: int = BASIS_DIM) -> "CosineSearch":
+    def build(cls, vectors: np.ndarray, m: int = BASIS_DIM) -> CosineSearch:
         vectors = np.ascontiguousarray(vectors, np.float32)
         return cls(vectors, principal_basis(vectors, m))
 
@@ -77,7 +77,7 @@ class CosineSearch:
         return {} if self.basis is None else {f"{prefix}_basis": self.basis}
 
     @classmethod
-    def from_arrays(cls, vectors: np.ndarray, arrays, prefix: str) -> "CosineSearch":
+    def from_arrays(cls, vectors: np.ndarray, arrays, prefix: str) -> CosineSearch:
         name = f"{prefix}_basis"
         if name not in arrays:
             return cls(vectors)  # saved before the bound existed: the full product, same answers
@@ -87,7 +87,9 @@ class CosineSearch:
         """The bound holds only for an orthonormal basis of the vectors' dimension."""
         d = self.vectors.shape[1] if self.vectors.ndim == 2 else -1
         if basis.ndim != 2 or basis.shape[0] != d or not 1 <= basis.shape[1] <= d:
-            raise ValueError(f"a search basis of shape {basis.shape} does not fit vectors of shape {self.vectors.shape}")
+            raise ValueError(
+                f"a search basis of shape {basis.shape} does not fit vectors of shape {self.vectors.shape}"
+            )
         if not np.isfinite(basis).all() or np.abs(basis.T @ basis - np.eye(basis.shape[1])).max() > 1e-5:
             raise ValueError("the search basis is not orthonormal")
         if not np.isfinite(self.vectors).all():
@@ -142,8 +144,7 @@ class CosineSearch:
         extra = np.setdiff1d(contenders, first, assume_unique=True)
         self.rows_compared += len(first) + len(extra)
         if len(extra):
-            rows, values = _largest(np.concatenate([rows, extra]),
-                                    np.concatenate([values, self.vectors[extra] @ q]), k)
+            rows, values = _largest(np.concatenate([rows, extra]), np.concatenate([values, self.vectors[extra] @ q]), k)
         return rows, values
 
 

@@ -42,8 +42,12 @@ class Identification:
 def embedder_for(model: PortableModel, backbone_file: str | None = None, **settings) -> Embedder:
     """The embedder a model's photos go through: the backbone, file and size its embeddings were
     made with, and the views it averages."""
-    return Embedder.for_params(model.embedding_params, backbone_file,
-                               views=Views(model.views, float(model.meta.get("crop") or DEFAULT_CROP)), **settings)
+    return Embedder.for_params(
+        model.embedding_params,
+        backbone_file,
+        views=Views(model.views, float(model.meta.get("crop") or DEFAULT_CROP)),
+        **settings,
+    )
 
 
 class Identifier:
@@ -56,11 +60,21 @@ class Identifier:
         self.embedder = embedder
 
     @classmethod
-    def load(cls, model: str | Location, s3=None, backbone_file: str | None = None, threads: int | None = None,
-             interpreters: int = 1) -> "Identifier":
+    def load(
+        cls,
+        model: str | Location,
+        s3=None,
+        backbone_file: str | None = None,
+        threads: int | None = None,
+        interpreters: int = 1,
+    ) -> Identifier:
         portable = PortableModel.load(Location.of(model, s3))
-        return cls(portable, embedder_for(portable, backbone_file, threads=threads or max(1, os.cpu_count() or 1),
-                                          interpreters=interpreters))
+        return cls(
+            portable,
+            embedder_for(
+                portable, backbone_file, threads=threads or max(1, os.cpu_count() or 1), interpreters=interpreters
+            ),
+        )
 
     def identify(self, data: bytes, k: int = 5) -> Prediction:
         """Raises DecodeError for bytes that are not a usable image."""
@@ -76,9 +90,15 @@ class Identifier:
         t2 = time.perf_counter()
         predictions, inputs = self.model.predict_with_inputs(embedding, k, views=len(pixels))
         t3 = time.perf_counter()
-        return Identification(predictions[0], inputs[0], {"decode": round((t1 - t0) * 1e3, 2),
-                                                          "embed": round((t2 - t1) * 1e3, 2),
-                                                          "classify": round((t3 - t2) * 1e3, 2)})
+        return Identification(
+            predictions[0],
+            inputs[0],
+            {
+                "decode": round((t1 - t0) * 1e3, 2),
+                "embed": round((t2 - t1) * 1e3, 2),
+                "classify": round((t3 - t2) * 1e3, 2),
+            },
+        )
 
     def identify_photos(self, photos: list[bytes], k: int = 5, max_pixels: int | None = None) -> Identification:
         """Several photos of one fruit -> one answer (`PortableModel.predict_photos`); the inputs are
@@ -90,20 +110,29 @@ class Identifier:
             try:
                 pixels.append(self.embedder.view_pixels(data, max_pixels))
             except DecodeError as exc:
-                raise DecodeError(exc.reason, f"photo {i + 1}: {exc.detail}" if len(photos) > 1 else exc.detail) from None
+                raise DecodeError(
+                    exc.reason, f"photo {i + 1}: {exc.detail}" if len(photos) > 1 else exc.detail
+                ) from None
         t1 = time.perf_counter()
         flat = self.embedder.embed([p for views in pixels for p in views])
         t2 = time.perf_counter()
         per_photo, start = [], 0
         for views in pixels:
-            per_photo.append(flat[start:start + len(views)])
+            per_photo.append(flat[start : start + len(views)])
             start += len(views)
         combined, alone, inputs = self.model.predict_photos(per_photo, k)
         units = [x / max(float(np.linalg.norm(x)), 1e-12) for x in inputs]
         t3 = time.perf_counter()
-        return Identification(combined, np.mean(units, axis=0), {"decode": round((t1 - t0) * 1e3, 2),
-                                                                 "embed": round((t2 - t1) * 1e3, 2),
-                                                                 "classify": round((t3 - t2) * 1e3, 2)}, alone)
+        return Identification(
+            combined,
+            np.mean(units, axis=0),
+            {
+                "decode": round((t1 - t0) * 1e3, 2),
+                "embed": round((t2 - t1) * 1e3, 2),
+                "classify": round((t3 - t2) * 1e3, 2),
+            },
+            alone,
+        )
 
     def answer_paths(self, paths: list[str], s3=None) -> list[Answer]:
         out = []

@@ -69,13 +69,15 @@ class Fit:
 
 # -- the driver -------------------------------------------------------------------------------------
 
+
 class DriverSolver:
     """Every fit in the driver's memory: `x` float32 (rows, dim) embeddings, `y` class indices."""
 
     name = "driver"
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, n_classes: int, pca_variance: float, max_iter: int,
-                 tol: float = 1e-6):
+    def __init__(
+        self, x: np.ndarray, y: np.ndarray, n_classes: int, pca_variance: float, max_iter: int, tol: float = 1e-6
+    ):
         self.y, self.n_classes, self.max_iter, self.tol = np.asarray(y, np.int64), n_classes, max_iter, tol
         self.front, self._scaled = _front(np.asarray(x, np.float32), pca_variance)
         self._inputs: dict[bool, np.ndarray] = {False: self._scaled}
@@ -95,9 +97,11 @@ class DriverSolver:
             self._inputs[pca] = self._scaled @ self.front.projection.astype(np.float32)
         x = self._inputs[pca]
         t0 = time.perf_counter()
-        warm = (np.concatenate([start.layers[0][0].ravel(), start.layers[0][1]]) if start is not None
-                and start.candidate.uses_pca == pca and start.layers[0][0].shape[1] == x.shape[1]
-                else self._warm.get(candidate.kind))
+        warm = (
+            np.concatenate([start.layers[0][0].ravel(), start.layers[0][1]])
+            if start is not None and start.candidate.uses_pca == pca and start.layers[0][0].shape[1] == x.shape[1]
+            else self._warm.get(candidate.kind)
+        )
         w, b, iterations = fit_logistic(x, self.y, self.n_classes, candidate.setting, self.max_iter, self.tol, warm)
         self._warm[candidate.kind] = np.concatenate([w.ravel(), b])
         return Fit(candidate, self.front, [(w, b)], iterations, time.perf_counter() - t0)
@@ -107,7 +111,7 @@ def _front(x: np.ndarray, pca_variance: float) -> tuple[Front, np.ndarray]:
     """Scaler and PCA from one pass over the rows in memory; the scaled rows float32."""
     moments = Moments()
     for start in range(0, len(x), _BLOCK):
-        moments.add(Moments.of(x[start:start + _BLOCK]))
+        moments.add(Moments.of(x[start : start + _BLOCK]))
     front = front_of(moments, pca_variance)
     return front, front.scale(x)
 
@@ -125,8 +129,9 @@ def front_of(moments: Moments, pca_variance: float) -> Front:
     return Front(moments.mean, std, vectors[:, :k].copy(), explained)
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, n_classes: int, reg: float, max_iter: int, tol: float,
-                 start: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+def fit_logistic(
+    x: np.ndarray, y: np.ndarray, n_classes: int, reg: float, max_iter: int, tol: float, start: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, int]:
     """Spark ML's multinomial logistic regression (standardization off: the inputs are scaled
     already; elastic net 0): minimise mean cross-entropy + reg/2 ||W||^2, the intercepts free, with
     L-BFGS; the intercepts centred at the end as Spark centres them. Returns (W (classes, inputs),
@@ -140,7 +145,7 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, n_classes: int, reg: float, max_i
 
     def objective(theta: np.ndarray):
         w = theta[: c * m].reshape(c, m).astype(np.float32)
-        b = theta[c * m:].astype(np.float32)
+        b = theta[c * m :].astype(np.float32)
         z = x @ w.T + b
         z -= z.max(axis=1, keepdims=True)
         log_sum = np.log(np.exp(z).sum(axis=1, keepdims=True))
@@ -152,14 +157,20 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, n_classes: int, reg: float, max_i
         return loss, np.concatenate([grad_w, g.sum(axis=0).astype(np.float64)])
 
     theta0 = np.zeros(c * m + c) if start is None or len(start) != c * m + c else start
-    result = minimize(objective, theta0, jac=True, method="L-BFGS-B",
-                      options={"maxiter": max_iter, "ftol": tol * 1e-3, "gtol": tol, "maxcor": 10})
+    result = minimize(
+        objective,
+        theta0,
+        jac=True,
+        method="L-BFGS-B",
+        options={"maxiter": max_iter, "ftol": tol * 1e-3, "gtol": tol, "maxcor": 10},
+    )
     w = result.x[: c * m].reshape(c, m)
-    b = result.x[c * m:]
+    b = result.x[c * m :]
     return w, b - b.mean(), int(result.nit)
 
 
 # -- Spark ------------------------------------------------------------------------------------------
+
 
 class SparkSolver:
     """Every fit by Spark ML on a DataFrame of `embedding` (array<float>) and `label_idx` rows (a
@@ -205,20 +216,32 @@ class SparkSolver:
         if candidate.kind == "mlp":
             k = self.pca_k
             model = MultilayerPerceptronClassifier(
-                featuresCol=column, labelCol="label_idx", layers=[k, int(candidate.setting), self.n_classes],
-                maxIter=min(self.max_iter, 100), seed=self.seed, blockSize=128).fit(data)
+                featuresCol=column,
+                labelCol="label_idx",
+                layers=[k, int(candidate.setting), self.n_classes],
+                maxIter=min(self.max_iter, 100),
+                seed=self.seed,
+                blockSize=128,
+            ).fit(data)
             sizes, flat, layers, offset = list(model.getLayers()), model.weights.toArray(), [], 0
             for n_in, n_out in zip(sizes[:-1], sizes[1:]):  # per layer a column-major (out x in) matrix, the bias
-                w = flat[offset:offset + n_in * n_out].reshape(n_in, n_out).T
+                w = flat[offset : offset + n_in * n_out].reshape(n_in, n_out).T
                 offset += n_in * n_out
-                layers.append((w, flat[offset:offset + n_out]))
+                layers.append((w, flat[offset : offset + n_out]))
                 offset += n_out
             iterations = min(self.max_iter, 100)
         else:
             model = LogisticRegression(
-                featuresCol=column, labelCol="label_idx", family="multinomial", regParam=candidate.setting,
-                elasticNetParam=0.0, maxIter=self.max_iter, tol=self.tol, standardization=False,
-                maxBlockSizeInMB=8.0).fit(data)  # 8 MB blocks: fewer, larger products (docs/benchmarks.md)
+                featuresCol=column,
+                labelCol="label_idx",
+                family="multinomial",
+                regParam=candidate.setting,
+                elasticNetParam=0.0,
+                maxIter=self.max_iter,
+                tol=self.tol,
+                standardization=False,
+                maxBlockSizeInMB=8.0,
+            ).fit(data)  # 8 MB blocks: fewer, larger products (docs/benchmarks.md)
             layers = [(model.coefficientMatrix.toArray(), model.interceptVector.toArray())]
             iterations = model.summary.totalIterations
         stages = [ArrayToVector(inputCol="embedding", outputCol="features"), self._scaler]

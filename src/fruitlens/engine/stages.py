@@ -31,6 +31,7 @@ _DRIVER_BYTES = 3 * 2**30  # --solver auto: the driver solver up to this many by
 
 # -- the results --------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Prepared:
     """The collections read once (in the driver or in Spark) and the fit split's scaler and PCA,
@@ -114,19 +115,23 @@ class Tested:
 
 # -- the stages ---------------------------------------------------------------------------------------
 
+
 def check_shared_params(collections: list[Collection]) -> None:
     """Every collection made with the same backbone and image size (SHARED_PARAMS), or a one-line error."""
     first = collections[0].params or {}
     for coll in collections[1:]:
         for key in SHARED_PARAMS:
             if (coll.params or {}).get(key) != first.get(key):
-                raise FruitlensError(f"{coll.location.uri} was made with {key} {coll.params.get(key)!r}, "
-                                     f"{collections[0].location.uri} with {first.get(key)!r}: featurize every "
-                                     "collection with the same backbone and image size")
+                raise FruitlensError(
+                    f"{coll.location.uri} was made with {key} {coll.params.get(key)!r}, "
+                    f"{collections[0].location.uri} with {first.get(key)!r}: featurize every "
+                    "collection with the same backbone and image size"
+                )
 
 
-def prepare(spark_session, cfg: TrainConfig, collections: list[Collection], catalogue: Catalogue,
-            say=print) -> Prepared:
+def prepare(
+    spark_session, cfg: TrainConfig, collections: list[Collection], catalogue: Catalogue, say=print
+) -> Prepared:
     """Read the collections (in the driver when they fit, else in Spark) and fit the fit split's scaler and PCA."""
     candidates = [Candidate.parse(c) for c in cfg.candidates]
     solver_kind = "spark" if any(c.kind == "mlp" for c in candidates) and cfg.solver == "auto" else cfg.solver
@@ -136,11 +141,21 @@ def prepare(spark_session, cfg: TrainConfig, collections: list[Collection], cata
     t0 = time.perf_counter()
     solver, fit_rows = make_solver(data, spark_session, (FIT,), len(data.classes), cfg)
     scaler_pca_s = time.perf_counter() - t0
-    say(f"[train] {data.size(FIT):,} fit photos ({fit_rows:,} rows with their views), {data.size(VAL):,} "
-        f"validation, {data.size(TEST):,} test; {len(data.classes)} classes; solver: {data.kind}")
-    return Prepared(collections=collections, catalogue=catalogue, candidates=candidates, data=data, solver=solver,
-                    fit_rows=fit_rows, blas=blas_report(data.kind, spark_session), read_s=read_s,
-                    scaler_pca_s=scaler_pca_s)
+    say(
+        f"[train] {data.size(FIT):,} fit photos ({fit_rows:,} rows with their views), {data.size(VAL):,} "
+        f"validation, {data.size(TEST):,} test; {len(data.classes)} classes; solver: {data.kind}"
+    )
+    return Prepared(
+        collections=collections,
+        catalogue=catalogue,
+        candidates=candidates,
+        data=data,
+        solver=solver,
+        fit_rows=fit_rows,
+        blas=blas_report(data.kind, spark_session),
+        read_s=read_s,
+        scaler_pca_s=scaler_pca_s,
+    )
 
 
 def fit_candidates(spark_session, cfg: TrainConfig, prepared: Prepared, say=print) -> CandidateResults:
@@ -172,12 +187,14 @@ def choose(results: CandidateResults, default: str | None) -> Choice:
     if not eligible:
         raise FruitlensError(f"--default {default} is not among --candidates")
     best = max(eligible, key=lambda f: f.rank)
-    return Choice(candidate=best.candidate, fit=best.fit, model=best.model, validation=best.validation,
-                  views=best.views)
+    return Choice(
+        candidate=best.candidate, fit=best.fit, model=best.model, validation=best.validation, views=best.views
+    )
 
 
-def refit_and_test(spark_session, cfg: TrainConfig, prepared: Prepared, choice: Choice, thresholds: Thresholds,
-                   say=print) -> Tested:
+def refit_and_test(
+    spark_session, cfg: TrainConfig, prepared: Prepared, choice: Choice, thresholds: Thresholds, say=print
+) -> Tested:
     """The chosen candidate refit on every train photo (warm-started from its fit), its novelty
     references from them, the thresholds calibrated on validation applied unchanged; scored on test."""
     data, classes = prepared.data, prepared.classes
@@ -188,18 +205,22 @@ def refit_and_test(spark_session, cfg: TrainConfig, prepared: Prepared, choice: 
     refit_s = time.perf_counter() - t0
     refs = normalized(_inputs(final, data.references((FIT, VAL), cfg.refs_per_class))).astype(np.float32)
     first = prepared.collections[0].params or {}
-    meta = {"kind": choice.candidate.kind, "candidate": choice.candidate.name,
-            "params": candidate_params(choice.candidate),
-            "embedding_params": {k: v for k, v in first.items() if k not in ("views", "crop")},
-            "embedding_dim": prepared.dim,
-            "pca_k": final.projection.shape[1] if final.projection is not None else None,
-            "crop": _crop(prepared.collections)}
+    meta = {
+        "kind": choice.candidate.kind,
+        "candidate": choice.candidate.name,
+        "params": candidate_params(choice.candidate),
+        "embedding_params": {k: v for k, v in first.items() if k not in ("views", "crop")},
+        "embedding_dim": prepared.dim,
+        "pca_k": final.projection.shape[1] if final.projection is not None else None,
+        "crop": _crop(prepared.collections),
+    }
     model = thresholds.applied_to(portable(final, classes, prepared.families, refs, meta, choice.views))
     test = data.score(model, TEST, choice.views)
     return Tested(fit=final, model=model, test=test, metrics=metrics(test.y, test.probs, classes), refit_s=refit_s)
 
 
 # -- helpers ------------------------------------------------------------------------------------------
+
 
 def make_solver(data, spark_session, roles: tuple[str, ...], n_classes: int, cfg: TrainConfig):
     """The solver of the data's kind, on the training rows of `roles` (every view a row)."""
@@ -211,12 +232,23 @@ def make_solver(data, spark_session, roles: tuple[str, ...], n_classes: int, cfg
     return solver, solver.rows
 
 
-def portable(fit: Fit, classes: list[str], families: list[str], refs: np.ndarray, meta: dict,
-             views: int = 1) -> PortableModel:
+def portable(
+    fit: Fit, classes: list[str], families: list[str], refs: np.ndarray, meta: dict, views: int = 1
+) -> PortableModel:
     """The fit as a PortableModel without thresholds (`Thresholds.applied_to` sets them)."""
-    return PortableModel(classes=classes, mean=fit.front.mean, std=fit.front.std, projection=fit.projection,
-                         layers=fit.layers, threshold=0.0, refs=refs, novelty_threshold=np.inf, meta=meta,
-                         families=families, views=views)
+    return PortableModel(
+        classes=classes,
+        mean=fit.front.mean,
+        std=fit.front.std,
+        projection=fit.projection,
+        layers=fit.layers,
+        threshold=0.0,
+        refs=refs,
+        novelty_threshold=np.inf,
+        meta=meta,
+        families=families,
+        views=views,
+    )
 
 
 def normalized(x: np.ndarray) -> np.ndarray:
@@ -268,8 +300,11 @@ def blas_report(kind: str, spark_session) -> dict:
     """Which BLAS runs the products: NumPy's (driver solver, scoring) and Spark ML's (its JVM)."""
     from threadpoolctl import threadpool_info
 
-    numpy_blas = [f"{i.get('internal_api')} {i.get('version')} ({i.get('num_threads')} threads)"
-                  for i in threadpool_info() if i.get("user_api") == "blas"]
+    numpy_blas = [
+        f"{i.get('internal_api')} {i.get('version')} ({i.get('num_threads')} threads)"
+        for i in threadpool_info()
+        if i.get("user_api") == "blas"
+    ]
     out = {"numpy": numpy_blas[0] if numpy_blas else "unknown"}
     if kind == "spark":
         out["spark_ml"] = spark_blas(spark_session())

@@ -63,8 +63,14 @@ def train(spark_session, cfg: TrainConfig, collections: list[Collection], target
     tested = refit_and_test(spark_session, cfg, prepared, choice, thresholds, say)
     report = train_report(cfg, prepared, results, choice, thresholds, tested)
     t0 = time.perf_counter()
-    _publish(spark_session(), tested, catalogue.restricted_to(_trained_labels(catalogue, collections)), report,
-             prepared.classes, target)
+    _publish(
+        spark_session(),
+        tested,
+        catalogue.restricted_to(_trained_labels(catalogue, collections)),
+        report,
+        prepared.classes,
+        target,
+    )
     report["timings"]["save_s"] = round(time.perf_counter() - t0, 1)
     report["timings"]["total_s"] = round(time.perf_counter() - t_start, 1)
     return report
@@ -91,8 +97,9 @@ def _publish(spark, tested: Tested, catalogue: Catalogue, report: dict, classes:
     try:
         folder = os.path.join(tmp, "model")
         os.makedirs(folder)
-        pipeline = fit.spark_model or classifier_pipeline(spark, model.mean, model.std, model.projection, model.layers,
-                                                          fit.front.explained)
+        pipeline = fit.spark_model or classifier_pipeline(
+            spark, model.mean, model.std, model.projection, model.layers, fit.front.explained
+        )
         pipeline.write().overwrite().save("file://" + os.path.join(folder, "spark"))
         model.save(folder)
         with open(os.path.join(folder, "catalogue.csv"), "w", encoding="utf-8") as f:

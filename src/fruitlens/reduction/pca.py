@@ -35,8 +35,6 @@ def principal_components(covariance: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return vectors, (values / total if total > 0 else np.zeros_like(values))
 
 
-
-
 class Moments:
     """Row count, mean and centred scatter matrix sum((x - mean)(x - mean)') of a block of rows.
     Blocks merge exactly (Chan et al.'s pairwise update), so the covariance is computed from
@@ -46,13 +44,13 @@ class Moments:
         self.n, self.mean, self.m2 = n, mean, m2
 
     @classmethod
-    def of(cls, rows: np.ndarray) -> "Moments":
+    def of(cls, rows: np.ndarray) -> Moments:
         x = np.asarray(rows, dtype=np.float64)
         mean = x.mean(axis=0)
         centred = x - mean
         return cls(len(x), mean, centred.T @ centred)  # BLAS's symmetric rank-k update
 
-    def add(self, other: "Moments") -> "Moments":
+    def add(self, other: Moments) -> Moments:
         if not other.n:
             return self
         if not self.n:

@@ -44,8 +44,15 @@ class ReduceResult:
         return float(sum(self.explained_variance[: self.k]))
 
 
-def fit_and_transform(spark, cfg: ReduceConfig, embeddings, features: Target, model_target: Target,
-                      params: dict | None = None, fitted: Location | None = None) -> ReduceResult:
+def fit_and_transform(
+    spark,
+    cfg: ReduceConfig,
+    embeddings,
+    features: Target,
+    model_target: Target,
+    params: dict | None = None,
+    fitted: Location | None = None,
+) -> ReduceResult:
     """`embeddings`: a DataFrame with path, label, split, embedding (array<float>). `params`: what
     the embeddings were made with (recorded with the model, checked by --reuse-model). `fitted`:
     the scaler + PCA to project with instead of fitting (--reuse-model)."""
@@ -70,8 +77,14 @@ def fit_and_transform(spark, cfg: ReduceConfig, embeddings, features: Target, mo
         _project(spark, model, data, rows, pca.getK(), features, timings)
         if fitted.uri != model_target.final.uri:  # read under its old name: saved under the new one
             save_model(spark, model, model_target, params)
-        return ReduceResult(rows=rows, fit_rows=0, fit_on="reused model", k=pca.getK(),
-                            explained_variance=pca.explainedVariance.toArray().tolist(), timings=timings)
+        return ReduceResult(
+            rows=rows,
+            fit_rows=0,
+            fit_on="reused model",
+            k=pca.getK(),
+            explained_variance=pca.explainedVariance.toArray().tolist(),
+            timings=timings,
+        )
     with spark_progress(spark, "fitting StandardScaler + PCA"):
         counts = {r["split"]: r["count"] for r in data.groupBy("split").count().collect()}
         rows = sum(counts.values())
@@ -81,8 +94,10 @@ def fit_and_transform(spark, cfg: ReduceConfig, embeddings, features: Target, mo
         fit_data = data.filter(F.col("split") == "train") if fit_on == "train" else data
         fit_rows = counts["train"] if fit_on == "train" else rows
         if fit_rows < 2:
-            raise FruitlensError(f"PCA needs at least 2 rows to fit on; {cfg.input} has {fit_rows} "
-                                 f"{'train rows' if fit_on == 'train' else 'rows'}")
+            raise FruitlensError(
+                f"PCA needs at least 2 rows to fit on; {cfg.input} has {fit_rows} "
+                f"{'train rows' if fit_on == 'train' else 'rows'}"
+            )
         dim = len(data.first()["features"])
         if cfg.k is not None and cfg.k > dim:
             raise FruitlensError(f"--k {cfg.k} is larger than the embedding dimension {dim}")
@@ -136,9 +151,11 @@ def load_model(spark, where: Location, params: dict | None):
     if manifest is None or manifest.format != "tree":
         raise FruitlensError(f"--reuse-model: no fitted model at {where.uri} (run once without --reuse-model)")
     if params and manifest.params and manifest.params != params:
-        raise FruitlensError(f"--reuse-model: the model at {where.uri} was fit on other embeddings "
-                             f"({manifest.params.get('backbone')}, {manifest.params.get('model_sha256', '')[:12]}); "
-                             "run without --reuse-model to refit")
+        raise FruitlensError(
+            f"--reuse-model: the model at {where.uri} was fit on other embeddings "
+            f"({manifest.params.get('backbone')}, {manifest.params.get('model_sha256', '')[:12]}); "
+            "run without --reuse-model to refit"
+        )
     if jvm_can_read(spark, where):
         return PipelineModel.load(where.spark_uri)
     tmp = tempfile.mkdtemp(prefix="fruitlens-model-")

@@ -121,12 +121,17 @@ class EigenPCA(Estimator, HasInputCol, HasOutputCol):
     explained variance after a fit, so choosing k costs no second fit."""
 
     k = Param(Params._dummy(), "k", "the number of principal components", typeConverter=TypeConverters.toInt)
-    variance = Param(Params._dummy(), "variance", "without k: the share of variance the components must explain",
-                     typeConverter=TypeConverters.toFloat)
+    variance = Param(
+        Params._dummy(),
+        "variance",
+        "without k: the share of variance the components must explain",
+        typeConverter=TypeConverters.toFloat,
+    )
 
     @keyword_only
-    def __init__(self, *, k: int | None = None, variance: float | None = None, inputCol: str = "scaled",
-                 outputCol: str = "pca"):
+    def __init__(
+        self, *, k: int | None = None, variance: float | None = None, inputCol: str = "scaled", outputCol: str = "pca"
+    ):
         super().__init__()
         self._setDefault(inputCol="scaled", outputCol="pca")
         self._set(**{key: value for key, value in self._input_kwargs.items() if value is not None})
@@ -139,9 +144,14 @@ class EigenPCA(Estimator, HasInputCol, HasOutputCol):
             raise ValueError(f"k must be between 1 and {cov.shape[0]}, got {k}")
         components, self.spectrum_ = principal_components(cov)
         if k is None:
-            k = choose_k(self.spectrum_, self.getOrDefault(self.variance)) if self.isDefined(self.variance) else len(cov)
-        return pca_model(dataset.sparkSession, components[:, :k], self.spectrum_[:k], self.getInputCol(),
-                         self.getOutputCol())
+            k = (
+                choose_k(self.spectrum_, self.getOrDefault(self.variance))
+                if self.isDefined(self.variance)
+                else len(cov)
+            )
+        return pca_model(
+            dataset.sparkSession, components[:, :k], self.spectrum_[:k], self.getInputCol(), self.getOutputCol()
+        )
 
 
 def pca_model(spark, pc: np.ndarray, explained: np.ndarray, input_col: str, output_col: str):
@@ -155,8 +165,10 @@ def pca_model(spark, pc: np.ndarray, explained: np.ndarray, input_col: str, outp
     sc = spark.sparkContext
     uid = PCA().uid
     java = sc._jvm.org.apache.spark.ml.feature.PCAModel(
-        uid, _py2java(sc, DenseMatrix(dim, k, np.asarray(pc, np.float64).ravel(order="F").tolist())),
-        _py2java(sc, DenseVector(np.asarray(explained, np.float64).tolist())))
+        uid,
+        _py2java(sc, DenseMatrix(dim, k, np.asarray(pc, np.float64).ravel(order="F").tolist())),
+        _py2java(sc, DenseVector(np.asarray(explained, np.float64).tolist())),
+    )
     model = PCAModel(java)
     model._set(k=k, inputCol=input_col, outputCol=output_col)
     model._transfer_params_to_java()
@@ -171,8 +183,10 @@ def scaler_model(spark, mean: np.ndarray, std: np.ndarray, input_col: str, outpu
 
     sc = spark.sparkContext
     java = sc._jvm.org.apache.spark.ml.feature.StandardScalerModel(
-        StandardScaler().uid, _py2java(sc, DenseVector(np.asarray(std, np.float64).tolist())),
-        _py2java(sc, DenseVector(np.asarray(mean, np.float64).tolist())))
+        StandardScaler().uid,
+        _py2java(sc, DenseVector(np.asarray(std, np.float64).tolist())),
+        _py2java(sc, DenseVector(np.asarray(mean, np.float64).tolist())),
+    )
     model = StandardScalerModel(java)
     model._set(withMean=True, withStd=True, inputCol=input_col, outputCol=output_col)
     model._transfer_params_to_java()
@@ -189,8 +203,12 @@ def logistic_model(spark, coefficients: np.ndarray, intercepts: np.ndarray, feat
     w = np.asarray(coefficients, np.float64)
     sc = spark.sparkContext
     java = sc._jvm.org.apache.spark.ml.classification.LogisticRegressionModel(
-        LogisticRegression().uid, _py2java(sc, DenseMatrix(w.shape[0], w.shape[1], w.ravel(order="F").tolist())),
-        _py2java(sc, DenseVector(np.asarray(intercepts, np.float64).tolist())), int(w.shape[0]), True)
+        LogisticRegression().uid,
+        _py2java(sc, DenseMatrix(w.shape[0], w.shape[1], w.ravel(order="F").tolist())),
+        _py2java(sc, DenseVector(np.asarray(intercepts, np.float64).tolist())),
+        int(w.shape[0]),
+        True,
+    )
     model = LogisticRegressionModel(java)
     model._set(featuresCol=features_col, family="multinomial")
     model._transfer_params_to_java()
@@ -205,12 +223,17 @@ def classifier_pipeline(spark, mean, std, projection, layers, explained=None):
 
     if len(layers) != 1:
         raise ValueError("only a logistic regression is built from arrays; a perceptron keeps its Spark model")
-    stages = [ArrayToVector(inputCol="embedding", outputCol="features"),
-              scaler_model(spark, mean, std, "features", "scaled")]
+    stages = [
+        ArrayToVector(inputCol="embedding", outputCol="features"),
+        scaler_model(spark, mean, std, "features", "scaled"),
+    ]
     if projection is not None:
         k = projection.shape[1]
-        stages.append(pca_model(spark, projection, explained[:k] if explained is not None else np.full(k, 1.0 / k),
-                                "scaled", "pca"))
+        stages.append(
+            pca_model(
+                spark, projection, explained[:k] if explained is not None else np.full(k, 1.0 / k), "scaled", "pca"
+            )
+        )
     w, b = layers[0]
     stages.append(logistic_model(spark, w, b, "pca" if projection is not None else "scaled"))
     return PipelineModel(stages=stages)

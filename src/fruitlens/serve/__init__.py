@@ -25,10 +25,21 @@ def run(cfg: ServeConfig) -> None:
     _check_port(cfg.host, cfg.port)  # before loading: a taken port is a one-line error, at once
     service = load_service(cfg, say=lambda line: print(line, flush=True))
     app = create_app(service)
-    print(f"[serve] page http://{cfg.host}:{cfg.port}/  API http://{cfg.host}:{cfg.port}/api/v1/  "
-          f"schema http://{cfg.host}:{cfg.port}/api/v1/openapi.json", flush=True)
-    config = uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False,
-                            limit_concurrency=4 * cfg.max_connections, timeout_keep_alive=5, server_header=False)
+    print(
+        f"[serve] page http://{cfg.host}:{cfg.port}/  API http://{cfg.host}:{cfg.port}/api/v1/  "
+        f"schema http://{cfg.host}:{cfg.port}/api/v1/openapi.json",
+        flush=True,
+    )
+    config = uvicorn.Config(
+        app,
+        host=cfg.host,
+        port=cfg.port,
+        log_level="warning",
+        access_log=False,
+        limit_concurrency=4 * cfg.max_connections,
+        timeout_keep_alive=5,
+        server_header=False,
+    )
     uvicorn.Server(config).run()
 
 

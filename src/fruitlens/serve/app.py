@@ -23,15 +23,24 @@ from .middleware import Capacity, UploadLimit
 from .routers import API, feedback, health, identify, images, page, species
 from .service import Service
 
-DESCRIPTION = ("Identify a fruit from 1 to 5 photos of it: the species (or its family when only the family is sure, "
-               "or 'not sure'), its names and information in English or French, and the most similar indexed "
-               "images; corrections kept with consent.")
+DESCRIPTION = (
+    "Identify a fruit from 1 to 5 photos of it: the species (or its family when only the family is sure, "
+    "or 'not sure'), its names and information in English or French, and the most similar indexed "
+    "images; corrections kept with consent."
+)
 
 
 def create_app(service: Service) -> FastAPI:
     cfg = service.cfg
-    app = FastAPI(title="fruitlens", version=__version__, description=DESCRIPTION,
-                  openapi_url=f"{API}/openapi.json", docs_url=None, redoc_url=None, exception_handlers=HANDLERS)
+    app = FastAPI(
+        title="fruitlens",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_url=f"{API}/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+        exception_handlers=HANDLERS,
+    )
     app.state.service = service
     app.include_router(identify.make_router(cfg.neighbours), prefix=API)
     app.include_router(species.router, prefix=API)
@@ -40,8 +49,10 @@ def create_app(service: Service) -> FastAPI:
     app.include_router(health.router, prefix=API)
     app.include_router(page.router)
     app.mount("/static", StaticFiles(directory=str(page.STATIC)), name="static")
-    uploads = {f"{API}/identify": ("multipart/form-data",),  # path -> the content types it takes
-               f"{API}/feedback": ("multipart/form-data", "application/x-www-form-urlencoded")}
+    uploads = {
+        f"{API}/identify": ("multipart/form-data",),  # path -> the content types it takes
+        f"{API}/feedback": ("multipart/form-data", "application/x-www-form-urlencoded"),
+    }
     app.add_middleware(UploadLimit, paths=uploads, max_bytes=cfg.max_upload_bytes * cfg.max_photos)
     app.add_middleware(Capacity, limit=cfg.max_connections)
     return app

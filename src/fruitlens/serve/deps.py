@@ -4,7 +4,7 @@ they run on the event loop rather than taking a worker thread from the requests'
 
 from __future__ import annotations
 
-from typing import Awaitable, Callable, Optional
+from collections.abc import Awaitable, Callable
 
 from fastapi import Depends, HTTPException, Query, Request
 
@@ -34,17 +34,23 @@ async def limited(request: Request, service: Service = Depends(get_service)) -> 
             raise HTTPException(401, "unknown API key", headers={"WWW-Authenticate": "Bearer"})
         limiter, who = service.key_limit, f"key {name}"
     elif service.cfg.require_key:
-        raise HTTPException(401, "this service needs an API key (Authorization: Bearer KEY or X-API-Key)",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            401,
+            "this service needs an API key (Authorization: Bearer KEY or X-API-Key)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     allowed, remaining, reset = limiter.take(who)
     headers = limiter.headers(remaining, reset)
     if not allowed:
-        raise HTTPException(429, f"more than {limiter.limit} requests a minute: retry in {int(reset) + 1} s",
-                            headers={**headers, "Retry-After": str(int(reset) + 1)})
+        raise HTTPException(
+            429,
+            f"more than {limiter.limit} requests a minute: retry in {int(reset) + 1} s",
+            headers={**headers, "Retry-After": str(int(reset) + 1)},
+        )
     return headers
 
 
-def language(lang: Optional[str], accept: Optional[str]) -> str:
+def language(lang: str | None, accept: str | None) -> str:
     """`lang` when it is one we have, else the first of Accept-Language's we have, else English."""
     if lang and lang.strip().lower()[:2] in LANGUAGES:
         return lang.strip().lower()[:2]
@@ -66,12 +72,11 @@ def language(lang: Optional[str], accept: Optional[str]) -> str:
     return "en"
 
 
-def negotiated_language(description: Optional[str] = None) -> Callable[..., Awaitable[str]]:
+def negotiated_language(description: str | None = None) -> Callable[..., Awaitable[str]]:
     """A dependency: the answer's language from the `lang` query parameter (documented with
     `description`) and the Accept-Language header, by `language`."""
 
-    async def lang_of(request: Request,
-                      lang: Optional[str] = Query(None, max_length=35, description=description)) -> str:
+    async def lang_of(request: Request, lang: str | None = Query(None, max_length=35, description=description)) -> str:
         return language(lang, request.headers.get("accept-language"))
 
     return lang_of

@@ -11,17 +11,33 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .schemas import ErrorBody
 
-ERRORS = {400: {"model": ErrorBody, "description": "malformed request"},
-          422: {"model": ErrorBody, "description": "invalid parameter, or a photo that cannot be used"}}
+ERRORS = {
+    400: {"model": ErrorBody, "description": "malformed request"},
+    422: {"model": ErrorBody, "description": "invalid parameter, or a photo that cannot be used"},
+}
 NOT_FOUND = {404: {"model": ErrorBody, "description": "no such resource"}}
-LIMITED = {401: {"model": ErrorBody, "description": "a missing or unknown API key (when keys are required)"},
-           429: {"model": ErrorBody, "description": "past the rate limit: retry after Retry-After seconds"},
-           503: {"model": ErrorBody, "description": "busy: retry after Retry-After seconds"}}
-UPLOADS = {413: {"model": ErrorBody, "description": "upload too large"},
-           415: {"model": ErrorBody, "description": "not multipart/form-data, or not an image part"}}
-REASONS = {400: "bad request", 401: "unauthorized", 404: "not found", 405: "method not allowed", 406: "not acceptable",
-           411: "length required", 413: "too large", 415: "unsupported media type", 422: "invalid request",
-           429: "too many requests", 503: "busy"}
+LIMITED = {
+    401: {"model": ErrorBody, "description": "a missing or unknown API key (when keys are required)"},
+    429: {"model": ErrorBody, "description": "past the rate limit: retry after Retry-After seconds"},
+    503: {"model": ErrorBody, "description": "busy: retry after Retry-After seconds"},
+}
+UPLOADS = {
+    413: {"model": ErrorBody, "description": "upload too large"},
+    415: {"model": ErrorBody, "description": "not multipart/form-data, or not an image part"},
+}
+REASONS = {
+    400: "bad request",
+    401: "unauthorized",
+    404: "not found",
+    405: "method not allowed",
+    406: "not acceptable",
+    411: "length required",
+    413: "too large",
+    415: "unsupported media type",
+    422: "invalid request",
+    429: "too many requests",
+    503: "busy",
+}
 
 
 def error(status: int, reason: str, detail: str, headers: dict | None = None) -> JSONResponse:
@@ -31,8 +47,9 @@ def error(status: int, reason: str, detail: str, headers: dict | None = None) ->
 
 
 async def http_error(request: Request, exc: StarletteHTTPException):
-    return error(exc.status_code, REASONS.get(exc.status_code, "error"), exc.detail or "",
-                 getattr(exc, "headers", None))
+    return error(
+        exc.status_code, REASONS.get(exc.status_code, "error"), exc.detail or "", getattr(exc, "headers", None)
+    )
 
 
 async def invalid(request: Request, exc: RequestValidationError):

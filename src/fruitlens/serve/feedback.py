@@ -88,10 +88,17 @@ class FeedbackStore:
         clean = clean_jpeg(photo, max_pixels=max_pixels)
         rid = secrets.token_hex(16)
         species = self.species.get(" ".join(said.split()).casefold())
-        relative = (f"train/{species}/{rid}.jpg" if species else f"unconfirmed/{folder_name(said)}/{rid}.jpg")
+        relative = f"train/{species}/{rid}.jpg" if species else f"unconfirmed/{folder_name(said)}/{rid}.jpg"
         now = datetime.now(timezone.utc)
-        receipt = Receipt(rid, now.isoformat(timespec="seconds"), (now + self.retention).isoformat(timespec="seconds"),
-                          relative, said[:200], (answered or None) and answered[:200], species is not None)
+        receipt = Receipt(
+            rid,
+            now.isoformat(timespec="seconds"),
+            (now + self.retention).isoformat(timespec="seconds"),
+            relative,
+            said[:200],
+            (answered or None) and answered[:200],
+            species is not None,
+        )
         with storage_errors(self.where, "cannot write --feedback"):
             (self.where / relative).write_bytes(clean)
             (self.where / RECEIPTS / f"{rid}.json").write_json(receipt.__dict__)
@@ -134,6 +141,7 @@ class FeedbackStore:
 
     def start_expiry(self, every_s: float = 3600.0) -> threading.Thread:
         """Expire now, then every `every_s` seconds, in a daemon thread."""
+
         def loop():
             while True:
                 try:

@@ -32,8 +32,14 @@ from .saved_index import SavedIndex
 
 
 class NeighbourIndex:
-    def __init__(self, entries: list[Entry], vectors: np.ndarray, ann: bool = False, s3: S3Options | None = None,
-                 basis: np.ndarray | None = None):
+    def __init__(
+        self,
+        entries: list[Entry],
+        vectors: np.ndarray,
+        ann: bool = False,
+        s3: S3Options | None = None,
+        basis: np.ndarray | None = None,
+    ):
         """`basis`: principal axes of the feature space for the exact search's bound (the model's
         references' axes: the index is in the same space); None: computed from the vectors."""
         if len(entries) != len(vectors):
@@ -51,8 +57,14 @@ class NeighbourIndex:
         elif len(entries):
             from usearch.index import Index
 
-            self.ann = Index(ndim=self.vectors.shape[1], metric="ip", dtype="f32", connectivity=16,
-                             expansion_add=128, expansion_search=64)
+            self.ann = Index(
+                ndim=self.vectors.shape[1],
+                metric="ip",
+                dtype="f32",
+                connectivity=16,
+                expansion_add=128,
+                expansion_search=64,
+            )
             # Insertion order shapes an HNSW graph: threads make it vary from run to run (a loaded
             # machine once gave a small index 95% recall instead of 100%). Below 100k images one
             # thread builds it in seconds, the same graph every time.
@@ -107,14 +119,17 @@ class NeighbourIndex:
             if saved is not None:
                 return saved
             if say is not None:
-                say(f"[serve] no saved index of this model in {(where / 'index').uri}: building one in memory "
-                    f"(`fruitlens index {where.uri} --model MODEL` saves it once: start-up in seconds)")
+                say(
+                    f"[serve] no saved index of this model in {(where / 'index').uri}: building one in memory "
+                    f"(`fruitlens index {where.uri} --model MODEL` saves it once: start-up in seconds)"
+                )
         dataset = Dataset.at(where / "embeddings")
         if not dataset.exists:
             dataset = Dataset.at(where)  # the embeddings dataset itself
         if not dataset.exists:
-            raise FruitlensError(f"--index: no embeddings dataset at {where.uri} (give a folder `fruitlens run` "
-                                 "or `featurize` wrote)")
+            raise FruitlensError(
+                f"--index: no embeddings dataset at {where.uri} (give a folder `fruitlens run` or `featurize` wrote)"
+            )
         if dataset.published:
             model.check_embeddings(dataset.params, "--index: the index's embeddings")
         entries: list[Entry] = []
@@ -128,8 +143,10 @@ class NeighbourIndex:
             emb = table.column("embedding").combine_chunks()
             flat = np.asarray(pc.list_flatten(emb).to_numpy(zero_copy_only=False), np.float32)
             if len(flat) != len(table) * dim:
-                raise FruitlensError(f"--index: embeddings of {len(flat) // max(len(table), 1)} values in {f.uri}, "
-                                     f"but the model takes {dim}: not made with the model's backbone")
+                raise FruitlensError(
+                    f"--index: embeddings of {len(flat) // max(len(table), 1)} values in {f.uri}, "
+                    f"but the model takes {dim}: not made with the model's backbone"
+                )
             feats = model.inputs(flat.reshape(len(table), dim)).astype(np.float32)
             feats /= np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
             chunks.append(feats)

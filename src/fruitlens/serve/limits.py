@@ -43,12 +43,14 @@ class ApiKeys:
         return len(self.hashes)
 
     @classmethod
-    def load(cls, path: str) -> "ApiKeys":
+    def load(cls, path: str) -> ApiKeys:
         try:
             with open(path, encoding="utf-8") as f:
                 lines = f.read().splitlines()
         except FileNotFoundError:
-            raise FruitlensError(f"--api-keys: no file at {path} (make one with `fruitlens keys add {path} NAME`)") from None
+            raise FruitlensError(
+                f"--api-keys: no file at {path} (make one with `fruitlens keys add {path} NAME`)"
+            ) from None
         except (OSError, UnicodeDecodeError) as exc:
             raise FruitlensError(f"--api-keys: cannot read {path}: {exc}") from None
         hashes = {}
@@ -57,9 +59,13 @@ class ApiKeys:
             if not line or line.startswith("#"):
                 continue
             digest, _, name = line.partition(" ")
-            if not (digest.startswith("sha256:") and len(digest) == 71 and all(c in "0123456789abcdef" for c in digest[7:])):
-                raise FruitlensError(f"--api-keys {path}, line {n}: expected `sha256:<64 hex digits> NAME` "
-                                     "(the file holds keys' hashes, never keys)")
+            if not (
+                digest.startswith("sha256:") and len(digest) == 71 and all(c in "0123456789abcdef" for c in digest[7:])
+            ):
+                raise FruitlensError(
+                    f"--api-keys {path}, line {n}: expected `sha256:<64 hex digits> NAME` "
+                    "(the file holds keys' hashes, never keys)"
+                )
             hashes[digest] = name.strip() or f"key {n}"
         if not hashes:
             raise FruitlensError(f"--api-keys: {path} holds no key")
@@ -108,5 +114,9 @@ class RateLimiter:
             return True, self.limit - len(hits), reset
 
     def headers(self, remaining: int, reset: float) -> dict[str, str]:
-        return {"RateLimit-Limit": str(self.limit), "RateLimit-Remaining": str(remaining),
-                "RateLimit-Reset": str(math.ceil(reset)), "RateLimit-Policy": f"{self.limit};w={int(self.window)}"}
+        return {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(remaining),
+            "RateLimit-Reset": str(math.ceil(reset)),
+            "RateLimit-Policy": f"{self.limit};w={int(self.window)}",
+        }

@@ -21,8 +21,11 @@ class UploadLimit:
         ctype = headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype not in self.paths[scope["path"]]:
             await self._drain(receive, self.max_bytes)
-            refusal = error(415, "unsupported media type",
-                            f"send the photo as multipart/form-data (field 'photo'), not {ctype or 'no content type'}")
+            refusal = error(
+                415,
+                "unsupported media type",
+                f"send the photo as multipart/form-data (field 'photo'), not {ctype or 'no content type'}",
+            )
             return await refusal(scope, receive, send)
         length = headers.get("content-length")
         limit = self.max_bytes + 64 * 1024  # room for the multipart framing
@@ -30,7 +33,8 @@ class UploadLimit:
             if length.isdigit() and int(length) <= 8 * limit:
                 await self._drain(receive, 8 * limit)  # a clean answer the client can read
             return await error(413, "too large", f"uploads are limited to {self.max_bytes:,} bytes")(
-                scope, receive, send)
+                scope, receive, send
+            )
         chunks, total = [], 0
         while True:
             message = await receive()
@@ -41,7 +45,8 @@ class UploadLimit:
             if total > limit:
                 await self._drain(receive, 8 * limit)
                 return await error(413, "too large", f"uploads are limited to {self.max_bytes:,} bytes")(
-                    scope, receive, send)
+                    scope, receive, send
+                )
             if not message.get("more_body"):
                 break
         body = b"".join(chunks)
@@ -81,8 +86,9 @@ class Capacity:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         if self.active >= self.limit:
-            return await error(503, "busy", f"more than {self.limit} requests at once: retry in a second",
-                                {"Retry-After": "1"})(scope, receive, send)
+            return await error(
+                503, "busy", f"more than {self.limit} requests at once: retry in a second", {"Retry-After": "1"}
+            )(scope, receive, send)
         self.active += 1
         try:
             return await self.app(scope, receive, send)

@@ -60,8 +60,12 @@ def model_fingerprint(model: PortableModel) -> str:
 
 
 def index_params(model: PortableModel, embedding_params: dict, dtype: str) -> dict:
-    return {"model": model_fingerprint(model), "embeddings": embedding_params, "dtype": dtype,
-            "space": "the model's inputs, L2-normalised; inner product"}
+    return {
+        "model": model_fingerprint(model),
+        "embeddings": embedding_params,
+        "dtype": dtype,
+        "space": "the model's inputs, L2-normalised; inner product",
+    }
 
 
 def build(output: Location, model: PortableModel, dtype: str = "f16", say=print) -> dict:
@@ -73,8 +77,9 @@ def build(output: Location, model: PortableModel, dtype: str = "f16", say=print)
     t0 = time.perf_counter()
     embeddings = Dataset.at(output / "embeddings")
     if not embeddings.published:
-        raise FruitlensError(f"no embeddings dataset at {embeddings.location.uri} (give a folder `fruitlens run` "
-                             "or `featurize` wrote)")
+        raise FruitlensError(
+            f"no embeddings dataset at {embeddings.location.uri} (give a folder `fruitlens run` or `featurize` wrote)"
+        )
     model.check_embeddings(embeddings.params, "the embeddings")
     params = index_params(model, {k: v for k, v in embeddings.params.items() if k not in ("views", "crop")}, dtype)
     table = embeddings.table(ENTRY_COLUMNS)
@@ -96,8 +101,9 @@ def build(output: Location, model: PortableModel, dtype: str = "f16", say=print)
             old = Dataset.at(output / INDEX / ENTRIES).table()
             old_identity = dict(zip(old.column("key").to_numpy(zero_copy_only=False).tolist(), _identity(old)))
         else:
-            index = Index(ndim=_dim(model), metric="ip", dtype=dtype, connectivity=16, expansion_add=128,
-                          expansion_search=64)
+            index = Index(
+                ndim=_dim(model), metric="ip", dtype=dtype, connectivity=16, expansion_add=128, expansion_search=64
+            )
             old_identity = {}
         now = dict(zip(keys.tolist(), identity))
         removed = [k for k in old_identity if k not in now]
@@ -114,9 +120,18 @@ def build(output: Location, model: PortableModel, dtype: str = "f16", say=print)
         publish_tree(work, target, params)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    report = {"index": (output / INDEX).uri, "images": len(keys), "added": len(added), "removed": len(removed),
-              "changed": len(changed), "kept": len(keys) - len(added) - len(changed),
-              "incremental": reuse, "dtype": dtype, "dim": _dim(model), "seconds": round(time.perf_counter() - t0, 1)}
+    report = {
+        "index": (output / INDEX).uri,
+        "images": len(keys),
+        "added": len(added),
+        "removed": len(removed),
+        "changed": len(changed),
+        "kept": len(keys) - len(added) - len(changed),
+        "incremental": reuse,
+        "dtype": dtype,
+        "dim": _dim(model),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
     return report
 
 
@@ -125,8 +140,10 @@ def _dim(model: PortableModel) -> int:
 
 
 def _identity(table: pa.Table) -> list[tuple]:
-    cols = [table.column(c).to_pylist() if c in table.column_names else [None] * table.num_rows
-            for c in ("size_bytes", "modified_ns", "etag")]
+    cols = [
+        table.column(c).to_pylist() if c in table.column_names else [None] * table.num_rows
+        for c in ("size_bytes", "modified_ns", "etag")
+    ]
     return list(zip(*cols))
 
 
@@ -174,8 +191,13 @@ class SavedIndex:
     def entry_at(self, row: int) -> Entry:
         get = lambda c: self.entries_table.column(c)[row].as_py() if c in self.entries_table.column_names else None  # noqa: E731
         path, raw = get("path"), get("path_bytes")
-        return Entry(f"{int(self.keys[row]):016x}", path, os.fsdecode(raw) if raw is not None else path,
-                     get("label"), get("split"))
+        return Entry(
+            f"{int(self.keys[row]):016x}",
+            path,
+            os.fsdecode(raw) if raw is not None else path,
+            get("label"),
+            get("split"),
+        )
 
     def search(self, inputs: np.ndarray, k: int = 8) -> list[Neighbour]:
         k = min(k, len(self.keys))
@@ -202,7 +224,7 @@ class SavedIndex:
         return read_image(entry, self.s3)
 
     @classmethod
-    def open(cls, where: Location, model: PortableModel) -> "SavedIndex | None":
+    def open(cls, where: Location, model: PortableModel) -> SavedIndex | None:
         """OUTPUT/index when it was built for this model (else None: the caller builds one in memory)."""
         from usearch.index import Index
 

@@ -3,7 +3,7 @@ schema's name there). Requests are query parameters and forms, declared on the r
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal
 
 from pydantic import BaseModel
 
@@ -36,10 +36,10 @@ class SpeciesInfo(BaseModel):
     family: str
     family_name: str
     has_information: bool
-    metadata_class: Optional[str]
+    metadata_class: str | None
     attributes: list[Attribute]
-    description: Optional[str]
-    note: Optional[str]
+    description: str | None
+    note: str | None
     sources: list[Attribution]
 
 
@@ -56,7 +56,7 @@ class SpeciesItem(BaseModel):
     family: str
     family_name: str
     has_information: bool
-    metadata_class: Optional[str]
+    metadata_class: str | None
     url: str
 
 
@@ -76,8 +76,8 @@ class TopItem(BaseModel):
 
 class Similar(BaseModel):
     id: str
-    label: Optional[str]
-    split: Optional[str]
+    label: str | None
+    split: str | None
     similarity: float
     url: str
 
@@ -87,7 +87,7 @@ class PhotoAnswer(BaseModel):
     predicted: str
     probability: float
     not_sure: bool
-    level: Optional[str]
+    level: str | None
     novelty: float
 
 
@@ -96,14 +96,14 @@ class Identified(BaseModel):
     predicted: str
     probability: float
     not_sure: bool
-    why_not_sure: Optional[str]
+    why_not_sure: str | None
     novelty: float
-    level: Optional[str]
-    answer: Optional[str]
-    answer_name: Optional[str]
-    family: Optional[str]
-    family_name: Optional[str]
-    family_probability: Optional[float]
+    level: str | None
+    answer: str | None
+    answer_name: str | None
+    family: str | None
+    family_name: str | None
+    family_probability: float | None
     top5: list[TopItem]
     species: SpeciesInfo
     photos: list[PhotoAnswer]
@@ -119,10 +119,10 @@ class Identified(BaseModel):
 class FeedbackAnswer(BaseModel):
     ok: Literal[True] = True
     stored: bool
-    receipt: Optional[str]
-    confirmed: Optional[bool]
-    keep_until: Optional[str]
-    delete_url: Optional[str]
+    receipt: str | None
+    confirmed: bool | None
+    keep_until: str | None
+    delete_url: str | None
     message: str
 
 

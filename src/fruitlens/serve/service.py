@@ -65,8 +65,15 @@ class PhotoCache:
 
 
 class Service:
-    def __init__(self, identifier: Identifier, information: SpeciesInformation, index: NeighbourIndex,
-                 cfg: ServeConfig, feedback: FeedbackStore | None = None, keys: ApiKeys | None = None):
+    def __init__(
+        self,
+        identifier: Identifier,
+        information: SpeciesInformation,
+        index: NeighbourIndex,
+        cfg: ServeConfig,
+        feedback: FeedbackStore | None = None,
+        keys: ApiKeys | None = None,
+    ):
         self.identifier = identifier
         self.model = identifier.model
         self.information = information
@@ -119,20 +126,37 @@ def load_service(cfg: ServeConfig, say=print) -> Service:
     t1 = time.perf_counter()
     index = NeighbourIndex.load(index_loc, model, ann=cfg.ann, say=say)
     t2 = time.perf_counter()
-    say(f"[serve] model: {len(model.classes)} species in {len(set(model.families))} families "
+    say(
+        f"[serve] model: {len(model.classes)} species in {len(set(model.families))} families "
         f"({model.meta.get('candidate') or model.meta.get('kind', '?')}), backbone {embedder.spec.name}, "
-        f"{model.views} view(s) a photo, {cfg.interpreters} interpreter(s) x {threads} thread(s)")
-    say(f"[serve] index: {len(index):,} images, {index.dim}-d features, {index.kind} search "
-        f"(loaded in {t2 - t1:.1f} s)")
+        f"{model.views} view(s) a photo, {cfg.interpreters} interpreter(s) x {threads} thread(s)"
+    )
+    say(
+        f"[serve] index: {len(index):,} images, {index.dim}-d features, {index.kind} search (loaded in {t2 - t1:.1f} s)"
+    )
     missing = information.missing
-    say(f"[serve] species information: {len(model.classes) - len(missing)} of {len(model.classes)} species"
-        + (f"; none for: {', '.join(missing[:12])}{' ...' if len(missing) > 12 else ''}" if missing
-           else "; every species has some"))
-    say("[serve] feedback: " + (f"kept with consent in {feedback.where.uri}, {cfg.feedback_retention_days} days"
-                                 if feedback else "off (--feedback LOCATION to keep consented corrections)"))
-    say("[serve] keys: " + (f"{len(keys)} key(s), {'required' if cfg.require_key else 'optional'}; "
-                             if keys else "none; ") + f"{cfg.rate_limit} requests/min per address"
-        + (f", {cfg.key_rate_limit} per key" if keys else ""))
+    say(
+        f"[serve] species information: {len(model.classes) - len(missing)} of {len(model.classes)} species"
+        + (
+            f"; none for: {', '.join(missing[:12])}{' ...' if len(missing) > 12 else ''}"
+            if missing
+            else "; every species has some"
+        )
+    )
+    say(
+        "[serve] feedback: "
+        + (
+            f"kept with consent in {feedback.where.uri}, {cfg.feedback_retention_days} days"
+            if feedback
+            else "off (--feedback LOCATION to keep consented corrections)"
+        )
+    )
+    say(
+        "[serve] keys: "
+        + (f"{len(keys)} key(s), {'required' if cfg.require_key else 'optional'}; " if keys else "none; ")
+        + f"{cfg.rate_limit} requests/min per address"
+        + (f", {cfg.key_rate_limit} per key" if keys else "")
+    )
     say(f"[serve] ready in {time.perf_counter() - t0:.1f} s")
     if feedback is not None:
         feedback.start_expiry()

@@ -30,7 +30,7 @@ from ..storage.location import Location
 
 FRUITS360 = {
     "text": "Species information from the Fruits-360 dataset by Mihai Oltean, licensed under CC BY-SA 4.0; "
-            "attribute codes decoded to words through the dataset's dictionary.txt.",
+    "attribute codes decoded to words through the dataset's dictionary.txt.",
     "author": "Mihai Oltean",
     "dataset": "Fruits-360",
     "source": "https://github.com/fruits-360",
@@ -40,7 +40,7 @@ FRUITS360 = {
 }
 GROCERYSTORE = {
     "text": "Product descriptions from the GroceryStore dataset by Marcus Klasson, Cheng Zhang and Hedvig "
-            "Kjellström (WACV 2019), MIT licence.",
+    "Kjellström (WACV 2019), MIT licence.",
     "author": "Marcus Klasson, Cheng Zhang, Hedvig Kjellström",
     "dataset": "GroceryStore",
     "source": "https://github.com/marcusklasson/GroceryStoreDataset",
@@ -59,19 +59,31 @@ ATTRIBUTES_FR = {
     "DEFECTS": ("Défauts", {"ALMOST NO DEFECTS": "Presque aucun", "WITH OBVIOUS DEFECTS": "Visibles"}),
     "FAT": ("Matières grasses", {"LOW": "Peu", "MEDIUM": "Moyennement", "HIGH": "Beaucoup"}),
     "FRUCTOSE": ("Fructose", {"LOW": "Peu", "MEDIUM": "Moyennement", "HIGH": "Beaucoup"}),
-    "GROWTH LOCATION": ("Pousse", {"UNDERGROUND": "Sous terre", "GROUND LEVEL": "Au ras du sol",
-                                   "ABOVE GROUND": "Au-dessus du sol"}),
+    "GROWTH LOCATION": (
+        "Pousse",
+        {"UNDERGROUND": "Sous terre", "GROUND LEVEL": "Au ras du sol", "ABOVE GROUND": "Au-dessus du sol"},
+    ),
     "HARDNESS": ("Fermeté", {"SOFT": "Tendre", "MEDIUM": "Moyenne", "HARD": "Ferme"}),
     "MATURITY": ("Maturité", {"UNRIPE": "Pas mûr", "RIPEN": "Mûr", "OVERRIPE": "Trop mûr"}),
     "NUMBER OF SEEDS": ("Graines", {"NONE": "Aucune", "ONE": "Une", "FEW": "Quelques-unes", "MANY": "Beaucoup"}),
     "PROCESSED": ("Transformé", {"NO": "Non", "YES": "Oui"}),
     "PURCHASED": ("Acheté", {"NO": "Non", "YES": "Oui"}),
-    "SIZE": ("Taille", {"SMALL": "Petite", "SMALL-MEDIUM": "Petite à moyenne", "MEDIUM": "Moyenne",
-                        "MEDIUM-HUGE": "Moyenne à très grande", "HUGE": "Très grande"}),
+    "SIZE": (
+        "Taille",
+        {
+            "SMALL": "Petite",
+            "SMALL-MEDIUM": "Petite à moyenne",
+            "MEDIUM": "Moyenne",
+            "MEDIUM-HUGE": "Moyenne à très grande",
+            "HUGE": "Très grande",
+        },
+    ),
     "SKIN HARDNESS": ("Peau", {"SOFT": "Tendre", "MEDIUM": "Moyennement dure", "HARD": "Dure"}),
     "SKIN ROUGHNESS": ("Aspect de la peau", {"SOFT": "Lisse", "MEDIUM": "Un peu rugueux", "ROUGH": "Rugueux"}),
-    "TYPE": ("Type", {"FRUIT": "Fruit", "VEGETABLE": "Légume", "NUT": "Fruit à coque", "SEED": "Graine",
-                      "OTHER": "Autre"}),
+    "TYPE": (
+        "Type",
+        {"FRUIT": "Fruit", "VEGETABLE": "Légume", "NUT": "Fruit à coque", "SEED": "Graine", "OTHER": "Autre"},
+    ),
     "YEARLY TREE": ("Plante", {"ANNUALLY": "Annuelle", "MULTI-YEAR": "Vivace"}),
     "WATER": ("Eau", {"LOW": "Peu", "MEDIUM": "Moyennement", "HIGH": "Beaucoup"}),
 }
@@ -146,6 +158,7 @@ def match_class(name: str, available: list[str]) -> str | None:
 
 # -- the sources ------------------------------------------------------------------------------------
 
+
 @dataclass
 class Fruits360Meta:
     dictionary: dict[str, dict[int, str]]
@@ -162,7 +175,7 @@ class Fruits360Meta:
         return None
 
     @classmethod
-    def load(cls, where: Location) -> "Fruits360Meta":
+    def load(cls, where: Location) -> Fruits360Meta:
         dictionary = parse_dictionary((where / "dictionary.txt").read_bytes().decode("utf-8", "replace"))
         if not dictionary:
             raise FruitlensError(f"--info: {where.uri}/dictionary.txt lists no attributes")
@@ -173,7 +186,7 @@ class Fruits360Meta:
         except (FileNotFoundError, NotADirectoryError):
             found = []
         for p in found:
-            parts = p[len(meta.path):].strip("/").split("/")
+            parts = p[len(meta.path) :].strip("/").split("/")
             if len(parts) == 2 and parts[1] == "info.txt":
                 infos[parts[0]] = meta.child(p).read_bytes().decode("utf-8", "replace")
         if not infos:
@@ -195,7 +208,7 @@ class GroceryStoreInfo:
         return None
 
     @classmethod
-    def load(cls, where: Location) -> "GroceryStoreInfo":
+    def load(cls, where: Location) -> GroceryStoreInfo:
         rows = list(csv.reader(io.StringIO((where / "classes.csv").read_bytes().decode("utf-8-sig", "replace"))))
         descriptions, names = {}, {}
         for row in rows[1:]:
@@ -223,11 +236,14 @@ def load_source(where: Location):
             return GroceryStoreInfo.load(where)
     except OSError as exc:
         raise FruitlensError(f"--info: cannot read {where.uri}: {exc}") from None
-    raise FruitlensError(f"--info: {where.uri} is neither the Fruits-360 metadata folder (dictionary.txt, "
-                         "Meta/<class>/info.txt) nor GroceryStore's (classes.csv, iconic-images-and-descriptions/)")
+    raise FruitlensError(
+        f"--info: {where.uri} is neither the Fruits-360 metadata folder (dictionary.txt, "
+        "Meta/<class>/info.txt) nor GroceryStore's (classes.csv, iconic-images-and-descriptions/)"
+    )
 
 
 # -- a species' information -------------------------------------------------------------------------
+
 
 @dataclass
 class Species:
@@ -246,22 +262,34 @@ class Species:
     def to_json(self, names: Names, lang: str = "en") -> dict:
         note = None
         if not self.has_information:
-            note = ("aucune des sources d'information ne décrit cette espèce" if lang == "fr"
-                    else "no information source describes this species")
+            note = (
+                "aucune des sources d'information ne décrit cette espèce"
+                if lang == "fr"
+                else "no information source describes this species"
+            )
         elif self.description and lang == "fr":
             note = "description en anglais"
-        return {"name": self.name, "display_name": names.name(self.name, lang), "family": self.family,
-                "family_name": names.name(self.family, lang), "has_information": self.has_information,
-                "metadata_class": self.metadata_class, "attributes": translated(self.attributes, lang),
-                "description": self.description, "note": note, "sources": self.sources}
+        return {
+            "name": self.name,
+            "display_name": names.name(self.name, lang),
+            "family": self.family,
+            "family_name": names.name(self.family, lang),
+            "has_information": self.has_information,
+            "metadata_class": self.metadata_class,
+            "attributes": translated(self.attributes, lang),
+            "description": self.description,
+            "note": note,
+            "sources": self.sources,
+        }
 
 
 class SpeciesInformation:
     """Every class of the model with its names and information (or none). The labels each species
     is found by come from `catalogue.Catalogue` (labels -> species and family)."""
 
-    def __init__(self, classes: list[str], families: list[str], catalogue: Catalogue, sources: list,
-                 names: Names | None = None):
+    def __init__(
+        self, classes: list[str], families: list[str], catalogue: Catalogue, sources: list, names: Names | None = None
+    ):
         self.names = names or Names.builtin()
         self.species: dict[str, Species] = {}
         labels_of: dict[str, list[str]] = {}
@@ -291,8 +319,13 @@ class SpeciesInformation:
         return self.species.get(name)
 
     @classmethod
-    def load(cls, places: list[Location], classes: list[str], families: list[str] | None = None,
-             catalogue: Catalogue | None = None) -> "SpeciesInformation":
+    def load(
+        cls,
+        places: list[Location],
+        classes: list[str],
+        families: list[str] | None = None,
+        catalogue: Catalogue | None = None,
+    ) -> SpeciesInformation:
         """From the information folders (local or on S3)."""
         sources = [load_source(where) for where in places]
         return cls(classes, families or list(classes), catalogue or Catalogue.of_labels(classes), sources)

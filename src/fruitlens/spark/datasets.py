@@ -43,8 +43,9 @@ def spark_type(schema: pa.Schema):
 
 
 def read_dataframe(spark, dataset: Dataset):
-    """`dataset`'s rows as a DataFrame of `spark`, read by Spark's JVM where it reaches the store (local files; s3:// on EMR through
-    EMRFS), else through the tasks with pyarrow + fsspec (PyPI's PySpark has no S3 connector)."""
+    """`dataset`'s rows as a DataFrame of `spark`, read by Spark's JVM where it reaches the store
+    (local files; s3:// on EMR through EMRFS), else through the tasks with pyarrow + fsspec (PyPI's
+    PySpark has no S3 connector)."""
     files = dataset.files
     if not files:
         raise FruitlensError(f"no Parquet files in {dataset.location.uri}")
@@ -69,7 +70,9 @@ def jvm_can_read(spark, where: Location) -> bool:
         return True
     try:
         context = spark.sparkContext
-        context._jvm.org.apache.hadoop.fs.FileSystem.getFileSystemClass(where.scheme, context._jsc.hadoopConfiguration())
+        context._jvm.org.apache.hadoop.fs.FileSystem.getFileSystemClass(
+            where.scheme, context._jsc.hadoopConfiguration()
+        )
         return True
     except Exception:  # noqa: BLE001 - "No FileSystem for scheme"
         return False

@@ -61,8 +61,11 @@ def get_session(cfg: SparkConfig):
         # is already running with the cluster's. Executors always keep the cluster's own options
         # (EMR puts its JVM settings and logging in spark.executor.extraJavaOptions): fruitlens sets
         # none, and in local mode the executor is the driver JVM.
-        builder = (builder.master(cfg.master).config("spark.driver.memory", cfg.driver_memory)
-                   .config("spark.driver.extraJavaOptions", driver_java_options(cfg)))
+        builder = (
+            builder.master(cfg.master)
+            .config("spark.driver.memory", cfg.driver_memory)
+            .config("spark.driver.extraJavaOptions", driver_java_options(cfg))
+        )
     builder = (
         builder.config("spark.ui.showConsoleProgress", "false")
         .config("spark.python.worker.reuse", "true")
@@ -141,8 +144,9 @@ def driver_java_options(cfg: SparkConfig) -> str:
     """The driver JVM's options: yours (--conf spark.driver.extraJavaOptions, else
     spark-defaults.conf's), then fruitlens's: C1 only (SparkConfig.quick_jit) and its log4j
     configuration, each unless yours already set it."""
-    existing = (cfg.extra_conf.get("spark.driver.extraJavaOptions")
-                or spark_defaults().get("spark.driver.extraJavaOptions", "")).strip()
+    existing = (
+        cfg.extra_conf.get("spark.driver.extraJavaOptions") or spark_defaults().get("spark.driver.extraJavaOptions", "")
+    ).strip()
     ours = []
     # When the driver JVM (in local mode also the executor) only plans and moves small batches,
     # the C1 compiler alone saves the ~11 CPU-seconds C2 spends compiling Spark on the two
@@ -161,6 +165,7 @@ def shuffle_partitions(master: str, conf: dict[str, str], default_parallelism: i
     executors x cores when fixed). A cluster whose size is not known when the application starts
     (dynamic allocation without a maximum, as on EMR) gets Spark's own default, 200, or twice the
     cores registered by then if more; adaptive execution merges small shuffle partitions anyway."""
+
     def number(key: str) -> int | None:
         value = conf.get(key, "").strip()
         return int(value) if value.isdigit() and int(value) < 1_000_000 else None

@@ -34,7 +34,7 @@ class Dataset(ABC):
         self.location = location
 
     @staticmethod
-    def at(where: "Location | str", s3: S3Options | None = None) -> "Dataset":
+    def at(where: Location | str, s3: S3Options | None = None) -> Dataset:
         """The dataset at `where` (a Location, path or URI); nothing is read until asked."""
         return ManifestParquet(Location.of(where, s3))
 
@@ -114,8 +114,11 @@ class ManifestParquet(Dataset):
             return [where]
         if self.manifest is not None:
             return [where / f["path"] for f in self.manifest.files]
-        found = sorted(p for p in fs.find(path) if p.endswith(".parquet")
-                       and "/_" not in p[len(path):] and "/." not in p[len(path):])
+        found = sorted(
+            p
+            for p in fs.find(path)
+            if p.endswith(".parquet") and "/_" not in p[len(path) :] and "/." not in p[len(path) :]
+        )
         return [where.child(p) for p in found]
 
     @cached_property

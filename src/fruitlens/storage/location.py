@@ -82,7 +82,7 @@ class Location:
     s3: S3Options = field(default_factory=S3Options, compare=False)
 
     @classmethod
-    def of(cls, uri: "str | Location", s3: S3Options | None = None) -> "Location":
+    def of(cls, uri: str | Location, s3: S3Options | None = None) -> Location:
         if isinstance(uri, Location):
             return uri if s3 is None or s3 == uri.s3 else cls(uri.uri, uri.scheme, s3)
         scheme, normalized = _normalize(str(uri))
@@ -102,7 +102,7 @@ class Location:
         return self.uri.rstrip("/").rsplit("/", 1)[-1]
 
     @property
-    def parent(self) -> "Location":
+    def parent(self) -> Location:
         if self.is_local:
             return Location(os.path.dirname(self.uri.rstrip(os.sep)) or os.sep, self.scheme, self.s3)
         head = self.uri.rsplit("/", 1)[0]
@@ -113,11 +113,11 @@ class Location:
         """The URI Spark's Hadoop layer should read or write."""
         return "file://" + self.uri if self.is_local else self.uri
 
-    def __truediv__(self, part: str) -> "Location":
+    def __truediv__(self, part: str) -> Location:
         joined = os.path.join(self.uri, part) if self.is_local else posixpath.join(self.uri, part)
         return Location(joined, self.scheme, self.s3)
 
-    def child(self, fs_path: str) -> "Location":
+    def child(self, fs_path: str) -> Location:
         """The Location of a path returned by this location's filesystem (find, ls)."""
         uri = fs_path if self.is_local else self.fs.unstrip_protocol(fs_path)
         return Location(uri, self.scheme, self.s3)
@@ -196,14 +196,25 @@ def describe(exc: BaseException, where: Location) -> str | None:
     code = getattr(exc, "response", {}).get("Error", {}).get("Code", "") if hasattr(exc, "response") else ""
     if "NoSuchBucket" in (code + text) or "bucket does not exist" in text:
         return f"bucket not found: s3://{where.bucket}"
-    if isinstance(exc, PermissionError) or code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch") \
-            or "AccessDenied" in text or "Forbidden" in text:
+    if (
+        isinstance(exc, PermissionError)
+        or code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch")
+        or "AccessDenied" in text
+        or "Forbidden" in text
+    ):
         return f"access denied to {where.uri} (check the AWS credentials, profile or role in use)"
     if name in ("NoCredentialsError", "PartialCredentialsError"):
         return "no AWS credentials found (environment, ~/.aws config/profile, or instance/container role)"
-    if name in ("EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError") \
-            or "Could not connect to the endpoint" in text:
-        endpoint = where.s3.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
+    if (
+        name in ("EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError")
+        or "Could not connect to the endpoint" in text
+    ):
+        endpoint = (
+            where.s3.endpoint_url
+            or os.environ.get("AWS_ENDPOINT_URL_S3")
+            or os.environ.get("AWS_ENDPOINT_URL")
+            or "AWS S3"
+        )
         return f"cannot reach the S3 endpoint {endpoint}"
     return None
 

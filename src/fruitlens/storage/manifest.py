@@ -44,14 +44,24 @@ class Manifest:
         return out
 
     @classmethod
-    def from_json(cls, data: dict) -> "Manifest":
-        return cls(format=data.get("format", "parquet"), run_id=str(data.get("run_id", "")),
-                   files=list(data["files"]), columns=list(data.get("columns", [])), params=dict(data.get("params", {})))
+    def from_json(cls, data: dict) -> Manifest:
+        return cls(
+            format=data.get("format", "parquet"),
+            run_id=str(data.get("run_id", "")),
+            files=list(data["files"]),
+            columns=list(data.get("columns", [])),
+            params=dict(data.get("params", {})),
+        )
 
     @classmethod
     def for_parquet(cls, run_id: str, parts: list[tuple[str, int]], schema: pa.Schema, params: dict | None = None):
-        return cls("parquet", run_id, [{"path": name, "rows": rows} for name, rows in sorted(parts)],
-                   [{"name": f.name, "type": str(f.type)} for f in schema], dict(params or {}))
+        return cls(
+            "parquet",
+            run_id,
+            [{"path": name, "rows": rows} for name, rows in sorted(parts)],
+            [{"name": f.name, "type": str(f.type)} for f in schema],
+            dict(params or {}),
+        )
 
 
 def manifest_location(dataset: Location) -> Location:
@@ -68,4 +78,3 @@ def read_manifest(dataset: Location) -> Manifest | None:
 
 def write_manifest(folder: Location, manifest: Manifest) -> None:
     manifest_location(folder).write_json(manifest.to_json())
-

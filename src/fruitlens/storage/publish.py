@@ -50,7 +50,9 @@ class LocalPublisher:
             if part.source.path != dest:
                 _link_or_copy(part.source.path, dest)
             elif not os.path.exists(dest):
-                raise FileNotFoundError(f"part file {dest} disappeared before publishing (another run into this OUTPUT?)")
+                raise FileNotFoundError(
+                    f"part file {dest} disappeared before publishing (another run into this OUTPUT?)"
+                )
         self.publish_tree(target, manifest)
 
     def publish_tree(self, target: Target, manifest: Manifest) -> None:
@@ -91,7 +93,7 @@ class ObjectStorePublisher:
         write_manifest(target.final, manifest)
         listed = {f["path"] for f in manifest.files} | {MANIFEST}
         for path in fs.find(final):
-            if path[len(final) + 1:] not in listed:
+            if path[len(final) + 1 :] not in listed:
                 fs.rm_file(path)
         if fs.exists(target.staging.path):
             fs.rm(target.staging.path, recursive=True)
@@ -141,7 +143,9 @@ def publish_tree(local_dir: str, target: Target, params: dict | None = None) -> 
 def publish_staged_tree(target: Target, params: dict | None = None) -> Manifest:
     """Publish a folder something else (Spark's JVM) already wrote into `target.staging`."""
     fs, staging = target.staging.fs, target.staging.path
-    files = sorted((p[len(staging) + 1:], int(info.get("size") or 0)) for p, info in fs.find(staging, detail=True).items())
+    files = sorted(
+        (p[len(staging) + 1 :], int(info.get("size") or 0)) for p, info in fs.find(staging, detail=True).items()
+    )
     manifest = Manifest("tree", target.run_id, [{"path": p, "bytes": b} for p, b in files], params=params or {})
     publisher_for(target.final).publish_tree(target, manifest)
     return manifest

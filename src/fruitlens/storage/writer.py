@@ -74,7 +74,9 @@ class PartWriter:
         if self._writer is None:
             self._file = (self.target.staging / self.name).open("wb")
             self._writer = pq.ParquetWriter(self._file, self.schema, compression="zstd")
-        self._writer.write_table(pa.concat_tables(self._pending), row_group_size=max(ROW_GROUP_ROWS, self._pending_rows))
+        self._writer.write_table(
+            pa.concat_tables(self._pending), row_group_size=max(ROW_GROUP_ROWS, self._pending_rows)
+        )
         self._pending, self._pending_rows = [], 0
 
     def close(self) -> tuple[str, int] | None:

@@ -10,9 +10,7 @@ from .litert import (
     LiteRTBackbone,
 )
 
-SPECS: dict[str, BackboneSpec] = {
-    spec.name: spec for spec in (MOBILENET_V2_MULTISCALE, MOBILENET_V2, MOBILENET_V2_TF1)
-}
+SPECS: dict[str, BackboneSpec] = {spec.name: spec for spec in (MOBILENET_V2_MULTISCALE, MOBILENET_V2, MOBILENET_V2_TF1)}
 # The TF2 MobileNetV2's pooled output plus its earlier stages' averages, one pass: chosen on the
 # validation split over the plain pooled output (docs/benchmarks.md, "The identification engine").
 DEFAULT_BACKBONE = MOBILENET_V2_MULTISCALE.name

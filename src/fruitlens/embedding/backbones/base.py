@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -11,7 +12,7 @@ from ..backbone_file import BackboneFile
 
 
 class Backbone(Protocol):
-    spec: "BackboneSpec"
+    spec: BackboneSpec
     # True: `embed` takes any height x width and resizes to spec.input_size itself, so decoders
     # hand it small images at their own size (mapper, predict, serve look this up with getattr).
     resizes_in_graph: bool
@@ -27,7 +28,7 @@ class BackboneSpec:
     file: BackboneFile
     input_size: tuple[int, int]  # (width, height) the decoder resizes to
     embedding_dim: int
-    factory: Callable[["BackboneSpec", str, int], Backbone]
+    factory: Callable[[BackboneSpec, str, int], Backbone]
     options: tuple[tuple[str, str], ...] = ()  # backbone-specific settings (e.g. the tensor to cut at)
 
     def option(self, key: str) -> str:

@@ -41,8 +41,12 @@ class LiteRTBackbone:
         stages = [*filter(None, spec.options_dict.get("stage_tensors", "").split("|"))]
         with open(model_path, "rb") as f:
             # The stages are averaged inside the graph (float32, by XNNPACK): see cut_at_tensors.
-            content, self.cut_tensors = cut_at_tensors(f.read(), [spec.option("pooled_tensor"), *stages], len(stages),
-                                                       resize_to=spec.input_size if resize_in_graph else None)
+            content, self.cut_tensors = cut_at_tensors(
+                f.read(),
+                [spec.option("pooled_tensor"), *stages],
+                len(stages),
+                resize_to=spec.input_size if resize_in_graph else None,
+            )
         self.cut_tensor = self.cut_tensors[0]
         with _native_stderr_silenced():  # LiteRT prints an INFO line per interpreter on fd 2
             self._interpreter = Interpreter(model_content=content, num_threads=threads)
@@ -58,8 +62,10 @@ class LiteRTBackbone:
         if n == 0:
             return np.zeros((0, self.spec.embedding_dim), np.float32)
         if batch.shape[1:3] != self.spec.input_size[::-1] and not self.resizes_in_graph:
-            raise ValueError(f"{self.spec.name} takes {self.spec.input_size[0]}x{self.spec.input_size[1]} images "
-                             f"without its in-graph resize, got {batch.shape[2]}x{batch.shape[1]}")
+            raise ValueError(
+                f"{self.spec.name} takes {self.spec.input_size[0]}x{self.spec.input_size[1]} images "
+                f"without its in-graph resize, got {batch.shape[2]}x{batch.shape[1]}"
+            )
         if batch.shape != self._shape:  # a new batch size or image size
             self._interpreter.resize_tensor_input(self._input["index"], list(batch.shape))
             self._interpreter.allocate_tensors()
@@ -67,8 +73,9 @@ class LiteRTBackbone:
             by_name = {o["name"]: o for o in self._interpreter.get_output_details()}
             # The spec's order; the averaged stages' outputs are named after the added MEAN.
             found = [by_name.get(name) for name in self.cut_tensors]
-            self._outputs = [o if o is not None else by_name[f"fruitlens/spatial_mean/{k}"]
-                             for k, o in enumerate(found)]
+            self._outputs = [
+                o if o is not None else by_name[f"fruitlens/spatial_mean/{k}"] for k, o in enumerate(found)
+            ]
         self._interpreter.set_tensor(self._input["index"], np.ascontiguousarray(batch, np.uint8))
         self._interpreter.invoke()
         parts = []
@@ -108,8 +115,9 @@ def cut_at_tensor(model_bytes: bytes, tensor_name: str) -> tuple[bytes, str]:
     return content, names[0]
 
 
-def cut_at_tensors(model_bytes: bytes, tensor_names: list[str], averaged: int = 0,
-                   resize_to: tuple[int, int] | None = None) -> tuple[bytes, list[str]]:
+def cut_at_tensors(
+    model_bytes: bytes, tensor_names: list[str], averaged: int = 0, resize_to: tuple[int, int] | None = None
+) -> tuple[bytes, list[str]]:
     """Rewrite a .tflite model so its outputs are the named tensors, in that order, and every
     operator after the last of them is dropped. Returns the model and the tensors' full names.
 
@@ -279,7 +287,7 @@ _TF2_STAGES = (
 MOBILENET_V2_MULTISCALE = BackboneSpec(
     name="mobilenet_v2_multiscale",
     description="TF2 MobileNetV2 1.0 224 (as mobilenet_v2): the pooled 1280 values + the spatial average of "
-                "the last output of its 7 earlier stages (320+160+96+64+32+24+16), one pass",
+    "the last output of its 7 earlier stages (320+160+96+64+32+24+16), one pass",
     file=MOBILENET_V2.file,
     input_size=(224, 224),
     embedding_dim=1280 + 320 + 160 + 96 + 64 + 32 + 24 + 16,

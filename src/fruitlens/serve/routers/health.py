@@ -15,6 +15,13 @@ router = APIRouter(tags=["service"])
 
 @router.get("/health", response_model=Health)
 async def health(service: Service = Depends(get_service)):
-    return {"status": "ok", "version": __version__, "classes": len(service.model.classes),
-            "indexed_images": len(service.index), "search": service.index.kind, "interpreters": service.interpreters,
-            "feedback": service.feedback is not None, "languages": list(LANGUAGES)}
+    return {
+        "status": "ok",
+        "version": __version__,
+        "classes": len(service.model.classes),
+        "indexed_images": len(service.index),
+        "search": service.index.kind,
+        "interpreters": service.interpreters,
+        "feedback": service.feedback is not None,
+        "languages": list(LANGUAGES),
+    }

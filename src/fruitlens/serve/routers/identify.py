@@ -27,10 +27,15 @@ def make_router(neighbours: int) -> APIRouter:
         return k
 
     @router.post("/identify", response_model=Identified, responses={**ERRORS, **LIMITED, **UPLOADS})
-    async def identify(photo: list[UploadFile] = File(..., description="1 to 5 photos of the same fruit (repeat the "
-                                                                       "field): JPEG, PNG, WebP, BMP or GIF"),
-                       k: int = Depends(similar_count), lang: str = Depends(described_language),
-                       rate: dict = Depends(limited), service: Service = Depends(get_service)):
+    async def identify(
+        photo: list[UploadFile] = File(
+            ..., description="1 to 5 photos of the same fruit (repeat the field): JPEG, PNG, WebP, BMP or GIF"
+        ),
+        k: int = Depends(similar_count),
+        lang: str = Depends(described_language),
+        rate: dict = Depends(limited),
+        service: Service = Depends(get_service),
+    ):
         """Identify the fruit in 1 to 5 photos of it (multipart field `photo`, repeated): one answer,
         each photo's probabilities averaged, at species level, at family level, or 'not sure'."""
         return await identified(service, photo, k, lang, rate)
@@ -44,8 +49,9 @@ async def identified(service: Service, photo: list[UploadFile], k: int, lang: st
     cfg, index, information = service.cfg, service.index, service.information
     names = information.names
     if not 1 <= len(photo) <= cfg.max_photos:
-        return error(422, "invalid request", f"send 1 to {cfg.max_photos} photos of the same fruit, "
-                                             f"got {len(photo)}", rate)
+        return error(
+            422, "invalid request", f"send 1 to {cfg.max_photos} photos of the same fruit, got {len(photo)}", rate
+        )
     datas = []
     for i, part in enumerate(photo):
         ptype = (part.content_type or "").split(";")[0].strip().lower()
@@ -63,21 +69,45 @@ async def identified(service: Service, photo: list[UploadFile], k: int, lang: st
     p = result.prediction
     ids = [service.photos.put(d) for d in datas]
     alone = result.photos or [p]
-    similar = [{"id": n.entry.id, "label": n.entry.label, "split": n.entry.split,
-                "similarity": round(n.similarity, 6), "url": f"{API}/images/{n.entry.id}"}
-               for n in index.search(result.inputs, k)]
+    similar = [
+        {
+            "id": n.entry.id,
+            "label": n.entry.label,
+            "split": n.entry.split,
+            "similarity": round(n.similarity, 6),
+            "url": f"{API}/images/{n.entry.id}",
+        }
+        for n in index.search(result.inputs, k)
+    ]
     attributions = attributions_of(information)
     body = p.to_json()
     body["top5"] = [{**t, "name": names.name(t["label"], lang)} for t in body["top5"]]
-    body.update({
-        "ok": True, "answer_name": names.name(p.answer, lang) if p.answer else None,
-        "family_name": names.name(p.family, lang) if p.family else None,
-        "species": species_json(information, p.predicted, lang),
-        "photos": [{"id": pid, "predicted": a.predicted, "probability": round(a.top[0][1], 6),
-                    "not_sure": a.not_sure, "level": a.level, "novelty": round(a.novelty, 6)}
-                   for pid, a in zip(ids, alone)],
-        "combined": "the photos' probabilities averaged; unlike the training images only if every photo is"
-                    if len(datas) > 1 else "one photo",
-        "similar": similar, "search": index.kind, "timing_ms": result.timing_ms, "lang": lang,
-        "attribution": attributions[0], "attributions": attributions})
+    body.update(
+        {
+            "ok": True,
+            "answer_name": names.name(p.answer, lang) if p.answer else None,
+            "family_name": names.name(p.family, lang) if p.family else None,
+            "species": species_json(information, p.predicted, lang),
+            "photos": [
+                {
+                    "id": pid,
+                    "predicted": a.predicted,
+                    "probability": round(a.top[0][1], 6),
+                    "not_sure": a.not_sure,
+                    "level": a.level,
+                    "novelty": round(a.novelty, 6),
+                }
+                for pid, a in zip(ids, alone)
+            ],
+            "combined": "the photos' probabilities averaged; unlike the training images only if every photo is"
+            if len(datas) > 1
+            else "one photo",
+            "similar": similar,
+            "search": index.kind,
+            "timing_ms": result.timing_ms,
+            "lang": lang,
+            "attribution": attributions[0],
+            "attributions": attributions,
+        }
+    )
     return JSONResponse(body, headers=rate)

@@ -14,11 +14,18 @@ router = APIRouter(tags=["images"])
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/bmp", "image/gif", "application/octet-stream")
 
 
-@router.get("/images/{image_id}", response_class=Response,
-            responses={200: {"content": {t: {} for t in IMAGE_TYPES}, "description": "the image's bytes"},
-                       **NOT_FOUND, **ERRORS})
-async def image(image_id: str = Path(..., description="an id from `similar[].id`"),
-                service: Service = Depends(get_service)):
+@router.get(
+    "/images/{image_id}",
+    response_class=Response,
+    responses={
+        200: {"content": {t: {} for t in IMAGE_TYPES}, "description": "the image's bytes"},
+        **NOT_FOUND,
+        **ERRORS,
+    },
+)
+async def image(
+    image_id: str = Path(..., description="an id from `similar[].id`"), service: Service = Depends(get_service)
+):
     """An image of the index, by its id (16 hex digits)."""
     index = service.index
     entry = index.entry(image_id)
@@ -30,5 +37,6 @@ async def image(image_id: str = Path(..., description="an id from `similar[].id`
         raise HTTPException(404, "the image is no longer readable") from None
     except Exception:  # noqa: BLE001 - S3 failures after retries
         raise HTTPException(404, "the image is no longer readable") from None
-    return Response(data, media_type=media, headers={"Cache-Control": "public, max-age=86400",
-                                                      "X-Content-Type-Options": "nosniff"})
+    return Response(
+        data, media_type=media, headers={"Cache-Control": "public, max-age=86400", "X-Content-Type-Options": "nosniff"}
+    )

@@ -36,19 +36,33 @@ async def species_list(lang: str = Depends(plain_language), service: Service = D
     items = []
     for s in information.species.values():
         j = s.to_json(information.names, lang)
-        items.append({k: j[k] for k in ("name", "display_name", "family", "family_name", "has_information",
-                                        "metadata_class")} | {"url": f"{API}/species/{quote(s.name, safe='')}"})
-    return {"count": len(items), "lang": lang, "species": items, "attribution": attributions[0],
-            "attributions": attributions}
+        items.append(
+            {k: j[k] for k in ("name", "display_name", "family", "family_name", "has_information", "metadata_class")}
+            | {"url": f"{API}/species/{quote(s.name, safe='')}"}
+        )
+    return {
+        "count": len(items),
+        "lang": lang,
+        "species": items,
+        "attribution": attributions[0],
+        "attributions": attributions,
+    }
 
 
 @router.get("/species/{name}", response_model=SpeciesAnswer, responses={**NOT_FOUND, **ERRORS})
-async def species(name: str = Path(..., description="a species' name, as in the species list"),
-                  lang: str = Depends(plain_language), service: Service = Depends(get_service)):
+async def species(
+    name: str = Path(..., description="a species' name, as in the species list"),
+    lang: str = Depends(plain_language),
+    service: Service = Depends(get_service),
+):
     """One species' names and information."""
     information = service.information
     if information.get(name) is None:
         raise HTTPException(404, "no such species (see /api/v1/species)")
     attributions = attributions_of(information)
-    return {"species": species_json(information, name, lang), "lang": lang, "attribution": attributions[0],
-            "attributions": attributions}
+    return {
+        "species": species_json(information, name, lang),
+        "lang": lang,
+        "attribution": attributions[0],
+        "attributions": attributions,
+    }
