@@ -3,6 +3,9 @@ GroceryStore's descriptions, class names matched to both, French and English."""
 
 from __future__ import annotations
 
+import importlib
+import sys
+
 import pytest
 from conftest import SAMPLE, needs_shared
 
@@ -87,3 +90,10 @@ def test_the_builtin_catalogues_species_find_information_in_both_sources_and_spe
 def test_bad_info_folder_is_one_line(tmp_path):
     with pytest.raises(FruitlensError, match="neither the Fruits-360 metadata folder"):
         SpeciesInformation.load([Location.of(str(tmp_path))], ["Banana"])
+
+
+def test_the_old_module_name_still_imports_with_a_warning_naming_the_release_that_removes_it():
+    sys.modules.pop("fruitlens.serve.metadata", None)
+    with pytest.warns(DeprecationWarning, match=r"species_info.*0\.3\.0"):
+        old = importlib.import_module("fruitlens.serve.metadata")
+    assert old.Catalog is SpeciesInformation
