@@ -34,6 +34,25 @@ def test_help_for_every_command_and_option(command):
         assert "--variance" in res.stdout and "--k" in res.stdout
 
 
+# What [tool.ruff.lint.flake8-tidy-imports] keeps off the modules' tops: none of it may load with the command
+# line, predict or the service, and the jobs (the driver solver trains without a JVM) load no Spark either.
+HEAVY = ("pyspark", "py4j", "scipy", "matplotlib", "uvicorn", "usearch", "ai_edge_litert", "flatbuffers", "botocore")
+
+
+def test_the_light_paths_import_nothing_heavy():
+    probe = (
+        "import sys\n"
+        "import fruitlens.cli, fruitlens.engine.predict, fruitlens.serve.app\n"
+        f"heavy = {HEAVY + ('pyarrow.dataset', 'fruitlens.jobs', 'fruitlens.emr.kit')!r}\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+        "import fruitlens.jobs\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == ["[]", "['fruitlens.jobs']"]
+
+
 def assert_one_line_error(res, pattern):
     assert res.returncode != 0
     assert "Traceback" not in res.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import sys
 from dataclasses import replace
@@ -25,7 +26,7 @@ from .config import (
 )
 from .embedding.backbones import SPECS
 from .embedding.views import SIZES as VIEW_SIZES
-from .storage.location import S3Options
+from .storage.location import Location, S3Options
 
 
 def spark_options(f):
@@ -421,13 +422,11 @@ def train(
 def predict(model_dir, photos, as_json, backbone_file, s3):
     """PHOTOS (files or s3:// objects) -> top-5 species each, without Spark. "not sure" when the
     winning probability is low or the photo is unlike every training image. Exit 1 if any failed."""
-    import json as json_
-
-    from .engine.predict import Identifier
+    from .engine.predict import Identifier  # noqa: PLC0415 - loaded by its command: --help stays light
 
     answers = Identifier.load(model_dir, s3, backbone_file).answer_paths(list(photos), s3)
     if as_json:
-        click.echo(json_.dumps([a.to_json() for a in answers], indent=2))
+        click.echo(json.dumps([a.to_json() for a in answers], indent=2))
     else:
         _print_answers(answers)
     failed = [a for a in answers if a.prediction is None]
@@ -438,8 +437,8 @@ def predict(model_dir, photos, as_json, backbone_file, s3):
 
 
 def _print_answers(answers) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    from rich.console import Console  # noqa: PLC0415 - rich's tables load only to print one
+    from rich.table import Table  # noqa: PLC0415
 
     console = Console(highlight=False, soft_wrap=True)
     for a in answers:
@@ -479,12 +478,10 @@ def export(model_dir, dest, check, backbone_file, s3):
     photo (1, 224, 224, 3) resized to it (bilinear). Outputs: probabilities (the model's classes, in
     model.json's order), family probabilities, novelty; the thresholds and names in its `fruitlens`
     metadata (README, "Take it with you")."""
-    import json as json_
-
-    from .engine.export import export as export_file
+    from .engine.export import export as export_file  # noqa: PLC0415 - the exporter loads with its command
 
     report = export_file(model_dir, dest, list(check), backbone_file, s3)
-    click.echo(json_.dumps(report, indent=2))
+    click.echo(json.dumps(report, indent=2))
 
 
 @cli.command()
@@ -628,7 +625,7 @@ def serve(
     schema at /api/v1/openapi.json). Send 1 to 5 photos of a fruit: the species (or its family,
     or "not sure"), its names and information in English or French, the most similar images of
     --index; corrections kept with consent (--feedback)."""
-    from .serve import run as run_server
+    from .serve import run as run_server  # noqa: PLC0415 - the service (FastAPI) loads only to serve
 
     run_server(
         ServeConfig(
@@ -671,14 +668,11 @@ def index(output, model_dir, dtype, s3):
     """The similar-images index of OUTPUT (a folder run/featurize wrote), for MODEL: a usearch HNSW
     graph saved as OUTPUT/index, which `serve --ann` memory-maps (start-up in seconds at a million
     images). Rerun after `run`: only new, changed and removed images are updated."""
-    import json as json_
-
-    from .engine.model import PortableModel
-    from .serve.saved_index import build
-    from .storage.location import Location
+    from .engine.model import PortableModel  # noqa: PLC0415 - the engine and the index load with their command
+    from .serve.saved_index import build  # noqa: PLC0415
 
     report = build(Location.of(output, s3), PortableModel.load(Location.of(model_dir, s3)), dtype)
-    click.echo(json_.dumps(report, indent=2))
+    click.echo(json.dumps(report, indent=2))
 
 
 @cli.group()
@@ -691,7 +685,7 @@ def keys():
 @click.argument("name")
 def keys_add(file, name):
     """Make a key for NAME (who holds it), append its hash to FILE, print the key once."""
-    from .serve.limits import add_key
+    from .serve.limits import add_key  # noqa: PLC0415 - loads the serve package: only for this command
 
     click.echo(add_key(file, name))
     click.echo(f"fruitlens: the key above is shown once; {file} holds only its hash", err=True)

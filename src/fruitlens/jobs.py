@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 from . import FruitlensError, note
+from .catalogue import Catalogue
 from .chain.featurize import featurize
 from .chain.listing import check_input
 from .config import (
@@ -24,6 +25,11 @@ from .config import (
 )
 from .embedding.embedder import Embedder
 from .embedding.views import Views
+from .engine.classify import predictions
+from .engine.model import PortableModel
+from .engine.predict import embedder_for
+from .engine.train import collection_of, train
+from .engine.train_report import print_train_summary
 from .reduction.reduce import fit_and_transform
 from .report import (
     featurize_section,
@@ -244,8 +250,6 @@ def run_train(
     cfg: TrainConfig, spark_cfg: SparkConfig, spark=None, quiet: bool = False, s3: S3Options | None = None
 ) -> dict:
     """Embeddings (one or more folders `run`/`featurize` wrote: collections) -> a model folder at OUTPUT."""
-    from .engine.train import collection_of, train
-
     sources = [embeddings_location(Location.of(i, s3)) for i in cfg.input]
     out = Location.of(cfg.output, s3)
     for source in sources:
@@ -276,8 +280,6 @@ def run_train(
         cleanup(target.output, target.run_id)
     report["wall_s"] = round(time.perf_counter() - t0, 3)
     if not quiet:
-        from .engine.train_report import print_train_summary
-
         print_train_summary(report, out)
     return report
 
@@ -314,11 +316,6 @@ def run_classify(
     cfg: ClassifyConfig, spark_cfg: SparkConfig, spark=None, quiet: bool = False, s3: S3Options | None = None
 ) -> dict:
     """Every image under INPUT -> OUTPUT/predictions (+ embeddings, errors, report.json)."""
-    from .catalogue import Catalogue
-    from .engine.classify import predictions
-    from .engine.model import PortableModel
-    from .engine.predict import embedder_for
-
     model = PortableModel.load(Location.of(cfg.model, s3))
     catalogue = Catalogue.of_model(Location.of(cfg.model, s3), model.classes)
     # The embedder the model's embeddings were made with (backbone, file, size, limit) and its views.

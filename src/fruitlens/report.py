@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import platform
 from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
 
+import numpy as np
 from rich.console import Console
 
 from . import __version__
@@ -17,8 +19,6 @@ def now() -> str:
 
 
 def library_versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
     out = {"fruitlens": __version__, "python": platform.python_version()}
     for name in ("pyspark", "ai-edge-litert", "pillow", "numpy", "pyarrow"):
         try:
@@ -110,7 +110,6 @@ def write_scree(where: Location, result, variance_target: float | None) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     cumulative = np.asarray(result.cumulative)
     x = np.arange(1, len(cumulative) + 1)
@@ -199,7 +198,6 @@ def write_confusion_png(path: str, confusion, classes: list[str], title: str) ->
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     off = confusion.copy()
     np.fill_diagonal(off, 0)

@@ -18,6 +18,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from . import FruitlensError
+
 
 @dataclass(frozen=True)
 class ImageRef:
@@ -141,8 +143,6 @@ REASONS = CONTENT_REASONS + ACCESS_REASONS
 
 def check_embeddings_columns(columns, where: str) -> None:
     """Refuse, in one line, a dataset without the columns every reader of embeddings needs."""
-    from . import FruitlensError
-
     missing = sorted({"path", "label", "split", "embedding"} - set(columns))
     if missing:
         raise FruitlensError(f"{where} is not an embeddings dataset: missing columns {missing}")

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 
 from .. import FruitlensError
+from ..storage.location import Location, storage_errors
 
 BUILTIN = "builtin"  # --catalogue builtin: the catalogue shipped in the package
 # The one "species" that is none: photos of things that are not fruit or vegetables (GroceryStore's
@@ -71,7 +72,6 @@ class Catalogue:
             return cls.of_labels(labels)
         if where == BUILTIN:
             return cls.parse((resources.files(__package__) / "catalogue.csv").read_text("utf-8"), BUILTIN)
-        from ..storage.location import Location, storage_errors
 
         place = Location.of(where)
         with storage_errors(place, "cannot read the catalogue"):

@@ -16,6 +16,9 @@ from importlib import resources
 from pathlib import Path
 
 from .. import FruitlensError
+from ..embedding.backbone_file import resolve
+from ..embedding.backbones import SPECS
+from ..spark.packaging import package_zip
 from .settings import EmrSettings
 
 REQUIREMENTS = "requirements-emr7.txt"  # pinned for EMR 7.x: Python 3.11, Spark 3.5, NumPy < 2
@@ -42,8 +45,6 @@ def pinned_requirements() -> str:
 
 def artifact_files() -> dict[str, bytes]:
     """What every cluster needs under ARTIFACTS."""
-    from ..spark.packaging import package_zip
-
     return {
         "bootstrap.sh": bootstrap_script().encode(),
         "requirements.txt": pinned_requirements().encode(),
@@ -54,9 +55,6 @@ def artifact_files() -> dict[str, bytes]:
 
 def model_files() -> list[Path]:
     """Verified local copies of every backbone's model file (cache, $FRUITLENS_MODEL_DIR or download)."""
-    from ..embedding.backbone_file import resolve
-    from ..embedding.backbones import SPECS
-
     return [resolve(spec.file) for spec in SPECS.values()]
 
 

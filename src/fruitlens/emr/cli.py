@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from .. import FruitlensError
+from .aws import Aws, account_id
 from .costs import MEASURED_IMAGES_PER_S_PER_CORE
 from .settings import DEFAULT_RELEASE, EmrSettings
 
@@ -170,7 +171,6 @@ def estimate(images, hours, images_per_s_per_vcpu, spot_discount, prices_path, o
     """Cost (EC2, EMR fee, EBS, public IPv4) and throughput of a cluster shape: prices from AWS's
     Price List API when your credentials allow, else the dated table in the package."""
     from . import kit
-    from .aws import Aws
 
     settings = _settings(kw)
     aws, why = None, "not asked (--offline-prices)"
@@ -348,8 +348,7 @@ def policy(which, account, **kw):
     """Print a policy document for this bucket and prefix. `user`: what the person running
     `fruitlens emr` needs; `service-role`: the inline part (the role also gets
     AmazonEMRServicePolicy_v2); `instance-role`: what the nodes may do."""
-    from .aws import Aws, account_id
-    from .iam import policy as render
+    from .iam import policy as render  # noqa: PLC0415 - the IAM machinery loads with its command (as the kit)
 
     settings = _settings(kw)
     if which == "service-trust" and account is None:

@@ -7,6 +7,7 @@ emr.capacity; prices: emr.prices; the arithmetic of costs: emr.costs."""
 
 from __future__ import annotations
 
+import gzip
 import re
 import time
 from dataclasses import dataclass, replace
@@ -453,8 +454,6 @@ def status(region: str, cluster_id: str, spot_discount_given: float | None = Non
 def logs(region: str, cluster_id: str, step_id: str) -> dict[str, str]:
     """The step's stdout/stderr from the cluster's log URI (EMR copies them there every few
     minutes). Files not there yet are skipped; any other S3 error is one line."""
-    import gzip
-
     aws = Aws(region)
     with aws_errors(f"logs of {cluster_id}"):
         uri = log_uri(aws.emr.describe_cluster(ClusterId=cluster_id)["Cluster"])

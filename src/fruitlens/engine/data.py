@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from .. import FruitlensError, schemas
 from ..catalogue import Catalogue
@@ -22,6 +24,7 @@ from ..embedding.views import Views
 from ..spark.datasets import read_dataframe
 from ..storage.dataset import Dataset
 from ..storage.location import Location
+from .model import one_blas_thread
 
 FIT, VAL, TEST = "fit", "validation", "test"
 
@@ -80,8 +83,6 @@ def view_rows(x: np.ndarray, views: list, names: list, count: int) -> np.ndarray
 
 def scored(model, x: np.ndarray, views: list, names: list, count: int) -> tuple[np.ndarray, np.ndarray]:
     """(probabilities averaged over `count` views, novelty of the whole photo) of each photo."""
-    from .model import one_blas_thread
-
     if not len(x):
         return np.zeros((0, len(model.classes))), np.zeros(0)
     probs, nov = [], []
@@ -181,9 +182,6 @@ class DriverData:
     kind = "driver"
 
     def __init__(self, collections: list[Collection], catalogue: Catalogue, share: float):
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
         self.collections = collections
         parts: dict[str, list] = {FIT: [], VAL: [], TEST: []}
         self.unknown: dict[str, dict[str, int]] = {}
@@ -362,7 +360,6 @@ class SparkData:
         return whole.unionByName(extra)
 
     def score(self, model, role: str, views: int) -> Scores:
-        import pyarrow as pa
         from pyspark.sql import functions as F
 
         shared = self.spark.sparkContext.broadcast(model)

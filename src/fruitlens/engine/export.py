@@ -26,13 +26,20 @@ both name the same species on the photos given to check it.
 from __future__ import annotations
 
 import json
+import os
+import time
+from dataclasses import replace
 from typing import NamedTuple
 
 import numpy as np
 
 from .. import FruitlensError
 from ..embedding.backbones import litert
+from ..embedding.decode import DecodeError, decode_image
+from ..embedding.views import Views
+from ..storage.location import Location
 from .model import PortableModel
+from .predict import Identifier
 
 METADATA = "fruitlens"
 
@@ -330,15 +337,6 @@ class Exported:
 def export(model_dir: str, dest: str, check: list[str] = (), backbone_file: str | None = None, s3=None) -> dict:
     """Write the exported file at `dest` (a local path); with `check` photos, run it on them with
     LiteRT beside `predict` and say how often both name the same species."""
-    import os
-    import time
-    from dataclasses import replace
-
-    from ..embedding.decode import DecodeError, decode_image
-    from ..embedding.views import Views
-    from ..storage.location import Location
-    from .predict import Identifier
-
     identifier = Identifier.load(model_dir, s3, backbone_file, threads=1)
     spec = identifier.embedder.spec
     t0 = time.perf_counter()

@@ -29,6 +29,7 @@ import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from .. import FruitlensError
 from ..catalogue import NOT_PRODUCE
@@ -49,8 +50,6 @@ def one_blas_thread():
     threadpoolctl controller per process (finding the BLAS libraries costs milliseconds)."""
     global _BLAS
     if _BLAS is None:
-        from threadpoolctl import ThreadpoolController
-
         _BLAS = ThreadpoolController()
     return _BLAS.limit(limits=1, user_api="blas")
 

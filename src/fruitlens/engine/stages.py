@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from threadpoolctl import threadpool_info
 
 from .. import FruitlensError
 from ..catalogue import Catalogue
@@ -298,8 +299,6 @@ class _progress:
 
 def blas_report(kind: str, spark_session) -> dict:
     """Which BLAS runs the products: NumPy's (driver solver, scoring) and Spark ML's (its JVM)."""
-    from threadpoolctl import threadpool_info
-
     numpy_blas = [
         f"{i.get('internal_api')} {i.get('version')} ({i.get('num_threads')} threads)"
         for i in threadpool_info()

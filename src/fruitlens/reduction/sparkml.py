@@ -8,10 +8,17 @@ from __future__ import annotations
 
 import numpy as np
 from pyspark import keyword_only
-from pyspark.ml import Estimator, Transformer
+from pyspark.ml import Estimator, PipelineModel, Transformer
+from pyspark.ml.classification import LogisticRegression, LogisticRegressionModel
+from pyspark.ml.common import _py2java
+from pyspark.ml.feature import PCA, PCAModel, StandardScaler, StandardScalerModel
+from pyspark.ml.functions import array_to_vector, vector_to_array
+from pyspark.ml.linalg import DenseMatrix, DenseVector, VectorUDT
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasInputCol, HasOutputCol
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
+from pyspark.sql import functions as F
+from pyspark.sql.types import ArrayType, FloatType
 
 from .pca import Moments, choose_k, principal_components  # choose_k: also part of this module's API
 
@@ -29,8 +36,6 @@ class ArrayToVector(Transformer, HasInputCol, HasOutputCol, DefaultParamsReadabl
         self._set(**self._input_kwargs)
 
     def _transform(self, dataset):
-        from pyspark.ml.functions import array_to_vector
-
         return dataset.withColumn(self.getOutputCol(), array_to_vector(dataset[self.getInputCol()]))
 
 
@@ -49,11 +54,6 @@ def moments(dataset, input_col: str) -> Moments:
     RowMatrix.computeCovariance (what its PCA runs) adds one row at a time (BLAS spr): about 3x faster
     on 13k x 1992 embeddings here, and reduce's fit, which also no longer fits twice, 2.9x-7.1x
     (bench/reduce_bench.py). Nulls and rows of different lengths are refused (ValueError)."""
-    from pyspark.ml.functions import vector_to_array
-    from pyspark.ml.linalg import VectorUDT
-    from pyspark.sql import functions as F
-    from pyspark.sql.types import ArrayType, FloatType
-
     column = F.col(input_col)
     kind = dataset.schema[input_col].dataType
     if isinstance(kind, VectorUDT):
@@ -157,10 +157,6 @@ class EigenPCA(Estimator, HasInputCol, HasOutputCol):
 def pca_model(spark, pc: np.ndarray, explained: np.ndarray, input_col: str, output_col: str):
     """A Spark ML PCAModel (a JVM object, as `PCA.fit` makes) from components and their explained
     variance."""
-    from pyspark.ml.common import _py2java
-    from pyspark.ml.feature import PCA, PCAModel
-    from pyspark.ml.linalg import DenseMatrix, DenseVector
-
     dim, k = pc.shape
     sc = spark.sparkContext
     uid = PCA().uid
@@ -177,10 +173,6 @@ def pca_model(spark, pc: np.ndarray, explained: np.ndarray, input_col: str, outp
 
 def scaler_model(spark, mean: np.ndarray, std: np.ndarray, input_col: str, output_col: str):
     """A Spark ML StandardScalerModel (with mean and std), as `StandardScaler.fit` makes, from arrays."""
-    from pyspark.ml.common import _py2java
-    from pyspark.ml.feature import StandardScaler, StandardScalerModel
-    from pyspark.ml.linalg import DenseVector
-
     sc = spark.sparkContext
     java = sc._jvm.org.apache.spark.ml.feature.StandardScalerModel(
         StandardScaler().uid,
@@ -196,10 +188,6 @@ def scaler_model(spark, mean: np.ndarray, std: np.ndarray, input_col: str, outpu
 def logistic_model(spark, coefficients: np.ndarray, intercepts: np.ndarray, features_col: str):
     """A Spark ML multinomial LogisticRegressionModel from its coefficient matrix (classes x
     features) and intercepts, as `LogisticRegression.fit` makes it."""
-    from pyspark.ml.classification import LogisticRegression, LogisticRegressionModel
-    from pyspark.ml.common import _py2java
-    from pyspark.ml.linalg import DenseMatrix, DenseVector
-
     w = np.asarray(coefficients, np.float64)
     sc = spark.sparkContext
     java = sc._jvm.org.apache.spark.ml.classification.LogisticRegressionModel(
@@ -219,8 +207,6 @@ def classifier_pipeline(spark, mean, std, projection, layers, explained=None):
     """The classifier as a Spark ML PipelineModel that takes the `embedding` column as it is and
     outputs `probability` and `prediction`: ArrayToVector -> StandardScaler -> [PCA] -> logistic
     regression, built from the arrays a solver fitted."""
-    from pyspark.ml import PipelineModel
-
     if len(layers) != 1:
         raise ValueError("only a logistic regression is built from arrays; a perceptron keeps its Spark model")
     stages = [

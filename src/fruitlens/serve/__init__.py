@@ -12,6 +12,9 @@ limit, the language), `errors.py` (one-line JSON errors), `middleware.py` (uploa
 
 from __future__ import annotations
 
+import socket
+
+from .. import FruitlensError
 from ..config import ServeConfig
 from .service import Service, load_service
 
@@ -20,7 +23,7 @@ def run(cfg: ServeConfig) -> None:
     """Load, then serve until interrupted (uvicorn on cfg.host:cfg.port)."""
     import uvicorn
 
-    from .app import create_app
+    from .app import create_app  # noqa: PLC0415 - the app (FastAPI) loads to serve, not for serve's helpers (limits, saved_index)
 
     _check_port(cfg.host, cfg.port)  # before loading: a taken port is a one-line error, at once
     service = load_service(cfg, say=lambda line: print(line, flush=True))
@@ -44,10 +47,6 @@ def run(cfg: ServeConfig) -> None:
 
 
 def _check_port(host: str, port: int) -> None:
-    import socket
-
-    from .. import FruitlensError
-
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+import platform
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from importlib import resources
+from pathlib import Path
 
 from .. import FruitlensError
 from ..config import SparkConfig
+from .packaging import ship_to_executors
 
 
 def check_java() -> None:
@@ -91,7 +95,6 @@ def get_session(cfg: SparkConfig):
     # heap runs out; 512 rows: 8 MB.
     if CACHE_BATCH_KEY not in conf:
         spark.conf.set(CACHE_BATCH_KEY, str(CACHE_BATCH_ROWS))
-    from .packaging import ship_to_executors
 
     ship_to_executors(spark)
     return spark
@@ -122,15 +125,11 @@ def spark_defaults() -> dict[str, str]:
 
 def log4j_file() -> str:
     """fruitlens's log4j2.properties as a real file (extracted when fruitlens runs from a zip)."""
-    from pathlib import Path
-
     found = resources.files("fruitlens.spark") / "log4j2.properties"
     if isinstance(found, Path) and found.is_file():
         return str(found)
     global _LOG4J_COPY
     if _LOG4J_COPY is None:
-        import tempfile
-
         fd, _LOG4J_COPY = tempfile.mkstemp(prefix="fruitlens-log4j2-", suffix=".properties")
         with os.fdopen(fd, "wb") as f:
             f.write(found.read_bytes())
@@ -187,8 +186,6 @@ def shuffle_partitions(master: str, conf: dict[str, str], default_parallelism: i
 
 
 def versions(spark) -> dict:
-    import platform
-
     import pyspark
 
     return {

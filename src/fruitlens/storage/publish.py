@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from .location import Location
 from .manifest import MANIFEST, Manifest, write_manifest
-from .writer import Target
+from .writer import STAGING, Target
 
 
 @dataclass(frozen=True)
@@ -160,8 +160,6 @@ def _link_or_copy(src: str, dest: str) -> None:
 
 def cleanup(output: Location, *run_ids: str) -> None:
     """Remove these runs' staging areas, and the staging folder itself when it is left empty."""
-    from .writer import STAGING
-
     root = output / STAGING
     try:
         for run_id in run_ids:

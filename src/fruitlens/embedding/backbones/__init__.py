@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from ... import FruitlensError
 from .base import Backbone, BackboneSpec
 from .litert import (
     MOBILENET_V2,
@@ -17,8 +20,6 @@ DEFAULT_BACKBONE = MOBILENET_V2_MULTISCALE.name
 
 
 def get_spec(name: str) -> BackboneSpec:
-    from ... import FruitlensError
-
     try:
         return SPECS[name]
     except KeyError:
@@ -29,10 +30,6 @@ def at_size(spec: BackboneSpec, size) -> BackboneSpec:
     """The spec running at another input size: an int (square) or (width, height); None keeps the
     backbone's own. The MobileNetV2s are convolutional up to their global pooling, so the
     interpreter's input is resized and the embedding keeps its length."""
-    from dataclasses import replace
-
-    from ... import FruitlensError
-
     if size is None:
         return spec
     width, height = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
