@@ -26,7 +26,7 @@ if [ -z "${FRUITLENS_MODEL_DIR:-}" ] && [ -d ../shared/models ]; then
   export FRUITLENS_MODEL_DIR="$(cd ../shared/models && pwd)"
 fi
 F=.venv/bin/fruitlens
-$F run "$INPUT" "$OUTPUT"                                     # the chain: embeddings, errors, features, pca
+$F run "$INPUT" "$OUTPUT" --views 2                           # the chain: embeddings (whole photo + centre crop), errors, features, pca
 
 if [ ! -d "$GROCERY/train" ]; then
   cat >&2 <<MSG

@@ -215,6 +215,42 @@ def test_predict_and_classify_answer_at_species_or_family_level(spark, trained, 
     assert c["views_averaged"] == report["chosen"]["predict_views"]
 
 
+def test_classify_on_each_collections_test_split_gives_the_reports_figures(spark, trained, collections, tmp_path):
+    """One truth: the shop photos were embedded with 4 views, the turntable frames with the whole
+    photo alone, so predict may average only the whole photo (train says which collection limits it
+    and how to lift it); `classify` on each collection's test photos (featurized again, with the
+    model's views) gives the figures report.json gives for that collection."""
+    model, report = trained
+    chosen = report["chosen"]
+    assert chosen["predict_views_among"] == [1] and chosen["predict_views"] == 1
+    note = chosen["predict_views_note"]
+    assert "turntable-emb (embedded with 1)" in note and "--views 4" in note and "shop-emb" not in note
+    for name, folder in (
+        ("shop-emb", collections / "shop" / "test"),
+        ("turntable-emb", collections / "turntable" / "Test"),
+    ):
+        result = run_classify(
+            ClassifyConfig(model=str(model), input=str(folder), output=str(tmp_path / name)),
+            SPARK,
+            spark=spark,
+            quiet=True,
+        )["classify"]
+        (got,) = result["by_collection"].values()
+        want = chosen["test_by_collection"][name]
+        assert got["photos_of_a_known_species"] == want["photos_of_a_known_species"] > 0, name
+        for key, theirs in (
+            ("species_accuracy", want["species_accuracy"]),
+            ("family_accuracy", want["family_accuracy"]),
+            ("answered", want["answers"]["answered"]),
+            ("answers_right", want["answers"]["answers_right"]),
+        ):
+            if theirs is None:
+                assert got[key] is None, (name, key)
+            else:
+                assert got[key] == pytest.approx(theirs, abs=0.002), (name, key)
+    assert result["views_averaged"] == chosen["predict_views"]
+
+
 def test_a_catalogue_that_is_not_one_is_a_one_line_error(tmp_path):
     bad = {
         "header.csv": "name,kind\nA,B\n",

@@ -117,3 +117,56 @@ def test_the_choice_is_the_best_on_validation_among_the_default_kind_the_first_f
     assert choose(results, "lr_full:0.0001").candidate.name == "lr_full:0.0001"
     with pytest.raises(FruitlensError, match="--default lr_full:1 is not among --candidates"):
         choose(results, "lr_full:1")
+
+
+def test_predict_may_average_only_the_views_every_collection_was_embedded_with():
+    from fruitlens.engine.data import Collection, views_in, views_note
+    from fruitlens.storage.location import Location
+
+    def coll(name, views, crop=0.7):
+        return Collection(name, Location.of(f"/nowhere/{name}"), {"views": views, "crop": crop} if views > 1 else {})
+
+    assert views_in([coll("shop", 12), coll("turntable", 1)]) == [1]
+    note = views_note([coll("shop", 12), coll("turntable", 1)])
+    assert "turntable (embedded with 1)" in note and "--views 12" in note and "shop" not in note.split(":")[1]
+    assert views_in([coll("shop", 12), coll("turntable", 4)]) == [1, 2, 4]
+    assert "--views 12" in views_note([coll("shop", 12), coll("turntable", 4)])
+    assert views_in([coll("shop", 12), coll("other", 12)]) == [1, 2, 4, 12] and views_note([coll("shop", 12)]) is None
+    assert views_in([coll("shop", 12), coll("other", 12, crop=0.5)]) == [1]  # views cut otherwise
+    assert "crop" in views_note([coll("shop", 12), coll("other", 12, crop=0.5)])
+
+
+def test_trains_scoring_is_predicts():
+    """The photos' views as train's evaluation reads them give predict's probabilities and novelty."""
+    from fruitlens.embedding.views import Views
+    from fruitlens.engine.data import scored
+
+    rng = np.random.default_rng(1)
+    d = 3
+    m = PortableModel(
+        classes=CLASSES,
+        families=FAMILIES,
+        mean=np.zeros(d),
+        std=np.ones(d),
+        projection=None,
+        layers=[(rng.normal(size=(4, d)), rng.normal(size=4))],
+        threshold=0.5,
+        refs=rng.normal(size=(6, d)),
+        novelty_threshold=0.3,
+    )
+    names = list(Views(12).names)
+    x = rng.normal(size=(5, d)).astype(np.float32)
+    other = [rng.normal(size=(11, d)).astype(np.float32) for _ in x]
+    for count in (1, 2, 4, 12):
+        probs, novelty = scored(m, x, other, [names] * len(x), count)
+        rows = np.concatenate(
+            [
+                np.stack([x[i] if n == "whole" else other[i][names.index(n) - 1] for n in Views(count).names])
+                for i in range(len(x))
+            ]
+        )
+        preds = m.predict(rows, views=count)
+        np.testing.assert_array_equal(probs.max(axis=1), [p.top[0][1] for p in preds])
+        np.testing.assert_array_equal(novelty, [p.novelty for p in preds])
+    with pytest.raises(FruitlensError, match="no 'centre' view"):
+        scored(m, x, [None] * len(x), [["whole"]] * len(x), 2)

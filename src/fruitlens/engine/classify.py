@@ -3,7 +3,9 @@ own distributed path (listing, incremental plan, tasks, publishing) into OUTPUT/
 OUTPUT/errors, with the views the model averages; the portable classifier (broadcast once) then
 runs inside tasks over the embeddings and the predictions are published like every other dataset.
 Accuracy is counted from the photos' labels through the model's catalogue (a label -> its species
-and family), at species and at family level."""
+and family), at species and at family level, over the photos of a species (those labelled
+"(not produce)" are counted apart), as train's report counts each collection: `PortableModel.scores`
+on the model's views gives both."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from .. import schemas
-from ..catalogue import Catalogue
+from ..catalogue import NOT_PRODUCE, Catalogue
 from ..spark.datasets import spark_type, write_dataframe
 from ..spark.progress import spark_progress
 from ..storage.writer import Target
@@ -38,7 +40,7 @@ def predictions(
 class _Counts:
     """The predictions counted against the labels (through the catalogue)."""
 
-    totals: dict  # rows, not_sure, labelled, correct, family_correct, answered, answered_species, answered_correct
+    totals: dict  # rows, not_sure, labelled (of a class), produce (of a species), no_produce(_not_sure), correct, ...
     not_sure_by_reason: dict
 
 
@@ -87,7 +89,10 @@ def _counts(spark, df, model: PortableModel, catalogue: Catalogue) -> _Counts:
     truth = [(label, s, family_of[s]) for label in labels if (s := catalogue.species_of(label)) in family_of]
     truth_df = spark.createDataFrame(truth or [("", "", "")], "label string, true_species string, true_family string")
     guess_df = spark.createDataFrame(list(family_of.items()), "predicted string, predicted_family string")
-    known = F.col("true_species").isNotNull()
+    # the figures count the photos of a species, as train's report does ("(not produce)" apart)
+    of_a_class = F.col("true_species").isNotNull()
+    no_produce = of_a_class & (F.col("true_species") == NOT_PRODUCE)
+    known = of_a_class & ~no_produce
     joined = df.join(F.broadcast(truth_df), "label", "left").join(F.broadcast(guess_df), "predicted", "left")
     answered = known & ~F.col("not_sure")
     right_answer = ((F.col("level") == "species") & (F.col("predicted") == F.col("true_species"))) | (
@@ -96,7 +101,10 @@ def _counts(spark, df, model: PortableModel, catalogue: Catalogue) -> _Counts:
     row = joined.agg(
         F.count("*").alias("rows"),
         F.sum(F.col("not_sure").cast("int")).alias("not_sure"),
-        F.sum(known.cast("int")).alias("labelled"),
+        F.sum(of_a_class.cast("int")).alias("labelled"),
+        F.sum(known.cast("int")).alias("produce"),
+        F.sum(no_produce.cast("int")).alias("no_produce"),
+        F.sum((no_produce & F.col("not_sure")).cast("int")).alias("no_produce_not_sure"),
         F.sum((known & (F.col("predicted") == F.col("true_species"))).cast("int")).alias("correct"),
         F.sum((known & (F.col("predicted_family") == F.col("true_family"))).cast("int")).alias("family_correct"),
         F.sum(answered.cast("int")).alias("answered"),
@@ -109,22 +117,26 @@ def _counts(spark, df, model: PortableModel, catalogue: Catalogue) -> _Counts:
 
 def _summary(rows: int, counts: _Counts, views: int, catalogue: Catalogue, collection: str) -> dict:
     row = counts.totals
-    labelled = row["labelled"] or 0
+    produce = row["produce"] or 0
     accuracy = {
-        "photos_of_a_known_species": labelled,
-        "species_accuracy": (row["correct"] / labelled) if labelled else None,
-        "family_accuracy": (row["family_correct"] / labelled) if labelled else None,
-        "answered": (row["answered"] / labelled) if labelled else None,
-        "answered_species": (row["answered_species"] / labelled) if labelled else None,
+        "photos_of_a_known_species": produce,
+        "species_accuracy": (row["correct"] / produce) if produce else None,
+        "family_accuracy": (row["family_correct"] / produce) if produce else None,
+        "answered": (row["answered"] / produce) if produce else None,
+        "answered_species": (row["answered_species"] / produce) if produce else None,
         "answers_right": (row["answered_correct"] / row["answered"]) if row["answered"] else None,
     }
+    no_produce = row["no_produce"] or 0
     return {
         "rows": rows,
         "not_sure": row["not_sure"] or 0,
         "not_sure_by_reason": counts.not_sure_by_reason,
         "views_averaged": views,
         "catalogue": catalogue.source,
-        "labelled_with_a_known_class": labelled,
+        "labelled_with_a_known_class": row["labelled"] or 0,
+        "not_produce": {"photos": no_produce, "not_sure": (row["no_produce_not_sure"] or 0) / no_produce}
+        if no_produce
+        else None,
         "accuracy": accuracy["species_accuracy"],
         "family_accuracy": accuracy["family_accuracy"],
         "answered_accuracy": accuracy["answers_right"],

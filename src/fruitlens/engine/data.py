@@ -2,7 +2,8 @@
 (`DriverData`, read with pyarrow, no JVM) or in Spark (`SparkData`, DataFrames that are never
 collected: only each validation and test photo's probabilities come back to the driver, and a
 few reference photos per class). Both give a solver its training rows (every view of every fit
-photo), score a split with a fitted model (its views averaged), and pick the reference photos of
+photo), score a split with a fitted model (`PortableModel.scores` on the views `predict` would
+average: `views_in`), and pick the reference photos of
 the novelty rule, in the same way; `train` does not know which it has.
 
 Roles: `fit` (train photos the candidates learn from), `validation` (a collection's own val/
@@ -24,7 +25,6 @@ from ..embedding.views import Views
 from ..spark.datasets import read_dataframe
 from ..storage.dataset import Dataset
 from ..storage.location import Location
-from .model import one_blas_thread
 
 FIT, VAL, TEST = "fit", "validation", "test"
 
@@ -56,43 +56,70 @@ class Scores:
     novelty: np.ndarray
 
 
+VIEW_SETS = (1, 2, 4, 12)  # the view counts train chooses among for predict
+
+
 def views_in(collections: list[Collection]) -> list[int]:
-    """The view counts `predict` could average that some collection has every view of (1, 2, 4, 12)."""
-    sets = [1]
-    for count in (2, 4, 12):
-        if any(set(Views(count).names) <= set(c.view_names) for c in collections):
-            sets.append(count)
-    return sets
+    """The view counts (1, 2, 4, 12) `predict` may average: those every collection was embedded
+    with (each of their views, cut with one crop), so that every figure of every collection is
+    computed on exactly the views `predict` and `classify` embed."""
+    crops = {Views.of_params(c.params).crop for c in collections if len(c.view_names) > 1}
+    return [
+        count
+        for count in VIEW_SETS
+        if count == 1 or (len(crops) == 1 and all(set(Views(count).names) <= set(c.view_names) for c in collections))
+    ]
+
+
+def views_note(collections: list[Collection]) -> str | None:
+    """One line when a collection limits the views `predict` may average (None when none does):
+    which one, and how to lift it."""
+    allowed = max(views_in(collections))
+    some = max(count for count in VIEW_SETS if any(set(Views(count).names) <= set(c.view_names) for c in collections))
+    if some <= allowed:
+        return None
+    crops = {Views.of_params(c.params).crop for c in collections if len(c.view_names) > 1}
+    if len(crops) > 1:
+        return (
+            f"[train] predict averages at most {allowed} view: the collections' views were cut with different "
+            f"crops ({', '.join(f'{c:g}' for c in sorted(crops))}); featurize them with one --crop to choose among more"
+        )
+    limiting = [c for c in collections if not set(Views(some).names) <= set(c.view_names)]
+    names = ", ".join(f"{c.name} (embedded with {len(c.view_names)})" for c in limiting)
+    return (
+        f"[train] predict averages at most {allowed} view{'s' if allowed > 1 else ''}, as every collection "
+        f"has them: {names} limits it; featurize it with --views {some} to let train choose among up to {some}"
+    )
 
 
 def view_rows(x: np.ndarray, views: list, names: list, count: int) -> np.ndarray:
-    """(photos * count, dim): each photo's `count` views (Views(count).names), the whole photo first;
-    a view a photo was not featurized with counts as its whole photo again (so a photo without
-    views is scored on its whole photo alone). `views[i]`: photo i's other views, `names[i]` their
-    names (the whole photo first)."""
+    """(photos * count, dim): each photo's `count` views (Views(count).names), the whole photo
+    first, as `predict` embeds them. `views[i]`: photo i's other views, `names[i]` their names (the
+    whole photo first); a photo must have every one of them (`views_in`)."""
     if count == 1:
         return x
     wanted = Views(count).names
     out = np.empty((len(x) * count, x.shape[1]), np.float32)
     for i in range(len(x)):
         for j, name in enumerate(wanted):
-            k = names[i].index(name) if name in names[i] else 0
+            k = names[i].index(name) if name in names[i] else -1
+            if k < 0 or (k > 0 and (views[i] is None or len(views[i]) < k)):
+                raise FruitlensError(f"a photo has no {name!r} view to average {count} views: featurize it with them")
             out[i * count + j] = x[i] if k == 0 else views[i][k - 1]
     return out
 
 
 def scored(model, x: np.ndarray, views: list, names: list, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """(probabilities averaged over `count` views, novelty of the whole photo) of each photo."""
+    """(probabilities averaged over `count` views, novelty of the whole photo) of each photo:
+    `PortableModel.scores`, the scoring `predict` and `classify` use, on the same views."""
     if not len(x):
         return np.zeros((0, len(model.classes))), np.zeros(0)
     probs, nov = [], []
     for start in range(0, len(x), 512):
         rows = view_rows(x[start : start + 512], views[start : start + 512], names[start : start + 512], count)
-        inputs = model.inputs(rows)
-        p = model.probabilities_of(inputs)
-        probs.append(p.reshape(-1, count, p.shape[1]).mean(axis=1) if count > 1 else p)
-        with one_blas_thread():
-            nov.append(model.novelty_of(inputs[::count]))
+        p, n, _ = model.scores(rows, count)
+        probs.append(p)
+        nov.append(n)
     return np.concatenate(probs), np.concatenate(nov)
 
 

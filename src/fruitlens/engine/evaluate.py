@@ -79,23 +79,25 @@ def produce_answers(model: PortableModel, scores: Scores) -> dict:
 
 
 def per_collection(model: PortableModel, scores: Scores, names: list[str]) -> dict:
-    """Accuracy (species and family, from the labels through the catalogue) and answers per collection."""
+    """Accuracy (species and family, from the labels through the catalogue) and answers per
+    collection, counted as `classify` counts them: the photos of a species (not "(not produce)");
+    the family right when the best species' family is the photo's."""
     out = {}
     probs, nov = scores.probs, scores.novelty
-    fam_probs = model.family_probabilities(probs) if len(probs) else np.zeros((0, 1))
     for c, name in enumerate(names):
         rows = scores.collection == c
         known = of_a_species(scores, model.not_produce)[rows]
         y = scores.y[rows]
         if not rows.any():
             continue
-        p, fp = probs[rows][known], fam_probs[rows][known]
+        p = probs[rows][known]
         yk = y[known]
+        best = p.argmax(axis=1)
         out[name] = {
             "photos": int(rows.sum()),
             "photos_of_a_known_species": int(known.sum()),
-            "species_accuracy": float((p.argmax(axis=1) == yk).mean()) if len(yk) else None,
-            "family_accuracy": float((fp.argmax(axis=1) == model.family_index[yk]).mean()) if len(yk) else None,
+            "species_accuracy": float((best == yk).mean()) if len(yk) else None,
+            "family_accuracy": float((model.family_index[best] == model.family_index[yk]).mean()) if len(yk) else None,
             "answers": answers(model, yk, p, nov[rows][known]) if len(yk) else None,
         }
     return out

@@ -169,6 +169,21 @@ class PortableModel:
         np.add.at(out.T, self.family_index, np.asarray(probs).T)
         return out
 
+    def scores(self, embeddings: np.ndarray, views: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The one scoring of photos, shared by train's evaluation (validation for the thresholds,
+        test for the report), `predict`, `serve` and `classify`: `embeddings` holds `views` rows per
+        photo (the model's views, the whole photo first); returns each photo's probabilities (its
+        views' averaged), its novelty (its whole photo's) and its whole photo's classifier inputs.
+        One BLAS thread, so the same rows give the same numbers in every caller."""
+        with one_blas_thread():  # small products
+            inputs = self.inputs(embeddings)
+            probs = self.probabilities_of(inputs)
+            whole = inputs[::views]
+            if views > 1:
+                probs = probs.reshape(len(whole), views, -1).mean(axis=1)
+            novelty = self.novelty_of(whole)
+        return probs, novelty, whole
+
     def predict(self, embeddings: np.ndarray, k: int = 5, views: int = 1) -> list[Prediction]:
         return self.predict_with_inputs(embeddings, k, views)[0]
 
@@ -177,14 +192,8 @@ class PortableModel:
     ) -> tuple[list[Prediction], np.ndarray]:
         """The predictions and the classifier's inputs of each photo's whole view (computed once:
         the service also searches neighbours with them). `views` > 1: `embeddings` holds that many
-        rows per photo, the whole photo first; their probabilities are averaged."""
-        with one_blas_thread():  # small products
-            inputs = self.inputs(embeddings)
-            probs = self.probabilities_of(inputs)
-            whole = inputs[::views]
-            if views > 1:
-                probs = probs.reshape(len(whole), views, -1).mean(axis=1)
-            novelty = self.novelty_of(whole)
+        rows per photo, the whole photo first; their probabilities are averaged (`scores`)."""
+        probs, novelty, whole = self.scores(embeddings, views)
         return self._predictions(probs, novelty, k), whole
 
     def predict_photos(
@@ -195,13 +204,12 @@ class PortableModel:
         unlike the training images only when every photo is (a cut fruit or a leaf beside a whole
         fruit may be unusual alone). Returns the answer, each photo's own answer, and each photo's
         inputs (its whole view)."""
-        with one_blas_thread():
-            per_photo, inputs, novelties = [], [], []
-            for e in embeddings:
-                x = self.inputs(e)
-                per_photo.append(self.probabilities_of(x).mean(axis=0))
-                inputs.append(x[0])
-                novelties.append(float(self.novelty_of(x[:1])[0]))
+        per_photo, inputs, novelties = [], [], []
+        for e in embeddings:
+            p, nov, whole = self.scores(e, len(e))
+            per_photo.append(p[0])
+            inputs.append(whole[0])
+            novelties.append(float(nov[0]))
         probs = np.stack(per_photo)
         alone = self._predictions(probs, np.array(novelties), k)
         combined = self._predictions(probs.mean(axis=0)[None], np.array([min(novelties)]), k)[0]

@@ -20,7 +20,7 @@ from ..config import TrainConfig
 from ..embedding.views import DEFAULT_CROP
 from ..spark.progress import spark_progress
 from .calibrate import Thresholds
-from .data import FIT, TEST, VAL, Collection, DriverData, Scores, SparkData, load, views_in
+from .data import FIT, TEST, VAL, Collection, DriverData, Scores, SparkData, load, views_in, views_note
 from .evaluate import macro_accuracy, metrics
 from .model import PortableModel
 from .solvers import Candidate, DriverSolver, Fit, SparkSolver
@@ -161,10 +161,15 @@ def prepare(
 
 def fit_candidates(spark_session, cfg: TrainConfig, prepared: Prepared, say=print) -> CandidateResults:
     """Each candidate fit on the fit split and scored on validation, averaging each number of views
-    some collection has (the collections count alike, whatever their size)."""
+    every collection has (`views_in`: a collection embedded with fewer views limits the choice, and
+    train says so), so that each figure is the one `predict` and `classify` give; the collections
+    count alike, whatever their size."""
     data, classes, kind = prepared.data, prepared.classes, prepared.data.kind
     refs_fit = data.references((FIT,), cfg.refs_per_class)
     view_sets = views_in(prepared.collections)
+    note = views_note(prepared.collections)
+    if note:
+        say(note)
     fitted = []
     # strongest regularisation first: each fit of a kind starts from the one before (driver solver)
     for candidate in sorted(prepared.candidates, key=lambda c: (c.kind, -c.setting)):

@@ -11,8 +11,9 @@
    one fruit are near-copies: a contiguous block behaves like the separately shot Test split).
 3. **Views.** A collection featurized with `--views N` contributes every view of each training
    photo as a training row; validation and test photos are scored on their whole photo and on the
-   views averaged (1, 2, 4 or 12 of them), and the number of views `predict` averages is chosen on
-   validation.
+   views averaged (1, 2, 4 or 12 of them: only the sets every collection was embedded with, so the
+   figures are those `predict` and `classify` give), and the number of views `predict` averages is
+   chosen on validation.
 4. **Candidates** (`--candidates`, KIND:SETTING): the scaler and the PCA fitted once per split and
    shared; each candidate's validation accuracy, macro-F1 and seconds go to the report. The
    default list is the best trade of accuracy for time on validation (docs/benchmarks.md).

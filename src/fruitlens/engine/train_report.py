@@ -13,7 +13,7 @@ from rich.console import Console
 from ..config import TrainConfig
 from ..report import write_confusion_png
 from .calibrate import Thresholds
-from .data import FIT, TEST, VAL
+from .data import FIT, TEST, VAL, views_in, views_note
 from .evaluate import not_produce_report, per_collection, produce_answers
 from .stages import CandidateResults, Choice, Fitted, Prepared, Tested, candidate_params
 
@@ -91,6 +91,8 @@ def _chosen(cfg: TrainConfig, prepared: Prepared, choice: Choice, thresholds: Th
         "params": candidate_params(choice.candidate),
         "chosen_on": "validation accuracy (the collections' mean, then macro-F1)",
         "predict_views": choice.views,
+        "predict_views_among": views_in(prepared.collections),
+        "predict_views_note": views_note(prepared.collections),
         "test": {k: v for k, v in tested.metrics.items() if not k.startswith("_")},
         "test_by_collection": per_collection(model, test, prepared.names),
         "validation_by_collection": per_collection(validation_model, choice.validation, prepared.names),
