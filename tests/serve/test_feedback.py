@@ -7,6 +7,7 @@ import io
 import json
 from pathlib import Path
 
+from conftest import needs_shared
 from PIL import Image
 
 from fruitlens.storage.location import Location
@@ -80,6 +81,7 @@ def test_feedback_past_its_retention_period_is_deleted(tmp_path):
 
     from fruitlens.serve.feedback import FeedbackStore
 
+    needs_shared()  # photo_of reads the sample
     store = FeedbackStore(Location.of(str(tmp_path)), retention_days=30, species=["Kiwi"])
     old = store.store(photo_of("Kiwi").read_bytes(), "Kiwi", None)
     assert store.expire(datetime.now(timezone.utc) + timedelta(days=29)) == 0
