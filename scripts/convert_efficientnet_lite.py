@@ -199,22 +199,33 @@ def compare(out_dir: Path, reference: Path, root: Path, count: int) -> None:
     step = max(1, len(lines) // count)
     photos = [root / line.split(",")[0].strip() for line in lines[::step][:count]]
     pixels = [views(path)[0] for path in photos]
+
+    def cosines(a_file: Path, b_file: Path) -> tuple[list[float], list[float]]:
+        every, pooled = [], []
+        for px in pixels:
+            a, b = run_file(a_file, px), run_file(b_file, px)
+            every.append(float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))))
+            a, b = a[:1280], b[:1280]
+            pooled.append(float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))))
+        return every, pooled
+
+    def line(what: str, c: tuple[list[float], list[float]]) -> str:
+        return (
+            f"{what}: 2136 values min {min(c[0]):.5f} mean {np.mean(c[0]):.5f}; "
+            f"pooled 1280 min {min(c[1]):.5f} mean {np.mean(c[1]):.5f}"
+        )
+
     for name in (FP32_NAME, INT8_NAME):
         ours, theirs = out_dir / name, reference / name
         if not (ours.is_file() and theirs.is_file()):
             continue
-        cos_all, cos_pooled = [], []
-        for px in pixels:
-            a, b = run_file(ours, px), run_file(theirs, px)
-            cos_all.append(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
-            a, b = a[:1280], b[:1280]
-            cos_pooled.append(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
         same = "identical" if sha256_of(ours) == sha256_of(theirs) else "differ"
-        print(
-            f"{name}: {len(pixels)} val photos, cosine with {theirs}: 2136 values min {min(cos_all):.5f} "
-            f"mean {np.mean(cos_all):.5f}; pooled 1280 min {min(cos_pooled):.5f} mean {np.mean(cos_pooled):.5f}; "
-            f"sha256 {same}"
-        )
+        print(f"{name} ({len(pixels)} val photos, whole; sha256 {same})")
+        print("  " + line(f"cosine with {theirs}", cosines(ours, theirs)))
+        if name == INT8_NAME and (reference / FP32_NAME).is_file():
+            # the quantization's own error, for scale: each int8 file against the float32 one
+            print("  " + line("rebuilt int8 against the published float32", cosines(ours, reference / FP32_NAME)))
+            print("  " + line("published int8 against the published float32", cosines(theirs, reference / FP32_NAME)))
 
 
 def main(argv: list[str] | None = None) -> int:
