@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import convert_efficientnet_lite as lite
@@ -135,7 +136,7 @@ def main() -> int:
 
         for p in paths:
             t = time.perf_counter()
-            whole, _ = lite.views(p)
+            whole = np.asarray(lite.open_photo(p, size).resize(size, Image.Resampling.BILINEAR))  # view 0
             decode_s[0] += time.perf_counter() - t
             batch.append(whole)
             if mirror:
@@ -146,7 +147,8 @@ def main() -> int:
             flush()
         return torch.cat(out)
 
-    decode_s = [0.0]  # of the cache's time, decoding the photos (views() also cuts the centre crop)
+    decode_s = [0.0]  # of the cache's time, decoding the photos
+    size = (lite.SIZE, lite.SIZE)
     t0 = time.perf_counter()
     a_train = cache(train_paths, args.mirror)
     y_train = torch.from_numpy(np.repeat(train_y, 2) if args.mirror else train_y)
