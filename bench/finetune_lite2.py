@@ -46,8 +46,9 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def macs(module, x) -> int:
-    """Multiply-accumulates of the convolutions and linear layers of one forward pass of `x`."""
+def macs(module, x, layers=None) -> int:
+    """Multiply-accumulates of the convolutions and linear layers (of `layers`, default the module's own)
+    in one forward pass of `x`."""
     import torch
 
     total = [0]
@@ -59,7 +60,9 @@ def macs(module, x) -> int:
             total[0] += m.in_features * m.out_features
 
     handles = [
-        m.register_forward_hook(hook) for m in module.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
+        m.register_forward_hook(hook)
+        for m in (layers or module).modules()
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
     ]
     with torch.no_grad():
         module(x)
@@ -169,7 +172,7 @@ def main() -> int:
     model = Trained(classes)
     sample = torch.rand(1, lite.SIZE, lite.SIZE, 3) * 255
     result["macs_per_view"] = {
-        "frozen": macs(frozen, sample),
+        "frozen": macs(frozen, sample, layers=torch.nn.ModuleList([net._conv_stem, *blocks[:k]])),
         "trained": macs(model.eval(), frozen(sample)),
     }
 
