@@ -13,20 +13,21 @@ from the original weights, without the project's copy:
   calibrated on 200 views of 100 photos drawn from GroceryStore `train/` (each photo whole and its
   mirrored centre crop, as fruitlens' views make them): `efficientnet_lite2_ms_int8.tflite`.
 
-The converters are the optional `convert` extra (PyTorch from PyPI is its CUDA build: 5-6 GB installed
-with the rest; docs/benchmarks.md "Fine-tuning: the evidence for next time" has the measured size and time):
+The converters are the optional `convert` extra (PyPI's torch is its CUDA build: about 7 GB installed with
+the rest, so in an environment of its own; docs/benchmarks.md, "Fine-tuning: the evidence for next time",
+has the measured size and times):
 
-    uv sync --extra convert --no-dev    # or, in the checkout: pip install ".[convert]"
-    .venv/bin/python scripts/convert_efficientnet_lite.py --out-dir out/models \\
-        --calibration ../shared/data/grocerystore
-    FRUITLENS_MODEL_DIR=out/models .venv/bin/fruitlens ...   # or --backbone-file out/models
+    UV_PROJECT_ENVIRONMENT=.venv-convert uv sync --frozen --extra convert --no-dev
+    .venv-convert/bin/python scripts/convert_efficientnet_lite.py --out-dir out/models \\
+        --calibration ../shared/data/grocerystore --compare-with ../shared/models
 
 The script needs only its own extra (torch, the two EfficientNet packages, the converters), NumPy and
-Pillow: it can run in any environment that has them. The files it writes compute the same values as the
-published ones (cosine > 0.999 on real photos, measured), but are not byte-identical to them (the
-converters' versions and the calibration draw change the bytes): a rebuilt file has its own sha256,
-which the script prints; point fruitlens at it with --backbone-file (a file whose sha256 differs from the
-published one is refused under the published name, so keep the rebuilt files apart).
+Pillow. With the versions uv.lock pins, the rebuild is reproducible (the same sha256 from two
+environments, measured). `--compare-with` runs the rebuilt and the published files on 20 `val/` photos
+and prints the cosine of their values: the float32 file gives the same values as ../shared/models' (its
+weights are byte-identical; the bytes around them differ), the int8 file nearly so (another calibration
+draw). fruitlens refuses a backbone file whose sha256 is not the one it pins, so a rebuilt file that
+differs from the published one checks it rather than replaces it.
 """
 
 from __future__ import annotations
