@@ -24,7 +24,7 @@ from .config import (
     TrainConfig,
     default,
 )
-from .embedding.backbones import SPECS
+from .embedding.backbones import ALIASES, SPECS
 from .embedding.views import SIZES as VIEW_SIZES
 from .storage.location import Location, S3Options
 
@@ -163,10 +163,12 @@ def featurize_options(f):
         "--backbone",
         default=DEFAULT_BACKBONE,
         show_default=True,
-        type=click.Choice(list(SPECS)),
+        type=click.Choice([*SPECS, *ALIASES]),
         help="Pretrained network and the embedding taken from it, values per image: "
         + ", ".join(f"{name} ({spec.embedding_dim})" for name, spec in SPECS.items())
-        + " (README, 'The model').",
+        + "; "
+        + ", ".join(f"{alias} = {name}" for alias, name in ALIASES.items())
+        + " (README, 'Two backbones').",
     )
     @backbone_file_option
     @embed_options
@@ -181,7 +183,8 @@ def featurize_options(f):
         "--image-size",
         type=click.IntRange(min=32),
         default=None,
-        help="Side in pixels of the square the backbone runs at (default: its own, 224). Smaller is "
+        help="Side in pixels of the square the backbone runs at (default: its own, 224; 260 for "
+        "EfficientNet-Lite2). Smaller is "
         "faster and less accurate: see docs/benchmarks.md. Recorded with the embeddings; "
         "classify/predict/serve use the size the model was trained with.",
     )
