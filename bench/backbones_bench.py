@@ -10,7 +10,8 @@ For each backbone (default: mobilenet_v2_multiscale, efficientnet_lite2, efficie
    hundred Fruits-360 photos (100x100: the in-graph resize upscales them), its embed stage's and
    its whole process's images/s;
 3. serve: a small model trained on those embeddings (`fruitlens train`, driver solver), then
-   `fruitlens serve` and one client posting one real GroceryStore photo (about 348x348) at a time:
+   `fruitlens serve` (those embeddings as its --index) and one client posting one real GroceryStore
+   photo (about 348x348) at a time:
    p50 and p95 latency of identify;
 4. the backbone file's size.
 The pooled-only specs (`..._pooled`) run the same graph and keep fewer values: same speed.
@@ -67,9 +68,10 @@ def train(embeddings: Path, model: Path) -> None:
         raise SystemExit(f"train failed:\n{res.stdout}\n{res.stderr}")
 
 
-def serve_latency(model: Path, photos: list[bytes]) -> dict:
+def serve_latency(model: Path, index: Path, photos: list[bytes]) -> dict:
     port = free_port()
-    cmd = [FRUITLENS, "serve", "--model", str(model), "--port", str(port), "--rate-limit", "100000000"]
+    cmd = [FRUITLENS, "serve", "--model", str(model), "--index", str(index), "--port", str(port)]
+    cmd += ["--rate-limit", "100000000"]
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -142,7 +144,7 @@ def main() -> None:
                 "chain_embed_images_per_s": stages["embed"]["images_per_s"],
                 "chain_process_wall_s": chain["process_wall_s"],
                 "chain_process_images_per_s": round(n_images / chain["process_wall_s"], 1),
-                "serve_one_photo": serve_latency(model, shop),
+                "serve_one_photo": serve_latency(model, out, shop),
             }
         )
         print(name, json.dumps(rows[name]), flush=True)
