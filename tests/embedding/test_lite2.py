@@ -123,3 +123,26 @@ def test_a_smaller_image_size_runs_lite2_with_the_same_embedding_length():
     model = backbones.load(spec, str(MODELS / spec.file.filename), threads=2)
     out = model.embed(fruits360(2, size=(192, 192)))
     assert out.shape == (2, 2136) and np.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite2_pooled", "efficientnet_lite2_fp32"])
+def test_export_puts_a_uint8_input_in_front_and_gives_the_backbones_embedding(name):
+    """`export`'s part for these graphs (int8 input: QUANTIZE; float32: CAST; the output dequantized
+    and sliced): the same embedding as the backbone, from uint8 pixels."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from fruitlens.engine.export import _whole_backbone
+
+    spec = backbones.get_spec(name)
+    head, embedding, original = _whole_backbone(spec, str(MODELS / spec.file.filename))
+    head.graph.outputs = np.array([embedding], np.int32)
+    exported = Interpreter(model_content=head.pack(len(original) + (1 << 20)))
+    exported.allocate_tensors()
+    detail = exported.get_input_details()[0]
+    assert detail["dtype"] == np.uint8 and detail["shape"].tolist() == [1, 260, 260, 3]
+    model = load(name)
+    for pixels in grocery(3):
+        exported.set_tensor(detail["index"], pixels[None])
+        exported.invoke()
+        got = exported.get_tensor(exported.get_output_details()[0]["index"])
+        np.testing.assert_array_equal(got, model.embed(pixels[None]))
