@@ -241,7 +241,7 @@ def _feat_cfg(input, output, kw) -> FeaturizeConfig:
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="fruitlens")
 def cli():
-    """fruitlens: fruit photos -> MobileNetV2 embeddings -> StandardScaler + PCA, on Spark.
+    """fruitlens: fruit photos -> MobileNetV2 (or EfficientNet-Lite2) embeddings -> StandardScaler + PCA, on Spark.
 
     INPUT is a folder (path, file:// or s3://bucket/prefix) of images, one sub-folder per class,
     optionally under Training/ and Test/. OUTPUT (local or s3://) gets Parquet datasets, each with a
@@ -478,7 +478,8 @@ def _print_answers(answers) -> None:
 def export(model_dir, dest, check, backbone_file, s3):
     """MODEL (a folder `train` wrote) -> FILE.tflite: one LiteRT file holding the backbone and the
     classifier, for an app that identifies offline with any LiteRT runtime. Input: one RGB uint8
-    photo (1, 224, 224, 3) resized to it (bilinear). Outputs: probabilities (the model's classes, in
+    photo (1, 224, 224, 3), or (1, 260, 260, 3) for an EfficientNet-Lite2 model, resized to it
+    (bilinear). Outputs: probabilities (the model's classes, in
     model.json's order), family probabilities, novelty; the thresholds and names in its `fruitlens`
     metadata (README, "Take it with you")."""
     from .engine.export import export as export_file  # noqa: PLC0415 - the exporter loads with its command
