@@ -54,12 +54,13 @@ def replicate(n: int) -> Path:
     return dest
 
 
-def _model_only_worker(threads: int, batch: int, seconds: float, queue, size=None) -> None:
+def _model_only_worker(threads: int, batch: int, seconds: float, queue, size=None, backbone=None) -> None:
     from fruitlens.config import DEFAULT_BACKBONE
     from fruitlens.embedding import backbones
     from fruitlens.embedding.decode import decode_image
 
-    spec = backbones.at_size(backbones.get_spec(DEFAULT_BACKBONE), size)  # what featurize runs by default
+    # what featurize runs by default (or with --backbone)
+    spec = backbones.at_size(backbones.get_spec(backbone or DEFAULT_BACKBONE), size)
     # The published network alone, at its input size (no in-graph resize: featurize pays for that).
     model = backbones.load(spec, str(MODELS / spec.file.filename), threads, resize_in_graph=False)
     files = sorted(SAMPLE.rglob("*.jpg"))[::50][: batch * 4]
@@ -73,11 +74,12 @@ def _model_only_worker(threads: int, batch: int, seconds: float, queue, size=Non
     queue.put(n / (time.perf_counter() - t0))
 
 
-def model_only(processes: int, threads: int, batch: int, seconds: float, size=None) -> float:
+def model_only(processes: int, threads: int, batch: int, seconds: float, size=None, backbone=None) -> float:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     procs = [
-        ctx.Process(target=_model_only_worker, args=(threads, batch, seconds, queue, size)) for _ in range(processes)
+        ctx.Process(target=_model_only_worker, args=(threads, batch, seconds, queue, size, backbone))
+        for _ in range(processes)
     ]
     for p in procs:
         p.start()

@@ -24,7 +24,7 @@ from .config import (
     TrainConfig,
     default,
 )
-from .embedding.backbones import SPECS
+from .embedding.backbones import ALIASES, SPECS
 from .embedding.views import SIZES as VIEW_SIZES
 from .storage.location import Location, S3Options
 
@@ -163,10 +163,12 @@ def featurize_options(f):
         "--backbone",
         default=DEFAULT_BACKBONE,
         show_default=True,
-        type=click.Choice(list(SPECS)),
+        type=click.Choice([*SPECS, *ALIASES]),
         help="Pretrained network and the embedding taken from it, values per image: "
         + ", ".join(f"{name} ({spec.embedding_dim})" for name, spec in SPECS.items())
-        + " (README, 'The model').",
+        + "; "
+        + ", ".join(f"{alias} = {name}" for alias, name in ALIASES.items())
+        + " (README, 'Two backbones').",
     )
     @backbone_file_option
     @embed_options
@@ -181,7 +183,8 @@ def featurize_options(f):
         "--image-size",
         type=click.IntRange(min=32),
         default=None,
-        help="Side in pixels of the square the backbone runs at (default: its own, 224). Smaller is "
+        help="Side in pixels of the square the backbone runs at (default: its own, 224; 260 for "
+        "EfficientNet-Lite2). Smaller is "
         "faster and less accurate: see docs/benchmarks.md. Recorded with the embeddings; "
         "classify/predict/serve use the size the model was trained with.",
     )
@@ -238,7 +241,7 @@ def _feat_cfg(input, output, kw) -> FeaturizeConfig:
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="fruitlens")
 def cli():
-    """fruitlens: fruit photos -> MobileNetV2 embeddings -> StandardScaler + PCA, on Spark.
+    """fruitlens: fruit photos -> MobileNetV2 (or EfficientNet-Lite2) embeddings -> StandardScaler + PCA, on Spark.
 
     INPUT is a folder (path, file:// or s3://bucket/prefix) of images, one sub-folder per class,
     optionally under Training/ and Test/. OUTPUT (local or s3://) gets Parquet datasets, each with a
@@ -475,7 +478,8 @@ def _print_answers(answers) -> None:
 def export(model_dir, dest, check, backbone_file, s3):
     """MODEL (a folder `train` wrote) -> FILE.tflite: one LiteRT file holding the backbone and the
     classifier, for an app that identifies offline with any LiteRT runtime. Input: one RGB uint8
-    photo (1, 224, 224, 3) resized to it (bilinear). Outputs: probabilities (the model's classes, in
+    photo (1, 224, 224, 3), or (1, 260, 260, 3) for an EfficientNet-Lite2 model, resized to it
+    (bilinear). Outputs: probabilities (the model's classes, in
     model.json's order), family probabilities, novelty; the thresholds and names in its `fruitlens`
     metadata (README, "Take it with you")."""
     from .engine.export import export as export_file  # noqa: PLC0415 - the exporter loads with its command

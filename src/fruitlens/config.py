@@ -66,7 +66,7 @@ class FeaturizeConfig(EmbedSettings):
     backbone: str = DEFAULT_BACKBONE
     backbone_file: str | None = None  # the backbone's file, or a folder holding it under its published name
     max_pixels: int = DEFAULT_MAX_PIXELS
-    image_size: int | None = None  # square side the backbone runs at (None: its own, 224)
+    image_size: int | None = None  # square side the backbone runs at (None: its own, 224 or 260)
     views: int = 1  # views of each photo embedded (embedding/views.py): 1, 2, 4, 6 or 12
     crop: float = DEFAULT_CROP  # a crop view's side, as a share of the photo's short side
 

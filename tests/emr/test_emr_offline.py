@@ -55,7 +55,9 @@ def test_offline_nodes_stage_wheels_and_models_then_bootstrap_installs_with_no_i
     assert {k.rsplit("/", 1)[1] for k in keys if "/models/" in k} == {
         "tf2_mobilenet_v2_1.0_224_ptq.tflite",
         "mobilenet_v2_1.0_224_quant.tflite",
-    }
+        "efficientnet_lite2_ms_int8.tflite",
+        "efficientnet_lite2_ms_fp32.tflite",
+    }  # every backbone's file once (no --offline-backbone)
 
     # what a node fetches: the artifacts, brought back from the bucket into a local folder
     staged = tmp_path / "artifacts"
@@ -82,6 +84,8 @@ def test_offline_nodes_stage_wheels_and_models_then_bootstrap_installs_with_no_i
     assert res.returncode == 0, res.stderr[-3000:]
     assert "fruitlens bootstrap done: NumPy 1.26.4" in res.stdout
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [
+        "efficientnet_lite2_ms_fp32.tflite",
+        "efficientnet_lite2_ms_int8.tflite",
         "mobilenet_v2_1.0_224_quant.tflite",
         "tf2_mobilenet_v2_1.0_224_ptq.tflite",
     ]
@@ -217,3 +221,15 @@ def test_graviton_nodes_get_aarch64_wheels_that_resolve_the_whole_pinned_set(s3_
     uploaded = artifacts.upload_artifacts(settings, s3, both, ("x86_64", "aarch64"))
     staged = [u.rsplit("/", 1)[1] for u in uploaded if "/wheels/" in u]
     assert any("aarch64" in n for n in staged) and any("x86_64" in n for n in staged)
+
+
+def test_offline_backbone_stages_only_the_files_the_named_backbones_need():
+    from conftest import MODELS
+
+    lite2 = artifacts.model_files(("lite2",))
+    assert lite2 == [MODELS / "efficientnet_lite2_ms_int8.tflite"]  # the product's choice, not the fp32 file
+    both = artifacts.model_files(("mobilenet_v2_multiscale", "mobilenet_v2", "efficientnet_lite2_pooled", "lite2"))
+    assert sorted(p.name for p in both) == ["efficientnet_lite2_ms_int8.tflite", "tf2_mobilenet_v2_1.0_224_ptq.tflite"]
+    assert len(artifacts.model_files()) == 4  # no names: every backbone's file, each once
+    with pytest.raises(FruitlensError, match="unknown backbone 'resnet'"):
+        EmrSettings(bucket=BUCKET, offline_nodes=True, offline_backbones=("resnet",)).validate()

@@ -4,6 +4,6 @@
   its file resolved and checked once, the decode rule, a small pool of interpreters) used by
   featurize's tasks, `predict`, `classify` and `serve`;
 - `decode`: bytes -> RGB pixels, or a reason why not;
-- `backbones`: the networks (LiteRT MobileNetV2s) behind the `Backbone` interface;
+- `backbones`: the networks (LiteRT MobileNetV2s and EfficientNet-Lite2) behind the `Backbone` interface;
 - `backbone_file`: a backbone's file: the override, the cache, the download, the sha256.
 """

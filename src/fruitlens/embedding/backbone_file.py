@@ -18,6 +18,9 @@ from .. import FruitlensError
 MODEL_DIR_ENV = "FRUITLENS_MODEL_DIR"  # a folder holding backbone files under their published names
 CACHE_DIR_ENV = "FRUITLENS_CACHE_DIR"  # where downloads are cached (default: the user cache dir)
 BASE_URL_ENV = "FRUITLENS_MODEL_BASE_URL"  # a mirror serving the files under their published names
+# Backbone files the project converts itself (EfficientNet-Lite2) are published as the assets of
+# this release: exactly the files whose sha256 the specs pin, so a download is checked like any other.
+RELEASES = "https://github.com/fruitlens/fruitlens/releases/download/backbones-1/"
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .. import FruitlensError
 from ..embedding.backbone_file import resolve
-from ..embedding.backbones import SPECS
+from ..embedding.backbones import SPECS, get_spec
 from ..spark.packaging import package_zip
 from .settings import EmrSettings
 
@@ -53,9 +53,13 @@ def artifact_files() -> dict[str, bytes]:
     }
 
 
-def model_files() -> list[Path]:
-    """Verified local copies of every backbone's model file (cache, $FRUITLENS_MODEL_DIR or download)."""
-    return [resolve(spec.file) for spec in SPECS.values()]
+def model_files(backbones: tuple[str, ...] = ()) -> list[Path]:
+    """Verified local copies (cache, $FRUITLENS_MODEL_DIR or download) of the named backbones'
+    files, each file once (several specs share one: mobilenet_v2 and its multiscale variant, the
+    EfficientNet-Lite2 pooled and multiscale ones); no names: every backbone's."""
+    specs = [get_spec(name) for name in backbones] if backbones else list(SPECS.values())
+    files = {spec.file.filename: spec.file for spec in specs}
+    return [resolve(file) for file in files.values()]
 
 
 def pip_command() -> list[str]:
@@ -164,7 +168,7 @@ def upload_artifacts(
                 wheels = download_wheels(Path(stack.enter_context(tempfile.TemporaryDirectory())), archs)
             check_wheels(wheels, archs)
             files.update({f"wheels/{w.name}": w for w in sorted(wheels.glob("*.whl"))})
-            files.update({f"models/{m.name}": m for m in model_files()})
+            files.update({f"models/{m.name}": m for m in model_files(settings.offline_backbones)})
             return put_all(settings, s3, files)
     return put_all(settings, s3, files)
 

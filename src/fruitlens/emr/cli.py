@@ -79,6 +79,13 @@ def cluster_options(f):
             "are staged in ARTIFACTS and installed from there.",
         ),
         click.option(
+            "--offline-backbone",
+            "offline_backbones",
+            multiple=True,
+            help="With --offline-nodes: stage only this backbone's file (repeat for several; e.g. "
+            "mobilenet_v2_multiscale and lite2). Default: every backbone's file (about 32 MB).",
+        ),
+        click.option(
             "--ebs-gb",
             type=int,
             default=32,
@@ -115,6 +122,7 @@ def cost_options(f):
 
 def _settings(kw) -> EmrSettings:
     kw["data_prefixes"] = tuple(kw.get("data_prefixes") or ())
+    kw["offline_backbones"] = tuple(kw.get("offline_backbones") or ())
     settings = EmrSettings(**kw)
     settings.validate()
     return settings

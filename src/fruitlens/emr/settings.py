@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass, field
 
 from .. import FruitlensError
+from ..embedding.backbones import get_spec
 
 # The newest EMR 7.x release confirmed in AWS's release notes (ReleaseGuide/emr-7130-release,
 # Spark-release-history): emr-7.13.0, released 2026-04-21, Spark 3.5.6-amzn-2, Python 3.9 and 3.11.
@@ -39,10 +40,14 @@ class EmrSettings:
     subnet_id: str | None = None
     data_prefixes: tuple[str, ...] = field(default_factory=tuple)  # default: (PREFIX/data,)
     offline_nodes: bool = False
+    # With offline_nodes: the backbones whose files are staged (names or aliases); empty: every one
+    offline_backbones: tuple[str, ...] = ()
     ebs_gb: int = 32  # one gp3 data volume per node (YARN's local dirs: shuffle, spill, container logs)
     root_volume_gb: int = ROOT_VOLUME_GB
 
     def validate(self) -> None:
+        for name in self.offline_backbones:
+            get_spec(name)  # an unknown name: one line listing the known ones
         if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", self.bucket):
             raise FruitlensError(f"--bucket: not a valid S3 bucket name: {self.bucket!r}")
         if not re.fullmatch(r"emr-7\.\d+\.\d+", self.release_label):

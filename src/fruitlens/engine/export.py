@@ -1,16 +1,20 @@
 """`fruitlens export MODEL FILE.tflite`: one LiteRT file holding the backbone and the classifier,
 so a phone app or a robot's computer identifies a fruit offline with any LiteRT runtime.
 
-The file is the backbone's own int8 graph (cut at its pooled tensor, the multiscale averages
-computed in the graph, as `featurize` does), followed by the classifier as float32 operators:
+The file is the backbone's own graph as `featurize` runs it: a MobileNetV2's int8 graph cut at its
+pooled tensor (the multiscale averages computed in the graph), or EfficientNet-Lite2's whole graph
+(its output is the embedding) behind a QUANTIZE (int8 file: uint8 pixels to its int8 input) or a
+CAST (float32 file: 0..255), its output DEQUANTIZE'd and SLICE'd to the backbone's values, so the
+file's input is uint8 pixels for every backbone. Then the classifier, as float32 operators:
 DEQUANTIZE and CONCATENATION (the embedding), SUB and MUL (the scaler), FULLY_CONNECTED (the PCA,
 the logistic regression or the perceptron's layers, LOGISTIC between), SOFTMAX. Two more outputs
 need nothing but builtin operators: the families' probabilities (FULLY_CONNECTED with the 0/1
 species -> family matrix) and the novelty (L2_NORMALIZATION, FULLY_CONNECTED against the model's
 reference inputs, stored as float16 and DEQUANTIZE'd, REDUCE_MAX, 1 - max).
 
-- input: one RGB uint8 image, (1, height, width, 3) at the size the file declares (the model's,
-  224x224 by default): the photo resized to it (bilinear, the whole photo);
+- input: one RGB uint8 image, (1, height, width, 3) at the size the file declares (the model's:
+  224x224 for the MobileNetV2s, 260x260 for EfficientNet-Lite2): the photo resized to it (bilinear,
+  the whole photo);
 - outputs: `probabilities` (1, classes) in the order of the model's classes (`model.json`),
   `family_probabilities` (1, families) in the order of `families` below, `novelty` (1,);
 - the metadata entry `fruitlens` (JSON): classes, families, each class's family, the thresholds
@@ -34,7 +38,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import FruitlensError
-from ..embedding.backbones import litert
+from ..embedding.backbones import efficientnet, litert
 from ..embedding.decode import DecodeError, decode_image
 from ..embedding.views import Views
 from ..storage.location import Location
@@ -46,10 +50,17 @@ METADATA = "fruitlens"
 
 def export_model(model: PortableModel, spec, backbone_file: str) -> bytes:
     """The LiteRT flatbuffer of backbone + classifier (see the module's docstring)."""
-    if spec.factory is not litert.LiteRTBackbone:
+    if len(model.mean) != spec.embedding_dim:
+        raise FruitlensError(
+            f"export: the model takes {len(model.mean)} values, the backbone {spec.name} gives {spec.embedding_dim}"
+        )
+    if spec.factory is litert.LiteRTBackbone:
+        head, cut = _backbone(spec, backbone_file)
+        embedding = _embedding(head, spec)
+    elif spec.factory is efficientnet.WholeGraphBackbone:
+        head, embedding, cut = _whole_backbone(spec, backbone_file)
+    else:
         raise FruitlensError(f"export: the backbone {spec.name} is not a LiteRT model")
-    head, cut = _backbone(spec, backbone_file)
-    embedding = _embedding(head, spec, model)
     classifier = _classifier(head, model, embedding, spec.embedding_dim)
     families = _families(head, model, classifier.probabilities)
     novelty = _novelty(head, model, classifier.inputs)
@@ -136,7 +147,7 @@ def _backbone(spec, backbone_file: str) -> tuple[_Head, bytes]:
     return head, cut
 
 
-def _embedding(head: _Head, spec, model: PortableModel) -> int:
+def _embedding(head: _Head, spec) -> int:
     """The embedding: the pooled output dequantized, then the stages' averages (already float32)."""
     schema, graph = head.schema, head.graph
     outputs = [int(i) for i in graph.outputs]
@@ -162,8 +173,6 @@ def _embedding(head: _Head, spec, model: PortableModel) -> int:
         )
     parts = [pooled_f] + outputs[1:]
     dim = spec.embedding_dim
-    if len(model.mean) != dim:
-        raise FruitlensError(f"export: the model takes {len(model.mean)} values, the backbone {spec.name} gives {dim}")
     if len(parts) == 1:
         return parts[0]
     concat = schema.ConcatenationOptionsT()
@@ -176,6 +185,59 @@ def _embedding(head: _Head, spec, model: PortableModel) -> int:
         schema.BuiltinOptions.ConcatenationOptions,
         concat,
     )
+
+
+def _whole_backbone(spec, backbone_file: str) -> tuple[_Head, int, bytes]:
+    """A backbone whose graph ends in the embedding (EfficientNet-Lite2, float32 or int8 input):
+    the whole graph at the spec's size, a uint8 input in front converted to the network's input
+    as `embed` does (int8: QUANTIZE from uint8 pixels to the input's own scale and zero point;
+    float32: CAST to 0..255), its output DEQUANTIZE'd (int8) and SLICE'd to the spec's values.
+    Returns the head, the embedding (float32 (1, embedding_dim)) and the file's bytes."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    with open(backbone_file, "rb") as f:
+        original = f.read()
+    head = _Head(efficientnet.read_model(original), schema)
+    graph = head.graph
+    width, height = spec.input_size
+    network_input = int(graph.inputs[0])
+    source = graph.tensors[network_input]
+    channels = int(source.shape[-1])
+    source.shape = np.array([1, height, width, channels], np.int32)
+    pixels = litert.tensor(
+        head.tf, graph, schema, "fruitlens/pixels", [1, height, width, channels], schema.TensorType.UINT8
+    )
+    if source.type == schema.TensorType.FLOAT32:
+        cast = schema.CastOptionsT()
+        cast.inDataType, cast.outDataType = schema.TensorType.UINT8, schema.TensorType.FLOAT32
+        code = litert.opcode(head.tf, schema, schema.BuiltinOperator.CAST, 1)
+        convert = litert.operator(schema, code, [pixels], [network_input])
+        convert.builtinOptionsType, convert.builtinOptions = schema.BuiltinOptions.CastOptions, cast
+    else:  # the pixels as a uint8 tensor of scale 1, zero point 0, requantized to the network's input
+        identity = schema.QuantizationParametersT()
+        identity.scale = np.array([1.0], np.float32)
+        identity.zeroPoint = np.array([0], np.int64)
+        graph.tensors[pixels].quantization = identity
+        code = litert.opcode(head.tf, schema, schema.BuiltinOperator.QUANTIZE, 2)
+        convert = litert.operator(schema, code, [pixels], [network_input])
+    graph.operators.insert(0, convert)
+    graph.inputs = np.array([pixels], np.int32)
+    output = int(graph.outputs[0])
+    width_out = int(graph.tensors[output].shape[-1])
+    embedding = output
+    if graph.tensors[output].type != schema.TensorType.FLOAT32:
+        embedding = head.op(schema.BuiltinOperator.DEQUANTIZE, 2, [output], head.act("backbone_output", [1, width_out]))
+    start, stop = efficientnet.values_slice(spec)
+    if (start, stop) != (0, width_out):
+        embedding = head.op(
+            schema.BuiltinOperator.SLICE,
+            1,
+            [embedding, head.int32("slice_begin", [0, start]), head.int32("slice_size", [1, stop - start])],
+            head.act("embedding", [1, stop - start]),
+            schema.BuiltinOptions.SliceOptions,
+            schema.SliceOptionsT(),
+        )
+    return head, embedding, original
 
 
 def _classifier(head: _Head, model: PortableModel, x: int, dim: int) -> _Classifier:

@@ -171,16 +171,18 @@ def cut_at_tensors(
             outputs[k] = averages
     graph.outputs = np.array(outputs, dtype=np.int32)
     if resize_to is not None:
-        _resize_input(model, graph, schema, resize_to)
+        resize_input(model, graph, schema, resize_to)
     builder = flatbuffers.Builder(len(model_bytes) + 1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output()), names
 
 
-def _resize_input(model, graph, schema, size: tuple[int, int]) -> None:
+def resize_input(model, graph, schema, size: tuple[int, int]) -> None:
     """Put a RESIZE_BILINEAR (half-pixel centres, as Pillow's bilinear) in front of the graph: the
     new input takes images of any height x width, the network sees them at `size` (width, height).
-    Upscaling small photos here costs a fraction of what Pillow's resize costs in the decoder."""
+    Upscaling small photos here costs a fraction of what Pillow's resize costs in the decoder.
+    The new input has the old one's type and quantization (uint8, int8 or float32 pixels): a
+    bilinear resize commutes with the affine quantization, up to rounding."""
     old = int(graph.inputs[0])
     source = graph.tensors[old]
     pixels = tensor(model, graph, schema, "fruitlens/pixels", [1, 1, 1, int(source.shape[-1])], source.type)
