@@ -1,10 +1,14 @@
 """Several photos of one question: how should their answers combine? Measured on held-out photos.
 
-    .venv/bin/python bench/several_photos_bench.py MODEL EMBEDDINGS [--split test]
+    .venv/bin/python bench/several_photos_bench.py EMBEDDINGS                    # train's fit-split model
+    .venv/bin/python bench/several_photos_bench.py EMBEDDINGS --model MODEL --split test
 
-MODEL: a model folder `fruitlens train` wrote, that never fitted the photos measured. EMBEDDINGS:
-a `featurize` output holding those photos (with the views the model averages) in split `--split`.
-Each photo is scored once with the product's scoring (`PortableModel.scores`, the model's views);
+EMBEDDINGS: a `featurize` output (GroceryStore with `--views 12`). Without --model: the model
+`fruitlens train EMBEDDINGS --catalogue builtin --target-precision 0.95` fits on the train photos
+and calibrates on the validation photos (train's own stages, before its refit on train + val:
+the shipped model has fitted val/), measured on those validation photos. With --model: a model
+folder that never fitted the photos of split `--split`. Each photo is scored once with the
+product's scoring (`PortableModel.scores`, the model's views);
 then every pair and triple of different photos of one product (the same fine label: GroceryStore's
 photos of one product vary from close-ups to wide shelf shots) is answered by each rule of
 `model.combine_photos` and the model's own rules (`PortableModel.decide`), against each photo alone:
@@ -23,7 +27,9 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +60,7 @@ RULES = [
 
 def load_photos(model: PortableModel, where: str, split: str):
     """(paths, fine labels, species index (-1: not a species: a carton), probabilities, novelty)."""
-    dataset = Dataset.at(Location.of(where))
+    dataset = Dataset.at(embeddings_of(where))
     names = list(Views.of_params(dataset.params or {}).names)
     tables = [t for _, t in dataset.tables(["path", "label", "split", "embedding", "views"])]
     table = pa.concat_tables(tables, promote_options="default")
@@ -70,6 +76,31 @@ def load_photos(model: PortableModel, where: str, split: str):
     species = [catalogue.species_of(label) for label in labels]
     y = np.array([model.classes.index(s) if s in model.classes and s != NOT_PRODUCE else -1 for s in species])
     return paths, labels, y, probs, nov
+
+
+def embeddings_of(folder: str) -> Location:
+    """A featurize output's embeddings dataset (or the dataset itself)."""
+    inner = os.path.join(folder, "embeddings")
+    return Location.of(inner if os.path.isdir(inner) else folder)
+
+
+def fit_split_model(embeddings: str, candidate: str, target: float) -> PortableModel:
+    """The model train fits on the fit split and calibrates on validation (its stages), with the views it chose."""
+    from fruitlens.config import TrainConfig
+    from fruitlens.engine.calibrate import calibrate
+    from fruitlens.engine.stages import choose, fit_candidates, prepare
+    from fruitlens.engine.train import _all_labels, collection_of
+
+    cfg = TrainConfig(
+        input=(embeddings,), output="unused", catalogue="builtin", candidates=(candidate,), target_precision=target
+    )
+    collections = [collection_of(embeddings_of(embeddings))]
+    catalogue = Catalogue.load(cfg.catalogue, _all_labels(collections))
+    prepared = prepare(lambda: None, cfg, collections, catalogue)
+    choice = choose(fit_candidates(lambda: None, cfg, prepared), None)
+    thresholds = calibrate(choice.model, choice.validation, target)
+    meta = {"embedding_params": {k: v for k, v in (collections[0].params or {}).items() if k not in ("views", "crop")}}
+    return thresholds.applied_to(replace(choice.model, views=choice.views, meta=meta))
 
 
 def outcome(model: PortableModel, probs: np.ndarray, nov: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
@@ -102,13 +133,19 @@ def questions(groups: dict, size: int) -> np.ndarray:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("model")
     ap.add_argument("embeddings")
-    ap.add_argument("--split", default="test", help="the split of EMBEDDINGS holding the held-out photos")
+    ap.add_argument("--model", help="a model folder (default: train's fit-split model on EMBEDDINGS)")
+    ap.add_argument("--split", default="validation", help="the split of EMBEDDINGS holding the held-out photos")
+    ap.add_argument("--candidate", default="lr_full:1e-4", help="without --model: the candidate fitted")
+    ap.add_argument("--target-precision", type=float, default=0.95, help="without --model: train's option")
     ap.add_argument("--mixed", type=int, default=20000, help="pairs of different species drawn (seed 0)")
     args = ap.parse_args()
     t0 = time.perf_counter()
-    model = PortableModel.load_folder(args.model)
+    if args.model:
+        model = PortableModel.load_folder(args.model)
+    else:
+        model = fit_split_model(args.embeddings, args.candidate, args.target_precision)
+        args.split = "validation"
     paths, labels, y, probs, nov = load_photos(model, args.embeddings, args.split)
     print(
         f"{len(paths)} photos ({(y >= 0).sum()} of a species), model views {model.views}, "

@@ -73,6 +73,10 @@ SPECIES, FAMILY = "species", "family"  # the levels an answer can be at
 # GroceryStore val/ pairs and triples of one product (bench/several_photos_bench.py, docs/benchmarks.md).
 PHOTO_RULES = ("mean", "product", "confident")
 PHOTO_RULE, PHOTO_TEMPERATURE = "product", 1.0
+PHOTOS_COMBINED = (  # what the service says of an answer from several photos
+    "the photos' probabilities multiplied, each photo evidence for the answer; "
+    "unlike the training images only if every photo is"
+)
 
 
 def combine_photos(
