@@ -38,7 +38,8 @@ import pyarrow.compute as pc
 
 from fruitlens.catalogue import NOT_PRODUCE, Catalogue
 from fruitlens.embedding.views import Views
-from fruitlens.engine.data import scored
+from fruitlens.engine.calibrate import calibrate
+from fruitlens.engine.data import Scores, scored
 from fruitlens.engine.model import PortableModel, combine_photos
 from fruitlens.storage.dataset import Dataset
 from fruitlens.storage.location import Location
@@ -87,7 +88,6 @@ def embeddings_of(folder: str) -> Location:
 def fit_split_model(embeddings: str, candidate: str, target: float) -> PortableModel:
     """The model train fits on the fit split and calibrates on validation (its stages), with the views it chose."""
     from fruitlens.config import TrainConfig
-    from fruitlens.engine.calibrate import calibrate
     from fruitlens.engine.stages import choose, fit_candidates, prepare
     from fruitlens.engine.train import _all_labels, collection_of
 
@@ -138,6 +138,12 @@ def main() -> None:
     ap.add_argument("--split", default="validation", help="the split of EMBEDDINGS holding the held-out photos")
     ap.add_argument("--candidate", default="lr_full:1e-4", help="without --model: the candidate fitted")
     ap.add_argument("--target-precision", type=float, default=0.95, help="without --model: train's option")
+    ap.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="with --model: its thresholds chosen again on the measured photos alone (train's calibrate, "
+        "as train chooses them on val/), for a model whose own were chosen on a validation carved from train",
+    )
     ap.add_argument("--mixed", type=int, default=20000, help="pairs of different species drawn (seed 0)")
     args = ap.parse_args()
     t0 = time.perf_counter()
@@ -147,6 +153,9 @@ def main() -> None:
         model = fit_split_model(args.embeddings, args.candidate, args.target_precision)
         args.split = "validation"
     paths, labels, y, probs, nov = load_photos(model, args.embeddings, args.split)
+    if args.model and args.calibrate:
+        target = float(model.meta.get("target_precision") or args.target_precision)
+        model = calibrate(model, Scores(y, np.zeros(len(y), np.int64), probs, nov), target).applied_to(model)
     print(
         f"{len(paths)} photos ({(y >= 0).sum()} of a species), model views {model.views}, "
         f"thresholds species {model.threshold:.4f} family {model.family_threshold:.4f} "
