@@ -209,6 +209,9 @@ def main() -> None:
         entry["mixed species pairs"] = len(mixed)
         entry["mixed answered species"] = round(float(o["species"].mean()), 4)
         entry["mixed answered"] = round(float(o["answered"].mean()), 4)
+        both_sure = (alone["right"] & alone["species"])[mixed].all(axis=1)  # each photo named rightly alone
+        entry["mixed, both sure"] = int(both_sure.sum())
+        entry["mixed, both sure: answered a species"] = round(float(o["species"][both_sure].mean()), 4)
         result[name] = entry
         rows.append((name, entry))
     result["seconds"] = round(time.perf_counter() - t0, 1)
@@ -242,12 +245,13 @@ def main() -> None:
                 f"| {s['top1']:.1%} | {s['hurt']} |"
             )
     print(f"\nother questions (carton pairs n = {len(carton_pairs)}, mixed-species pairs n = {len(mixed)})\n")
-    print("| rule | carton pairs answered | mixed species: answered a species | mixed: answered |")
-    print("| --- | --- | --- | --- |")
+    print("| rule | carton pairs answered | mixed species: answered a species | mixed: answered | both sure |")
+    print("| --- | --- | --- | --- | --- |")
     for name, entry in rows:
         print(
             f"| {name} | {entry['carton pairs answered']:.1%} | {entry['mixed answered species']:.1%} "
-            f"| {entry['mixed answered']:.1%} |"
+            f"| {entry['mixed answered']:.1%} | {entry['mixed, both sure: answered a species']:.1%} "
+            f"(n = {entry['mixed, both sure']}) |"
         )
     print(f"\n{result['seconds']} s")
 
