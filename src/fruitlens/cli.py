@@ -420,14 +420,21 @@ def train(
 @click.option("--model", "model_dir", required=True, help="Model folder `fruitlens train` wrote (local or s3://).")
 @click.argument("photos", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="JSON on stdout instead of a table.")
+@click.option(
+    "--together",
+    is_flag=True,
+    help="The PHOTOS show one fruit: one answer from all of them, as the service's identify gives "
+    "(README, 'Several photos of one fruit'), and each photo's own answer.",
+)
 @backbone_file_option
 @s3_options
-def predict(model_dir, photos, as_json, backbone_file, s3):
+def predict(model_dir, photos, as_json, together, backbone_file, s3):
     """PHOTOS (files or s3:// objects) -> top-5 species each, without Spark. "not sure" when the
     winning probability is low or the photo is unlike every training image. Exit 1 if any failed."""
     from .engine.predict import Identifier  # noqa: PLC0415 - loaded by its command: --help stays light
 
-    answers = Identifier.load(model_dir, s3, backbone_file).answer_paths(list(photos), s3)
+    identifier = Identifier.load(model_dir, s3, backbone_file)
+    answers = [identifier.answer_together(list(photos), s3)] if together else identifier.answer_paths(list(photos), s3)
     if as_json:
         click.echo(json.dumps([a.to_json() for a in answers], indent=2))
     else:
@@ -460,6 +467,10 @@ def _print_answers(answers) -> None:
         for i, (c, q) in enumerate(p.top, 1):
             table.add_row(str(i), c, f"{q:.1%}")
         console.print(table)
+        for one in a.photos or []:  # several photos of one fruit: what each said alone
+            q = one.prediction
+            said = f"not sure ({q.why}), best guess {q.predicted}" if q.not_sure else q.answer
+            console.print(f"  {one.path} alone: {said} ({q.top[0][1]:.1%})")
 
 
 @cli.command()

@@ -349,3 +349,73 @@ def test_two_photos_of_a_fruit_beat_one_where_one_is_ambiguous(trained, collecti
     ) / len(pairs)
     single_right = sum(alone[p].predicted == species[p] for p in photos) / len(photos)
     assert pair_right >= single_right
+
+
+def _shop_fruit(collections):
+    catalogue = Catalogue.load("builtin")
+    photos = [p for split in ("val", "test") for p in sorted((collections / "shop" / split / "Fruit").rglob("*.jpg"))]
+    return photos, {p: catalogue.species_of(p.parent.name) for p in photos}
+
+
+def test_two_photos_of_a_product_do_at_least_as_well_as_the_better_one_alone(trained, collections):
+    """Every pair of real shop photos of one product (close-ups and shelf shots mixed): when one
+    photo alone gets the right answer, the pair gets it too; and pairs are answered at least as
+    often, and rightly at least as often, as the better photo alone (engine/model.combine_photos)."""
+    model, _ = trained
+    identifier = Identifier.load(str(model), threads=1)
+    photos, species = _shop_fruit(collections)
+    alone = {p: identifier.identify(p.read_bytes()) for p in photos}
+    pairs = [(a, b) for a in photos for b in photos if a < b and species[a] == species[b]]
+    assert len(pairs) >= 20
+    hurt, answered, right, better_answered, better_right = [], 0, 0, 0, 0
+    for a, b in pairs:
+        pair = identifier.identify_photos([a.read_bytes(), b.read_bytes()]).prediction
+        truth = species[a]
+        alone_right = [alone[p].answer == truth for p in (a, b)]
+        if any(alone_right) and pair.answer != truth:
+            hurt.append((a.name, b.name, pair.answer, pair.top[0]))
+        answered += pair.answer is not None
+        right += pair.answer == truth
+        better_answered += any(alone[p].answer is not None for p in (a, b))
+        better_right += any(alone_right)
+    assert not hurt, hurt
+    assert answered >= better_answered and right >= better_right
+
+
+def test_a_photo_of_another_species_mixed_in_lowers_the_confidence(trained, collections):
+    """Two real photos of different species, each named rightly alone: the question is not
+    answered with the confidence of the surer photo (not sure, or a lower probability), rather than
+    confidently naming one of them."""
+    model, _ = trained
+    identifier = Identifier.load(str(model), threads=1)
+    photos, species = _shop_fruit(collections)
+    alone = {p: identifier.identify(p.read_bytes()) for p in photos}
+    sure = [p for p in photos if alone[p].level == "species" and alone[p].answer == species[p]]
+    mixed = [(a, b) for a in sure for b in sure if a < b and species[a] != species[b]]
+    assert len(mixed) >= 10
+    for a, b in mixed:
+        pair = identifier.identify_photos([a.read_bytes(), b.read_bytes()]).prediction
+        surer = max(alone[a].top[0][1], alone[b].top[0][1])
+        assert pair.not_sure or pair.top[0][1] < surer, (a.name, b.name, pair.top[0], surer)
+
+
+def test_predict_together_answers_several_photos_as_one_question(trained, collections, tmp_path):
+    model, _ = trained
+    photos, species = _shop_fruit(collections)
+    bananas = [p for p in photos if species[p] == "Banana"][:2]
+    env = {**os.environ, "FRUITLENS_MODEL_DIR": str(MODELS)}
+    cmd = [sys.executable, "-m", "fruitlens", "predict", "--model", str(model), "--together"]
+    res = subprocess.run([*cmd, "--json", *map(str, bananas)], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    (answer,) = json.loads(res.stdout)
+    assert answer["ok"] and answer["path"] == f"{bananas[0]} + {bananas[1]}"
+    assert [p["path"] for p in answer["photos"]] == list(map(str, bananas))
+    assert answer["predicted"] == "Banana" and answer["answer"] in ("Banana", None)
+    if all(p["predicted"] == "Banana" for p in answer["photos"]):  # two photos agreeing: surer than either
+        assert answer["probability"] >= max(p["probability"] for p in answer["photos"]) - 1e-6
+    table = subprocess.run([*cmd, *map(str, bananas)], capture_output=True, text=True, env=env, timeout=300)
+    assert table.returncode == 0 and "Banana" in table.stdout and table.stdout.count(" alone: ") == 2
+    gone = subprocess.run(
+        [*cmd, str(bananas[0]), str(tmp_path / "gone.jpg")], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert gone.returncode == 1 and gone.stderr.strip() == f"fruitlens: {tmp_path / 'gone.jpg'}: missing: no such file"

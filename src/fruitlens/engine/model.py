@@ -69,6 +69,50 @@ def novelty(inputs: np.ndarray, refs: CosineSearch) -> np.ndarray:
 
 SPECIES, FAMILY = "species", "family"  # the levels an answer can be at
 
+# How the photos of one question combine (`combine_photos`): the rule and its temperature, chosen on
+# GroceryStore val/ pairs and triples of one product (bench/several_photos_bench.py, docs/benchmarks.md).
+PHOTO_RULES = ("mean", "product", "confident")
+PHOTO_RULE, PHOTO_TEMPERATURE = "product", 1.0
+PHOTOS_COMBINED = (  # what the service says of an answer from several photos
+    "the photos' probabilities multiplied, each photo evidence for the answer; "
+    "unlike the training images only if every photo is"
+)
+
+
+def combine_photos(
+    probs: np.ndarray,
+    novelty: np.ndarray,
+    novelty_threshold: float,
+    rule: str = PHOTO_RULE,
+    temperature: float = PHOTO_TEMPERATURE,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Several photos of one question -> one photo's probabilities and novelty, vectorised over
+    questions: `probs` (..., photos, classes) each photo's (its views averaged), `novelty` (...,
+    photos). A photo unlike the training images (novelty above the threshold) does not vote while
+    another photo of the question is like them; the question is unlike them only when every photo
+    is (the smallest novelty). Rules: `mean` of the probabilities; `product` of experts, the photos'
+    log-probabilities summed and divided by `temperature` (1: each photo is independent evidence;
+    the number of photos: their geometric mean, the same as averaging the logits); `confident`: the
+    photo whose best probability is highest."""
+    probs = np.asarray(probs, np.float64)
+    novelty = np.asarray(novelty, np.float64)
+    if rule not in PHOTO_RULES:
+        raise ValueError(f"unknown photo rule {rule!r}: one of {', '.join(PHOTO_RULES)}")
+    known = novelty <= novelty_threshold
+    votes = np.where(known.any(axis=-1, keepdims=True), known, True)  # every photo when none is known
+    w = votes[..., None].astype(np.float64)
+    if rule == "mean":
+        out = (probs * w).sum(axis=-2) / w.sum(axis=-2)
+    elif rule == "product":
+        z = (np.log(np.maximum(probs, 1e-300)) * w).sum(axis=-2) / temperature
+        z = z - z.max(axis=-1, keepdims=True)
+        e = np.exp(z)
+        out = e / e.sum(axis=-1, keepdims=True)
+    else:
+        best = np.where(votes, probs.max(axis=-1), -1.0).argmax(axis=-1)
+        out = np.take_along_axis(probs, best[..., None, None], axis=-2)[..., 0, :]
+    return out, novelty.min(axis=-1)
+
 
 @dataclass
 class Prediction:
@@ -200,19 +244,20 @@ class PortableModel:
         self, embeddings: list[np.ndarray], k: int = 5
     ) -> tuple[Prediction, list[Prediction], list[np.ndarray]]:
         """Several photos of one fruit (each a (views, dim) array, the whole photo first): one answer.
-        Each photo's probabilities (its views averaged) are averaged over the photos; the set is
-        unlike the training images only when every photo is (a cut fruit or a leaf beside a whole
-        fruit may be unusual alone). Returns the answer, each photo's own answer, and each photo's
-        inputs (its whole view)."""
+        Each photo is scored alone (`scores`: its views averaged), then the photos combine
+        (`combine_photos`: the product of their probabilities; a photo unlike the training images
+        votes only when every photo is) and the rules decide on the combination. Returns the
+        answer, each photo's own answer, and each photo's inputs (its whole view)."""
         per_photo, inputs, novelties = [], [], []
         for e in embeddings:
             p, nov, whole = self.scores(e, len(e))
             per_photo.append(p[0])
             inputs.append(whole[0])
             novelties.append(float(nov[0]))
-        probs = np.stack(per_photo)
-        alone = self._predictions(probs, np.array(novelties), k)
-        combined = self._predictions(probs.mean(axis=0)[None], np.array([min(novelties)]), k)[0]
+        probs, novelty = np.stack(per_photo), np.array(novelties)
+        alone = self._predictions(probs, novelty, k)
+        together, nov = combine_photos(probs, novelty, self.novelty_threshold)
+        combined = self._predictions(together[None], np.array([nov]), k)[0]
         return combined, alone, inputs
 
     def decide(self, probs: np.ndarray, novelty: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -24,11 +24,15 @@ class Answer:
     prediction: Prediction | None = None
     reason: str | None = None
     detail: str | None = None
+    photos: list[Answer] | None = None  # several photos of one fruit: each photo's own answer
 
     def to_json(self) -> dict:
         if self.prediction is None:
             return {"path": self.path, "ok": False, "reason": self.reason, "detail": self.detail}
-        return {"path": self.path, "ok": True, **self.prediction.to_json()}
+        out = {"path": self.path, "ok": True, **self.prediction.to_json()}
+        if self.photos is not None:
+            out["photos"] = [a.to_json() for a in self.photos]
+        return out
 
 
 @dataclass
@@ -100,19 +104,20 @@ class Identifier:
             },
         )
 
-    def identify_photos(self, photos: list[bytes], k: int = 5, max_pixels: int | None = None) -> Identification:
+    def identify_photos(
+        self, photos: list[bytes], k: int = 5, max_pixels: int | None = None, names: list[str] | None = None
+    ) -> Identification:
         """Several photos of one fruit -> one answer (`PortableModel.predict_photos`); the inputs are
         the photos' whole views' unit vectors averaged (the similar images of the set). Raises
-        DecodeError for the first photo that cannot be used, with its position."""
+        DecodeError for the first photo that cannot be used, with its position (or its name from `names`)."""
         t0 = time.perf_counter()
         pixels = []
         for i, data in enumerate(photos):
             try:
                 pixels.append(self.embedder.view_pixels(data, max_pixels))
             except DecodeError as exc:
-                raise DecodeError(
-                    exc.reason, f"photo {i + 1}: {exc.detail}" if len(photos) > 1 else exc.detail
-                ) from None
+                where = names[i] if names else f"photo {i + 1}"
+                raise DecodeError(exc.reason, f"{where}: {exc.detail}" if len(photos) > 1 else exc.detail) from None
         t1 = time.perf_counter()
         flat = self.embedder.embed([p for views in pixels for p in views])
         t2 = time.perf_counter()
@@ -135,19 +140,45 @@ class Identifier:
         )
 
     def answer_paths(self, paths: list[str], s3=None) -> list[Answer]:
+        """Each photo answered alone; a photo that cannot be read or used: its reason."""
         out = []
         for p in paths:
-            try:
-                data = Location.of(p, s3).read_bytes()
-            except FruitlensError as exc:
-                out.append(Answer(p, reason="unreadable", detail=str(exc)))
-                continue
-            except Exception as exc:  # noqa: BLE001 - gone, denied, S3 failures after retries: a reason each
-                reason, detail = read_failure(exc)
-                out.append(Answer(p, reason=reason, detail="no such file" if reason == "missing" else detail))
+            data = _read(p, s3)
+            if isinstance(data, Answer):
+                out.append(data)
                 continue
             try:
                 out.append(Answer(p, prediction=self.identify(data)))
             except DecodeError as exc:
                 out.append(Answer(p, reason=exc.reason, detail=exc.detail))
         return out
+
+    def answer_together(self, paths: list[str], s3=None) -> Answer:
+        """Photos of one fruit -> one answer (`identify_photos`, as the service's identify), with
+        each photo's own answer in `photos`; the first photo that cannot be read or used: its
+        reason, and no answer."""
+        datas = []
+        for p in paths:
+            data = _read(p, s3)
+            if isinstance(data, Answer):
+                return data
+            datas.append(data)
+        path = " + ".join(paths)
+        try:
+            result = self.identify_photos(datas, names=list(paths))
+        except DecodeError as exc:
+            return Answer(path, reason=exc.reason, detail=exc.detail)
+        alone = result.photos or [result.prediction]
+        each = [Answer(p, prediction=a) for p, a in zip(paths, alone)]
+        return Answer(path, prediction=result.prediction, photos=each)
+
+
+def _read(path: str, s3=None) -> bytes | Answer:
+    """A photo's bytes, or the Answer saying why it cannot be read."""
+    try:
+        return Location.of(path, s3).read_bytes()
+    except FruitlensError as exc:
+        return Answer(path, reason="unreadable", detail=str(exc))
+    except Exception as exc:  # noqa: BLE001 - gone, denied, S3 failures after retries: a reason each
+        reason, detail = read_failure(exc)
+        return Answer(path, reason=reason, detail="no such file" if reason == "missing" else detail)

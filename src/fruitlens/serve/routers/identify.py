@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from ...embedding.decode import DecodeError
+from ...engine.model import PHOTOS_COMBINED
 from ..deps import LANG_HELP, get_service, limited, negotiated_language
 from ..errors import ERRORS, LIMITED, UPLOADS, error
 from ..schemas import Identified
@@ -37,7 +38,8 @@ def make_router(neighbours: int) -> APIRouter:
         service: Service = Depends(get_service),
     ):
         """Identify the fruit in 1 to 5 photos of it (multipart field `photo`, repeated): one answer,
-        each photo's probabilities averaged, at species level, at family level, or 'not sure'."""
+        the photos' answers combined (each photo's probabilities multiplied), at species level, at family
+        level, or 'not sure'."""
         return await identified(service, photo, k, lang, rate)
 
     return router
@@ -99,9 +101,7 @@ async def identified(service: Service, photo: list[UploadFile], k: int, lang: st
                 }
                 for pid, a in zip(ids, alone)
             ],
-            "combined": "the photos' probabilities averaged; unlike the training images only if every photo is"
-            if len(datas) > 1
-            else "one photo",
+            "combined": PHOTOS_COMBINED if len(datas) > 1 else "one photo",
             "similar": similar,
             "search": index.kind,
             "timing_ms": result.timing_ms,
