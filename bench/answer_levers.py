@@ -13,6 +13,9 @@ accuracy of the best species) and its cartons ("not sure" share).
 - `folds`: 5 folds of each class's train photos in path order; every train photo scored by the
   model fit without its fold (out-of-fold); the thresholds chosen on all of them;
 - `in-sample`: the thresholds chosen on val/ itself (what a report of val/ figures would say);
+- `val halves`: the thresholds chosen on a random half of val/ (each species' photos halved), read on
+  the other half, both ways, 10 times (the mean): what thresholds chosen on val/ give on photos
+  they were not chosen on (the honest estimate of the product's rule, which calibrates on val/);
 - `temperature`: the classifier's logits divided by T, T minimising the held-out photos' log-loss;
 - `separate` (before: species answers `target` right, then family answers `target` right) or
   `joint fixed` (the same species threshold; the family threshold the smallest at which species
@@ -150,6 +153,7 @@ def main() -> None:
     ap.add_argument("--target", type=float, default=0.95)
     ap.add_argument("--folds", type=int, default=5, help="5: the folds too; 1: the split alone")
     ap.add_argument("--max-iter", type=int, default=200)
+    ap.add_argument("--repeats", type=int, default=10, help="random halvings of val/ (`halves`)")
     ap.add_argument("--out", default="")
     args = ap.parse_args()
     MAX_ITER[0] = args.max_iter
@@ -200,12 +204,59 @@ def main() -> None:
                     f"cartons not sure {r['cartons_not_sure']:.1%}",
                     flush=True,
                 )
+    results.update(halves(full, val_logits, val_nov, y_va, args.target, args.repeats))
     print(f"[levers] {args.source}: {time.perf_counter() - t0:.0f}s ({fit_s:.0f}s fitting)")
     if args.out:
         tmp = args.out + f".tmp{os.getpid()}"
         with open(tmp, "w") as f:
             json.dump({"args": vars(args), "results": results}, f, indent=1)
         os.replace(tmp, args.out)
+
+
+def halves(full: PortableModel, logits, nov, y, target: float, repeats: int) -> dict:
+    """The thresholds (and temperature) chosen on one half of val/ (each species' photos split at
+    random), the figures read on the other half, both ways, `repeats` times: what thresholds chosen
+    on val/ give on photos they were not chosen on (the model the same: fit on train/)."""
+    rng = np.random.default_rng(0)
+    out = {}
+    for temp in (False, True):
+        for rule in ("no family", "separate", "joint fixed", "joint floor"):
+            runs = []
+            for _ in range(repeats):
+                half = np.zeros(len(y), bool)
+                for c in np.unique(y):
+                    members = rng.permutation(np.flatnonzero(y == c))
+                    half[members[: (len(members) + rng.integers(0, 2)) // 2]] = True
+                for cal, ev in ((half, ~half), (~half, half)):
+                    t = temperature(logits[cal], y[cal]) if temp else 1.0
+
+                    def scores(rows, t=t):
+                        return Scores(
+                            y[rows], np.zeros(int(rows.sum()), np.int64), probs_at(logits[rows], t), nov[rows]
+                        )
+
+                    runs.append(report(full, choose(full, scores(cal), target, rule), scores(ev)) | {"t": t})
+            name = f"val halves | {'T chosen' if temp else 'T=1'} | {rule}"
+            keys = (
+                "answered",
+                "right",
+                "species_answers",
+                "family_answers",
+                "species",
+                "family",
+                "cartons_not_sure",
+                "t",
+            )
+            out[name] = {k: round(float(np.mean([r[k] for r in runs])), 4) for k in keys}
+            out[name] |= {f"{k}_sd": round(float(np.std([r[k] for r in runs])), 4) for k in ("answered", "right")}
+            r = out[name]
+            print(
+                f"{name:45s} answered {r['answered']:.1%} (sd {r['answered_sd']:.1%}) right {r['right']:.1%} "
+                f"(sd {r['right_sd']:.1%}; species {r['species_answers']:.1%}, family {r['family_answers']:.1%}); "
+                f"cartons not sure {r['cartons_not_sure']:.1%}; T {r['t']:.2f}",
+                flush=True,
+            )
+    return out
 
 
 def _take(feats: Features, keep: np.ndarray) -> Features:
