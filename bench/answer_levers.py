@@ -73,6 +73,7 @@ def blocks(feats: Features, k: int) -> np.ndarray:
 
 
 MAX_ITER = [200]
+RULES = ("no family", "separate", "joint fixed", "joint floor", "joint free")
 
 
 def fit(feats: Features, y: np.ndarray, sp: Species, reg: float, train_views: int) -> PortableModel:
@@ -154,6 +155,7 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=5, help="5: the folds too; 1: the split alone")
     ap.add_argument("--max-iter", type=int, default=200)
     ap.add_argument("--repeats", type=int, default=10, help="random halvings of val/ (`halves`)")
+    ap.add_argument("--halves-targets", default="", help="more targets for `halves` (separate and joint fixed)")
     ap.add_argument("--out", default="")
     args = ap.parse_args()
     MAX_ITER[0] = args.max_iter
@@ -192,7 +194,7 @@ def main() -> None:
         for temp in (False, True):
             t = temperature(lg, yy) if temp else 1.0
             cal = Scores(yy, np.zeros(len(yy), np.int64), probs_at(lg, t), nv)
-            for rule in ("no family", "separate", "joint fixed", "joint floor", "joint free"):
+            for rule in RULES:
                 th = choose(m_held, cal, args.target, rule)
                 name = f"{source} | T={t:.2f} | {rule}" if temp else f"{source} | T=1 | {rule}"
                 results[name] = report(full, th, val_scores(t))
@@ -204,7 +206,8 @@ def main() -> None:
                     f"cartons not sure {r['cartons_not_sure']:.1%}",
                     flush=True,
                 )
-    results.update(halves(full, val_logits, val_nov, y_va, args.target, args.repeats))
+    targets = [args.target, *(float(t) for t in args.halves_targets.split(",") if t)]
+    results.update(halves(full, val_logits, val_nov, y_va, targets, args.repeats))
     print(f"[levers] {args.source}: {time.perf_counter() - t0:.0f}s ({fit_s:.0f}s fitting)")
     if args.out:
         tmp = args.out + f".tmp{os.getpid()}"
@@ -213,49 +216,50 @@ def main() -> None:
         os.replace(tmp, args.out)
 
 
-def halves(full: PortableModel, logits, nov, y, target: float, repeats: int) -> dict:
+def halves(full: PortableModel, logits, nov, y, targets: list[float], repeats: int) -> dict:
     """The thresholds (and temperature) chosen on one half of val/ (each species' photos split at
     random), the figures read on the other half, both ways, `repeats` times: what thresholds chosen
     on val/ give on photos they were not chosen on (the model the same: fit on train/)."""
-    rng = np.random.default_rng(0)
     out = {}
-    for temp in (False, True):
-        for rule in ("no family", "separate", "joint fixed", "joint floor"):
-            runs = []
-            for _ in range(repeats):
-                half = np.zeros(len(y), bool)
-                for c in np.unique(y):
-                    members = rng.permutation(np.flatnonzero(y == c))
-                    half[members[: (len(members) + rng.integers(0, 2)) // 2]] = True
-                for cal, ev in ((half, ~half), (~half, half)):
-                    t = temperature(logits[cal], y[cal]) if temp else 1.0
+    combos = [(temp, rule, targets[0]) for temp in (False, True) for rule in RULES[:-1]]
+    combos += [(False, rule, target) for target in targets[1:] for rule in ("separate", "joint fixed")]
+    for temp, rule, target in combos:
+        rng = np.random.default_rng(0)  # the same halvings for every rule: paired comparisons
+        runs = []
+        for _ in range(repeats):
+            half = np.zeros(len(y), bool)
+            for c in np.unique(y):
+                members = rng.permutation(np.flatnonzero(y == c))
+                half[members[: (len(members) + rng.integers(0, 2)) // 2]] = True
+            for cal, ev in ((half, ~half), (~half, half)):
+                t = temperature(logits[cal], y[cal]) if temp else 1.0
 
-                    def scores(rows, t=t):
-                        return Scores(
-                            y[rows], np.zeros(int(rows.sum()), np.int64), probs_at(logits[rows], t), nov[rows]
-                        )
+                def scores(rows, t=t):
+                    return Scores(y[rows], np.zeros(int(rows.sum()), np.int64), probs_at(logits[rows], t), nov[rows])
 
-                    runs.append(report(full, choose(full, scores(cal), target, rule), scores(ev)) | {"t": t})
-            name = f"val halves | {'T chosen' if temp else 'T=1'} | {rule}"
-            keys = (
-                "answered",
-                "right",
-                "species_answers",
-                "family_answers",
-                "species",
-                "family",
-                "cartons_not_sure",
-                "t",
-            )
-            out[name] = {k: round(float(np.mean([r[k] for r in runs])), 4) for k in keys}
-            out[name] |= {f"{k}_sd": round(float(np.std([r[k] for r in runs])), 4) for k in ("answered", "right")}
-            r = out[name]
-            print(
-                f"{name:45s} answered {r['answered']:.1%} (sd {r['answered_sd']:.1%}) right {r['right']:.1%} "
-                f"(sd {r['right_sd']:.1%}; species {r['species_answers']:.1%}, family {r['family_answers']:.1%}); "
-                f"cartons not sure {r['cartons_not_sure']:.1%}; T {r['t']:.2f}",
-                flush=True,
-            )
+                runs.append(report(full, choose(full, scores(cal), target, rule), scores(ev)) | {"t": t})
+        name = f"val halves | {'T chosen' if temp else 'T=1'} | {rule}" + (
+            f" | target {target:g}" if target != targets[0] else ""
+        )
+        keys = (
+            "answered",
+            "right",
+            "species_answers",
+            "family_answers",
+            "species",
+            "family",
+            "cartons_not_sure",
+            "t",
+        )
+        out[name] = {k: round(float(np.mean([r[k] for r in runs])), 4) for k in keys}
+        out[name] |= {f"{k}_sd": round(float(np.std([r[k] for r in runs])), 4) for k in ("answered", "right")}
+        r = out[name]
+        print(
+            f"{name:45s} answered {r['answered']:.1%} (sd {r['answered_sd']:.1%}) right {r['right']:.1%} "
+            f"(sd {r['right_sd']:.1%}; species {r['species_answers']:.1%}, family {r['family_answers']:.1%}); "
+            f"cartons not sure {r['cartons_not_sure']:.1%}; T {r['t']:.2f}",
+            flush=True,
+        )
     return out
 
 

@@ -17,8 +17,8 @@
 4. **Candidates** (`--candidates`, KIND:SETTING): the scaler and the PCA fitted once per split and
    shared; each candidate's validation accuracy, macro-F1 and seconds go to the report. The
    default list is the best trade of accuracy for time on validation (docs/benchmarks.md).
-5. **Temperature and thresholds** on validation: the classifier's logits divided by the
-   temperature with the least validation log-loss (`--no-temperature`: 1); the species is answered
+5. **Temperature and thresholds** on validation: with `--temperature`, the classifier's logits
+   divided by the temperature with the least validation log-loss; the species is answered
    when its probability reaches the threshold at which answered validation photos are
    `--target-precision` right; else the family when its probability (its species' summed) reaches
    the smallest threshold at which the answers of both levels together are as precise, in every
