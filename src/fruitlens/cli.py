@@ -360,8 +360,15 @@ def reduce(embeddings, output, spark_cfg, s3, k, variance, reuse_model, quiet):
     type=float,
     default=default(TrainConfig, "target_precision"),
     show_default=True,
-    help="'Not sure' thresholds: answered validation photos at least this precise, at species level and at "
-    "family level.",
+    help="'Not sure' thresholds: answered validation photos at least this precise (species answers alone, and "
+    "species and family answers together).",
+)
+@click.option(
+    "--temperature/--no-temperature",
+    default=default(TrainConfig, "temperature"),
+    show_default=True,
+    help="Scale the classifier's logits by the temperature that fits validation best (log-loss) before "
+    "choosing the thresholds (measured: no more answers on GroceryStore val/, docs/benchmarks.md).",
 )
 @click.option("--max-iter", type=click.IntRange(1, 10_000), default=default(TrainConfig, "max_iter"), show_default=True)
 @spark_options
@@ -379,6 +386,7 @@ def train(
     validation,
     pca_variance,
     target_precision,
+    temperature,
     max_iter,
 ):
     """EMBEDDINGS... (one or more folders run/featurize wrote: collections) -> MODEL, a classifier
@@ -408,6 +416,7 @@ def train(
             validation=validation,
             pca_variance=pca_variance,
             target_precision=target_precision,
+            temperature=temperature,
             max_iter=max_iter,
         ),
         replace(spark_cfg, quick_jit=False),

@@ -155,6 +155,7 @@ class TrainConfig:
     validation: float = 0.2
     pca_variance: float = DEFAULT_VARIANCE
     target_precision: float = 0.995
+    temperature: bool = False  # the classifier's temperature chosen on validation (log-loss) before the thresholds
     refs_per_class: int = 50
     max_iter: int = 200
     seed: int = 7

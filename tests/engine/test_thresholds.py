@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fruitlens import FruitlensError
-from fruitlens.engine.calibrate import calibrate, novelty_threshold_of, thresholds
+from fruitlens.engine.calibrate import calibrate, joint_thresholds, novelty_threshold_of, thresholds
 from fruitlens.engine.data import Scores
 from fruitlens.engine.evaluate import answers
 from fruitlens.engine.model import PortableModel
@@ -170,3 +170,87 @@ def test_trains_scoring_is_predicts():
         np.testing.assert_array_equal(novelty, [p.novelty for p in preds])
     with pytest.raises(FruitlensError, match="no 'centre' view"):
         scored(m, x, [None] * len(x), [["whole"]] * len(x), 2)
+
+
+def slack_scores() -> Scores:
+    """One shop collection: 80 photos sure and right (p 0.9); 10 torn between the two apples (the
+    family right); 2 bananas the model sees as torn apples (the family wrong too)."""
+    rows_p, rows_y = [], []
+    for i in range(80):
+        p = np.full(4, 0.1 / 3)
+        p[i % 4] = 0.9
+        rows_p.append(p), rows_y.append(i % 4)
+    for y in [0] * 5 + [1] * 5 + [2, 2]:
+        rows_p.append(np.array([0.45, 0.45, 0.05, 0.05])), rows_y.append(y)
+    n = len(rows_y)
+    return Scores(np.array(rows_y), np.zeros(n, np.int64), np.array(rows_p), np.full(n, 0.2))
+
+
+def test_joint_thresholds_let_family_answers_use_what_species_answers_leave_above_the_target():
+    m, s = model(), slack_scores()
+    separate = thresholds(m, s, 0.95)
+    joint = joint_thresholds(m, s, 0.95)  # the species threshold kept
+    assert separate[1] > 0.9  # family answers alone 10 of 12 right (83%): the separate rule turns them all away
+    assert joint[0] == separate[0]  # species answers alone stay at the target (the floor)
+    for (t_s, t_f), answered in ((separate, 80), (joint, 92)):
+        m.threshold, m.family_threshold = t_s, t_f
+        a = answers(m, s.y, s.probs, s.novelty)
+        assert round(a["answered"] * len(s.y)) == answered and a["answers_right"] >= 0.95
+    assert a["answers_right"] == round(90 / 92, 4) and a["answered_family_only"] == round(12 / 92, 4)
+
+
+def test_joint_thresholds_hold_on_every_collection_and_never_answer_less_than_separate_ones():
+    m, s = model(), scores()
+    for target in (0.9, 0.95, 0.99):
+        answered = {}
+        for name, (t_s, t_f) in (("separate", thresholds(m, s, target)), ("joint", joint_thresholds(m, s, target))):
+            m.threshold, m.family_threshold = t_s, t_f
+            got = [
+                answers(m, s.y[s.collection == c], s.probs[s.collection == c], s.novelty[s.collection == c])
+                for c in (0, 1)
+            ]
+            assert all(a["answers_right"] >= target for a in got)
+            answered[name] = np.mean([a["answered"] for a in got])  # the collections count alike
+        assert answered["joint"] >= answered["separate"]
+
+
+def test_temperature_is_chosen_on_validation_and_travels_with_the_model(tmp_path):
+    """An overconfident classifier (logits 10x too large) on photos it gets right 70% of the time:
+    the temperature with the least validation log-loss softens it, keeps every photo's best
+    species, and the saved model scores as the calibrated one (the one scoring function)."""
+    from fruitlens.engine.calibrate import temperature_of, with_temperature
+
+    rng = np.random.default_rng(3)
+    d = 4
+    m = PortableModel(
+        classes=CLASSES,
+        families=FAMILIES,
+        mean=np.zeros(d),
+        std=np.ones(d),
+        projection=None,
+        layers=[(10.0 * np.eye(4, d), np.zeros(4))],
+        threshold=0.0,
+        refs=np.eye(4, d),
+        novelty_threshold=np.inf,
+    )
+    x = rng.normal(size=(300, d)) * 0.3
+    y = rng.integers(0, 4, 300)
+    right = rng.random(300) < 0.7
+    x[np.arange(300), np.where(right, y, (y + 1) % 4)] += 1.0  # 70% of photos look like their species
+
+    def rescore(model):
+        probs, nov, _ = model.scores(x)
+        return Scores(y, np.zeros(len(y), np.int64), probs, nov)
+
+    t, validation = temperature_of(m, rescore)
+    assert t > 2.0  # softer than fit
+    before = rescore(m)
+    np.testing.assert_array_equal(validation.probs.argmax(axis=1), before.probs.argmax(axis=1))
+    assert validation.probs.max(axis=1).mean() < before.probs.max(axis=1).mean()
+    assert m.layers[0][0][0, 0] == 10.0  # a copy was tempered
+    calibrated = calibrate(m, validation, 0.9, t).applied_to(m)
+    np.testing.assert_allclose(calibrated.scores(x)[0], validation.probs)
+    calibrated.save(str(tmp_path))
+    loaded = PortableModel.load_folder(str(tmp_path))
+    np.testing.assert_allclose(loaded.scores(x)[0], validation.probs)
+    assert loaded.meta["temperature"] == t and with_temperature(m, 1.0) is m

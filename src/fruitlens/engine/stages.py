@@ -9,7 +9,7 @@ The report is made from these results (engine/train_report.py)."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from threadpoolctl import threadpool_info
@@ -19,7 +19,7 @@ from ..catalogue import Catalogue
 from ..config import TrainConfig
 from ..embedding.views import DEFAULT_CROP
 from ..spark.progress import spark_progress
-from .calibrate import Thresholds
+from .calibrate import Thresholds, temperature_of
 from .data import FIT, TEST, VAL, Collection, DriverData, Scores, SparkData, load, views_in, views_note
 from .evaluate import macro_accuracy, metrics
 from .model import PortableModel
@@ -97,9 +97,10 @@ class Choice:
 
     candidate: Candidate
     fit: Fit
-    model: PortableModel  # no thresholds yet
-    validation: Scores
+    model: PortableModel  # no thresholds yet, as fit (temperature 1)
+    validation: Scores  # at `temperature`
     views: int  # predict averages this many views
+    temperature: float = 1.0  # chosen on validation (`tempered`); the thresholds carry it
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,16 @@ def choose(results: CandidateResults, default: str | None) -> Choice:
     return Choice(
         candidate=best.candidate, fit=best.fit, model=best.model, validation=best.validation, views=best.views
     )
+
+
+def tempered(prepared: Prepared, choice: Choice) -> Choice:
+    """The choice with the temperature at which validation's log-loss is least, and validation
+    scored at it (calibrate.temperature_of). A Spark perceptron keeps 1: its exported Spark
+    model is Spark's own."""
+    if choice.fit.spark_model is not None:
+        return choice
+    t, validation = temperature_of(choice.model, lambda m: prepared.data.score(m, VAL, choice.views))
+    return replace(choice, validation=validation, temperature=t)
 
 
 def refit_and_test(

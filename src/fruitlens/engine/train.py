@@ -17,10 +17,12 @@
 4. **Candidates** (`--candidates`, KIND:SETTING): the scaler and the PCA fitted once per split and
    shared; each candidate's validation accuracy, macro-F1 and seconds go to the report. The
    default list is the best trade of accuracy for time on validation (docs/benchmarks.md).
-5. **Thresholds** on validation: the species is answered when its probability reaches the
-   threshold at which answered validation photos are `--target-precision` right; else the family
-   when its probability (its species' summed) reaches the threshold at which those family answers
-   are as precise; "unlike the training images" above the `--target-precision` quantile of the
+5. **Temperature and thresholds** on validation: with `--temperature`, the classifier's logits
+   divided by the temperature with the least validation log-loss; the species is answered
+   when its probability reaches the threshold at which answered validation photos are
+   `--target-precision` right; else the family when its probability (its species' summed) reaches
+   the smallest threshold at which the answers of both levels together are as precise, in every
+   collection; "unlike the training images" above the `--target-precision` quantile of the
    validation photos' novelty (each collection's photos of a species; the loosest collection's).
 6. **Refit** the chosen candidate on every train photo (fit + validation), score test per
    collection (species and family), export: `spark/` (Spark ML PipelineModel), `portable.npz` +
@@ -47,7 +49,7 @@ from ..storage.publish import publish_tree
 from ..storage.writer import Target
 from .calibrate import calibrate
 from .data import Collection
-from .stages import Tested, check_shared_params, choose, fit_candidates, prepare, refit_and_test
+from .stages import Tested, check_shared_params, choose, fit_candidates, prepare, refit_and_test, tempered
 from .train_report import train_report, write_report_files
 
 
@@ -60,7 +62,9 @@ def train(spark_session, cfg: TrainConfig, collections: list[Collection], target
     prepared = prepare(spark_session, cfg, collections, catalogue, say)
     results = fit_candidates(spark_session, cfg, prepared, say)
     choice = choose(results, cfg.default)
-    thresholds = calibrate(choice.model, choice.validation, cfg.target_precision)
+    if cfg.temperature:
+        choice = tempered(prepared, choice)
+    thresholds = calibrate(choice.model, choice.validation, cfg.target_precision, choice.temperature)
     tested = refit_and_test(spark_session, cfg, prepared, choice, thresholds, say)
     report = train_report(cfg, prepared, results, choice, thresholds, tested)
     t0 = time.perf_counter()

@@ -100,9 +100,12 @@ def _chosen(cfg: TrainConfig, prepared: Prepared, choice: Choice, thresholds: Th
             "thresholds_from": "the chosen model fit on the fit split, scored on validation; applied unchanged to "
             "the model refit on all of train",
             "target_precision": cfg.target_precision,
-            "rule": "the smallest species threshold at which every collection's validation answers are at least "
-            "target_precision right, then the family threshold chosen so on the photos left below it; "
-            "novelty: the loosest collection's target_precision quantile",
+            "rule": "the smallest species threshold at which every collection's validation species answers are at "
+            "least target_precision right, then the smallest family threshold at which every collection's answers "
+            "of both levels together are (a family answer right when the family is); novelty: the loosest "
+            "collection's target_precision quantile",
+            "temperature": thresholds.temperature,
+            "temperature_is": "the classifier's logits divided by it, chosen on validation (least log-loss)",
             "threshold": thresholds.species,
             "validation_precision": val_answers["species_answers_right"],
             "validation_coverage": val_answers["answered_species"],
