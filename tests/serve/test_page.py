@@ -6,30 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 
-import pytest
-
-from .support import CHROMIUM, photo_of
-
-
-@pytest.fixture(scope="module")
-def browser():
-    assert os.path.exists(CHROMIUM), f"{CHROMIUM} is missing: scripts/test.sh installs it (apt-get install chromium)"
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-            ],
-        )
-        yield b
-        b.close()
+from .support import photo_of
 
 
 def test_page_on_a_phone_identifies_a_photo_shows_information_and_similar_images(browser, server, tmp_path):
