@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up fruitlens, runs the whole chain (Spark local mode) on the Fruits-360 sample in ../shared,
 # then trains the product model on both collections there (the sample's turntable frames and
-# GroceryStore's shop photos) and saves the similar-images index for it.
+# GroceryStore's shop photos) and saves the similar-images index of both collections for it.
 # Usage: scripts/demo.sh [INPUT] [OUTPUT]      (INPUT: the Fruits-360 folder; OUTPUT: out/demo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,7 +40,7 @@ MSG
 fi
 $F featurize "$GROCERY" out/grocery --views 12                # shop photos: the whole photo and 11 views each
 $F train out/grocery "$OUTPUT" out/product --catalogue builtin --target-precision 0.95
-$F index "$OUTPUT" --model out/product >/dev/null             # the similar images, saved for serve --ann
+$F index out/grocery "$OUTPUT" --model out/product >/dev/null # the similar photos of both collections, saved for serve --ann
 INFO=""
 for d in ../shared/data/fruits-360-meta "$GROCERY"; do [ -d "$d" ] && INFO="$INFO --info $d"; done
 ENVP=""   # the backbone from ../shared, as above (otherwise fruitlens downloads it once)
@@ -48,5 +48,5 @@ ENVP=""   # the backbone from ../shared, as above (otherwise fruitlens downloads
 cat <<MSG
 fruitlens: the product model is out/product. Identify a photo, or start the service and open http://127.0.0.1:8000/:
   $ENVP$F predict --model out/product PHOTO.jpg
-  $ENVP$F serve --model out/product --index $OUTPUT --ann$INFO --feedback out/feedback
+  $ENVP$F serve --model out/product --index out/grocery --index $OUTPUT --ann$INFO --feedback out/feedback
 MSG

@@ -378,3 +378,28 @@ def test_with_require_key_the_page_asks_for_the_key_and_sends_it(browser, shop_b
         page.close()
     finally:
         s.stop()
+
+
+def test_index_takes_several_collections_and_saves_a_reduced_projection(shop_built):
+    import subprocess
+    import sys
+
+    from fruitlens.engine.model import PortableModel
+    from fruitlens.serve.saved_index import SavedIndex
+    from fruitlens.storage.dataset import Dataset
+
+    root = shop_built
+    r = subprocess.run(
+        [sys.executable, "-m", "fruitlens", "index", str(root / "shop"), str(root / "turntable"), "--model",
+         str(root / "model")],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    reports = json.loads(r.stdout)
+    assert [x["dim"] for x in reports] == [256, 256]  # the model takes 1,992 values
+    assert all(x["incremental"] and x["added"] == 0 and x["kept"] == x["images"] for x in reports)  # built once
+    model = PortableModel.load(Location.of(str(root / "model")))
+    saved = SavedIndex.open(Location.of(str(root / "shop")), model)
+    row = Dataset.at(Location.of(str(root / "shop" / "embeddings"))).table(["path", "embedding"]).slice(0, 1)
+    x = model.inputs(row.column("embedding").to_pylist()[0])
+    found = saved.search(x, 3)
+    assert found[0].entry.path == row.column("path")[0].as_py() and found[0].similarity > 0.99

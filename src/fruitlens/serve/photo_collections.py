@@ -85,23 +85,27 @@ def _first_line(path: str) -> str:
 
 
 def _root_of(where: Location, sample_path: str | None) -> str | None:
-    """The local folder the collection's photos were read from."""
+    """The local folder the collection's photos were read from: the input `report.json` names when
+    an indexed photo is under it, else the nearest of an indexed photo's folders (4 levels up at
+    most: split, group, class, photo) that holds a LICENSE or a classes.csv."""
+    found = None
     try:
         report = json.loads((where / "report.json").read_bytes())
-        found = (report.get("parameters") or {}).get("featurize", {}).get("input") or report.get("input")
-        if isinstance(found, str):
-            found = found.removeprefix("file://")
-            if os.path.isdir(found):
-                return found
+        found = (report.get("parameters") or {}).get("featurize", {}).get("input")
     except (OSError, ValueError, AttributeError):
         pass
-    if sample_path:
-        path = sample_path.removeprefix("file://")
-        folder = os.path.dirname(path)
-        while folder and folder != os.path.dirname(folder):  # the nearest ancestor that says what it is
-            if os.path.exists(os.path.join(folder, "LICENSE")) or os.path.exists(os.path.join(folder, "classes.csv")):
-                return folder
-            folder = os.path.dirname(folder)
+    path = os.path.abspath(sample_path.removeprefix("file://")) if sample_path else None
+    if isinstance(found, str) and os.path.isdir(found.removeprefix("file://")):
+        root = os.path.abspath(found.removeprefix("file://"))
+        if path is None or path.startswith(root + os.sep):
+            return root
+    if path is None:
+        return None
+    folder = os.path.dirname(path)
+    for _ in range(4):
+        if any(os.path.exists(os.path.join(folder, f)) for f in ("LICENSE", "classes.csv")):
+            return folder
+        folder = os.path.dirname(folder)
     return None
 
 

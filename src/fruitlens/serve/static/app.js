@@ -145,10 +145,11 @@ async function identify(leftOut = 0) {
   }
   $("status").className = leftOut ? "status notice" : "status";
   $("status").textContent = leftOut ? fmt(t.tooMany, leftOut) : "";
-  const fresh = !last || last.first !== photos[0] || last.count !== photos.length;
+  const same = last && last.first === photos[0];  // the same fruit: its entry in the history is updated
+  const changed = !same || last.count !== photos.length;
   last = { answer, first: photos[0], count: photos.length };
   show(answer);
-  if (fresh) remember(answer, photos[0]);
+  if (changed) remember(answer, photos[0], same);
 }
 
 function verdictOf(a) {
@@ -230,12 +231,13 @@ async function thumbnail(file) {
   } catch (err) { return ""; }
 }
 
-async function remember(a, file) {
+async function remember(a, file, replace) {
   const entry = {
     time: Date.now(), predicted: a.predicted, family: a.family, level: a.level, not_sure: a.not_sure,
     probability: a.level === "family" ? a.family_probability : a.probability, thumb: await thumbnail(file),
   };
-  localStorage.setItem(HISTORY_KEY, JSON.stringify([entry, ...history()].slice(0, HISTORY_MAX)));
+  const kept = replace ? history().slice(1) : history();
+  localStorage.setItem(HISTORY_KEY, JSON.stringify([entry, ...kept].slice(0, HISTORY_MAX)));
   showHistory();
 }
 
