@@ -321,7 +321,8 @@ def test_more_than_five_photos_says_so_and_answers_are_kept_in_this_browser_only
     assert "5 photos" in page.inner_text("#combined")
     page.wait_for_function("JSON.parse(localStorage.getItem('fruitlens-history') || '[]').length === 1")
     page.reload()
-    assert page.is_visible("#history-box") and page.locator("#history li").count() == 1
+    page.wait_for_selector("#history-box:not([hidden])", timeout=10_000)
+    assert page.locator("#history li").count() == 1 and "Kiwi" in page.inner_text("#history")
     page.click("#history-clear")
     assert not page.is_visible("#history-box")
     assert page.evaluate("localStorage.getItem('fruitlens-history')") is None
