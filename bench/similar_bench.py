@@ -34,12 +34,12 @@ sys.path.insert(0, str(REPO / "src"))
 
 from fruitlens.catalogue import NOT_PRODUCE, Catalogue  # noqa: E402
 from fruitlens.engine.model import PortableModel  # noqa: E402
-from fruitlens.serve.phrases import CLOSENESS  # noqa: E402
 from fruitlens.serve.saved_index import SavedIndex, project, reduction  # noqa: E402
 from fruitlens.storage.dataset import Dataset  # noqa: E402
 from fruitlens.storage.location import Location  # noqa: E402
 
 K = 8
+BANDS = (0.9, 0.8, 0.7, 0.6, 0.5, -1.0)  # cosine bands' lower ends
 
 
 def load(where: str, model: PortableModel):
@@ -111,18 +111,17 @@ def main() -> None:
     for name, v in (("exact_full", full), (f"exact_{args.dims}", small)):
         idx, sims = top(v[queries], v, K, queries)
         report[name] = {"dims": int(v.shape[1]), **shares(idx, species, collection, q_species, produce)}
+        same = species[idx] == q_species[:, None]
+        bands, hi = {}, np.inf
+        for lo in BANDS:  # the fruit and vegetable queries' neighbours by cosine band (the page's words)
+            band = (sims >= lo) & (sims < hi) & produce[:, None]
+            bands[f"[{lo}, {hi if np.isfinite(hi) else 1})"] = {
+                "neighbours": int(band.sum()),
+                "same_species": round(float(same[band].mean()), 4) if band.any() else None,
+            }
+            hi = lo
+        report[name]["bands"] = bands
         if name.endswith(str(args.dims)):
-            bands, lo = {}, np.inf
-            same = species[idx] == q_species[:, None]
-            for lowest, key in CLOSENESS:
-                band = (sims >= lowest) & (sims < lo)
-                bands[key] = {
-                    "cosine": f"[{lowest}, {lo if np.isfinite(lo) else 1})",
-                    "neighbours": int(band.sum()),
-                    "same_species": round(float(same[band].mean()), 4) if band.any() else None,
-                }
-                lo = lowest
-            report["closeness_bands"] = bands
             exact_small = idx
 
     # the saved graphs (fruitlens index), as serve --ann searches them: each collection's k+1, merged

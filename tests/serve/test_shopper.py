@@ -28,7 +28,8 @@ from .support import GROCERY, META, SPARK, Server
 SHOP = ["Fruit/Banana", "Fruit/Kiwi", "Vegetables/Asparagus", "Packages/Juice/Bravo-Apple-Juice"]
 TURNTABLE = ["Banana", "Kiwi", "Lemon"]
 PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True, "device_scale_factor": 1}
-# Words that are English and never French: none may show on the French page (proper names aside)
+# Words that are English and not French (so not "photo", "source", "licence"): none may show on the
+# French page (proper names aside)
 ENGLISH = {
     "the",
     "and",
@@ -243,6 +244,7 @@ def test_every_not_sure_says_which_of_three_reasons_with_a_next_step():
     f = why(family, names, "en")
     assert f["reason"] == "family" and f["family"] == "Apple" and "Sure it is Apple" in f["text"]
     assert closeness(0.9) == "very similar" and closeness(0.0) == "not much alike"
+    assert closeness(0.75, reduced=True) == "similar" and closeness(0.75) == "very similar"  # the scales differ
 
 
 def test_facts_are_read_only_where_the_description_says_so():

@@ -160,8 +160,14 @@ class Collections:
     def dim(self) -> int:
         return self.indexes[0].dim if self.indexes else 0
 
-    def search(self, inputs, k: int = 8) -> list[tuple[Neighbour, Collection]]:
-        found = [(n, c) for index, c in zip(self.indexes, self.collections) for n in index.search(inputs, k)]
+    def search(self, inputs, k: int = 8) -> list[tuple[Neighbour, Collection, bool]]:
+        """The k nearest over every collection: (neighbour, its collection, whether its similarity
+        was measured in a reduced projection, which reads higher: `phrases.closeness`)."""
+        found = [
+            (n, c, getattr(index, "basis", None) is not None)
+            for index, c in zip(self.indexes, self.collections)
+            for n in index.search(inputs, k)
+        ]
         found.sort(key=lambda nc: -nc[0].similarity)
         return found[:k]
 

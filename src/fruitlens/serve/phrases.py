@@ -56,13 +56,13 @@ REASONS = {
 CONJUNCTIONS = {"or": {"en": " or ", "fr": " ou "}, "and": {"en": " and ", "fr": " et "}}
 
 # How similar a similar photo is, in words: the cosine of the two photos' features, cut where the
-# share of neighbours of the same species changes (GroceryStore val, docs/benchmarks.md "Similar photos").
-CLOSENESS = (  # (lowest cosine, key)
-    (0.6, "very similar"),
-    (0.4, "similar"),
-    (0.25, "somewhat similar"),
-    (-1.0, "not much alike"),
-)
+# share of a GroceryStore val photo's 8 neighbours showing the same species drops (bench/similar_bench.py,
+# docs/benchmarks.md "Similar photos"). Two scales: the saved index's 256-d projection (`serve --ann`)
+# reads higher than the model's full inputs (the exact search). (lowest cosine, key), best first.
+CLOSENESS = {
+    "reduced": ((0.8, "very similar"), (0.7, "similar"), (0.6, "somewhat similar"), (-1.0, "not much alike")),
+    "full": ((0.7, "very similar"), (0.6, "similar"), (0.5, "somewhat similar"), (-1.0, "not much alike")),
+}
 CLOSENESS_WORDS = {
     "very similar": {"en": "very similar", "fr": "très proche"},
     "similar": {"en": "similar", "fr": "proche"},
@@ -88,11 +88,13 @@ PHOTOS = {  # the attribution of a collection whose photos are shown as similar 
 }
 
 
-def closeness(similarity: float) -> str:
-    for lowest, key in CLOSENESS:
+def closeness(similarity: float, reduced: bool = False) -> str:
+    """The words for a similarity, on the scale of the index that measured it."""
+    scale = CLOSENESS["reduced" if reduced else "full"]
+    for lowest, key in scale:
         if similarity >= lowest:
             return key
-    return CLOSENESS[-1][1]
+    return scale[-1][1]
 
 
 def joined(names: list[str], lang: str, conjunction: str = "or") -> str:

@@ -73,8 +73,9 @@ async def identified(service: Service, photo: list[UploadFile], k: int, lang: st
     alone = result.photos or [p]
     species_of = service.catalogue.species_of
     similar = []
-    for n, collection in index.search(result.inputs, k):
+    for n, collection, reduced in index.search(result.inputs, k):
         species = species_of(n.entry.label) or n.entry.label
+        close = closeness(n.similarity, reduced)
         similar.append(
             {
                 "id": n.entry.id,
@@ -83,8 +84,8 @@ async def identified(service: Service, photo: list[UploadFile], k: int, lang: st
                 "species": species,
                 "name": names.name(species, lang) if species else None,
                 "similarity": round(n.similarity, 6),
-                "closeness": closeness(n.similarity),
-                "closeness_text": CLOSENESS_WORDS[closeness(n.similarity)][lang],
+                "closeness": close,
+                "closeness_text": CLOSENESS_WORDS[close][lang],
                 "collection": collection.to_json(lang),
                 "url": f"{API}/images/{n.entry.id}",
             }
