@@ -41,7 +41,7 @@ def test_page_on_a_phone_identifies_a_photo_shows_information_and_similar_images
     shot = tmp_path / "phone.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    if os.environ.get("FRUITLENS_SCREENSHOT"):  # docs/serve-phone.png is made this way
+    if os.environ.get("FRUITLENS_SCREENSHOT"):  # on request (the README's: scripts/screenshots.py)
         shutil.copy(shot, os.environ["FRUITLENS_SCREENSHOT"])
     assert all(u.startswith(server.url) or u.startswith("blob:") for u in requests), (
         requests
