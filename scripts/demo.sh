@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up fruitlens, runs the whole chain (Spark local mode) on the Fruits-360 sample in ../shared,
 # then trains the product model on both collections there (the sample's turntable frames and
-# GroceryStore's shop photos) and saves the similar-images index for it.
+# GroceryStore's shop photos) and saves the similar-images index of both collections for it.
 # Usage: scripts/demo.sh [INPUT] [OUTPUT]      (INPUT: the Fruits-360 folder; OUTPUT: out/demo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,21 +26,24 @@ if [ -z "${FRUITLENS_MODEL_DIR:-}" ] && [ -d ../shared/models ]; then
   export FRUITLENS_MODEL_DIR="$(cd ../shared/models && pwd)"
 fi
 F=.venv/bin/fruitlens
-$F run "$INPUT" "$OUTPUT" --views 2                           # the chain: embeddings (whole photo + centre crop), errors, features, pca
+# The product's backbone (EfficientNet-Lite2, int8: the best on GroceryStore val/, docs/benchmarks.md); the
+# chain's own default is MobileNetV2 (faster). A model takes one backbone, so both collections use it.
+B="--backbone lite2"
+$F run "$INPUT" "$OUTPUT" --views 2 $B                        # the chain: embeddings (whole photo + centre crop), errors, features, pca
 
 if [ ! -d "$GROCERY/train" ]; then
   cat >&2 <<MSG
 fruitlens: no GroceryStore photos at $GROCERY: the product model (shop photos) is not trained.
   Get them from https://github.com/marcusklasson/GroceryStoreDataset (its dataset/ folder: train/, val/,
   classes.csv, iconic-images-and-descriptions/), then:
-    $F featurize PATH/TO/GroceryStoreDataset/dataset out/grocery --views 12
+    $F featurize PATH/TO/GroceryStoreDataset/dataset out/grocery --views 12 --backbone lite2
     $F train out/grocery $OUTPUT out/product --catalogue builtin --target-precision 0.95
 MSG
   exit 0
 fi
-$F featurize "$GROCERY" out/grocery --views 12                # shop photos: the whole photo and 11 views each
+$F featurize "$GROCERY" out/grocery --views 12 $B             # shop photos: the whole photo and 11 views each
 $F train out/grocery "$OUTPUT" out/product --catalogue builtin --target-precision 0.95
-$F index "$OUTPUT" --model out/product >/dev/null             # the similar images, saved for serve --ann
+$F index out/grocery "$OUTPUT" --model out/product >/dev/null # the similar photos of both collections, saved for serve --ann
 INFO=""
 for d in ../shared/data/fruits-360-meta "$GROCERY"; do [ -d "$d" ] && INFO="$INFO --info $d"; done
 ENVP=""   # the backbone from ../shared, as above (otherwise fruitlens downloads it once)
@@ -48,5 +51,5 @@ ENVP=""   # the backbone from ../shared, as above (otherwise fruitlens downloads
 cat <<MSG
 fruitlens: the product model is out/product. Identify a photo, or start the service and open http://127.0.0.1:8000/:
   $ENVP$F predict --model out/product PHOTO.jpg
-  $ENVP$F serve --model out/product --index $OUTPUT --ann$INFO --feedback out/feedback
+  $ENVP$F serve --model out/product --index out/grocery --index $OUTPUT --ann$INFO --feedback out/feedback
 MSG

@@ -14,6 +14,7 @@ from . import FruitlensError, __version__, note
 from .config import (
     DEFAULT_BACKBONE,
     DEFAULT_VARIANCE,
+    INDEX_DIMS,
     SOLVERS,
     ClassifyConfig,
     EmbedSettings,
@@ -527,7 +528,10 @@ def classify(model_dir, input, output, spark_cfg, s3, quiet, **kw):
 @click.option(
     "--index",
     required=True,
-    help="Output folder `fruitlens run`/`featurize` wrote (its embeddings/), local or s3://: the similar images.",
+    multiple=True,
+    metavar="OUTPUT",
+    help="Output folder `fruitlens run`/`featurize` wrote (its embeddings/), local or s3://: the similar images; "
+    "repeatable, one per collection (shop photos and turntable frames), searched as one.",
 )
 @click.option(
     "--info",
@@ -654,7 +658,7 @@ def serve(
     run_server(
         ServeConfig(
             model=model_dir,
-            index=index,
+            index=tuple(index),
             info=tuple(info),
             host=host,
             port=port,
@@ -678,7 +682,7 @@ def serve(
 
 
 @cli.command()
-@click.argument("output")
+@click.argument("outputs", nargs=-1, required=True, metavar="OUTPUT [OUTPUT2 ...]")
 @click.option("--model", "model_dir", required=True, help="The model folder `serve` will answer with (local or s3://).")
 @click.option(
     "--dtype",
@@ -687,16 +691,26 @@ def serve(
     show_default=True,
     help="How the graph stores each vector (f16: half of f32's memory, the same neighbours).",
 )
+@click.option(
+    "--dims",
+    type=click.IntRange(0),
+    default=INDEX_DIMS,
+    show_default=True,
+    help="Index the model's inputs projected on this many principal axes of its reference features when it "
+    "has more (0: all of them); the same-species share of neighbours is kept (docs/benchmarks.md).",
+)
 @s3_options
-def index(output, model_dir, dtype, s3):
-    """The similar-images index of OUTPUT (a folder run/featurize wrote), for MODEL: a usearch HNSW
-    graph saved as OUTPUT/index, which `serve --ann` memory-maps (start-up in seconds at a million
-    images). Rerun after `run`: only new, changed and removed images are updated."""
+def index(outputs, model_dir, dtype, dims, s3):
+    """The similar-images index of each collection OUTPUT (a folder run/featurize wrote), for MODEL:
+    a usearch HNSW graph saved as OUTPUT/index, which `serve --ann --index OUTPUT [--index OUTPUT2]`
+    memory-maps (start-up in seconds at a million images) and searches as one. Rerun after `run`:
+    only new, changed and removed images are updated."""
     from .engine.model import PortableModel  # noqa: PLC0415 - the engine and the index load with their command
     from .serve.saved_index import build  # noqa: PLC0415
 
-    report = build(Location.of(output, s3), PortableModel.load(Location.of(model_dir, s3)), dtype)
-    click.echo(json.dumps(report, indent=2))
+    model = PortableModel.load(Location.of(model_dir, s3))
+    reports = [build(Location.of(output, s3), model, dtype, dims=dims) for output in outputs]
+    click.echo(json.dumps(reports[0] if len(reports) == 1 else reports, indent=2))
 
 
 @cli.group()

@@ -23,6 +23,10 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 # wave leaves no slot idle for long (docs/benchmarks.md, Performance II).
 DEFAULT_IMAGES_PER_PARTITION = 1024
 DEFAULT_VARIANCE = 0.95  # PCA: the smallest k reaching this share of the variance
+# `fruitlens index --dims`: the saved similar-images index projects the model's inputs (1,992 for the
+# product) on this many principal axes of its references; the same-species share of a shop photo's 8
+# neighbours stays the same (docs/benchmarks.md, "Similar photos"); 0 keeps every dimension.
+INDEX_DIMS = 256
 
 
 def default(config: type, name: str):
@@ -201,7 +205,7 @@ class ClassifyConfig(EmbedSettings):
 @dataclass(frozen=True)
 class ServeConfig:
     model: str
-    index: str
+    index: str | tuple[str, ...]  # one collection's folder, or several (searched as one)
     info: str | tuple[str, ...] = ()  # species information folders (Fruits-360 metadata, GroceryStore)
     host: str = "127.0.0.1"
     port: int = 8000
@@ -225,6 +229,9 @@ class ServeConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "info", (self.info,) if isinstance(self.info, str) else tuple(self.info))
+        object.__setattr__(self, "index", (self.index,) if isinstance(self.index, str) else tuple(self.index))
+        if not self.index:
+            raise FruitlensError("--index: give at least one collection folder")
         for name in (
             "interpreters",
             "max_photos",

@@ -3,6 +3,7 @@ real `fruitlens serve` on it, and an HTTP client."""
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import httpx
@@ -12,7 +13,7 @@ from conftest import SAMPLE, needs_shared
 from fruitlens.config import FeaturizeConfig, TrainConfig
 from fruitlens.jobs import run_featurize, run_train
 
-from .support import CLASSES, FEEDBACK_ARGS, META, NO_META, SPARK, Server
+from .support import CHROMIUM, CLASSES, FEEDBACK_ARGS, META, NO_META, SPARK, Server
 
 
 @pytest.fixture(scope="package")
@@ -54,3 +55,25 @@ def server(built, tmp_path_factory):
 def client(server):
     with httpx.Client(base_url=server.url, timeout=60) as c:
         yield c
+
+
+@pytest.fixture(scope="package")
+def browser():
+    """Debian's chromium, headless, driven by Playwright (one for the package's page tests)."""
+    assert os.path.exists(CHROMIUM), f"{CHROMIUM} is missing: scripts/test.sh installs it (apt-get install chromium)"
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+            ],
+        )
+        yield b
+        b.close()

@@ -30,8 +30,8 @@ def test_identify_a_real_photo_species_information_and_similar_images(client, bu
         "unlike the training images",
     )
     assert a["species"]["name"] == "Apple Braeburn" and a["species"]["metadata_class"] == "Apple Braeburn 1"
-    attrs = {x["attribute"]: x["value"] for x in a["species"]["attributes"]}
-    assert attrs["SIZE"] == "MEDIUM" and attrs["TYPE"] == "FRUIT"
+    attrs = {x["key"]: x["value"] for x in a["species"]["attributes"]}
+    assert attrs["TYPE"] == "Fruit" and "SIZE" not in attrs  # the species', not the photographed specimen's
     assert a["attribution"]["author"] == "Mihai Oltean"
     assert a["attribution"]["license_url"] == "https://creativecommons.org/licenses/by-sa/4.0/"
     sims = a["similar"]

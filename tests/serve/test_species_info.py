@@ -80,7 +80,9 @@ def test_the_builtin_catalogues_species_find_information_in_both_sources_and_spe
     assert {s["dataset"] for s in golden.sources} == {"Fruits-360", "GroceryStore"}
     fr = golden.to_json(Names.builtin(), "fr")
     assert fr["display_name"] == "Pomme Golden" and fr["family_name"] == "Pomme"
-    assert {"Taille", "Type"} <= {a["attribute"] for a in fr["attributes"]} and fr["note"] == "description en anglais"
+    assert {"Pousse", "Type"} <= {a["attribute"] for a in fr["attributes"]} and fr["description_lang"] == "en"
+    assert not {"Taille", "Acheté", "Transformé"} & {a["attribute"] for a in fr["attributes"]}
+    assert fr["sources"][0]["text"].startswith("Informations sur les espèces")
     assert {a["value"] for a in fr["attributes"] if a["attribute"] == "Type"} == {"Fruit"}
     leek = information.get("Leek")  # GroceryStore only
     assert leek.description and not leek.attributes and leek.sources[0]["license"] == "MIT"

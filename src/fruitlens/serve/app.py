@@ -19,7 +19,7 @@ from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
 from .errors import HANDLERS
-from .middleware import Capacity, UploadLimit
+from .middleware import Capacity, Language, UploadLimit
 from .routers import API, feedback, health, identify, images, page, species
 from .service import Service
 
@@ -55,4 +55,5 @@ def create_app(service: Service) -> FastAPI:
     }
     app.add_middleware(UploadLimit, paths=uploads, max_bytes=cfg.max_upload_bytes * cfg.max_photos)
     app.add_middleware(Capacity, limit=cfg.max_connections)
+    app.add_middleware(Language)  # outermost: every error below it speaks the request's language
     return app

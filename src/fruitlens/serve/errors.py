@@ -4,12 +4,19 @@ answers the routes declare in the OpenAPI document."""
 
 from __future__ import annotations
 
+from contextvars import ContextVar
+
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .phrases import error_message
 from .schemas import ErrorBody
+
+# The request's language (set by middleware.Language from `lang` / Accept-Language): errors carry
+# a `message` in it.
+LANG: ContextVar[str | None] = ContextVar("fruitlens_lang", default=None)
 
 ERRORS = {
     400: {"model": ErrorBody, "description": "malformed request"},
@@ -43,7 +50,8 @@ REASONS = {
 def error(status: int, reason: str, detail: str, headers: dict | None = None) -> JSONResponse:
     """The error answer: `detail` on one line, at most 300 characters."""
     detail = " ".join(str(detail).split())[:300]
-    return JSONResponse({"ok": False, "reason": reason, "detail": detail}, status_code=status, headers=headers)
+    body = {"ok": False, "reason": reason, "detail": detail, "message": error_message(reason, LANG.get())}
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 async def http_error(request: Request, exc: StarletteHTTPException):

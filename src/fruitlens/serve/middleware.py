@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
-from .errors import error
+from urllib.parse import parse_qs
+
+from .deps import language
+from .errors import LANG, error
 
 
 class UploadLimit:
@@ -94,3 +97,22 @@ class Capacity:
             return await self.app(scope, receive, send)
         finally:
             self.active -= 1
+
+
+class Language:
+    """Pure ASGI middleware: the request's language (`lang`, else Accept-Language, else English)
+    for the errors' `message`, whoever answers them (a route, a handler, the middlewares inside)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        accept = next((v.decode("latin-1") for k, v in scope["headers"] if k.lower() == b"accept-language"), None)
+        token = LANG.set(language((query.get("lang") or [None])[0], accept))
+        try:
+            return await self.app(scope, receive, send)
+        finally:
+            LANG.reset(token)

@@ -11,7 +11,8 @@ from pydantic import BaseModel
 class ErrorBody(BaseModel):
     ok: Literal[False] = False
     reason: str
-    detail: str
+    detail: str  # technical, in English
+    message: str  # what it means, in the request's language (lang / Accept-Language)
 
 
 class Attribution(BaseModel):
@@ -25,9 +26,16 @@ class Attribution(BaseModel):
 
 
 class Attribute(BaseModel):
+    key: str  # the Fruits-360 dictionary's attribute (TYPE, GROWTH LOCATION, ...)
     attribute: str
     value: str
     code: int
+
+
+class Fact(BaseModel):
+    fact: str  # "eaten" | "stored"
+    label: str  # in the answer's language
+    value: str
 
 
 class SpeciesInfo(BaseModel):
@@ -38,7 +46,9 @@ class SpeciesInfo(BaseModel):
     has_information: bool
     metadata_class: str | None
     attributes: list[Attribute]
+    facts: list[Fact]
     description: str | None
+    description_lang: str | None
     note: str | None
     sources: list[Attribution]
 
@@ -74,12 +84,35 @@ class TopItem(BaseModel):
     probability: float
 
 
+class Collection(BaseModel):
+    name: str
+    title: str
+    dataset: str | None
+    author: str | None
+    source: str | None
+    license: str
+    license_url: str | None
+
+
 class Similar(BaseModel):
     id: str
     label: str | None
     split: str | None
+    species: str | None
+    name: str | None
     similarity: float
+    closeness: str
+    closeness_text: str
+    collection: Collection
     url: str
+
+
+class Why(BaseModel):
+    reason: str  # "not a fruit or vegetable" | "unlike the training images" | "low confidence" | "family"
+    text: str
+    next_step: str
+    candidates: list[str]
+    family: str | None
 
 
 class PhotoAnswer(BaseModel):
@@ -105,6 +138,7 @@ class Identified(BaseModel):
     family_name: str | None
     family_probability: float | None
     top5: list[TopItem]
+    why: Why | None
     species: SpeciesInfo
     photos: list[PhotoAnswer]
     combined: str
@@ -112,7 +146,7 @@ class Identified(BaseModel):
     search: str
     timing_ms: dict[str, float]
     lang: str
-    attribution: Attribution
+    attribution: Attribution | None
     attributions: list[Attribution]
 
 
@@ -139,4 +173,5 @@ class Health(BaseModel):
     search: str
     interpreters: int
     feedback: bool
+    key_required: bool  # identify and feedback need a key (X-API-Key or Authorization: Bearer)
     languages: list[str]

@@ -27,6 +27,7 @@ from ..storage.location import Location
 from .feedback import FeedbackStore
 from .index import NeighbourIndex
 from .limits import ApiKeys, RateLimiter
+from .photo_collections import Collections, describe, first_path
 from .species_info import SpeciesInformation
 
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
@@ -69,12 +70,14 @@ class Service:
         self,
         identifier: Identifier,
         information: SpeciesInformation,
-        index: NeighbourIndex,
+        index: Collections,
         cfg: ServeConfig,
         feedback: FeedbackStore | None = None,
         keys: ApiKeys | None = None,
+        catalogue: Catalogue | None = None,
     ):
         self.identifier = identifier
+        self.catalogue = catalogue or Catalogue.of_labels(identifier.model.classes)
         self.model = identifier.model
         self.information = information
         self.index = index
@@ -112,9 +115,10 @@ def load_service(cfg: ServeConfig, say=print) -> Service:
         if info.is_local and not os.path.isdir(info.path):
             raise FruitlensError(f"--info: no folder at {info.uri} (the Fruits-360 metadata or GroceryStore's folder)")
     information = SpeciesInformation.load(places, model.classes, model.families, catalogue)
-    index_loc = Location.of(cfg.index, cfg.s3)
-    if index_loc.is_local and not os.path.isdir(index_loc.path):
-        raise FruitlensError(f"--index: no folder at {index_loc.uri} (a folder `fruitlens run` wrote)")
+    index_locs = [Location.of(i, cfg.s3) for i in cfg.index]
+    for index_loc in index_locs:
+        if index_loc.is_local and not os.path.isdir(index_loc.path):
+            raise FruitlensError(f"--index: no folder at {index_loc.uri} (a folder `fruitlens run` wrote)")
     keys = ApiKeys.load(cfg.api_keys) if cfg.api_keys else None
     feedback = None
     if cfg.feedback:
@@ -124,7 +128,8 @@ def load_service(cfg: ServeConfig, say=print) -> Service:
     embedder.load()
     identifier = Identifier(model, embedder)
     t1 = time.perf_counter()
-    index = NeighbourIndex.load(index_loc, model, ann=cfg.ann, say=say)
+    indexes = [NeighbourIndex.load(where, model, ann=cfg.ann, say=say) for where in index_locs]
+    index = Collections(indexes, [describe(where, first_path(i)) for where, i in zip(index_locs, indexes)])
     t2 = time.perf_counter()
     say(
         f"[serve] model: {len(model.classes)} species in {len(set(model.families))} families "
@@ -132,7 +137,12 @@ def load_service(cfg: ServeConfig, say=print) -> Service:
         f"{model.views} view(s) a photo, {cfg.interpreters} interpreter(s) x {threads} thread(s)"
     )
     say(
-        f"[serve] index: {len(index):,} images, {index.dim}-d features, {index.kind} search (loaded in {t2 - t1:.1f} s)"
+        f"[serve] index: {len(index):,} images, {index.dim}-d features, {index.kind} search "
+        f"(loaded in {t2 - t1:.1f} s); "
+        + "; ".join(
+            f"{c.name}: {len(i):,} ({c.dataset or 'collection'}, {c.license or 'licence not stated'})"
+            for c, i in zip(index.collections, index.indexes)
+        )
     )
     missing = information.missing
     say(
@@ -160,4 +170,4 @@ def load_service(cfg: ServeConfig, say=print) -> Service:
     say(f"[serve] ready in {time.perf_counter() - t0:.1f} s")
     if feedback is not None:
         feedback.start_expiry()
-    return Service(identifier, information, index, cfg, feedback, keys)
+    return Service(identifier, information, index, cfg, feedback, keys, catalogue)

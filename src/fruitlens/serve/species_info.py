@@ -24,9 +24,10 @@ import re
 from dataclasses import dataclass, field
 
 from .. import FruitlensError
-from ..catalogue import Catalogue, Names
+from ..catalogue import NOT_PRODUCE, Catalogue, Names
 from ..catalogue import normalise as normalise_label
 from ..storage.location import Location
+from .phrases import localised_attribution
 
 FRUITS360 = {
     "text": "Species information from the Fruits-360 dataset by Mihai Oltean, licensed under CC BY-SA 4.0; "
@@ -88,6 +89,58 @@ ATTRIBUTES_FR = {
     "WATER": ("Eau", {"LOW": "Peu", "MEDIUM": "Moyennement", "HIGH": "Beaucoup"}),
 }
 
+# What a shopper wants of Fruits-360's attributes: what the species is and is like. The others
+# describe the photographed specimen or the photo session (purchased, processed, its size, skin,
+# hardness, maturity, defects) and are not shown.
+SHOPPER_ATTRIBUTES = ("TYPE", "GROWTH LOCATION", "YEARLY TREE", "NUMBER OF SEEDS", "WATER", "FRUCTOSE", "FAT")
+
+# How a species is eaten and kept, where GroceryStore's description says so: (what, the words that
+# say it in the description, what is shown in each language). Read from the English text, shown in
+# the page's language, with the description as the source.
+FACTS = (
+    (
+        "eaten",
+        {"en": "Eaten", "fr": "Se mange"},
+        (
+            (r"eaten raw|eat raw|raw food|good to eat raw|can be eaten raw", {"en": "raw", "fr": "cru"}),
+            (r"eaten naturally|eating naturally|eat as it is|as it is\b", {"en": "as it is", "fr": "tel quel"}),
+            (r"cook|boil|fry|stew|grill|oven|gratin|soup|\bwok\b|\bpots\b", {"en": "cooked", "fr": "cuit"}),
+            (r"salad", {"en": "in salads", "fr": "en salade"}),
+            (r"dessert|pastr|jam\b|marmalade|cookies", {"en": "in desserts and jams", "fr": "en dessert, confiture"}),
+        ),
+    ),
+    (
+        "stored",
+        {"en": "Kept", "fr": "Se conserve"},
+        (
+            (
+                r"never in a refrigerator|never in the fridge",
+                {"en": "never in the fridge", "fr": "jamais au réfrigérateur"},
+            ),
+            (
+                r"(?<!never in a )refrigerator|(?<!never in the )fridge",
+                {"en": "in the fridge", "fr": "au réfrigérateur"},
+            ),
+            (r"kept cool|or cool\b|cool place", {"en": "somewhere cool", "fr": "au frais"}),
+            (r"room temperature", {"en": "at room temperature", "fr": "à température ambiante"}),
+        ),
+    ),
+)
+
+
+def facts_of(description: str | None) -> list[tuple[str, list[dict]]]:
+    """[(fact, [its values' words])] that the description says (the FACTS table)."""
+    if not description:
+        return []
+    text = description.casefold()
+    out = []
+    for fact, _, rules in FACTS:
+        found = [words for pattern, words in rules if re.search(pattern, text)]
+        if found:
+            out.append((fact, found))
+    return out
+
+
 _DICT_LINE = re.compile(r"^\s*([A-Z][A-Z ]*?)\s*\[\s*(\d+)\s*values?\s*\]\s*=\s*(.*)$", re.IGNORECASE)
 _VALUE = re.compile(r"([^,()]+?)\s*\(\s*(\d+)\s*\)")
 _INFO_LINE = re.compile(r"^\s*([A-Z][A-Z ]*?)\s*\[\s*(\d+)\s*\]\s*=\s*(-?\d+)\s*$", re.IGNORECASE)
@@ -127,13 +180,16 @@ def parse_info(text: str, dictionary: dict[str, dict[int, str]]) -> list[dict]:
 
 
 def translated(attributes: list[dict], lang: str) -> list[dict]:
-    """The attributes in `lang` (English: the dictionary's own words)."""
-    if lang != "fr":
-        return attributes
+    """The attributes in `lang`, as a person reads them ("Growth location": "Above ground"; the
+    dictionary's own upper-case words stay in `key`)."""
     out = []
     for a in attributes:
-        name, values = ATTRIBUTES_FR.get(a["attribute"], (a["attribute"], {}))
-        out.append({**a, "attribute": name, "value": values.get(a["value"].upper(), a["value"])})
+        if lang == "fr":
+            name, values = ATTRIBUTES_FR.get(a["attribute"], (a["attribute"], {}))
+            value = values.get(a["value"].upper(), a["value"])
+        else:
+            name, value = a["attribute"].capitalize(), a["value"].capitalize()
+        out.append({**a, "key": a["attribute"], "attribute": name, "value": value})
     return out
 
 
@@ -260,6 +316,9 @@ class Species:
         return bool(self.attributes or self.description)
 
     def to_json(self, names: Names, lang: str = "en") -> dict:
+        """Its names and what a shopper wants to know, in `lang`: the species' kind and nature
+        (Fruits-360's attributes of the species, not of the photographed specimen), how it is eaten
+        and kept (read from GroceryStore's description, which stays in English: `description_lang`)."""
         note = None
         if not self.has_information:
             note = (
@@ -267,8 +326,15 @@ class Species:
                 if lang == "fr"
                 else "no information source describes this species"
             )
-        elif self.description and lang == "fr":
-            note = "description en anglais"
+        labels = {fact: words for fact, words, _ in FACTS}
+        facts = [
+            {
+                "fact": fact,
+                "label": labels[fact].get(lang, labels[fact]["en"]),
+                "value": ", ".join(w.get(lang, w["en"]) for w in found),
+            }
+            for fact, found in facts_of(self.description)
+        ]
         return {
             "name": self.name,
             "display_name": names.name(self.name, lang),
@@ -276,10 +342,12 @@ class Species:
             "family_name": names.name(self.family, lang),
             "has_information": self.has_information,
             "metadata_class": self.metadata_class,
-            "attributes": translated(self.attributes, lang),
+            "attributes": translated([a for a in self.attributes if a["attribute"] in SHOPPER_ATTRIBUTES], lang),
+            "facts": facts,
             "description": self.description,
+            "description_lang": "en" if self.description else None,
             "note": note,
-            "sources": self.sources,
+            "sources": [localised_attribution(src, lang) for src in self.sources],
         }
 
 
@@ -298,7 +366,7 @@ class SpeciesInformation:
         for c, family in zip(classes, families):
             labels = [c, *labels_of.get(c, [])]
             s = Species(c, family)
-            for source in sources:
+            for source in sources if c != NOT_PRODUCE else ():  # cartons: no species to describe
                 found = source.lookup(labels)
                 if found is None:
                     continue

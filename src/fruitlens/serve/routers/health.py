@@ -23,5 +23,6 @@ async def health(service: Service = Depends(get_service)):
         "search": service.index.kind,
         "interpreters": service.interpreters,
         "feedback": service.feedback is not None,
+        "key_required": service.cfg.require_key,
         "languages": list(LANGUAGES),
     }

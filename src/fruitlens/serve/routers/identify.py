@@ -7,14 +7,16 @@ from fastapi import APIRouter, Depends, File, Query, UploadFile
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from ...catalogue import NOT_PRODUCE
 from ...embedding.decode import DecodeError
 from ...engine.model import PHOTOS_COMBINED
 from ..deps import LANG_HELP, get_service, limited, negotiated_language
 from ..errors import ERRORS, LIMITED, UPLOADS, error
+from ..phrases import CLOSENESS_WORDS, PHOTOS, closeness, joined, reason
 from ..schemas import Identified
 from ..service import Service
 from . import API
-from .species import attributions_of, species_json
+from .species import species_json
 
 described_language = negotiated_language(LANG_HELP)
 
@@ -71,25 +73,38 @@ async def identified(service: Service, photo: list[UploadFile], k: int, lang: st
     p = result.prediction
     ids = [service.photos.put(d) for d in datas]
     alone = result.photos or [p]
-    similar = [
-        {
-            "id": n.entry.id,
-            "label": n.entry.label,
-            "split": n.entry.split,
-            "similarity": round(n.similarity, 6),
-            "url": f"{API}/images/{n.entry.id}",
-        }
-        for n in index.search(result.inputs, k)
-    ]
-    attributions = attributions_of(information)
+    species_of = service.catalogue.species_of
+    similar = []
+    for n, collection, reduced in index.search(result.inputs, k):
+        species = species_of(n.entry.label) or n.entry.label
+        close = closeness(n.similarity, reduced)
+        similar.append(
+            {
+                "id": n.entry.id,
+                "label": n.entry.label,
+                "split": n.entry.split,
+                "species": species,
+                "name": names.name(species, lang) if species else None,
+                "similarity": round(n.similarity, 6),
+                "closeness": close,
+                "closeness_text": CLOSENESS_WORDS[close][lang],
+                "collection": collection.to_json(lang),
+                "url": f"{API}/images/{n.entry.id}",
+            }
+        )
     body = p.to_json()
     body["top5"] = [{**t, "name": names.name(t["label"], lang)} for t in body["top5"]]
+    species = species_json(information, p.predicted, lang)
+    if p.predicted == NOT_PRODUCE:
+        species["note"] = None  # not a species: nothing to describe, and no note saying so
+    attributions = shown_attributions(species, similar, lang)
     body.update(
         {
             "ok": True,
             "answer_name": names.name(p.answer, lang) if p.answer else None,
             "family_name": names.name(p.family, lang) if p.family else None,
-            "species": species_json(information, p.predicted, lang),
+            "why": why(p, names, lang),
+            "species": species,
             "photos": [
                 {
                     "id": pid,
@@ -101,13 +116,74 @@ async def identified(service: Service, photo: list[UploadFile], k: int, lang: st
                 }
                 for pid, a in zip(ids, alone)
             ],
-            "combined": PHOTOS_COMBINED if len(datas) > 1 else "one photo",
+            "combined": COMBINED[lang] if len(datas) > 1 else ONE[lang],
             "similar": similar,
             "search": index.kind,
             "timing_ms": result.timing_ms,
             "lang": lang,
-            "attribution": attributions[0],
+            "attribution": attributions[0] if attributions else None,
             "attributions": attributions,
         }
     )
     return JSONResponse(body, headers=rate)
+
+
+COMBINED = {
+    "en": PHOTOS_COMBINED,
+    "fr": "les probabilités des photos multipliées, chaque photo une preuve pour la réponse ; "
+    "différente des images apprises seulement si toutes le sont",
+}
+ONE = {"en": "one photo", "fr": "une photo"}
+CANDIDATES_SHARE = 0.9  # the candidates named: the best species until they hold this much of the probability
+MAX_CANDIDATES = 3
+
+
+def why(p, names, lang: str) -> dict | None:
+    """Why the answer is not a species, in `lang`: one of the three reasons (phrases.REASONS) with
+    its plain sentence and next step; None for a species answer."""
+    if p.level == "species" and not p.not_sure:
+        return None
+    candidates, held = [], 0.0
+    for label, prob in p.top:
+        if label == NOT_PRODUCE:
+            continue
+        candidates.append(names.name(label, lang))
+        held += prob
+        if held >= CANDIDATES_SHARE * sum(q for c, q in p.top if c != NOT_PRODUCE) or len(candidates) >= MAX_CANDIDATES:
+            break
+    if not p.not_sure:  # the family is sure, not the species
+        out = reason("family", lang, names.name(p.family, lang), joined(candidates, lang))
+    elif p.why in ("not a fruit or vegetable", "unlike the training images"):
+        out = reason(p.why, lang)
+    else:
+        one = "low confidence, one candidate" if len(candidates) == 1 else ""
+        out = reason("low confidence", lang, joined(candidates, lang, "and"), variant=one)
+    out["candidates"] = candidates
+    out["family"] = names.name(p.family, lang) if not p.not_sure and p.family else None
+    return out
+
+
+def shown_attributions(species: dict, similar: list[dict], lang: str) -> list[dict]:
+    """The attributions of what the answer shows: the species information's sources, then the
+    collections whose photos are among the similar photos (each once)."""
+    out, seen = [], set()
+    for src in species.get("sources") or []:
+        if src["dataset"] not in seen:
+            seen.add(src["dataset"])
+            out.append(src)
+    for n in similar:
+        c = n["collection"]
+        if c["dataset"] and ("photos", c["dataset"]) not in seen:
+            seen.add(("photos", c["dataset"]))
+            out.append(
+                {
+                    "text": PHOTOS[lang].format(c["dataset"], c["author"], c["license"]),
+                    "author": c["author"] or "",
+                    "dataset": c["dataset"],
+                    "source": c["source"] or "",
+                    "license": c["license"],
+                    "license_url": c["license_url"] or "",
+                    "changes": "none" if lang == "en" else "aucune",
+                }
+            )
+    return out

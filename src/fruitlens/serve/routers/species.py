@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path
 
 from ..deps import get_service, negotiated_language
 from ..errors import ERRORS, NOT_FOUND
+from ..phrases import localised_attribution
 from ..schemas import SpeciesAnswer, SpeciesList
 from ..service import Service
 from ..species_info import FRUITS360, SpeciesInformation
@@ -18,9 +19,9 @@ router = APIRouter(tags=["species"])
 plain_language = negotiated_language()
 
 
-def attributions_of(information: SpeciesInformation) -> list[dict]:
-    """The attributions an answer carries: the information sources', else Fruits-360's."""
-    return information.attributions or [FRUITS360]
+def attributions_of(information: SpeciesInformation, lang: str = "en") -> list[dict]:
+    """The attributions of the information sources the service has (else Fruits-360's), in `lang`."""
+    return [localised_attribution(a, lang) for a in information.attributions or [FRUITS360]]
 
 
 def species_json(information: SpeciesInformation, name: str, lang: str) -> dict:
@@ -32,7 +33,7 @@ def species_json(information: SpeciesInformation, name: str, lang: str) -> dict:
 async def species_list(lang: str = Depends(plain_language), service: Service = Depends(get_service)):
     """Every species the model knows, its names, and whether there is information on it."""
     information = service.information
-    attributions = attributions_of(information)
+    attributions = attributions_of(information, lang)
     items = []
     for s in information.species.values():
         j = s.to_json(information.names, lang)
@@ -59,7 +60,7 @@ async def species(
     information = service.information
     if information.get(name) is None:
         raise HTTPException(404, "no such species (see /api/v1/species)")
-    attributions = attributions_of(information)
+    attributions = attributions_of(information, lang)
     return {
         "species": species_json(information, name, lang),
         "lang": lang,
