@@ -19,10 +19,13 @@ from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
 from .errors import HANDLERS
-from .middleware import Capacity, UploadLimit
+from .middleware import Callers, Capacity, SecurityHeaders, UploadLimit
 from .routers import API, feedback, health, identify, images, page, species
 from .service import Service
 
+# Open with --require-key: the service's health (for load balancers) and the API's schema (public
+# anyway); the page and its files are outside the API. Every other API route needs a key.
+OPEN_PATHS = (f"{API}/health", f"{API}/openapi.json")
 DESCRIPTION = (
     "Identify a fruit from 1 to 5 photos of it: the species (or its family when only the family is sure, "
     "or 'not sure'), its names and information in English or French, and the most similar indexed "
@@ -53,6 +56,21 @@ def create_app(service: Service) -> FastAPI:
         f"{API}/identify": ("multipart/form-data",),  # path -> the content types it takes
         f"{API}/feedback": ("multipart/form-data", "application/x-www-form-urlencoded"),
     }
-    app.add_middleware(UploadLimit, paths=uploads, max_bytes=cfg.max_upload_bytes * cfg.max_photos)
+    # Starlette runs the middleware added last first: SecurityHeaders, Callers, UploadLimit, Capacity.
     app.add_middleware(Capacity, limit=cfg.max_connections)
+    app.add_middleware(
+        UploadLimit,
+        paths=uploads,
+        max_bytes=cfg.max_upload_bytes * cfg.max_photos,
+        body_timeout=cfg.body_timeout,
+        max_receiving=4 * cfg.max_connections,
+    )
+    app.add_middleware(
+        Callers,
+        service=service,
+        keyed=f"{API}/",
+        open_paths=OPEN_PATHS,
+        counted={("POST", path) for path in uploads},
+    )
+    app.add_middleware(SecurityHeaders, api_prefix=f"{API}/")
     return app

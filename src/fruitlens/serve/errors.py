@@ -31,6 +31,7 @@ REASONS = {
     404: "not found",
     405: "method not allowed",
     406: "not acceptable",
+    408: "too slow",
     411: "length required",
     413: "too large",
     415: "unsupported media type",
