@@ -20,8 +20,8 @@ request's headers are in, it counts against `--max-connections` only when its bo
 Why not another server: hypercorn has a read timeout per read (a client trickling a byte a second
 passes it) and granian's header timeout comes with a Rust runtime and its own worker model; both
 would replace the server that `serve --workers` and the tests use. This is ~80 lines on uvicorn's
-documented `http=` protocol class, tested against real sockets (tests/serve/test_slow_clients.py);
-`pyproject.toml` keeps uvicorn below its next minor version, whose internals it reads (`cycle`,
+documented `http=` protocol class, tested against real sockets (tests/serve/test_open_internet.py,
+which fails if an upgrade of uvicorn changes the two internals it reads: `cycle` and
 `on_response_complete`).
 """
 

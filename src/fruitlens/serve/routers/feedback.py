@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from ...embedding.decode import DecodeError
 from ..decodes import Busy
 from ..deps import get_service, limited
-from ..errors import ERRORS, LIMITED, NOT_FOUND, UPLOADS, error
+from ..errors import ERRORS, KEYED, LIMITED, NOT_FOUND, UPLOADS, error
 from ..feedback import RECEIPT
 from ..schemas import Deleted, FeedbackAnswer
 from ..service import Service
@@ -99,7 +99,7 @@ async def feedback(
     )
 
 
-@router.delete("/feedback/{receipt}", response_model=Deleted, responses={**NOT_FOUND, **ERRORS})
+@router.delete("/feedback/{receipt}", response_model=Deleted, responses={**NOT_FOUND, **ERRORS, **KEYED})
 async def delete_feedback(
     receipt: str = Path(..., description="the receipt id feedback returned"), service: Service = Depends(get_service)
 ):

@@ -7,7 +7,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from ..deps import get_service
-from ..errors import ERRORS, NOT_FOUND
+from ..errors import ERRORS, KEYED, NOT_FOUND
 from ..service import Service
 
 router = APIRouter(tags=["images"])
@@ -21,6 +21,7 @@ IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/bmp", "image/gif"
         200: {"content": {t: {} for t in IMAGE_TYPES}, "description": "the image's bytes"},
         **NOT_FOUND,
         **ERRORS,
+        **KEYED,
     },
 )
 async def image(

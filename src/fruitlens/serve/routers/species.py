@@ -8,7 +8,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, HTTPException, Path
 
 from ..deps import get_service, negotiated_language
-from ..errors import ERRORS, NOT_FOUND
+from ..errors import ERRORS, KEYED, NOT_FOUND
 from ..schemas import SpeciesAnswer, SpeciesList
 from ..service import Service
 from ..species_info import FRUITS360, SpeciesInformation
@@ -28,7 +28,7 @@ def species_json(information: SpeciesInformation, name: str, lang: str) -> dict:
     return information.get(name).to_json(information.names, lang)
 
 
-@router.get("/species", response_model=SpeciesList, responses=ERRORS)
+@router.get("/species", response_model=SpeciesList, responses={**ERRORS, **KEYED})
 async def species_list(lang: str = Depends(plain_language), service: Service = Depends(get_service)):
     """Every species the model knows, its names, and whether there is information on it."""
     information = service.information
@@ -49,7 +49,7 @@ async def species_list(lang: str = Depends(plain_language), service: Service = D
     }
 
 
-@router.get("/species/{name}", response_model=SpeciesAnswer, responses={**NOT_FOUND, **ERRORS})
+@router.get("/species/{name}", response_model=SpeciesAnswer, responses={**NOT_FOUND, **ERRORS, **KEYED})
 async def species(
     name: str = Path(..., description="a species' name, as in the species list"),
     lang: str = Depends(plain_language),
