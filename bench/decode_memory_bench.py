@@ -2,8 +2,8 @@
 at the pixel limit (50 Mpx: 7071 x 7071) and small enough to upload, in the formats and modes that
 cost the most to decode (16-bit greyscale PNG, RGBA PNG, palette PNG, progressive JPEG, CMYK JPEG,
 lossless WebP). For each: the server's peak RSS over its idle RSS for one request alone, then for
-16 requests at once (and 16 requests of 5 such photos each), by the kernel's high-water mark
-(/proc/PID/status VmHWM, reset through /proc/PID/clear_refs before each case).
+16 requests at once (and 16 requests of 5 such photos each), each case on a freshly started server
+(warmed by one small photo), by the kernel's high-water mark (/proc/PID/status VmHWM).
 
     flock /tmp/fruitlens-test.lock .venv/bin/python bench/decode_memory_bench.py [--before REV]
 
@@ -91,10 +91,10 @@ def small_model(root: Path) -> tuple[Path, Path]:
 
 
 class Served:
-    def __init__(self, model: Path, index: Path, src: Path, log: Path):
+    def __init__(self, model: Path, index: Path, src: Path, log: Path, extra_env: dict[str, str]):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "PYTHONPATH": str(src), "FRUITLENS_MODEL_DIR": str(SHARED / "models")}
+        env = {**os.environ, **extra_env, "PYTHONPATH": str(src), "FRUITLENS_MODEL_DIR": str(SHARED / "models")}
         cmd = [sys.executable, "-m", "fruitlens", "serve", "--model", str(model), "--index", str(index)]
         cmd += ["--port", str(self.port), "--rate-limit", "100000"]
         out = open(log, "w")  # noqa: SIM115 - the server's log, open while it runs
@@ -146,26 +146,30 @@ def case(server: Served, idle: int, photos: list[tuple[bytes, str]], clients: in
     }
 
 
-def measure(model, index, src: Path, photos, log: Path, crowds: bool) -> dict:
-    server = Served(model, index, src, log)
-    try:
-        jpeg = next((SHARED / "data" / "fruits-360-sample" / "Test").rglob("*.jpg")).read_bytes()
-        post(server.url, [(jpeg, "image/jpeg")])  # warm
-        idle = server.status("VmRSS")
-        out = {"idle_rss_mb": round(idle / 2**20), "cases": {}}
-        for name, photo in photos.items():
-            runs = [case(server, idle, [photo], 1)]
-            if crowds:
-                runs.append(case(server, idle, [photo], 16))
-            out["cases"][name] = runs
-            print(name, runs, flush=True)
-        if crowds:
-            worst = photos["16-bit grey PNG"]
-            out["cases"]["16-bit grey PNG x5"] = [case(server, idle, [worst] * 5, 16)]
-            print("x5", out["cases"]["16-bit grey PNG x5"], flush=True)
-        return out
-    finally:
-        server.stop()
+def fresh(model, index, src: Path, log: Path, env: dict[str, str]) -> tuple[Served, int]:
+    """A server just started and warmed by one small photo, and its idle RSS."""
+    server = Served(model, index, src, log, env)
+    jpeg = next((SHARED / "data" / "fruits-360-sample" / "Test").rglob("*.jpg")).read_bytes()
+    post(server.url, [(jpeg, "image/jpeg")])
+    return server, server.status("VmRSS")
+
+
+def measure(model, index, src: Path, photos, log: Path, crowds: bool, env: dict[str, str]) -> dict:
+    """Each case on a fresh server: what one case leaves allocated does not count in the next."""
+    out: dict = {"cases": {}}
+    plan = [(name, [photo], clients) for name, photo in photos.items() for clients in ((1, 16) if crowds else (1,))]
+    if crowds:
+        plan.append(("16-bit grey PNG x5", [photos["16-bit grey PNG"]] * 5, 16))
+    for name, sent, clients in plan:
+        server, idle = fresh(model, index, src, log, env)
+        try:
+            run = case(server, idle, sent, clients)
+        finally:
+            server.stop()
+        run["idle_rss_mb"] = round(idle / 2**20)
+        out["cases"].setdefault(name, []).append(run)
+        print(name, run, flush=True)
+    return out
 
 
 def main() -> None:
@@ -173,7 +177,9 @@ def main() -> None:
     ap.add_argument("--model")
     ap.add_argument("--index")
     ap.add_argument("--before", help="a git revision to measure too (alone only)")
+    ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="for the servers")
     args = ap.parse_args()
+    env = dict(e.split("=", 1) for e in args.env)
     WORK.mkdir(parents=True, exist_ok=True)
     if args.model and args.index:
         model, index = Path(args.model), Path(args.index)
@@ -182,15 +188,14 @@ def main() -> None:
     photos = worst_photos(SIDE)
     sizes = {name: len(data) for name, (data, _) in photos.items()}
     print("photos (bytes):", sizes, flush=True)
-    result = {"side": SIDE, "pixels": SIDE * SIDE, "bytes": sizes, "cpus": os.cpu_count()}
-    result["after"] = measure(model, index, REPO / "src", photos, WORK / "decode-bench-serve.log", crowds=True)
+    result = {"side": SIDE, "pixels": SIDE * SIDE, "bytes": sizes, "cpus": os.cpu_count(), "env": env}
+    result["after"] = measure(model, index, REPO / "src", photos, WORK / "decode-bench-serve.log", True, env)
     if args.before:
         with tempfile.TemporaryDirectory() as tmp:
             archive = subprocess.run(["git", "archive", args.before, "src"], cwd=REPO, capture_output=True, check=True)
             subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
-            result["before"] = measure(
-                model, index, Path(tmp) / "src", photos, WORK / "decode-bench-before.log", crowds=False
-            )
+            log = WORK / "decode-bench-before.log"
+            result["before"] = measure(model, index, Path(tmp) / "src", photos, log, False, env)
             result["before"]["revision"] = args.before
     (WORK / "decode_memory_bench.json").write_text(json.dumps(result, indent=1))
     print("\n| photo (7071 x 7071) | bytes | alone: peak over idle | 16 at once: peak over idle | before, alone |")

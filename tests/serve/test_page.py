@@ -32,13 +32,22 @@ def browser():
         b.close()
 
 
+def csp_refusals(page) -> list[str]:
+    """What the browser refuses under the page's Content-Security-Policy (chromium says so on the console)."""
+    refused: list[str] = []
+    page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
+    return refused
+
+
 def test_page_on_a_phone_identifies_a_photo_shows_information_and_similar_images(browser, server, tmp_path):
     page = browser.new_page(
         viewport={"width": 390, "height": 844}, device_scale_factor=1, is_mobile=True, has_touch=True
     )
     requests = []
     page.on("request", lambda r: requests.append(r.url))
-    page.goto(server.url + "/")
+    refused = csp_refusals(page)
+    response = page.goto(server.url + "/")
+    assert "script-src 'self'" in response.headers["content-security-policy"]  # the page runs under its CSP
     assert page.locator("#camera").get_attribute("capture") == "environment"
     assert page.locator("#camera").get_attribute("accept") == "image/*"
     photo = photo_of("Banana", 1)
@@ -83,6 +92,7 @@ def test_page_on_a_phone_identifies_a_photo_shows_information_and_similar_images
     page.set_input_files("#choose", str(text))
     page.wait_for_selector(".status.error", timeout=30_000)
     assert "not an image" in page.inner_text("#status")
+    assert not refused, refused  # nothing the page does is blocked by its Content-Security-Policy
     page.close()
 
 
@@ -91,6 +101,7 @@ def test_page_in_french_with_several_photos_and_feedback_with_and_without_consen
         viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True, locale="fr-FR"
     )
     page = context.new_page()
+    refused = csp_refusals(page)
     page.goto(server.url + "/")
     assert page.get_attribute("html", "lang") == "fr" and page.inner_text("label[for=camera]") == "Prendre une photo"
     page.set_input_files("#choose", str(photo_of("Kiwi", 0)))
@@ -130,4 +141,5 @@ def test_page_in_french_with_several_photos_and_feedback_with_and_without_consen
     page.wait_for_function("document.querySelector('#feedback-status').textContent === 'Deleted.'", timeout=30_000)
     assert not next(iter(kept)).exists()
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    assert not refused, refused
     context.close()

@@ -114,6 +114,9 @@ _ORIENTATIONS = {
 _REDUCIBLE = ("L", "LA", "La", "I", "F", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
 
 
+_STRIP_ROWS = 256
+
+
 def _reduced(img: Image.Image, draft: tuple[int, int]) -> Image.Image:
     """`img` brought down by an integer factor (box average) while it still covers twice `draft`
     (the orientation may swap width and height, so the smaller side is compared to the larger
@@ -171,9 +174,11 @@ def _grey8(img: Image.Image) -> Image.Image:
     (whichever its largest value needs), in integers; one 1-byte copy of the picture at most
     besides the decoded one."""
     if img.mode.startswith("I;16"):
-        little = np.asarray(img).astype("<u2", copy=False)  # Pillow's "I;16B" comes big-endian
-        high = little.view(np.uint8).reshape(img.height, img.width, 2)[:, :, 1]  # a view, no arithmetic
-        return Image.fromarray(np.ascontiguousarray(high), "L")
+        grey = np.empty((img.height, img.width), np.uint8)
+        for top in range(0, img.height, _STRIP_ROWS):  # by strips: no 2-byte copy of the whole picture
+            strip = np.asarray(img.crop((0, top, img.width, min(img.height, top + _STRIP_ROWS))))
+            grey[top : top + len(strip)] = strip >> 8
+        return Image.fromarray(grey, "L")
     arr = np.asarray(img, dtype=np.int32)
     top = 65535 if arr.max(initial=0) > 255 else 255
     grey = ((np.clip(arr, 0, top).astype(np.int64) * 255 + top // 2) // top).astype(np.uint8)

@@ -41,8 +41,9 @@ def admit(service: Service, headers: dict[str, str], host: str | None, counted: 
     """Who calls, from the request's headers alone (before its body is read): the RateLimit
     headers to send back when `counted` (a route that runs the model), else {}. Raises Refused:
     401 for an unknown key (or none when keys are required), 429 past the limit. Every counted
-    request takes one from its bucket, also one refused later for what its body holds; a 401 is
-    counted against the client address (guessing keys is rate limited too); a 429 takes nothing."""
+    request takes one from its bucket, also one refused later for what its body holds; a 401
+    takes one from the client address's (its next requests without a key meet the limit); a 429
+    takes nothing."""
     presented = presented_key(headers)
     address = f"address {host or '?'}"
     unauthorized = None
@@ -59,14 +60,14 @@ def admit(service: Service, headers: dict[str, str], host: str | None, counted: 
         return {}
     allowed, remaining, reset = limiter.take(who)
     rate = limiter.headers(remaining, reset)
+    if unauthorized is not None:  # what the client must change first, even past its limit
+        raise Refused(401, unauthorized, {"WWW-Authenticate": "Bearer"})
     if not allowed:
         raise Refused(
             429,
             f"more than {limiter.limit} requests a minute: retry in {int(reset) + 1} s",
             {**rate, "Retry-After": str(int(reset) + 1)},
         )
-    if unauthorized is not None:
-        raise Refused(401, unauthorized, {"WWW-Authenticate": "Bearer"})
     return rate
 
 

@@ -80,7 +80,8 @@ class Callers:
         try:
             rate = admit(self.service, headers, client[0] if client else None, counted)
         except Refused as refused:
-            await drain(receive, DRAIN_BYTES, 2.0)
+            if not expects_continue(headers):
+                await drain(receive, DRAIN_BYTES, 2.0)
             answer = error(refused.status, REASONS[refused.status], refused.detail, {**refused.headers, **CLOSE})
             return await answer(scope, receive, send)
         scope.setdefault("state", {})[RATE_STATE] = rate
@@ -120,7 +121,8 @@ class UploadLimit:
         if scope["type"] != "http" or scope["path"] not in self.paths or scope["method"] != "POST":
             return await self.app(scope, receive, send)
         if self.receiving >= self.max_receiving:
-            await drain(receive, DRAIN_BYTES, 1.0)
+            if not expects_continue({k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}):
+                await drain(receive, DRAIN_BYTES, 1.0)
             busy = error(
                 503,
                 "busy",
@@ -190,6 +192,12 @@ class UploadLimit:
                 return None
             if not message.get("more_body"):
                 return b"".join(chunks)
+
+
+def expects_continue(headers: dict[str, str]) -> bool:
+    """The client waits for "100 Continue" before it sends the body: a refusal needs no draining
+    (and reading would make uvicorn invite the body)."""
+    return headers.get("expect", "").lower() == "100-continue"
 
 
 async def drain(receive, cap: int, chunk_s: float) -> None:
