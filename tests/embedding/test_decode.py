@@ -101,6 +101,15 @@ def test_large_16_bit_greyscale_is_rescaled_and_turned_by_its_exif():
     assert out[20, 112].max() < 10 and out[200, 112].min() > 245
 
 
+def test_a_webp_has_a_quarter_of_the_pixel_limit_its_decoder_holds_four_copies():
+    small = encode(Image.new("RGB", (2000, 1500), (0, 200, 0)), "WEBP", quality=50)
+    large = encode(Image.new("RGB", (4000, 3200), (0, 200, 0)), "WEBP", quality=50)
+    assert decode_image(small, SIZE, 12_000_000)[100, 100, 1] > 150  # 3 Mpx: under a quarter of 12 M
+    with pytest.raises(DecodeError) as refused:
+        decode_image(large, SIZE, 50_000_000)  # 12.8 Mpx: over a quarter of 50 M
+    assert refused.value.reason == "decompression bomb" and "12,500,000 pixels" in refused.value.detail
+
+
 def test_a_16_bit_photo_decodes_without_a_float_copy():
     """The 16-bit greyscale PNG the attack used (a few hundred KB, 16 Mpx here): the arrays decoding
     allocates stay under 4 bytes a pixel (float64 arrays and their temporaries were 8 bytes each)."""

@@ -84,6 +84,13 @@ def open_rgb(data: bytes, max_pixels: int, draft: tuple[int, int] | None = None)
         try:
             if img.width * img.height > max_pixels:
                 raise DecodeError("decompression bomb", f"{img.width}x{img.height} exceeds {max_pixels:,} pixels")
+            copies = _DECODER_COPIES.get(img.format or "", 1)
+            if img.width * img.height * copies > max_pixels:
+                raise DecodeError(
+                    "decompression bomb",
+                    f"{img.format} of {img.width}x{img.height} exceeds {max_pixels // copies:,} pixels "
+                    f"(1/{copies} of the limit: its decoder holds {copies} copies of the picture)",
+                )
             if draft is not None and img.format == "JPEG":
                 img.draft("RGB", draft)
             img.load()
@@ -99,6 +106,11 @@ def open_rgb(data: bytes, max_pixels: int, draft: tuple[int, int] | None = None)
             raise _failure(data, exc, max_pixels) from None
 
 
+# Formats whose decoder holds several whole copies of the picture (Pillow's WebP goes through
+# libwebp's animation decoder: its two canvases, the bytes it hands over, the image; ~760 MB at
+# 50 Mpx against ~200 MB for a PNG): their pixel limit is the limit divided by that many, so a
+# WebP costs no more than a PNG at the limit (12.5 Mpx by default: a 12 Mpx phone photo passes).
+_DECODER_COPIES = {"WEBP": 4}
 # EXIF orientation -> the transposition that shows the picture upright (as ImageOps.exif_transpose).
 _ORIENTATIONS = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
@@ -109,8 +121,8 @@ _ORIENTATIONS = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
-# Modes Pillow's `reduce` averages correctly (a palette's indices cannot be averaged; 16-bit
-# greyscale is reduced as 32-bit integers after the 8-bit step below).
+# Modes Pillow's `reduce` averages (a palette's indices cannot be averaged; 16-bit greyscale is
+# brought to 8 bits first).
 _REDUCIBLE = ("L", "LA", "La", "I", "F", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
 
 
@@ -118,19 +130,18 @@ _STRIP_ROWS = 256
 
 
 def _reduced(img: Image.Image, draft: tuple[int, int]) -> Image.Image:
-    """`img` brought down by an integer factor (box average) while it still covers twice `draft`
-    (the orientation may swap width and height, so the smaller side is compared to the larger
-    draft side); unchanged when that factor is below 2."""
+    """`img` brought down by an integer factor (box average; nearest pixel for a palette, which
+    would otherwise be converted to RGBA at full size: 4 bytes a pixel) while it still covers twice
+    `draft` (the orientation may swap width and height, so the smaller side is compared to the
+    larger draft side); unchanged when that factor is below 2."""
     need = 2 * max(draft)
     factor = min(img.width, img.height) // need
     if factor < 2:
         return img
     if img.mode.startswith("I;16"):
         img = _grey8(img)  # 2 bytes a pixel -> 1, in place of a 4-byte "I" copy
-    elif img.mode in ("P", "PA"):
-        img = img.convert("RGBA")
-    if img.mode not in _REDUCIBLE:
-        return img
+    if img.mode not in _REDUCIBLE:  # a palette's indices (or 1-bit) cannot be averaged: every factor-th pixel
+        return img.resize((img.width // factor, img.height // factor), Image.Resampling.NEAREST)
     return img.reduce(factor)
 
 

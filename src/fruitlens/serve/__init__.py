@@ -12,6 +12,8 @@ limit, the language), `errors.py` (one-line JSON errors), `middleware.py` (uploa
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import socket
 
 from .. import FruitlensError
@@ -27,6 +29,7 @@ def run(cfg: ServeConfig) -> None:
     from .connections import GuardedConfig  # noqa: PLC0415 - uvicorn too
 
     _check_port(cfg.host, cfg.port)  # before loading: a taken port is a one-line error, at once
+    _give_back_large_allocations()
     service = load_service(cfg, say=lambda line: print(line, flush=True))
     app = create_app(service)
     print(
@@ -53,6 +56,18 @@ def run(cfg: ServeConfig) -> None:
         forwarded_allow_ips=trusted or "",
     )
     uvicorn.Server(config).run()
+
+
+def _give_back_large_allocations() -> None:
+    """glibc only: every allocation of 1 MB or more is its own mapping, returned to the system when
+    freed. Otherwise glibc raises its threshold to the size of the blocks Pillow frees (16 MB), and
+    the decodes' blocks, once freed, stay in the worker threads' malloc arenas: the server's RSS
+    kept the peak of its last burst of large photos (docs/benchmarks.md). Elsewhere: nothing."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD (also fixes it: no more dynamic raising)
+    except (OSError, AttributeError):
+        pass
 
 
 def _check_port(host: str, port: int) -> None:
