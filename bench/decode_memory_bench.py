@@ -1,7 +1,7 @@
 """Peak memory of `fruitlens serve` for the worst photos one can make under its limits: each photo
 at the pixel limit (50 Mpx: 7071 x 7071) and small enough to upload, in the formats and modes that
 cost the most to decode (16-bit greyscale PNG, RGBA PNG, palette PNG, progressive JPEG, CMYK JPEG,
-lossless WebP). For each: the server's peak RSS over its idle RSS for one request alone, then for
+and a lossless WebP at its own limit, a quarter of the pixels: 3535 x 3535). For each: the server's peak RSS over its idle RSS for one request alone, then for
 16 requests at once (and 16 requests of 5 such photos each), each case on a freshly started server
 (warmed by one small photo), by the kernel's high-water mark (/proc/PID/status VmHWM).
 
@@ -62,7 +62,8 @@ def worst_photos(side: int) -> dict[str, tuple[bytes, str]]:
     save("palette PNG", rgb.convert("P"), "PNG", "image/png")
     save("progressive JPEG", rgb, "JPEG", "image/jpeg", progressive=True, quality=90)
     save("CMYK JPEG", rgb.convert("CMYK"), "JPEG", "image/jpeg", quality=90)
-    save("lossless WebP", rgb, "WEBP", "image/webp", lossless=True, quality=0, method=0)
+    quarter = int((side * side // 4) ** 0.5)  # a WebP's own limit: a quarter of the pixels (decode.py)
+    save("lossless WebP", rgb.resize((quarter, quarter)), "WEBP", "image/webp", lossless=True, quality=0, method=0)
     return out
 
 

@@ -63,7 +63,7 @@ def test_page_on_a_phone_identifies_a_photo_shows_information_and_similar_images
     info = page.inner_text("#info")
     assert "Type" in info and "Fruit" in info
     page.wait_for_function(
-        "[...document.querySelectorAll('#similar img')].length === 8 && "
+        "() => [...document.querySelectorAll('#similar img')].length === 8 && "
         "[...document.querySelectorAll('#similar img')].every(i => i.complete && i.naturalWidth > 0)",
         timeout=30_000,
     )
@@ -85,7 +85,7 @@ def test_page_on_a_phone_identifies_a_photo_shows_information_and_similar_images
 
     coffee.write_bytes((resources.files("skimage") / "data" / "coffee.png").read_bytes())
     page.set_input_files("#choose", str(coffee))
-    page.wait_for_function("document.querySelector('#verdict').textContent === 'Not sure'", timeout=30_000)
+    page.wait_for_function("() => document.querySelector('#verdict').textContent === 'Not sure'", timeout=30_000)
     assert page.is_visible("#why")
     text = tmp_path / "notes.jpg"
     text.write_text("not a photo")
@@ -112,12 +112,12 @@ def test_page_in_french_with_several_photos_and_feedback_with_and_without_consen
     # a second photo of the same fruit: one answer from both
     page.set_input_files("#more", str(photo_of("Kiwi", 1)))
     page.wait_for_function(
-        "document.querySelector('#combined') && !document.querySelector('#combined').hidden", timeout=30_000
+        "() => document.querySelector('#combined') && !document.querySelector('#combined').hidden", timeout=30_000
     )
     assert page.locator("#thumbs li").count() == 2 and "2 photos" in page.inner_text("#combined")
     # the same answer in English, with the switch
     page.click("#lang-en")
-    page.wait_for_function("document.documentElement.lang === 'en'", timeout=10_000)
+    page.wait_for_function("() => document.documentElement.lang === 'en'", timeout=10_000)
     assert page.inner_text("label[for=camera]") == "Take a photo" and page.inner_text("#verdict") in (
         "Kiwi",
         "Not sure",
@@ -128,7 +128,7 @@ def test_page_in_french_with_several_photos_and_feedback_with_and_without_consen
     page.fill("#said", "Kiwi")
     page.click("#feedback button[type=submit]")
     page.wait_for_function(
-        "document.querySelector('#feedback-status').textContent.includes('Nothing was kept')", timeout=30_000
+        "() => document.querySelector('#feedback-status').textContent.includes('Nothing was kept')", timeout=30_000
     )
     assert (set(store.rglob("*.jpg")) if store.exists() else set()) == before
     # with consent: kept, a receipt, and deleted from the page
@@ -138,7 +138,9 @@ def test_page_in_french_with_several_photos_and_feedback_with_and_without_consen
     kept = set(store.rglob("*.jpg")) - before
     assert len(kept) == 1 and next(iter(kept)).parent.name == "Kiwi"
     page.click("#delete")
-    page.wait_for_function("document.querySelector('#feedback-status').textContent === 'Deleted.'", timeout=30_000)
+    page.wait_for_function(
+        "() => document.querySelector('#feedback-status').textContent === 'Deleted.'", timeout=30_000
+    )
     assert not next(iter(kept)).exists()
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     assert not refused, refused
