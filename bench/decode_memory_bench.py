@@ -1,9 +1,10 @@
 """Peak memory of `fruitlens serve` for the worst photos one can make under its limits: each photo
 at the pixel limit (50 Mpx: 7071 x 7071) and small enough to upload, in the formats and modes that
 cost the most to decode (16-bit greyscale PNG, RGBA PNG, palette PNG, progressive JPEG, CMYK JPEG,
-and a lossless WebP at its own limit, a quarter of the pixels: 3535 x 3535). For each: the server's peak RSS over its idle RSS for one request alone, then for
-16 requests at once (and 16 requests of 5 such photos each), each case on a freshly started server
-(warmed by one small photo), by the kernel's high-water mark (/proc/PID/status VmHWM).
+and a lossless WebP at its own limit, a quarter of the pixels: 3535 x 3535). For each: the
+server's peak RSS over its idle RSS for one request alone, then for 16 requests at once (and 16
+requests of 5 such photos each), each case on a freshly started server (warmed by one small
+photo), by the kernel's high-water mark (/proc/PID/status VmHWM).
 
     flock /tmp/fruitlens-test.lock .venv/bin/python bench/decode_memory_bench.py [--before REV]
 
