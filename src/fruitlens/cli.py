@@ -607,8 +607,8 @@ def classify(model_dir, input, output, spark_cfg, s3, quiet, **kw):
     "--max-decodes",
     type=click.IntRange(1, 256),
     default=None,
-    help="Requests whose photos decode at once (each photo at the pixel limit holds up to ~200 MB "
-    "while it decodes). Default: the CPUs, at most 4.",
+    help="Requests whose photos decode at once (a photo at the pixel limit holds up to ~400 MB while "
+    "it decodes). Default: the CPUs, at most 2.",
 )
 @click.option(
     "--decode-queue",

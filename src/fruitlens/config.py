@@ -220,7 +220,7 @@ class ServeConfig:
     require_key: bool = False  # refuse requests without a key (else: the client address's rate)
     rate_limit: int = 60  # identify/feedback requests per minute per client address
     key_rate_limit: int = 600  # ... per API key
-    max_decodes: int | None = None  # requests' photos decoding at once; default: CPUs, at most 4 (serve/decodes.py)
+    max_decodes: int | None = None  # requests' photos decoding at once; default: CPUs, at most 2 (serve/decodes.py)
     decode_queue: int = 32  # requests waiting for a decode beyond those; more: a JSON 503
     header_timeout: float = 10.0  # s for a request's line and headers (from connecting or the previous answer)
     body_timeout: float = 20.0  # s for each part of an upload's body (and >= 500 B/s past the first 20 s)

@@ -1,7 +1,8 @@
 """At most a few photos decoded at once, whatever the number of requests: decoding is where a
-photo costs memory (up to 4 bytes a pixel while Pillow holds it whole: ~200 MB for a PNG at the
-50 Mpx limit) and CPU, so the service decodes `slots` photos' requests at once (default: the
-CPUs, at most 4), queues up to `queue` more, and answers a JSON 503 with Retry-After beyond.
+photo costs memory (Pillow holds it whole: up to ~400 MB over idle for an RGBA PNG at the 50 Mpx
+limit, docs/benchmarks.md) and CPU, so the service decodes `slots` requests' photos at once
+(default: the CPUs, at most 2), queues up to `queue` more, and answers a JSON 503 with Retry-After
+beyond.
 
 An asyncio gate, taken by the route before its decoding runs in a worker thread: requests waiting
 in the queue hold no thread, only the bytes they were sent.
@@ -13,7 +14,7 @@ import asyncio
 import os
 from contextlib import asynccontextmanager
 
-MAX_DEFAULT_SLOTS = 4  # x ~200 MB at the pixel limit: the default stays under 1 GB on any machine
+MAX_DEFAULT_SLOTS = 2  # x ~400 MB at the pixel limit: the default stays under 1 GB on any machine
 
 
 def default_slots() -> int:
