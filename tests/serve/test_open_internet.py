@@ -132,7 +132,7 @@ def test_trickling_and_idle_connections_do_not_starve_a_normal_client(built, tmp
         s.stop()
 
 
-def test_half_sent_headers_get_a_json_408_and_the_connection_closed(built, tmp_path):
+def test_half_sent_headers_get_a_json_408_and_what_is_not_http_a_json_400(built, tmp_path):
     s = Server(built, tmp_path / "serve.log", "--header-timeout", "1")
     try:
         with connect(s.port) as sock:
@@ -140,6 +140,10 @@ def test_half_sent_headers_get_a_json_408_and_the_connection_closed(built, tmp_p
             status, headers, body = answer_of(sock)
             assert status == 408 and body["ok"] is False and body["reason"] == "too slow"
             assert headers["connection"] == "close" and sock.recv(1) == b""
+        with connect(s.port) as sock:  # not HTTP at all: uvicorn's refusal, in JSON too
+            sock.sendall(b"\x16\x03\x01 not http\r\n\r\n")
+            status, headers, body = answer_of(sock)
+            assert status == 400 and body["reason"] == "bad request"
         with httpx.Client(base_url=s.url, timeout=30) as c:
             assert c.get("/api/v1/health").status_code == 200
     finally:

@@ -14,6 +14,10 @@ hundred silent sockets lock a service out. `GuardedH11` adds, per connection:
   idle the longest is closed, so a new client always gets in. A client that trickles its headers
   is idle all along.
 
+It also answers uvicorn's own refusal of a request it cannot parse as one line of JSON, as every
+other refusal (uvicorn's is plain text). uvicorn's other protocol, httptools, has the same gaps
+(no header deadline, the same `limit_concurrency`) and is not installed: `serve` always runs h11.
+
 The body's deadlines are the app's (`middleware.UploadLimit`, per chunk and a minimum rate); once a
 request's headers are in, it counts against `--max-connections` only when its body is in.
 
@@ -31,6 +35,7 @@ import asyncio
 import json
 from collections import OrderedDict
 
+import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -56,6 +61,7 @@ def _timeout_answer() -> bytes:
 
 
 TIMEOUT_ANSWER = _timeout_answer()
+NOT_HTTP = json.dumps({"ok": False, "reason": "bad request", "detail": "not an HTTP/1.1 request"}).encode()
 
 
 class GuardedH11(H11Protocol):
@@ -84,6 +90,14 @@ class GuardedH11(H11Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._busy()
         super().connection_lost(exc)
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to bytes h11 cannot parse, as one line of JSON."""
+        headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
+        self.transport.write(self.conn.send(h11.Response(status_code=400, headers=headers, reason=b"Bad Request")))
+        self.transport.write(self.conn.send(h11.Data(data=NOT_HTTP)))
+        self.transport.write(self.conn.send(h11.EndOfMessage()))
+        self.transport.close()
 
     # the guard
 
