@@ -93,7 +93,11 @@ class GuardedH11(H11Protocol):
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to bytes h11 cannot parse, as one line of JSON."""
-        headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(NOT_HTTP)).encode()),
+            (b"connection", b"close"),
+        ]
         self.transport.write(self.conn.send(h11.Response(status_code=400, headers=headers, reason=b"Bad Request")))
         self.transport.write(self.conn.send(h11.Data(data=NOT_HTTP)))
         self.transport.write(self.conn.send(h11.EndOfMessage()))
