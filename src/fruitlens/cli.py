@@ -580,7 +580,8 @@ def classify(model_dir, input, output, spark_cfg, s3, quiet, **kw):
     type=click.IntRange(1),
     default=default(ServeConfig, "max_pixels"),
     show_default=True,
-    help="Photos with more pixels are refused as decompression bombs.",
+    help="Photos with more pixels are refused as decompression bombs (the default covers phones' full "
+    "48-50 Mpx modes, e.g. 8160x6120).",
 )
 @click.option(
     "--max-connections",
@@ -610,7 +611,12 @@ def classify(model_dir, input, output, spark_cfg, s3, quiet, **kw):
     metavar="FILE",
     help="Keys' hashes (`fruitlens keys add FILE NAME` makes a key): requests with a key get --key-rate-limit.",
 )
-@click.option("--require-key", is_flag=True, help="Refuse requests without a key (401).")
+@click.option(
+    "--require-key",
+    is_flag=True,
+    help="Refuse API requests without a key (401), every route under /api/v1/ but /health and "
+    "/openapi.json; the page stays open (and cannot identify without a key).",
+)
 @click.option(
     "--rate-limit",
     type=click.IntRange(1),
@@ -624,6 +630,51 @@ def classify(model_dir, input, output, spark_cfg, s3, quiet, **kw):
     default=default(ServeConfig, "key_rate_limit"),
     show_default=True,
     help="... per API key.",
+)
+@click.option(
+    "--max-decodes",
+    type=click.IntRange(1, 256),
+    default=None,
+    help="Requests whose photos decode at once (a photo at the pixel limit holds up to ~400 MB while "
+    "it decodes). Default: the CPUs, at most 2.",
+)
+@click.option(
+    "--decode-queue",
+    type=click.IntRange(1),
+    default=default(ServeConfig, "decode_queue"),
+    show_default=True,
+    help="Requests waiting for a decode beyond those; more get a JSON 503 that says to retry.",
+)
+@click.option(
+    "--header-timeout",
+    type=click.FloatRange(0.1, 3600),
+    default=default(ServeConfig, "header_timeout"),
+    show_default=True,
+    help="Seconds for a request's line and headers, from connecting (or the previous answer); past it "
+    "the connection is closed.",
+)
+@click.option(
+    "--body-timeout",
+    type=click.FloatRange(0.1, 3600),
+    default=default(ServeConfig, "body_timeout"),
+    show_default=True,
+    help="Seconds for each part of an upload; past its first such period an upload must also average "
+    "500 bytes/s. Else a JSON 408.",
+)
+@click.option(
+    "--max-idle-connections",
+    type=click.IntRange(1),
+    default=default(ServeConfig, "max_idle_connections"),
+    show_default=True,
+    help="Connections without a request in progress (opened, sending headers, kept alive); beyond, the "
+    "one idle the longest is closed.",
+)
+@click.option(
+    "--forwarded-allow-ips",
+    default=None,
+    metavar="IPS",
+    help="Comma-separated addresses or networks of the reverse proxies whose X-Forwarded-For and "
+    "X-Forwarded-Proto are trusted (e.g. 10.0.0.0/8). Default: none (the client is the TCP peer).",
 )
 @backbone_file_option
 @s3_options
@@ -646,6 +697,12 @@ def serve(
     require_key,
     rate_limit,
     key_rate_limit,
+    max_decodes,
+    decode_queue,
+    header_timeout,
+    body_timeout,
+    max_idle_connections,
+    forwarded_allow_ips,
     backbone_file,
     s3,
 ):
@@ -675,6 +732,12 @@ def serve(
             require_key=require_key,
             rate_limit=rate_limit,
             key_rate_limit=key_rate_limit,
+            max_decodes=max_decodes,
+            decode_queue=decode_queue,
+            header_timeout=header_timeout,
+            body_timeout=body_timeout,
+            max_idle_connections=max_idle_connections,
+            forwarded_allow_ips=forwarded_allow_ips,
             backbone_file=backbone_file,
             s3=s3,
         )

@@ -225,6 +225,12 @@ class ServeConfig:
     require_key: bool = False  # refuse requests without a key (else: the client address's rate)
     rate_limit: int = 60  # identify/feedback requests per minute per client address
     key_rate_limit: int = 600  # ... per API key
+    max_decodes: int | None = None  # requests' photos decoding at once; default: CPUs, at most 2 (serve/decodes.py)
+    decode_queue: int = 32  # requests waiting for a decode beyond those; more: a JSON 503
+    header_timeout: float = 10.0  # s for a request's line and headers (from connecting or the previous answer)
+    body_timeout: float = 20.0  # s for each part of an upload's body (and >= 500 B/s past the first 20 s)
+    max_idle_connections: int = 256  # connections without a request in progress; beyond, the oldest is closed
+    forwarded_allow_ips: str | None = None  # proxies whose X-Forwarded-For/-Proto is trusted; None: none
     s3: S3Options = S3Options()
 
     def __post_init__(self):
@@ -240,8 +246,15 @@ class ServeConfig:
             "rate_limit",
             "key_rate_limit",
             "photo_cache_s",
+            "decode_queue",
+            "max_idle_connections",
         ):
             _positive(f"--{name.replace('_', '-')}", getattr(self, name))
+        if self.max_decodes is not None:
+            _positive("--max-decodes", self.max_decodes)
+        for name in ("header_timeout", "body_timeout"):
+            if not getattr(self, name) > 0:
+                raise FruitlensError(f"--{name.replace('_', '-')} must be a positive number of seconds")
         if self.require_key and not self.api_keys:
             raise FruitlensError("--require-key needs --api-keys FILE")
 

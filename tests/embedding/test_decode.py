@@ -66,6 +66,68 @@ def test_exif_orientation_is_applied():
     assert bottom[2] > 200 and bottom[0] < 60  # blue below
 
 
+def halves(mode: str, size=(2400, 1200)) -> Image.Image:
+    """Left half red, right half blue (with an alpha or palette per `mode`), large enough to be
+    reduced before its conversion."""
+    img = Image.new("RGB", size, (255, 0, 0))
+    img.paste((0, 0, 255), (size[0] // 2, 0, size[0], size[1]))
+    return img.convert(mode)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "P", "LA", "CMYK"])
+def test_large_photos_of_every_mode_are_reduced_then_converted_with_the_same_colours(mode):
+    fmt = "JPEG" if mode == "CMYK" else "PNG"
+    out = decode_image(encode(halves(mode), fmt), SIZE, LIMIT).astype(int)
+    left, right = out[112, 40], out[112, 184]
+    if mode == "LA":  # grey: red and blue become two greys, in the same places
+        assert abs(int(left[0]) - int(right[0])) > 10 and left[0] == left[1] == left[2]
+    else:
+        assert left[0] > 200 and left[2] < 60 and right[2] > 200 and right[0] < 60
+
+
+def test_transparency_on_a_large_photo_is_white():
+    img = Image.new("RGBA", (3000, 2000), (0, 0, 0, 0))
+    img.paste((0, 128, 0, 255), (0, 0, 1500, 2000))  # left half opaque green, right half transparent
+    out = decode_image(encode(img, "PNG"), SIZE, LIMIT)
+    assert tuple(out[112, 40]) == (0, 128, 0) and tuple(out[112, 184]) == (255, 255, 255)
+
+
+def test_large_16_bit_greyscale_is_rescaled_and_turned_by_its_exif():
+    arr = np.zeros((1500, 3000), np.uint16)
+    arr[:, 1500:] = 65535  # left black, right white (16 bits)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # turn 90 degrees clockwise: the left half ends on top
+    out = decode_image(encode(Image.fromarray(arr), "PNG", exif=exif.tobytes()), SIZE, LIMIT)
+    assert out[20, 112].max() < 10 and out[200, 112].min() > 245
+
+
+def test_a_webp_has_a_quarter_of_the_pixel_limit_its_decoder_holds_four_copies():
+    small = encode(Image.new("RGB", (2000, 1500), (0, 200, 0)), "WEBP", quality=50)
+    large = encode(Image.new("RGB", (4000, 3200), (0, 200, 0)), "WEBP", quality=50)
+    assert decode_image(small, SIZE, 12_000_000)[100, 100, 1] > 150  # 3 Mpx: under a quarter of 12 M
+    with pytest.raises(DecodeError) as refused:
+        decode_image(large, SIZE, 50_000_000)  # 12.8 Mpx: over a quarter of 50 M
+    assert refused.value.reason == "decompression bomb" and "12,500,000 pixels" in refused.value.detail
+
+
+def test_a_16_bit_photo_decodes_without_a_float_copy():
+    """The 16-bit greyscale PNG the attack used (a few hundred KB, 16 Mpx here): the arrays decoding
+    allocates stay under 4 bytes a pixel (float64 arrays and their temporaries were 8 bytes each)."""
+    import tracemalloc
+
+    side = 4000
+    grad = (np.arange(side, dtype=np.uint32) * 65535 // (side - 1)).astype(np.uint16)
+    data = encode(Image.fromarray(np.broadcast_to(grad, (side, side)).copy()), "PNG")
+    tracemalloc.start()
+    try:
+        out = decode_image(data, SIZE, LIMIT)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert out.shape == (224, 224, 3) and out[0, 0].max() < 5 and out[0, -1].min() > 250
+    assert peak < 4 * side * side, f"{peak / side / side:.1f} bytes a pixel"
+
+
 def test_large_photo_is_downscaled():
     out = decode_image(encode(Image.new("RGB", (4000, 3000), (0, 200, 0)), "JPEG"), SIZE, LIMIT)
     assert out.shape == (224, 224, 3) and out[100, 100, 1] > 150

@@ -9,13 +9,22 @@ import shutil
 from .support import photo_of
 
 
+def csp_refusals(page) -> list[str]:
+    """What the browser refuses under the page's Content-Security-Policy (chromium says so on the console)."""
+    refused: list[str] = []
+    page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
+    return refused
+
+
 def test_page_on_a_phone_identifies_a_photo_shows_information_and_similar_images(browser, server, tmp_path):
     page = browser.new_page(
         viewport={"width": 390, "height": 844}, device_scale_factor=1, is_mobile=True, has_touch=True
     )
     requests = []
     page.on("request", lambda r: requests.append(r.url))
-    page.goto(server.url + "/")
+    refused = csp_refusals(page)
+    response = page.goto(server.url + "/")
+    assert "script-src 'self'" in response.headers["content-security-policy"]  # the page runs under its CSP
     assert page.locator("#camera").get_attribute("capture") == "environment"
     assert page.locator("#camera").get_attribute("accept") == "image/*"
     photo = photo_of("Banana", 1)
@@ -31,7 +40,7 @@ def test_page_on_a_phone_identifies_a_photo_shows_information_and_similar_images
     info = page.inner_text("#info")
     assert "Type" in info and "Fruit" in info
     page.wait_for_function(
-        "[...document.querySelectorAll('#similar img')].length === 8 && "
+        "() => [...document.querySelectorAll('#similar img')].length === 8 && "
         "[...document.querySelectorAll('#similar img')].every(i => i.complete && i.naturalWidth > 0)",
         timeout=30_000,
     )
@@ -53,13 +62,14 @@ def test_page_on_a_phone_identifies_a_photo_shows_information_and_similar_images
 
     coffee.write_bytes((resources.files("skimage") / "data" / "coffee.png").read_bytes())
     page.set_input_files("#choose", str(coffee))
-    page.wait_for_function("document.querySelector('#verdict').textContent === 'Not sure'", timeout=30_000)
+    page.wait_for_function("() => document.querySelector('#verdict').textContent === 'Not sure'", timeout=30_000)
     assert page.is_visible("#why")
     text = tmp_path / "notes.jpg"
     text.write_text("not a photo")
     page.set_input_files("#choose", str(text))
     page.wait_for_selector(".status.error", timeout=30_000)
     assert "not an image" in page.inner_text("#status")
+    assert not refused, refused  # nothing the page does is blocked by its Content-Security-Policy
     page.close()
 
 
@@ -68,6 +78,7 @@ def test_page_in_french_with_several_photos_and_feedback_with_and_without_consen
         viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True, locale="fr-FR"
     )
     page = context.new_page()
+    refused = csp_refusals(page)
     page.goto(server.url + "/")
     assert page.get_attribute("html", "lang") == "fr" and page.inner_text("label[for=camera]") == "Prendre une photo"
     page.set_input_files("#choose", str(photo_of("Kiwi", 0)))
@@ -78,15 +89,15 @@ def test_page_in_french_with_several_photos_and_feedback_with_and_without_consen
     # a second photo of the same fruit: one answer from both
     page.set_input_files("#more", str(photo_of("Kiwi", 1)))
     page.wait_for_function(
-        "document.querySelector('#combined') && !document.querySelector('#combined').hidden", timeout=30_000
+        "() => document.querySelector('#combined') && !document.querySelector('#combined').hidden", timeout=30_000
     )
     assert page.locator("#thumbs li").count() == 2 and "2 photos" in page.inner_text("#combined")
     # the same answer in English, with the switch
     page.click("#lang-en")
-    page.wait_for_function("document.documentElement.lang === 'en'", timeout=10_000)
+    page.wait_for_function("() => document.documentElement.lang === 'en'", timeout=10_000)
     assert page.inner_text("label[for=camera]") == "Take a photo"
     page.wait_for_function(
-        "['Kiwi', 'Not sure'].includes(document.querySelector('#verdict').textContent)", timeout=30_000
+        "() => ['Kiwi', 'Not sure'].includes(document.querySelector('#verdict').textContent)", timeout=30_000
     )
     store = built / "feedback"
     before = set(store.rglob("*.jpg")) if store.exists() else set()
@@ -94,7 +105,7 @@ def test_page_in_french_with_several_photos_and_feedback_with_and_without_consen
     page.fill("#said", "Kiwi")
     page.click("#feedback button[type=submit]")
     page.wait_for_function(
-        "document.querySelector('#feedback-status').textContent.includes('Nothing was kept')", timeout=30_000
+        "() => document.querySelector('#feedback-status').textContent.includes('Nothing was kept')", timeout=30_000
     )
     assert (set(store.rglob("*.jpg")) if store.exists() else set()) == before
     # with consent: kept, a receipt, and deleted from the page
@@ -104,7 +115,10 @@ def test_page_in_french_with_several_photos_and_feedback_with_and_without_consen
     kept = set(store.rglob("*.jpg")) - before
     assert len(kept) == 1 and next(iter(kept)).parent.name == "Kiwi"
     page.click("#delete")
-    page.wait_for_function("document.querySelector('#feedback-status').textContent === 'Deleted.'", timeout=30_000)
+    page.wait_for_function(
+        "() => document.querySelector('#feedback-status').textContent === 'Deleted.'", timeout=30_000
+    )
     assert not next(iter(kept)).exists()
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    assert not refused, refused
     context.close()

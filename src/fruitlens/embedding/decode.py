@@ -6,7 +6,7 @@ import io
 import warnings
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 
 # Never decode partially-written files silently: a truncated file is an error, not a grey image.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -66,8 +66,11 @@ def decode_image(data: bytes, size: tuple[int, int], max_pixels: int, *, upscale
 def open_rgb(data: bytes, max_pixels: int, draft: tuple[int, int] | None = None) -> Image.Image:
     """The photo decoded, turned as its EXIF orientation says, in RGB (transparency on white): the
     one way bytes become a picture here (photos, their views, photos kept as feedback). `draft`:
-    a JPEG may be decoded at 1/2..1/8 scale while still covering that size (libjpeg's draft mode:
-    much faster for large photos). Raises DecodeError (`empty`, `not an image`, `decompression
+    the size the picture is for; a larger photo is brought down before any conversion, by
+    libjpeg's draft mode for a JPEG (decoded at 1/2..1/8 scale) and by Pillow's integer `reduce`
+    for the other formats, always keeping at least twice `draft` (as Pillow's `reducing_gap=2`),
+    so the conversions below run on a small picture. Integer arithmetic throughout: no float
+    copy of a photo at any size. Raises DecodeError (`empty`, `not an image`, `decompression
     bomb`, `truncated`, `corrupt`)."""
     if not data:
         raise DecodeError("empty", "file has 0 bytes")
@@ -75,21 +78,71 @@ def open_rgb(data: bytes, max_pixels: int, draft: tuple[int, int] | None = None)
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         Image.MAX_IMAGE_PIXELS = max_pixels
         try:
-            img = Image.open(io.BytesIO(data))
+            img: Image.Image = Image.open(io.BytesIO(data))
         except Exception as exc:  # noqa: BLE001 - any decoder failure is a property of the file
             raise _failure(data, exc, max_pixels) from None
         try:
             if img.width * img.height > max_pixels:
                 raise DecodeError("decompression bomb", f"{img.width}x{img.height} exceeds {max_pixels:,} pixels")
+            copies = _DECODER_COPIES.get(img.format or "", 1)
+            if img.width * img.height * copies > max_pixels:
+                raise DecodeError(
+                    "decompression bomb",
+                    f"{img.format} of {img.width}x{img.height} exceeds {max_pixels // copies:,} pixels "
+                    f"(1/{copies} of the limit: its decoder holds {copies} copies of the picture)",
+                )
             if draft is not None and img.format == "JPEG":
                 img.draft("RGB", draft)
             img.load()
-            ImageOps.exif_transpose(img, in_place=True)  # no copy when there is nothing to turn
+            turn = _ORIENTATIONS.get(img.getexif().get(ExifTags.Base.Orientation, 1))
+            if draft is not None:
+                img = _reduced(img, draft)
+            if turn is not None:  # after the reduction: the turned copy is the small picture's
+                img = img.transpose(turn)
             return to_rgb(img)
         except DecodeError:
             raise
         except Exception as exc:  # noqa: BLE001
             raise _failure(data, exc, max_pixels) from None
+
+
+# Formats whose decoder holds several whole copies of the picture (Pillow's WebP goes through
+# libwebp's animation decoder: its two canvases, the bytes it hands over, the image; ~760 MB at
+# 50 Mpx against ~200 MB for a PNG): their pixel limit is the limit divided by that many, so a
+# WebP costs no more than a PNG at the limit (12.5 Mpx by default: a 12 Mpx phone photo passes).
+_DECODER_COPIES = {"WEBP": 4}
+# EXIF orientation -> the transposition that shows the picture upright (as ImageOps.exif_transpose).
+_ORIENTATIONS = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+# Modes Pillow's `reduce` averages (a palette's indices cannot be averaged; 16-bit greyscale is
+# brought to 8 bits first).
+_REDUCIBLE = ("L", "LA", "La", "I", "F", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
+
+
+_STRIP_ROWS = 256
+
+
+def _reduced(img: Image.Image, draft: tuple[int, int]) -> Image.Image:
+    """`img` brought down by an integer factor (box average; nearest pixel for a palette, which
+    would otherwise be converted to RGBA at full size: 4 bytes a pixel) while it still covers twice
+    `draft` (the orientation may swap width and height, so the smaller side is compared to the
+    larger draft side); unchanged when that factor is below 2."""
+    need = 2 * max(draft)
+    factor = min(img.width, img.height) // need
+    if factor < 2:
+        return img
+    if img.mode.startswith("I;16"):
+        img = _grey8(img)  # 2 bytes a pixel -> 1, in place of a 4-byte "I" copy
+    if img.mode not in _REDUCIBLE:  # a palette's indices (or 1-bit) cannot be averaged: every factor-th pixel
+        return img.resize((img.width // factor, img.height // factor), Image.Resampling.NEAREST)
+    return img.reduce(factor)
 
 
 def fit(img: Image.Image, size: tuple[int, int], upscale: bool = True) -> np.ndarray:
@@ -102,29 +155,45 @@ def fit(img: Image.Image, size: tuple[int, int], upscale: bool = True) -> np.nda
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """Any Pillow mode -> RGB. Transparency is composited on white (the Fruits-360 background),
-    16/32-bit greyscale is rescaled to 8 bits rather than clipped."""
+    """Any Pillow mode -> RGB, by Pillow's own conversions and integer arithmetic (no float copy).
+    Transparency is composited on white (the Fruits-360 background); 16/32-bit greyscale is
+    rescaled to 8 bits rather than clipped."""
     mode = img.mode
     if mode == "RGB":
         return img
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
-        grey = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(grey, "L").convert("RGB")
+    if mode.startswith("I;16") or mode == "I":
+        return _grey8(img).convert("RGB")
     if mode == "F":
-        arr = np.nan_to_num(np.asarray(img, dtype=np.float64))
+        arr = np.nan_to_num(np.asarray(img, dtype=np.float32))  # only TIFF has it: not an upload format
         lo, hi = float(arr.min(initial=0)), float(arr.max(initial=1))
-        grey = ((arr - lo) / ((hi - lo) or 1.0) * 255.0).astype(np.uint8)
+        grey = ((arr - lo) * (255.0 / ((hi - lo) or 1.0))).astype(np.uint8)
         return Image.fromarray(grey, "L").convert("RGB")
-    if mode == "P" or mode == "PA":
+    if mode in ("P", "PA"):
         img = img.convert("RGBA")
         mode = "RGBA"
     if mode in ("RGBA", "LA", "La", "RGBa"):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
+        rgba = img if mode == "RGBA" else img.convert("RGBA")
+        on_white = Image.new("RGB", rgba.size, (255, 255, 255))
+        on_white.paste(rgba, mask=rgba.getchannel("A"))  # integer alpha blending, in place
+        return on_white
     return img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
+
+
+def _grey8(img: Image.Image) -> Image.Image:
+    """16-bit ("I;16*") or 32-bit ("I") greyscale -> 8-bit "L", rescaled rather than clipped: the
+    top 8 bits of a 16-bit sample (x >> 8, what 16 -> 8-bit tools do), a 32-bit one by 65535 or 255
+    (whichever its largest value needs), in integers; one 1-byte copy of the picture at most
+    besides the decoded one."""
+    if img.mode.startswith("I;16"):
+        grey = np.empty((img.height, img.width), np.uint8)
+        for top in range(0, img.height, _STRIP_ROWS):  # by strips: no 2-byte copy of the whole picture
+            strip = np.asarray(img.crop((0, top, img.width, min(img.height, top + _STRIP_ROWS))))
+            grey[top : top + len(strip)] = strip >> 8
+        return Image.fromarray(grey, "L")
+    arr = np.asarray(img, dtype=np.int32)
+    top = 65535 if arr.max(initial=0) > 255 else 255
+    grey = ((np.clip(arr, 0, top).astype(np.int64) * 255 + top // 2) // top).astype(np.uint8)
+    return Image.fromarray(grey, "L")
 
 
 def _describe(exc: BaseException) -> str:

@@ -89,20 +89,7 @@ class Identifier:
         `max_pixels`: a lower limit than the model's. Raises DecodeError."""
         t0 = time.perf_counter()
         pixels = self.embedder.view_pixels(data, max_pixels)  # the views the model averages, whole first
-        t1 = time.perf_counter()
-        embedding = self.embedder.embed(pixels)
-        t2 = time.perf_counter()
-        predictions, inputs = self.model.predict_with_inputs(embedding, k, views=len(pixels))
-        t3 = time.perf_counter()
-        return Identification(
-            predictions[0],
-            inputs[0],
-            {
-                "decode": round((t1 - t0) * 1e3, 2),
-                "embed": round((t2 - t1) * 1e3, 2),
-                "classify": round((t3 - t2) * 1e3, 2),
-            },
-        )
+        return self.identification_of([pixels], k, time.perf_counter() - t0)
 
     def identify_photos(
         self, photos: list[bytes], k: int = 5, max_pixels: int | None = None, names: list[str] | None = None
@@ -111,6 +98,15 @@ class Identifier:
         the photos' whole views' unit vectors averaged (the similar images of the set). Raises
         DecodeError for the first photo that cannot be used, with its position (or its name from `names`)."""
         t0 = time.perf_counter()
+        pixels = self.photo_pixels(photos, max_pixels, names)
+        return self.identification_of(pixels, k, time.perf_counter() - t0, combine=True)
+
+    def photo_pixels(
+        self, photos: list[bytes], max_pixels: int | None = None, names: list[str] | None = None
+    ) -> list[list[np.ndarray]]:
+        """Each photo's views' pixels (the decoding step alone, which the service bounds). Raises
+        DecodeError for the first photo that cannot be used, with its position (or its name from `names`)
+        when there are several."""
         pixels = []
         for i, data in enumerate(photos):
             try:
@@ -118,7 +114,19 @@ class Identifier:
             except DecodeError as exc:
                 where = names[i] if names else f"photo {i + 1}"
                 raise DecodeError(exc.reason, f"{where}: {exc.detail}" if len(photos) > 1 else exc.detail) from None
+        return pixels
+
+    def identification_of(
+        self, pixels: list[list[np.ndarray]], k: int = 5, decode_s: float = 0.0, combine: bool | None = None
+    ) -> Identification:
+        """The answer for photos already decoded (`photo_pixels`): one photo's as `identification`,
+        several (or `combine`) combined as `identify_photos`."""
         t1 = time.perf_counter()
+        if not (len(pixels) > 1 if combine is None else combine):
+            embedding = self.embedder.embed(pixels[0])
+            t2 = time.perf_counter()
+            predictions, inputs = self.model.predict_with_inputs(embedding, k, views=len(pixels[0]))
+            return Identification(predictions[0], inputs[0], _timing(decode_s, t1, t2, time.perf_counter()))
         flat = self.embedder.embed([p for views in pixels for p in views])
         t2 = time.perf_counter()
         per_photo, start = [], 0
@@ -127,17 +135,7 @@ class Identifier:
             start += len(views)
         combined, alone, inputs = self.model.predict_photos(per_photo, k)
         units = [x / max(float(np.linalg.norm(x)), 1e-12) for x in inputs]
-        t3 = time.perf_counter()
-        return Identification(
-            combined,
-            np.mean(units, axis=0),
-            {
-                "decode": round((t1 - t0) * 1e3, 2),
-                "embed": round((t2 - t1) * 1e3, 2),
-                "classify": round((t3 - t2) * 1e3, 2),
-            },
-            alone,
-        )
+        return Identification(combined, np.mean(units, axis=0), _timing(decode_s, t1, t2, time.perf_counter()), alone)
 
     def answer_paths(self, paths: list[str], s3=None) -> list[Answer]:
         """Each photo answered alone; a photo that cannot be read or used: its reason."""
@@ -182,3 +180,11 @@ def _read(path: str, s3=None) -> bytes | Answer:
     except Exception as exc:  # noqa: BLE001 - gone, denied, S3 failures after retries: a reason each
         reason, detail = read_failure(exc)
         return Answer(path, reason=reason, detail="no such file" if reason == "missing" else detail)
+
+
+def _timing(decode_s: float, t1: float, t2: float, t3: float) -> dict[str, float]:
+    return {
+        "decode": round(decode_s * 1e3, 2),
+        "embed": round((t2 - t1) * 1e3, 2),
+        "classify": round((t3 - t2) * 1e3, 2),
+    }

@@ -12,6 +12,8 @@ limit, the language), `errors.py` (one-line JSON errors), `middleware.py` (uploa
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import socket
 
 from .. import FruitlensError
@@ -24,8 +26,10 @@ def run(cfg: ServeConfig) -> None:
     import uvicorn
 
     from .app import create_app  # noqa: PLC0415 - the app (FastAPI) loads to serve, not for serve's helpers (limits, saved_index)
+    from .connections import GuardedConfig  # noqa: PLC0415 - uvicorn too
 
     _check_port(cfg.host, cfg.port)  # before loading: a taken port is a one-line error, at once
+    _give_back_large_allocations()
     service = load_service(cfg, say=lambda line: print(line, flush=True))
     app = create_app(service)
     print(
@@ -33,17 +37,37 @@ def run(cfg: ServeConfig) -> None:
         f"schema http://{cfg.host}:{cfg.port}/api/v1/openapi.json",
         flush=True,
     )
-    config = uvicorn.Config(
+    trusted = cfg.forwarded_allow_ips
+    config = GuardedConfig(
         app,
         host=cfg.host,
         port=cfg.port,
         log_level="warning",
         access_log=False,
-        limit_concurrency=4 * cfg.max_connections,
+        # a last resort only: idle connections are capped below it (connections.py), requests at
+        # work by --max-connections, uploads arriving by 4x that (middleware.py)
+        limit_concurrency=cfg.max_idle_connections + 8 * cfg.max_connections,
         timeout_keep_alive=5,
         server_header=False,
+        header_timeout=cfg.header_timeout,
+        max_idle_connections=cfg.max_idle_connections,
+        # X-Forwarded-For/-Proto only from the proxies named (uvicorn's default trusts 127.0.0.1)
+        proxy_headers=bool(trusted),
+        forwarded_allow_ips=trusted or "",
     )
     uvicorn.Server(config).run()
+
+
+def _give_back_large_allocations() -> None:
+    """glibc only: every allocation of 1 MB or more is its own mapping, returned to the system when
+    freed. Otherwise glibc raises its threshold to the size of the blocks Pillow frees (16 MB), and
+    the decodes' blocks, once freed, stay in the worker threads' malloc arenas: the server's RSS
+    kept the peak of its last burst of large photos (docs/benchmarks.md). Elsewhere: nothing."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD (also fixes it: no more dynamic raising)
+    except (OSError, AttributeError):
+        pass
 
 
 def _check_port(host: str, port: int) -> None:

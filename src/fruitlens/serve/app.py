@@ -19,10 +19,14 @@ from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
 from .errors import HANDLERS
-from .middleware import Capacity, Language, UploadLimit
+from .middleware import Callers, Capacity, Language, SecurityHeaders, UploadLimit
 from .routers import API, feedback, health, identify, images, page, species
 from .service import Service
 
+# What --require-key covers: the routes that run the model or keep a person's photos (identify,
+# feedback and its DELETE). The species, the indexed images (public datasets' photos, which the
+# page shows with <img>, which cannot send a key), health and the schema stay open (README).
+KEYED_PATHS = (f"{API}/identify", f"{API}/feedback")
 DESCRIPTION = (
     "Identify a fruit from 1 to 5 photos of it: the species (or its family when only the family is sure, "
     "or 'not sure'), its names and information in English or French, and the most similar indexed "
@@ -53,7 +57,21 @@ def create_app(service: Service) -> FastAPI:
         f"{API}/identify": ("multipart/form-data",),  # path -> the content types it takes
         f"{API}/feedback": ("multipart/form-data", "application/x-www-form-urlencoded"),
     }
-    app.add_middleware(UploadLimit, paths=uploads, max_bytes=cfg.max_upload_bytes * cfg.max_photos)
+    # Starlette runs the middleware added last first: Language, SecurityHeaders, Callers, UploadLimit, Capacity.
     app.add_middleware(Capacity, limit=cfg.max_connections)
+    app.add_middleware(
+        UploadLimit,
+        paths=uploads,
+        max_bytes=cfg.max_upload_bytes * cfg.max_photos,
+        body_timeout=cfg.body_timeout,
+        max_receiving=4 * cfg.max_connections,
+    )
+    app.add_middleware(
+        Callers,
+        service=service,
+        keyed=KEYED_PATHS,
+        counted={("POST", path) for path in uploads},
+    )
+    app.add_middleware(SecurityHeaders, api_prefix=f"{API}/")
     app.add_middleware(Language)  # outermost: every error below it speaks the request's language
     return app

@@ -11,6 +11,7 @@ from fastapi import Depends, HTTPException, Query, Request
 from ..catalogue import LANGUAGES
 from .service import Service
 
+RATE_STATE = "fruitlens.rate"  # where the Callers middleware leaves the RateLimit headers (scope["state"])
 LANG_HELP = "names and information: en or fr (else Accept-Language, else en)"
 
 
@@ -19,35 +20,69 @@ async def get_service(request: Request) -> Service:
     return request.app.state.service
 
 
-async def limited(request: Request, service: Service = Depends(get_service)) -> dict:
-    """The caller (a key's name or the client address) counted against its rate limit; the
-    RateLimit headers to send back. 401 for a wrong key (or none when keys are required), 429 past
-    the limit."""
-    presented = request.headers.get("x-api-key") or ""
-    auth = request.headers.get("authorization") or ""
+class Refused(Exception):
+    """A caller refused from its request's headers: the status, the one-line detail, the headers."""
+
+    def __init__(self, status: int, detail: str, headers: dict[str, str]):
+        super().__init__(status, detail)
+        self.status, self.detail, self.headers = status, detail, headers
+
+
+def presented_key(headers: dict[str, str]) -> str:
+    """The API key a request presents (`X-API-Key`, else `Authorization: Bearer`), or ""."""
+    presented = headers.get("x-api-key") or ""
+    auth = headers.get("authorization") or ""
     if not presented and auth[:7].lower() == "bearer ":
         presented = auth[7:].strip()
-    limiter, who = service.address_limit, f"address {request.client.host if request.client else '?'}"
+    return presented
+
+
+def admit(service: Service, headers: dict[str, str], host: str | None, counted: bool) -> dict[str, str]:
+    """Who calls, from the request's headers alone (before its body is read): the RateLimit
+    headers to send back when `counted` (a route that runs the model), else {}. Raises Refused:
+    401 for an unknown key (or none when keys are required), 429 past the limit. Every counted
+    request takes one from its bucket, also one refused later for what its body holds; a 401
+    takes one from the client address's (its next requests without a key meet the limit); a 429
+    takes nothing."""
+    presented = presented_key(headers)
+    address = f"address {host or '?'}"
+    unauthorized = None
+    limiter, who = service.address_limit, address
     if service.keys is not None and presented:
         name = service.keys.name_of(presented)
         if name is None:
-            raise HTTPException(401, "unknown API key", headers={"WWW-Authenticate": "Bearer"})
-        limiter, who = service.key_limit, f"key {name}"
+            unauthorized = "unknown API key"
+        else:
+            limiter, who = service.key_limit, f"key {name}"
     elif service.cfg.require_key:
-        raise HTTPException(
-            401,
-            "this service needs an API key (Authorization: Bearer KEY or X-API-Key)",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        unauthorized = "this service needs an API key (Authorization: Bearer KEY or X-API-Key)"
+    if unauthorized is None and not counted:
+        return {}
     allowed, remaining, reset = limiter.take(who)
-    headers = limiter.headers(remaining, reset)
+    rate = limiter.headers(remaining, reset)
+    if unauthorized is not None:  # what the client must change first, even past its limit
+        raise Refused(401, unauthorized, {"WWW-Authenticate": "Bearer"})
     if not allowed:
-        raise HTTPException(
+        raise Refused(
             429,
             f"more than {limiter.limit} requests a minute: retry in {int(reset) + 1} s",
-            headers={**headers, "Retry-After": str(int(reset) + 1)},
+            {**rate, "Retry-After": str(int(reset) + 1)},
         )
-    return headers
+    return rate
+
+
+async def limited(request: Request, service: Service = Depends(get_service)) -> dict:
+    """The RateLimit headers of the caller, counted against its rate limit from the headers by the
+    `Callers` middleware before the body was read (`admit`); counted here only for an app
+    assembled without it."""
+    rate = request.scope.get("state", {}).get(RATE_STATE)
+    if rate is not None:
+        return rate
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    try:
+        return admit(service, headers, request.client.host if request.client else None, counted=True)
+    except Refused as refused:
+        raise HTTPException(refused.status, refused.detail, headers=refused.headers) from None
 
 
 def language(lang: str | None, accept: str | None) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from ..embedding.decode import image_format
 from ..storage.location import Location, S3Options
 
-ID_PATTERN = re.compile(r"^[0-9a-f]{16}$")
+ID_PATTERN = re.compile(r"\A[0-9a-f]{16}\Z")  # \Z: no trailing newline ($ takes one)
 MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp", "BMP": "image/bmp"}
 
 

@@ -28,7 +28,9 @@ LIMITED = {
     429: {"model": ErrorBody, "description": "past the rate limit: retry after Retry-After seconds"},
     503: {"model": ErrorBody, "description": "busy: retry after Retry-After seconds"},
 }
+KEYED = {401: {"model": ErrorBody, "description": "no API key, with --require-key; an unknown key"}}
 UPLOADS = {
+    408: {"model": ErrorBody, "description": "the upload arrived too slowly (--body-timeout)"},
     413: {"model": ErrorBody, "description": "upload too large"},
     415: {"model": ErrorBody, "description": "not multipart/form-data, or not an image part"},
 }
@@ -38,6 +40,7 @@ REASONS = {
     404: "not found",
     405: "method not allowed",
     406: "not acceptable",
+    408: "too slow",
     411: "length required",
     413: "too large",
     415: "unsupported media type",

@@ -36,7 +36,7 @@ from ..config import ServeConfig
 from ..embedding.decode import open_rgb
 from ..storage.location import Location, storage_errors
 
-RECEIPT = re.compile(r"^[0-9a-f]{32}$")
+RECEIPT = re.compile(r"\A[0-9a-f]{32}\Z")  # \Z: no trailing newline ($ takes one)
 RECEIPTS = "receipts"
 
 

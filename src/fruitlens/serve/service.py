@@ -17,6 +17,8 @@ import threading
 import time
 from collections import OrderedDict
 
+import numpy as np
+
 from .. import FruitlensError
 from ..catalogue import Catalogue
 from ..config import ServeConfig
@@ -24,6 +26,7 @@ from ..embedding.decode import DecodeError, image_format
 from ..engine.model import PortableModel
 from ..engine.predict import Identification, Identifier, embedder_for
 from ..storage.location import Location
+from .decodes import DecodeGate, default_slots
 from .feedback import FeedbackStore
 from .index import NeighbourIndex
 from .limits import ApiKeys, RateLimiter
@@ -87,6 +90,7 @@ class Service:
         self.address_limit = RateLimiter(cfg.rate_limit)
         self.key_limit = RateLimiter(cfg.key_rate_limit)
         self.photos = PhotoCache(cfg.photo_cache_s)
+        self.decodes = DecodeGate(cfg.max_decodes or default_slots(), cfg.decode_queue)
 
     @property
     def interpreters(self) -> int:
@@ -94,14 +98,24 @@ class Service:
 
     def identify(self, photos: list[bytes]) -> Identification:
         """One fruit's photos -> its answer and the classifier's inputs (for the neighbours). Raises
-        DecodeError, also for formats the service does not accept."""
+        DecodeError, also for formats the service does not accept. (The routes decode within
+        `decodes`, the gate that bounds decodes at once: `decode` then `answer`.)"""
+        t0 = time.perf_counter()
+        pixels = self.decode(photos)
+        return self.answer(pixels, time.perf_counter() - t0)
+
+    def decode(self, photos: list[bytes]) -> list[list[np.ndarray]]:
+        """Each photo's views' pixels: the step that costs memory. Raises DecodeError, also for
+        formats the service does not accept."""
         for i, data in enumerate(photos):
             if data and image_format(data) is None:
                 where = f"photo {i + 1}: " if len(photos) > 1 else ""
                 raise DecodeError("not an image", f"{where}format not recognised (accepted: JPEG, PNG, WebP, BMP, GIF)")
-        if len(photos) == 1:
-            return self.identifier.identification(photos[0], 5, self.cfg.max_pixels)
-        return self.identifier.identify_photos(photos, 5, self.cfg.max_pixels)
+        return self.identifier.photo_pixels(photos, self.cfg.max_pixels)
+
+    def answer(self, pixels: list[list[np.ndarray]], decode_s: float = 0.0) -> Identification:
+        """The answer for decoded photos (one photo's alone, several combined)."""
+        return self.identifier.identification_of(pixels, 5, decode_s)
 
 
 def load_service(cfg: ServeConfig, say=print) -> Service:

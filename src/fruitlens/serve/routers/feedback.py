@@ -10,15 +10,16 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from ...embedding.decode import DecodeError
+from ..decodes import Busy
 from ..deps import get_service, limited
-from ..errors import ERRORS, LIMITED, NOT_FOUND, UPLOADS, error
+from ..errors import ERRORS, KEYED, LIMITED, NOT_FOUND, UPLOADS, error
 from ..feedback import RECEIPT
 from ..schemas import Deleted, FeedbackAnswer
 from ..service import Service
 from . import API
 
 router = APIRouter(tags=["feedback"])
-PHOTO_ID = re.compile(r"^[0-9a-f]{32}$")
+PHOTO_ID = re.compile(r"[0-9a-f]{32}")  # fullmatch: no trailing newline ($ would take one)
 
 
 @router.post("/feedback", response_model=FeedbackAnswer, responses={**ERRORS, **NOT_FOUND, **LIMITED, **UPLOADS})
@@ -59,7 +60,7 @@ async def feedback(
         )
     data = None
     if photo_id:
-        if not PHOTO_ID.match(photo_id):
+        if not PHOTO_ID.fullmatch(photo_id):
             return error(422, "invalid request", "photo_id: 32 hex digits from identify's photos[].id", rate)
         data = service.photos.get(photo_id)
         if data is None:
@@ -75,8 +76,11 @@ async def feedback(
             return error(413, "too large", f"photos are limited to {cfg.max_upload_bytes:,} bytes", rate)
     if not data:
         return error(422, "invalid request", "send the photo (field photo) or its id (field photo_id)", rate)
-    try:  # decoded once, off the event loop: a photo we would not identify is not kept either
-        receipt = await run_in_threadpool(service.feedback.store, data, said, answered, cfg.max_pixels)
+    try:  # decoded once, off the event loop, within the decode gate: a photo we would not identify is not kept either
+        async with service.decodes.slot():
+            receipt = await run_in_threadpool(service.feedback.store, data, said, answered, cfg.max_pixels)
+    except Busy as busy:
+        return error(503, "busy", busy.detail, {**rate, "Retry-After": str(busy.retry_after)})
     except DecodeError as exc:
         return error(422, exc.reason, exc.detail, rate)
     return JSONResponse(
@@ -95,14 +99,14 @@ async def feedback(
     )
 
 
-@router.delete("/feedback/{receipt}", response_model=Deleted, responses={**NOT_FOUND, **ERRORS})
+@router.delete("/feedback/{receipt}", response_model=Deleted, responses={**NOT_FOUND, **ERRORS, **KEYED})
 async def delete_feedback(
     receipt: str = Path(..., description="the receipt id feedback returned"), service: Service = Depends(get_service)
 ):
     """Delete a stored photo and its receipt, at once."""
     if service.feedback is None:
         raise HTTPException(404, "this service keeps no feedback")
-    if not RECEIPT.match(receipt):
+    if not RECEIPT.fullmatch(receipt):
         raise HTTPException(404, "no such receipt")
     if not await run_in_threadpool(service.feedback.delete, receipt):
         raise HTTPException(404, "no such receipt (already deleted, or past its retention period)")

@@ -3,6 +3,8 @@ most similar images of the index."""
 
 from __future__ import annotations
 
+import time
+
 from fastapi import APIRouter, Depends, File, Query, UploadFile
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
@@ -10,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from ...catalogue import NOT_PRODUCE
 from ...embedding.decode import DecodeError
 from ...engine.model import PHOTOS_COMBINED
+from ..decodes import Busy
 from ..deps import LANG_HELP, get_service, limited, negotiated_language
 from ..errors import ERRORS, LIMITED, UPLOADS, error
 from ..phrases import CLOSENESS_WORDS, PHOTOS, closeness, joined, reason
@@ -67,9 +70,15 @@ async def identified(service: Service, photo: list[UploadFile], k: int, lang: st
             return error(413, "too large", f"photos are limited to {cfg.max_upload_bytes:,} bytes each", rate)
         datas.append(data)
     try:
-        result = await run_in_threadpool(service.identify, datas)
+        async with service.decodes.slot():  # at most a few requests' photos decoding at once
+            t0 = time.perf_counter()
+            pixels = await run_in_threadpool(service.decode, datas)
+            decode_s = time.perf_counter() - t0
+    except Busy as busy:
+        return error(503, "busy", busy.detail, {**rate, "Retry-After": str(busy.retry_after)})
     except DecodeError as exc:
         return error(422, exc.reason, exc.detail, rate)
+    result = await run_in_threadpool(service.answer, pixels, decode_s)
     p = result.prediction
     ids = [service.photos.put(d) for d in datas]
     alone = result.photos or [p]

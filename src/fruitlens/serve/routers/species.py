@@ -29,7 +29,7 @@ def species_json(information: SpeciesInformation, name: str, lang: str) -> dict:
     return information.get(name).to_json(information.names, lang)
 
 
-@router.get("/species", response_model=SpeciesList, responses=ERRORS)
+@router.get("/species", response_model=SpeciesList, responses={**ERRORS})
 async def species_list(lang: str = Depends(plain_language), service: Service = Depends(get_service)):
     """Every species the model knows, its names, and whether there is information on it."""
     information = service.information
