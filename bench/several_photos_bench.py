@@ -55,6 +55,7 @@ RULES = [
     ("product of experts, T = 1 (sum of log-probabilities)", "product", 1.0, False),
     ("product of experts, T = 1, every photo votes", "product", 1.0, True),
     ("product of experts, T = 1.5", "product", 1.5, False),
+    ("product when the photos' best species agree, else the one sure photo or the mean", "agreed", 1.0, False),
     ("product of experts, T = n (geometric mean = mean of logits)", "product", "n", False),
 ]
 
@@ -188,7 +189,9 @@ def main() -> None:
         entry = {"rule": rule, "temperature": temperature, "every_photo_votes": all_vote}
         for set_name, q in sets.items():
             t = q.shape[1] if temperature == "n" else temperature
-            p, n = combine_photos(probs[q], nov[q], np.inf if all_vote else model.novelty_threshold, rule, t)
+            p, n = combine_photos(
+                probs[q], nov[q], np.inf if all_vote else model.novelty_threshold, rule, t, model.threshold
+            )
             o = outcome(model, p, n, y[q[:, 0]])
             entry[set_name] = summary(o, alone["right"][q].any(axis=1))
             entry[set_name]["first_alone"] = summary({k: v[q[:, 0]] for k, v in alone.items()})
@@ -201,10 +204,10 @@ def main() -> None:
             }
         t = 2 if temperature == "n" else temperature
         thr = np.inf if all_vote else model.novelty_threshold
-        p, n = combine_photos(probs[carton_pairs], nov[carton_pairs], thr, rule, t)
+        p, n = combine_photos(probs[carton_pairs], nov[carton_pairs], thr, rule, t, model.threshold)
         entry["carton pairs answered"] = round(float(outcome(model, p, n, y[carton_pairs[:, 0]])["answered"].mean()), 4)
         entry["carton pairs"] = len(carton_pairs)
-        p, n = combine_photos(probs[mixed], nov[mixed], thr, rule, t)
+        p, n = combine_photos(probs[mixed], nov[mixed], thr, rule, t, model.threshold)
         o = outcome(model, p, n, y[mixed[:, 0]])
         entry["mixed species pairs"] = len(mixed)
         entry["mixed answered species"] = round(float(o["species"].mean()), 4)

@@ -59,3 +59,15 @@ def test_questions_combine_vectorised_as_one_by_one():
         np.testing.assert_allclose(together[q], one, atol=1e-12)
         assert nov[q] == n
     np.testing.assert_allclose(together.sum(axis=-1), 1.0)
+
+
+def test_photos_naming_different_species_a_sure_one_stands_two_sure_ones_are_a_doubt():
+    """The rule shipped (`agreed`): a shelf shot whose best guess is another species leaves a sure
+    close-up's answer as it is; two photos each sure of another species answer neither surely."""
+    shelf = [0.30, 0.45, 0.25]  # best guess: the second species, far from sure
+    p, _ = combine_photos(np.array([CLOSE_UP, shelf]), np.array([0.1, 0.1]), KNOWN, "agreed", sure=0.9)
+    np.testing.assert_allclose(p, CLOSE_UP, atol=1e-12)
+    p, _ = combine_photos(np.array([CLOSE_UP, OTHER]), np.array([0.1, 0.1]), KNOWN, "agreed", sure=0.9)
+    assert p.max() < 0.9  # below the species threshold: "not sure"
+    p, _ = combine_photos(np.array([CLOSE_UP, CLOSE_UP]), np.array([0.1, 0.1]), KNOWN, "agreed", sure=0.9)
+    assert p[0] > CLOSE_UP[0]  # agreeing photos are evidence: surer together

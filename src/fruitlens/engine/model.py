@@ -71,11 +71,11 @@ SPECIES, FAMILY = "species", "family"  # the levels an answer can be at
 
 # How the photos of one question combine (`combine_photos`): the rule and its temperature, chosen on
 # GroceryStore val/ pairs and triples of one product (bench/several_photos_bench.py, docs/benchmarks.md).
-PHOTO_RULES = ("mean", "product", "confident")
-PHOTO_RULE, PHOTO_TEMPERATURE = "product", 1.0
+PHOTO_RULES = ("mean", "product", "confident", "agreed")
+PHOTO_RULE, PHOTO_TEMPERATURE = "agreed", 1.0
 PHOTOS_COMBINED = (  # what the service says of an answer from several photos
-    "the photos' probabilities multiplied, each photo evidence for the answer; "
-    "unlike the training images only if every photo is"
+    "the photos' probabilities multiplied when their best species agree (each photo evidence for the answer); "
+    "when they differ, the one photo sure alone, else their mean; unlike the training images only if every photo is"
 )
 
 
@@ -85,6 +85,7 @@ def combine_photos(
     novelty_threshold: float,
     rule: str = PHOTO_RULE,
     temperature: float = PHOTO_TEMPERATURE,
+    sure: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Several photos of one question -> one photo's probabilities and novelty, vectorised over
     questions: `probs` (..., photos, classes) each photo's (its views averaged), `novelty` (...,
@@ -93,7 +94,10 @@ def combine_photos(
     is (the smallest novelty). Rules: `mean` of the probabilities; `product` of experts, the photos'
     log-probabilities summed and divided by `temperature` (1: each photo is independent evidence;
     the number of photos: their geometric mean, the same as averaging the logits); `confident`: the
-    photo whose best probability is highest."""
+    photo whose best probability is highest; `agreed`: the product when the voting photos' best
+    species are the same; when they differ, the one photo sure alone (best probability >= `sure`,
+    the model's species threshold) if only one is, else the mean (photos that each name another
+    species surely are a doubt, not evidence for either)."""
     probs = np.asarray(probs, np.float64)
     novelty = np.asarray(novelty, np.float64)
     if rule not in PHOTO_RULES:
@@ -101,13 +105,22 @@ def combine_photos(
     known = novelty <= novelty_threshold
     votes = np.where(known.any(axis=-1, keepdims=True), known, True)  # every photo when none is known
     w = votes[..., None].astype(np.float64)
+    mean = (probs * w).sum(axis=-2) / w.sum(axis=-2)
     if rule == "mean":
-        out = (probs * w).sum(axis=-2) / w.sum(axis=-2)
-    elif rule == "product":
+        out = mean
+    elif rule in ("product", "agreed"):
         z = (np.log(np.maximum(probs, 1e-300)) * w).sum(axis=-2) / temperature
         z = z - z.max(axis=-1, keepdims=True)
         e = np.exp(z)
         out = e / e.sum(axis=-1, keepdims=True)
+        if rule == "agreed":
+            tops = probs.argmax(axis=-1)
+            first = np.take_along_axis(tops, votes.argmax(axis=-1)[..., None], axis=-1)
+            agree = np.where(votes, tops == first, True).all(axis=-1)
+            confident = np.where(votes, probs.max(axis=-1), -1.0)
+            alone = np.take_along_axis(probs, confident.argmax(axis=-1)[..., None, None], axis=-2)[..., 0, :]
+            one_sure = (confident >= sure).sum(axis=-1) == 1
+            out = np.where(agree[..., None], out, np.where(one_sure[..., None], alone, mean))
     else:
         best = np.where(votes, probs.max(axis=-1), -1.0).argmax(axis=-1)
         out = np.take_along_axis(probs, best[..., None, None], axis=-2)[..., 0, :]
@@ -256,7 +269,7 @@ class PortableModel:
             novelties.append(float(nov[0]))
         probs, novelty = np.stack(per_photo), np.array(novelties)
         alone = self._predictions(probs, novelty, k)
-        together, nov = combine_photos(probs, novelty, self.novelty_threshold)
+        together, nov = combine_photos(probs, novelty, self.novelty_threshold, sure=self.threshold)
         combined = self._predictions(together[None], np.array([nov]), k)[0]
         return combined, alone, inputs
 

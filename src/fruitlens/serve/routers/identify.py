@@ -139,8 +139,9 @@ async def identified(service: Service, photo: list[UploadFile], k: int, lang: st
 
 COMBINED = {
     "en": PHOTOS_COMBINED,
-    "fr": "les probabilités des photos multipliées, chaque photo une preuve pour la réponse ; "
-    "différente des images apprises seulement si toutes le sont",
+    "fr": "les probabilités des photos multipliées quand leur espèce la plus probable concorde (chaque photo "
+    "une preuve) ; sinon la seule photo sûre d'elle, ou leur moyenne ; différente des images apprises "
+    "seulement si toutes le sont",
 }
 ONE = {"en": "one photo", "fr": "une photo"}
 CANDIDATES_SHARE = 0.9  # the candidates named: the best species until they hold this much of the probability
