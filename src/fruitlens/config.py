@@ -220,6 +220,8 @@ class ServeConfig:
     require_key: bool = False  # refuse requests without a key (else: the client address's rate)
     rate_limit: int = 60  # identify/feedback requests per minute per client address
     key_rate_limit: int = 600  # ... per API key
+    limits_storage: str = "memory://"  # where rate limits and photo ids live: memory:// or redis://HOST:PORT
+    workers: int = 1  # server processes (each loads the model); > 1 needs a shared --limits-storage
     s3: S3Options = S3Options()
 
     def __post_init__(self):
@@ -232,10 +234,16 @@ class ServeConfig:
             "rate_limit",
             "key_rate_limit",
             "photo_cache_s",
+            "workers",
         ):
             _positive(f"--{name.replace('_', '-')}", getattr(self, name))
         if self.require_key and not self.api_keys:
             raise FruitlensError("--require-key needs --api-keys FILE")
+        if self.workers > 1 and self.limits_storage.lower().startswith("memory"):
+            raise FruitlensError(
+                f"--workers {self.workers} needs --limits-storage redis://HOST:PORT: with memory:// each process "
+                "would count its own rate limits and know only its own photo ids"
+            )
 
 
 def _positive(name: str, value: int) -> None:

@@ -12,7 +12,11 @@ limit, the language), `errors.py` (one-line JSON errors), `middleware.py` (uploa
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import sys
+import threading
 
 from .. import FruitlensError
 from ..config import ServeConfig
@@ -20,21 +24,15 @@ from .service import Service, load_service
 
 
 def run(cfg: ServeConfig) -> None:
-    """Load, then serve until interrupted (uvicorn on cfg.host:cfg.port)."""
+    """Load, then serve until interrupted (uvicorn on cfg.host:cfg.port): in this process, or in
+    `cfg.workers` processes. SIGHUP loads the model again without downtime (`Reloader` in one
+    process; uvicorn's rolling restart of the workers with several)."""
     import uvicorn
 
     from .app import create_app  # noqa: PLC0415 - the app (FastAPI) loads to serve, not for serve's helpers (limits, saved_index)
 
     _check_port(cfg.host, cfg.port)  # before loading: a taken port is a one-line error, at once
-    service = load_service(cfg, say=lambda line: print(line, flush=True))
-    app = create_app(service)
-    print(
-        f"[serve] page http://{cfg.host}:{cfg.port}/  API http://{cfg.host}:{cfg.port}/api/v1/  "
-        f"schema http://{cfg.host}:{cfg.port}/api/v1/openapi.json",
-        flush=True,
-    )
-    config = uvicorn.Config(
-        app,
+    options = dict(
         host=cfg.host,
         port=cfg.port,
         log_level="warning",
@@ -43,7 +41,70 @@ def run(cfg: ServeConfig) -> None:
         timeout_keep_alive=5,
         server_header=False,
     )
-    uvicorn.Server(config).run()
+    if cfg.workers > 1:
+        return _run_workers(cfg, options)
+    service = load_service(cfg, say=lambda line: print(line, flush=True))
+    app = create_app(service)
+    _say_where(cfg)
+    signal.signal(signal.SIGHUP, Reloader(app, cfg).request)
+    uvicorn.Server(uvicorn.Config(app, **options)).run()
+
+
+def _run_workers(cfg: ServeConfig, options: dict) -> None:
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    from .worker import CONFIG_ENV, STARTUP_FAILURE, to_env  # noqa: PLC0415 - the workers' module loads the app
+
+    Service.check(cfg)  # keys, limits storage, feedback: a one-line error here rather than in N workers
+    os.environ[CONFIG_ENV] = to_env(cfg)
+    config = uvicorn.Config(
+        "fruitlens.serve.worker:create", factory=True, workers=cfg.workers, timeout_worker_healthcheck=120, **options
+    )
+    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+    _say_where(cfg, f"{cfg.workers} processes, SIGHUP to pid {os.getpid()} reloads the model")
+    supervisor.run()
+    if any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes):
+        raise SystemExit(2)  # a worker said why, in one line
+
+
+def _say_where(cfg: ServeConfig, note: str = "") -> None:
+    print(
+        f"[serve] page http://{cfg.host}:{cfg.port}/  API http://{cfg.host}:{cfg.port}/api/v1/  "
+        f"schema http://{cfg.host}:{cfg.port}/api/v1/openapi.json" + (f"  ({note})" if note else ""),
+        flush=True,
+    )
+
+
+class Reloader:
+    """SIGHUP in a one-process service: the model, its species information and the index loaded
+    again in a thread while the service answers, then swapped in. A request takes the service once,
+    when it starts: answers in flight finish on the previous model. A load that fails keeps the
+    previous model and says why in one line."""
+
+    def __init__(self, app, cfg: ServeConfig):
+        self.app, self.cfg = app, cfg
+        self._busy = threading.Lock()
+
+    def request(self, signum=None, frame=None) -> None:
+        threading.Thread(target=self.reload, name="fruitlens-reload", daemon=True).start()
+
+    def reload(self) -> Service | None:
+        if not self._busy.acquire(blocking=False):
+            print("[serve] reload: one is under way already", flush=True)
+            return None
+        old = self.app.state.service
+        try:
+            new = load_service(self.cfg, say=lambda line: print(f"[reload] {line}", flush=True), keep=old)
+        except Exception as exc:  # noqa: BLE001 - any failure keeps the previous model, said in one line
+            reason = str(exc) if isinstance(exc, FruitlensError) else f"{type(exc).__name__}: {exc}"
+            print(f"[serve] reload failed, still answering with model {old.model_id}: {reason}", file=sys.stderr)
+            return None
+        finally:
+            self._busy.release()
+        self.app.state.service = new
+        print(f"[serve] reloaded: model {old.model_id} -> {new.model_id}", flush=True)
+        return new
 
 
 def _check_port(host: str, port: int) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from fastapi import Depends, HTTPException, Query, Request
 
 from ..catalogue import LANGUAGES
+from .limits import LimitsUnavailable
 from .service import Service
 
 LANG_HELP = "names and information: en or fr (else Accept-Language, else en)"
@@ -39,7 +40,10 @@ async def limited(request: Request, service: Service = Depends(get_service)) -> 
             "this service needs an API key (Authorization: Bearer KEY or X-API-Key)",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    allowed, remaining, reset = limiter.take(who)
+    try:
+        allowed, remaining, reset = limiter.take(who)
+    except LimitsUnavailable as exc:  # refused rather than let through unlimited
+        raise HTTPException(503, f"{exc}: retry in a few seconds", headers={"Retry-After": "5"}) from None
     headers = limiter.headers(remaining, reset)
     if not allowed:
         raise HTTPException(
