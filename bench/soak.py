@@ -255,6 +255,7 @@ def main():
     ap.add_argument("--idle", type=int, default=64, help="hostile: sockets that never send")
     ap.add_argument("--oversize", type=int, default=1, help="hostile: clients sending 12 MB photos")
     ap.add_argument("--sample-s", type=float, default=5.0)
+    ap.add_argument("--out", default=str(REPO / "bench" / "_work" / "soak.json"))
     args = ap.parse_args()
     files = sorted(Path(args.photos).rglob("*.jpg"))
     photos = [p.read_bytes() for p in files[:: max(1, len(files) // 200)][:200]]
@@ -273,7 +274,7 @@ def main():
     finally:
         if redis_proc is not None:
             redis_proc.terminate()
-    (work / "soak.json").write_text(json.dumps({"args": vars(args), "runs": runs}, indent=2))
+    Path(args.out).write_text(json.dumps({"args": vars(args), "runs": runs}, indent=2))
     print("\n| processes | hostile | identify/s | p50 ms | p95 ms | p99 ms | errors | RSS MB first → last (max) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in runs:

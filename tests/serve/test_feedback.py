@@ -118,7 +118,7 @@ def test_feedback_keeps_every_photo_of_the_question_under_one_receipt_and_deleti
     assert free["photos"] == 2 and free["confirmed"] is False
     paths = [str(p.relative_to(store)) for p in _everything(store)]
     assert not any("quince" in p.lower() or "secret" in p.lower() for p in paths)
-    assert words in (store / "receipts" / f"{free['receipt']}.json").read_text(encoding="utf-8")
+    assert json.loads((store / "receipts" / f"{free['receipt']}.json").read_text())["said"] == words
     assert (store / "unconfirmed" / free["receipt"]).stat().st_mode & 0o777 == 0o700
     # one deletion each: every photo, the receipt, and no folder left behind
     for answer in (kept, free):

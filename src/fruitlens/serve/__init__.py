@@ -7,7 +7,7 @@ requests); on the web: `app.py` (`create_app`: the FastAPI app assembled for a l
 `routers/` (one APIRouter per resource: identify, species, images, feedback, health, the page),
 `schemas.py` (the answers' pydantic models), `deps.py` (the dependencies: the service, the rate
 limit, the language), `errors.py` (one-line JSON errors), `middleware.py` (upload limit, capacity),
-`static/` (the page: plain HTML/CSS/JS).
+`static/` (the page: plain HTML/CSS/JS), `worker.py` (one process of `--workers N`).
 """
 
 from __future__ import annotations

@@ -3,11 +3,13 @@ JSON 503 when more requests are in flight than the service takes.
 
 - **Keys** (`--api-keys FILE`): one key per line as `sha256:<hex> NAME` (the file holds only the
   keys' SHA-256, never a key; `fruitlens keys add FILE NAME` makes a key, prints it once and
-  appends its hash). A request presents its key as `Authorization: Bearer KEY` or `X-API-Key: KEY`.
+  appends its hash; the file is read again when it changes). A request presents its key as `Authorization: Bearer KEY` or `X-API-Key: KEY`.
   A wrong key is a 401. Requests without a key are served at the client address's rate, or
   refused (401) with `--require-key`.
-- **Rate limit** (`--rate-limit N`, per minute; `--key-rate-limit N` for key holders): a sliding
-  window per key or client address over the routes that run the model (identify, feedback). Every
+- **Rate limit** (`--rate-limit N`, per minute; `--key-rate-limit N` for key holders): the `limits`
+  library's moving window per key or client address over the routes that run the model (identify,
+  feedback), counted in `--limits-storage` (`memory://`: this process; `redis://HOST:PORT`: every
+  process and machine pointed at it; unreachable: a JSON 503, never unlimited). Every
   such answer says where the client stands in `RateLimit-Limit`, `RateLimit-Remaining`,
   `RateLimit-Reset` (seconds) and `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers); past
   the limit a 429 with `Retry-After`.
