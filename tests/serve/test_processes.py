@@ -131,8 +131,8 @@ def _swap_model(live, built, note: str) -> None:
     meta = json.loads((staged / "model.json").read_text())
     meta["note"] = note
     (staged / "model.json").write_text(json.dumps(meta))
-    for f in staged.iterdir():
-        shutil.copy(f, live / f.name)
+    for name in ("portable.npz", "model.json"):  # what serve loads of a model folder
+        shutil.copy(staged / name, live / name)
 
 
 def _reload_while_answering(server: Server, live, built, keep_alive: bool = True) -> tuple[str, str, list]:
