@@ -208,3 +208,22 @@ def test_feedback_on_s3_is_private_and_deleted_whole(s3_server):
         assert [g["Permission"] for g in grants] == ["FULL_CONTROL"] and "URI" not in grants[0]["Grantee"]
     assert store.delete(receipt.id)
     assert s3.list_objects_v2(Bucket="feedback-acl").get("KeyCount") == 0
+
+
+def test_photos_kept_under_a_persons_words_by_an_earlier_version_are_moved_to_an_id(tmp_path):
+    needs_shared()
+    rid = "0123456789abcdef0123456789abcdef"
+    old = tmp_path / "unconfirmed" / "my grandmother s quince" / f"{rid}.jpg"
+    old.parent.mkdir(parents=True)
+    old.write_bytes(photo_of("Kiwi").read_bytes())
+    (tmp_path / "receipts").mkdir()
+    receipt = {"id": rid, "stored_at": "2026-12-01T00:00:00+00:00", "keep_until": "2027-12-01T00:00:00+00:00"}
+    receipt.update(photo=str(old.relative_to(tmp_path)), said="my grandmother's quince", answered=None, confirmed=False)
+    (tmp_path / "receipts" / f"{rid}.json").write_text(json.dumps(receipt))
+    store = FeedbackStore(Location.of(str(tmp_path)), retention_days=365, species=["Kiwi"])
+    assert store.expire() == 0  # what runs at start and hourly
+    paths = [str(p.relative_to(tmp_path)) for p in _everything(tmp_path)]
+    assert not any("quince" in p or "grandmother" in p for p in paths), paths
+    assert (tmp_path / "unconfirmed" / rid / "0.jpg").is_file()
+    assert json.loads((tmp_path / "receipts" / f"{rid}.json").read_text())["said"] == "my grandmother's quince"
+    assert store.delete(rid) and _everything(tmp_path) == []

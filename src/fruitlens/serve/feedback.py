@@ -245,6 +245,8 @@ class FeedbackStore:
                 continue
             if self.until(raw, _modified(info)) <= now:
                 deleted += self.delete(rid)
+            else:
+                self._move_words_out(rid, raw)
         for relative, info in self._photos_listed():  # photos whose receipt is gone: by their age
             match = _NAME.search(relative)
             rid = match and (match["rid"] or match["dir"])
@@ -254,6 +256,27 @@ class FeedbackStore:
                 deleted += 1
         self._prune()
         return deleted
+
+    def _move_words_out(self, rid: str, raw: bytes) -> None:
+        """A photo kept by an earlier version under `unconfirmed/<the person's words>/`: moved to
+        `unconfirmed/<receipt>/0.jpg`, its receipt rewritten, the words' folder removed."""
+        try:
+            receipt = json.loads(raw)
+            old = receipt["photo"]
+        except (ValueError, KeyError, TypeError):
+            return
+        if not (isinstance(old, str) and old.startswith(UNCONFIRMED + "/") and own_path(rid, old)):
+            return
+        new = f"{UNCONFIRMED}/{rid}/0.jpg"
+        with self._lock, storage_errors(self.where, "cannot write --feedback"):
+            try:
+                self._write(self.where / new, (self.where / old).read_bytes())
+            except FileNotFoundError:
+                return
+            receipt.pop("photo")
+            receipt["photos"] = [new]
+            self._write(self.where / RECEIPTS / f"{rid}.json", json.dumps(receipt, indent=2).encode() + b"\n")
+            self._remove(old)
 
     def until(self, raw: bytes, modified: datetime) -> datetime:
         """When a receipt's photos are deleted: the earlier of what its person was told and its
