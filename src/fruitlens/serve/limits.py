@@ -4,8 +4,8 @@ JSON 503 when more requests are in flight than the service takes.
 - **Keys** (`--api-keys FILE`): one key per line as `sha256:<hex> NAME` (the file holds only the
   keys' SHA-256, never a key; `fruitlens keys add FILE NAME` makes a key, prints it once and
   appends its hash; the file is read again when it changes). A request presents its key as
-  `Authorization: Bearer KEY` or `X-API-Key: KEY`. A wrong key is a 401. Requests without a key are served at the client address's rate, or
-  refused (401) with `--require-key`.
+  `Authorization: Bearer KEY` or `X-API-Key: KEY`. A wrong key is a 401. Requests without a key
+  are served at the client address's rate, or refused (401) with `--require-key`.
 - **Rate limit** (`--rate-limit N`, per minute; `--key-rate-limit N` for key holders): the `limits`
   library's moving window per key or client address over the routes that run the model (identify,
   feedback), counted in `--limits-storage` (`memory://`: this process; `redis://HOST:PORT`: every
