@@ -10,11 +10,12 @@ from fastapi import APIRouter, Depends, File, Form, HTTPException, Path, UploadF
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from ... import FruitlensError
 from ...embedding.decode import DecodeError
 from ..deps import get_service, limited
 from ..errors import ERRORS, LIMITED, NOT_FOUND, UPLOADS, error
 from ..feedback import RECEIPT
-from ..schemas import Deleted, FeedbackAnswer
+from ..schemas import Deleted, ErrorBody, FeedbackAnswer
 from ..service import Service
 from . import API
 
@@ -88,6 +89,8 @@ async def feedback(
         receipt = await run_in_threadpool(service.feedback.store, datas, said, answered_clean, cfg.max_pixels)
     except DecodeError as exc:
         return error(422, exc.reason, exc.detail, rate)
+    except FruitlensError as exc:  # the store cannot be written (disk, bucket): nothing kept, say so
+        return error(503, "unavailable", f"{exc}: nothing was kept, retry later", {**rate, "Retry-After": "30"})
     return JSONResponse(
         {
             "ok": True,
@@ -105,7 +108,11 @@ async def feedback(
     )
 
 
-@router.delete("/feedback/{receipt}", response_model=Deleted, responses={**NOT_FOUND, **ERRORS})
+@router.delete(
+    "/feedback/{receipt}",
+    response_model=Deleted,
+    responses={**NOT_FOUND, **ERRORS, 503: {"model": ErrorBody, "description": "the store cannot be reached"}},
+)
 async def delete_feedback(
     receipt: str = Path(..., description="the receipt id feedback returned"), service: Service = Depends(get_service)
 ):
@@ -114,6 +121,10 @@ async def delete_feedback(
         raise HTTPException(404, "this service keeps no feedback")
     if not RECEIPT.match(receipt):
         raise HTTPException(404, "no such receipt")
-    if not await run_in_threadpool(service.feedback.delete, receipt):
+    try:
+        deleted = await run_in_threadpool(service.feedback.delete, receipt)
+    except FruitlensError as exc:
+        return error(503, "unavailable", f"{exc}: retry later", {"Retry-After": "30"})
+    if not deleted:
         raise HTTPException(404, "no such receipt (already deleted, or past its retention period)")
     return {"ok": True, "deleted": True}
