@@ -268,9 +268,14 @@ def main():
             if processes > 1 and redis_proc is None:
                 redis_proc, redis_url = start_redis()
             for hostile in [h == "yes" for h in args.hostile.split(",")]:
-                run = run_one(args, photos, processes, hostile, redis_url, work)
+                try:
+                    run = run_one(args, photos, processes, hostile, redis_url, work)
+                except SystemExit as exc:  # a server that did not start: said, and the other runs go on
+                    print(f"soak: {processes} process(es), hostile={hostile}: {exc}", flush=True)
+                    continue
                 runs.append(run)
                 print(json.dumps({k: v for k, v in run.items() if k != "rss_mb_over_time"}), flush=True)
+                Path(args.out).write_text(json.dumps({"args": vars(args), "runs": runs}, indent=2))
     finally:
         if redis_proc is not None:
             redis_proc.terminate()
