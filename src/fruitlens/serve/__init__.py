@@ -52,19 +52,18 @@ def run(cfg: ServeConfig) -> None:
 
 def _run_workers(cfg: ServeConfig, options: dict) -> None:
     import uvicorn
-    from uvicorn.supervisors import Multiprocess
 
-    from .worker import CONFIG_ENV, STARTUP_FAILURE, to_env  # noqa: PLC0415 - the workers' module loads the app
+    from .worker import CONFIG_ENV, STARTUP_FAILURE, supervisor, to_env  # noqa: PLC0415 - uvicorn's workers
 
     Service.check(cfg)  # keys, limits storage, feedback: a one-line error here rather than in N workers
     os.environ[CONFIG_ENV] = to_env(cfg)
     config = uvicorn.Config(
         "fruitlens.serve.worker:create", factory=True, workers=cfg.workers, timeout_worker_healthcheck=120, **options
     )
-    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+    workers = supervisor(config)
     _say_where(cfg, f"{cfg.workers} processes, SIGHUP to pid {os.getpid()} reloads the model")
-    supervisor.run()
-    if any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes):
+    workers.run()
+    if any(p.exitcode == STARTUP_FAILURE for p in workers.processes):
         raise SystemExit(2)  # a worker said why, in one line
 
 
