@@ -62,7 +62,8 @@ def start_server(args, port: int, processes: int, redis_url: str | None, log: Pa
     cmd += ["--host", "127.0.0.1", "--port", str(port), "--rate-limit", "1000000"]
     if processes > 1:
         cmd += ["--workers", str(processes), "--limits-storage", redis_url]
-    proc = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT)  # noqa: SIM115 - the log outlives this
+    env = {"FRUITLENS_MODEL_DIR": str(SHARED / "models"), **os.environ}  # the backbone from ../shared, never downloaded
+    proc = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)  # noqa: SIM115 - the log outlives this
     deadline = time.time() + 300
     ready = 0
     while ready < processes:  # every worker has loaded (its "ready in" line), not only the first
