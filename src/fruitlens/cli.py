@@ -676,6 +676,22 @@ def classify(model_dir, input, output, spark_cfg, s3, quiet, **kw):
     help="Comma-separated addresses or networks of the reverse proxies whose X-Forwarded-For and "
     "X-Forwarded-Proto are trusted (e.g. 10.0.0.0/8). Default: none (the client is the TCP peer).",
 )
+@click.option(
+    "--limits-storage",
+    default=default(ServeConfig, "limits_storage"),
+    show_default=True,
+    metavar="URI",
+    help="Where rate limits and identified photos' ids live: memory:// (this process) or redis://HOST:PORT "
+    "(Valkey too; shared by every process and machine pointed at it; pip install 'fruitlens[redis]').",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1),
+    default=default(ServeConfig, "workers"),
+    show_default=True,
+    help="Server processes, each with its own model (memory x N); more than 1 needs --limits-storage redis://. "
+    "SIGHUP reloads the model without downtime.",
+)
 @backbone_file_option
 @s3_options
 def serve(
@@ -703,13 +719,16 @@ def serve(
     body_timeout,
     max_idle_connections,
     forwarded_allow_ips,
+    limits_storage,
+    workers,
     backbone_file,
     s3,
 ):
     """HTTP identification service and web page: open http://HOST:PORT/ (API under /api/v1/,
     schema at /api/v1/openapi.json). Send 1 to 5 photos of a fruit: the species (or its family,
     or "not sure"), its names and information in English or French, the most similar images of
-    --index; corrections kept with consent (--feedback)."""
+    --index; corrections kept with consent (--feedback). `kill -HUP PID` loads the model again
+    (a new one written to --model) without downtime: answers in flight finish on the previous one."""
     from .serve import run as run_server  # noqa: PLC0415 - the service (FastAPI) loads only to serve
 
     run_server(
@@ -738,6 +757,8 @@ def serve(
             body_timeout=body_timeout,
             max_idle_connections=max_idle_connections,
             forwarded_allow_ips=forwarded_allow_ips,
+            limits_storage=limits_storage,
+            workers=workers,
             backbone_file=backbone_file,
             s3=s3,
         )

@@ -231,6 +231,8 @@ class ServeConfig:
     body_timeout: float = 20.0  # s for each part of an upload's body (and >= 500 B/s past the first 20 s)
     max_idle_connections: int = 256  # connections without a request in progress; beyond, the oldest is closed
     forwarded_allow_ips: str | None = None  # proxies whose X-Forwarded-For/-Proto is trusted; None: none
+    limits_storage: str = "memory://"  # where rate limits and photo ids live: memory:// or redis://HOST:PORT
+    workers: int = 1  # server processes (each loads the model); > 1 needs a shared --limits-storage
     s3: S3Options = S3Options()
 
     def __post_init__(self):
@@ -248,6 +250,7 @@ class ServeConfig:
             "photo_cache_s",
             "decode_queue",
             "max_idle_connections",
+            "workers",
         ):
             _positive(f"--{name.replace('_', '-')}", getattr(self, name))
         if self.max_decodes is not None:
@@ -257,6 +260,11 @@ class ServeConfig:
                 raise FruitlensError(f"--{name.replace('_', '-')} must be a positive number of seconds")
         if self.require_key and not self.api_keys:
             raise FruitlensError("--require-key needs --api-keys FILE")
+        if self.workers > 1 and self.limits_storage.lower().startswith("memory"):
+            raise FruitlensError(
+                f"--workers {self.workers} needs --limits-storage redis://HOST:PORT: with memory:// each process "
+                "would count its own rate limits and know only its own photo ids"
+            )
 
 
 def _positive(name: str, value: int) -> None:

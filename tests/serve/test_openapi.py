@@ -51,7 +51,7 @@ OPERATIONS = [
         "/api/v1/feedback/{receipt}",
         "delete_feedback_api_v1_feedback__receipt__delete",
         ["feedback"],
-        ["200", "400", "401", "404", "422"],
+        ["200", "400", "401", "404", "422", "503"],
         ["receipt"],
     ),
     ("get", "/api/v1/health", "health_api_v1_health_get", ["service"], ["200"], []),

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from fastapi import Depends, HTTPException, Query, Request
 
 from ..catalogue import LANGUAGES
+from .limits import LimitsUnavailable
 from .service import Service
 
 RATE_STATE = "fruitlens.rate"  # where the Callers middleware leaves the RateLimit headers (scope["state"])
@@ -58,7 +59,10 @@ def admit(service: Service, headers: dict[str, str], host: str | None, counted: 
         unauthorized = "this service needs an API key (Authorization: Bearer KEY or X-API-Key)"
     if unauthorized is None and not counted:
         return {}
-    allowed, remaining, reset = limiter.take(who)
+    try:
+        allowed, remaining, reset = limiter.take(who)
+    except LimitsUnavailable as exc:  # refused rather than let through unlimited
+        raise Refused(503, f"{exc}: retry in a few seconds", {"Retry-After": "5"}) from None
     rate = limiter.headers(remaining, reset)
     if unauthorized is not None:  # what the client must change first, even past its limit
         raise Refused(401, unauthorized, {"WWW-Authenticate": "Bearer"})

@@ -155,6 +155,7 @@ class FeedbackAnswer(BaseModel):
     stored: bool
     receipt: str | None
     confirmed: bool | None
+    photos: int  # how many photos of the question were kept (0 without consent)
     keep_until: str | None
     delete_url: str | None
     message: str
@@ -168,6 +169,8 @@ class Deleted(BaseModel):
 class Health(BaseModel):
     status: Literal["ok"]
     version: str
+    model: str  # the loaded model's fingerprint: changes when a reload (SIGHUP) loads another
+    model_loaded_at: str
     classes: int
     indexed_images: int
     search: str

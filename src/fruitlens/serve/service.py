@@ -11,6 +11,8 @@ worker thread.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import secrets
 import threading
@@ -29,7 +31,7 @@ from ..storage.location import Location
 from .decodes import DecodeGate, default_slots
 from .feedback import FeedbackStore
 from .index import NeighbourIndex
-from .limits import ApiKeys, RateLimiter
+from .limits import ApiKeys, RateLimiter, limits_storage
 from .photo_collections import Collections, describe, first_path
 from .species_info import SpeciesInformation
 
@@ -68,6 +70,48 @@ class PhotoCache:
             return found[1]
 
 
+class SharedPhotoCache:
+    """The photos just identified, by a random id, in Redis (`--limits-storage redis://`) for
+    `ttl_s`: every process pointed at it finds a photo another one identified. Held in Redis's
+    memory only, each under its own expiry; nothing is written to disk by us. A Redis hiccup
+    loses an id (feedback then asks for the photo itself), never an answer."""
+
+    def __init__(self, client, ttl_s: int):
+        self.client, self.ttl = client, ttl_s
+
+    def put(self, data: bytes) -> str:
+        pid = secrets.token_hex(16)
+        try:
+            self.client.set(f"fruitlens:photo:{pid}", data, ex=self.ttl)
+        except Exception:  # noqa: BLE001 - redis's errors: the id is then unknown, the answer stands
+            pass
+        return pid
+
+    def get(self, pid: str) -> bytes | None:
+        try:
+            return self.client.get(f"fruitlens:photo:{pid}")
+        except Exception:  # noqa: BLE001 - as if expired: feedback asks for the photo itself
+            return None
+
+
+class Shared:
+    """What outlives a model reload and, with `--limits-storage redis://`, is shared by every
+    process: the rate limits, the photos by id, the keys (the file, read again when it changes) and
+    the feedback store (the folder or prefix)."""
+
+    def __init__(self, cfg: ServeConfig, feedback: FeedbackStore | None, keys: ApiKeys | None):
+        self.storage = limits_storage(cfg.limits_storage)
+        self.address_limit = RateLimiter(cfg.rate_limit, self.storage, "address")
+        self.key_limit = RateLimiter(cfg.key_rate_limit, self.storage, "key")
+        client = getattr(self.storage, "storage", None)  # limits' Redis client, when the storage is Redis
+        self.photos: PhotoCache | SharedPhotoCache = (
+            PhotoCache(cfg.photo_cache_s)
+            if cfg.limits_storage.lower().startswith("memory") or client is None
+            else SharedPhotoCache(client, cfg.photo_cache_s)
+        )
+        self.feedback, self.keys = feedback, keys
+
+
 class Service:
     def __init__(
         self,
@@ -78,6 +122,7 @@ class Service:
         feedback: FeedbackStore | None = None,
         keys: ApiKeys | None = None,
         catalogue: Catalogue | None = None,
+        shared: Shared | None = None,
     ):
         self.identifier = identifier
         self.catalogue = catalogue or Catalogue.of_labels(identifier.model.classes)
@@ -85,12 +130,31 @@ class Service:
         self.information = information
         self.index = index
         self.cfg = cfg
-        self.feedback = feedback
-        self.keys = keys
-        self.address_limit = RateLimiter(cfg.rate_limit)
-        self.key_limit = RateLimiter(cfg.key_rate_limit)
-        self.photos = PhotoCache(cfg.photo_cache_s)
-        self.decodes = DecodeGate(cfg.max_decodes or default_slots(), cfg.decode_queue)
+        self.shared = shared or Shared(cfg, feedback, keys)
+        self.feedback = self.shared.feedback
+        self.keys = self.shared.keys
+        self.address_limit = self.shared.address_limit
+        self.key_limit = self.shared.key_limit
+        self.photos = self.shared.photos
+        self.decodes = DecodeGate(cfg.max_decodes or default_slots(), cfg.decode_queue)  # per process
+        self.loaded_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.model_id = model_id(identifier.model)
+
+    @staticmethod
+    def check(cfg: ServeConfig) -> None:
+        """What `load_service` would refuse, short of loading the model and the index: one-line
+        FruitlensErrors (the supervisor of `--workers` checks this before starting them)."""
+        if not Location.of(cfg.model, cfg.s3).exists():
+            raise FruitlensError(f"--model: no model folder at {cfg.model}")
+        for flag, where in [("--index", i) for i in cfg.index] + [("--info", i) for i in cfg.info]:
+            place = Location.of(where, cfg.s3)
+            if place.is_local and not os.path.isdir(place.path):
+                raise FruitlensError(f"{flag}: no folder at {place.uri}")
+        if cfg.api_keys:
+            ApiKeys.load(cfg.api_keys)
+        limits_storage(cfg.limits_storage)
+        if cfg.feedback:
+            FeedbackStore(Location.of(cfg.feedback, cfg.s3), cfg.feedback_retention_days, [])
 
     @property
     def interpreters(self) -> int:
@@ -118,8 +182,16 @@ class Service:
         return self.identifier.identification_of(pixels, 5, decode_s)
 
 
-def load_service(cfg: ServeConfig, say=print) -> Service:
-    """Load everything once; one-line FruitlensErrors for what the user got wrong."""
+def model_id(model: PortableModel) -> str:
+    """A short fingerprint of a model (its metadata and classes): which model answers, in /health."""
+    text = json.dumps({"meta": model.meta, "classes": model.classes}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def load_service(cfg: ServeConfig, say=print, keep: Service | None = None) -> Service:
+    """Load everything once; one-line FruitlensErrors for what the user got wrong. With `keep` (a
+    reload), the model, its species information and the index are loaded again, and what is
+    shared (limits, photo ids, keys, feedback) is kept."""
     t0 = time.perf_counter()
     model_at = Location.of(cfg.model, cfg.s3)
     model = PortableModel.load(model_at)
@@ -133,10 +205,16 @@ def load_service(cfg: ServeConfig, say=print) -> Service:
     for index_loc in index_locs:
         if index_loc.is_local and not os.path.isdir(index_loc.path):
             raise FruitlensError(f"--index: no folder at {index_loc.uri} (a folder `fruitlens run` wrote)")
-    keys = ApiKeys.load(cfg.api_keys) if cfg.api_keys else None
-    feedback = None
-    if cfg.feedback:
-        feedback = FeedbackStore(Location.of(cfg.feedback, cfg.s3), cfg.feedback_retention_days, model.classes)
+    if keep is None:
+        keys = ApiKeys.load(cfg.api_keys) if cfg.api_keys else None
+        feedback = None
+        if cfg.feedback:
+            feedback = FeedbackStore(Location.of(cfg.feedback, cfg.s3), cfg.feedback_retention_days, model.classes)
+        shared = Shared(cfg, feedback, keys)
+    else:
+        shared, keys, feedback = keep.shared, keep.keys, keep.feedback
+        if feedback is not None:
+            feedback.species = {s.casefold(): s for s in model.classes}
     threads = cfg.threads or max(1, (os.cpu_count() or 1) // cfg.interpreters)
     embedder = embedder_for(model, cfg.backbone_file, threads=threads, interpreters=cfg.interpreters)
     embedder.load()
@@ -180,8 +258,14 @@ def load_service(cfg: ServeConfig, say=print) -> Service:
         + (f"{len(keys)} key(s), {'required' if cfg.require_key else 'optional'}; " if keys else "none; ")
         + f"{cfg.rate_limit} requests/min per address"
         + (f", {cfg.key_rate_limit} per key" if keys else "")
+        + (
+            ", counted in this process"
+            if cfg.limits_storage.lower().startswith("memory")
+            else f", counted in {cfg.limits_storage.split('://')[0]}:// (shared by every process using it)"
+        )
     )
-    say(f"[serve] ready in {time.perf_counter() - t0:.1f} s")
-    if feedback is not None:
+    service = Service(identifier, information, index, cfg, catalogue=catalogue, shared=shared)
+    say(f"[serve] ready in {time.perf_counter() - t0:.1f} s (model {service.model_id})")
+    if feedback is not None and keep is None:
         feedback.start_expiry()
-    return Service(identifier, information, index, cfg, feedback, keys, catalogue)
+    return service

@@ -18,6 +18,8 @@ async def health(service: Service = Depends(get_service)):
     return {
         "status": "ok",
         "version": __version__,
+        "model": service.model_id,
+        "model_loaded_at": service.loaded_at,
         "classes": len(service.model.classes),
         "indexed_images": len(service.index),
         "search": service.index.kind,

@@ -268,7 +268,7 @@ async function sendFeedback(e) {
   body.append("said", map[said] || said);
   body.append("consent", $("consent").checked ? "true" : "false");
   body.append("answered", last.answer.answer || "not sure");
-  body.append("photo_id", last.answer.photos[0].id);
+  for (const p of last.answer.photos) body.append("photo_id", p.id); // every photo of the question, one receipt
   const { res, body: answer } = await api(`/api/v1/feedback?lang=${lang}`, { method: "POST", body });
   const status = $("feedback-status");
   if (!res.ok || !answer.ok) { status.textContent = t.failed + (answer.message || res.status); return; }
