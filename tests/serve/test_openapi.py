@@ -61,8 +61,10 @@ SCHEMAS = [
     "Attribution",
     "Body_feedback_api_v1_feedback_post",
     "Body_identify_api_v1_identify_post",
+    "Collection",
     "Deleted",
     "ErrorBody",
+    "Fact",
     "FeedbackAnswer",
     "Health",
     "Identified",
@@ -73,6 +75,7 @@ SCHEMAS = [
     "SpeciesItem",
     "SpeciesList",
     "TopItem",
+    "Why",
 ]
 
 
