@@ -25,6 +25,7 @@ def test_species_list_one_species_health_and_schema(client):
         "ok": False,
         "reason": "not found",
         "detail": "no such species (see /api/v1/species)",
+        "message": "Not found.",
     }
     h = client.get("/api/v1/health").json()
     assert h["status"] == "ok" and h["classes"] == 6 and h["indexed_images"] == 120

@@ -27,10 +27,11 @@ DRAIN_BYTES = 1024 * 1024  # read (and dropped) of a body refused from its heade
 MIN_BODY_RATE = 500  # bytes/s a body must average past its first --body-timeout (Apache mod_reqtimeout's MinRate)
 CLOSE = {"Connection": "close"}
 
-# The page's policy: its own script, style, images, and the thumbnails it makes (blob:); nothing
+# The page's policy: its own script, style, images, and the thumbnails it makes (blob:, and data: for
+# those of the last answers kept in localStorage); nothing
 # inline, no frames, forms and fetches to itself only.
 PAGE_CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; connect-src 'self'; "
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; connect-src 'self'; "
     "manifest-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
 API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"  # JSON and images
