@@ -58,15 +58,7 @@ class WholeGraphBackbone:
         n = batch.shape[0]
         if n == 0:
             return np.zeros((0, self.spec.embedding_dim), np.float32)
-        if batch.shape[1:3] != self.spec.input_size[::-1] and not self.resizes_in_graph:
-            raise ValueError(
-                f"{self.spec.name} takes {self.spec.input_size[0]}x{self.spec.input_size[1]} images "
-                f"without its in-graph resize, got {batch.shape[2]}x{batch.shape[1]}"
-            )
-        if batch.shape != self._shape:  # a new batch size or image size
-            self._interpreter.resize_tensor_input(self._input["index"], list(batch.shape))
-            self._interpreter.allocate_tensors()
-            self._shape = batch.shape
+        if litert.reshaped(self, batch):  # a new batch size or image size
             self._output = self._interpreter.get_output_details()[0]
         self._interpreter.set_tensor(self._input["index"], self._to_input[np.asarray(batch, np.uint8)])
         self._interpreter.invoke()

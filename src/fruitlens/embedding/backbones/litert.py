@@ -61,15 +61,7 @@ class LiteRTBackbone:
         n = batch.shape[0]
         if n == 0:
             return np.zeros((0, self.spec.embedding_dim), np.float32)
-        if batch.shape[1:3] != self.spec.input_size[::-1] and not self.resizes_in_graph:
-            raise ValueError(
-                f"{self.spec.name} takes {self.spec.input_size[0]}x{self.spec.input_size[1]} images "
-                f"without its in-graph resize, got {batch.shape[2]}x{batch.shape[1]}"
-            )
-        if batch.shape != self._shape:  # a new batch size or image size
-            self._interpreter.resize_tensor_input(self._input["index"], list(batch.shape))
-            self._interpreter.allocate_tensors()
-            self._shape = batch.shape
+        if reshaped(self, batch):  # a new batch size or image size
             by_name = {o["name"]: o for o in self._interpreter.get_output_details()}
             # The spec's order; the averaged stages' outputs are named after the added MEAN.
             found = [by_name.get(name) for name in self.cut_tensors]
@@ -90,6 +82,24 @@ class LiteRTBackbone:
                 values = (values - np.float32(zero_point)) * np.float32(scale)
             parts.append(values)
         return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+
+
+def reshaped(backbone, batch: np.ndarray) -> bool:
+    """Size the backbone's interpreter for `batch` (refused when its images are not the input size
+    and the graph does not resize them): True when the batch's shape is new, so the interpreter was
+    resized and its outputs must be looked up again. The LiteRT backbones' one rule for it."""
+    spec = backbone.spec
+    if batch.shape[1:3] != spec.input_size[::-1] and not backbone.resizes_in_graph:
+        raise ValueError(
+            f"{spec.name} takes {spec.input_size[0]}x{spec.input_size[1]} images "
+            f"without its in-graph resize, got {batch.shape[2]}x{batch.shape[1]}"
+        )
+    if batch.shape == backbone._shape:
+        return False
+    backbone._interpreter.resize_tensor_input(backbone._input["index"], list(batch.shape))
+    backbone._interpreter.allocate_tensors()
+    backbone._shape = batch.shape
+    return True
 
 
 @contextlib.contextmanager
